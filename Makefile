@@ -1,0 +1,28 @@
+# One entry point for humans and CI. `make run` starts the local stack; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test proto check-proto clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+## run: install, start the embedded broker and the three services on localhost:8080 (Ctrl-C stops all)
+run: $(STAMP)
+	$(BIN)/wallet-stack
+
+## test: install and run the whole test suite (starts its own brokers on free loopback ports)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## proto: regenerate the Python code of proto/wallet.proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=walletkit/wallet --pyi_out=walletkit/wallet proto/wallet.proto
+
+clean:
+	rm -rf $(VENV) .state build *.egg-info

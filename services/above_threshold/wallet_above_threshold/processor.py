@@ -1,0 +1,94 @@
+"""What the above_threshold group does with one deposit, and how its table is stored.
+
+The table value is a ``WalletInfoList``: one ``WalletInfo`` per deposit still kept
+(reference fields plus exact extensions), each carrying the wallet's sticky flag,
+so a Go Goka view reading only the reference fields reads the right flag.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter
+
+from walletkit.stream import Context, GroupSpec, SkipRecord
+from walletkit.wallet import money
+from walletkit.wallet.codecs import (
+    DEPOSIT, DepositRequest, WalletInfo, WalletInfoList, deposit_amount_micros, deposit_time_micros,
+)
+from walletkit.wallet.topology import ABOVE_THRESHOLD_GROUP, DEPOSIT_TOPIC
+from wallet_above_threshold.threshold import MICROS, Entry, Rule, WindowState
+
+log = logging.getLogger(__name__)
+
+FLAGGED = Counter("wallet_flagged_total", "Wallets flagged above the threshold (each wallet once).")
+
+
+class WindowStateCodec:
+    """Table codec: ``WindowState`` ⇄ ``WalletInfoList`` bytes."""
+
+    def encode(self, state: WindowState) -> bytes:
+        msg = WalletInfoList()
+        msg.AppliedOffset = state.applied_offset
+        msg.AboveThreshold = state.flagged
+        wallet_id = state.wallet_id
+        for e in state.entries:
+            msg.List.append(WalletInfo(
+                WalletID=wallet_id,
+                LastDepositAmount=money.micros_to_float(e.amount),
+                RollingPeriodCumulative=money.micros_to_float(e.cumulative),
+                AboveThreshold=state.flagged,
+                CreatedAt=e.at // MICROS,
+                LastDepositMicros=e.amount,
+                RollingPeriodCumulativeMicros=e.cumulative,
+                CreatedAtMicros=e.at,
+                DepositOffset=e.offset,
+            ))
+        return msg.SerializeToString()
+
+    def decode(self, data: bytes) -> WindowState:
+        msg = WalletInfoList()
+        try:
+            msg.ParseFromString(data)
+        except Exception as exc:
+            raise SkipRecord("undecodable", f"not a WalletInfoList: {exc}") from exc
+        state = WindowState(
+            entries=[Entry(at=i.CreatedAtMicros if i.HasField("CreatedAtMicros") else i.CreatedAt * MICROS,
+                           offset=i.DepositOffset if i.HasField("DepositOffset") else -1,
+                           amount=i.LastDepositMicros if i.HasField("LastDepositMicros") else money.double_to_micros(i.LastDepositAmount),
+                           cumulative=i.RollingPeriodCumulativeMicros if i.HasField("RollingPeriodCumulativeMicros") else 0)
+                     for i in msg.List],
+            flagged=msg.AboveThreshold if msg.HasField("AboveThreshold") else any(i.AboveThreshold for i in msg.List),
+            applied_offset=msg.AppliedOffset if msg.HasField("AppliedOffset") else -1,
+            wallet_id=msg.List[0].WalletID if msg.List else "",
+        )
+        state.entries.sort()
+        return state
+
+    def applied_offset(self, state: WindowState) -> int:
+        return state.applied_offset
+
+    def stamp(self, state: WindowState, offset: int) -> None:
+        state.applied_offset = offset
+
+
+WINDOW_STATE = WindowStateCodec()
+
+
+def above_threshold_group(rule: Rule) -> GroupSpec:
+    def on_deposit(ctx: Context, deposit: DepositRequest) -> None:
+        amount = deposit_amount_micros(deposit)
+        at = deposit_time_micros(deposit)
+        if at <= 0:
+            raise SkipRecord("invalid_time", f"CreatedAt {deposit.CreatedAt} is not a time")
+        state: WindowState | None = ctx.value()
+        if state is None:
+            state = WindowState()
+        state.wallet_id = ctx.key
+        if state.add(Entry(at=at, offset=ctx.offset, amount=amount), rule):
+            FLAGGED.inc()
+            log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset})
+        ctx.set_value(state)
+
+    return GroupSpec(group=ABOVE_THRESHOLD_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,
+                     table_codec=WINDOW_STATE, callback=on_deposit)

@@ -1,0 +1,58 @@
+"""``wallet-api``: the API service (emitter + views + HTTP) on port 8080."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from decimal import Decimal
+
+from aiohttp import web
+
+from walletkit.service.logs import setup_logging
+from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
+from walletkit.stream import StreamError
+from walletkit.wallet import money
+from wallet_api.app import make_app
+from wallet_api.ledger import Ledger
+from wallet_api.validation import Limits
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser("wallet-api", "Wallet API: POST /deposit, GET /details/{wallet_id}.", 8080, "./state/api")
+    env_flag(parser, "--max-body-bytes", "WALLET_MAX_BODY_BYTES", "largest accepted request body", default=4096, type=int)
+    env_flag(parser, "--wallet-id-max-length", "WALLET_ID_MAX_LENGTH", "longest accepted wallet id", default=64, type=int)
+    env_flag(parser, "--amount-decimals", "WALLET_AMOUNT_DECIMALS",
+             f"fractional digits an amount may have (0-{money.SCALE_DIGITS})", default=2, type=int)
+    env_flag(parser, "--max-amount", "WALLET_MAX_AMOUNT", "largest single deposit",
+             default=money.DEFAULT_MAX_AMOUNT, type=Decimal)
+    args = parse(parser, argv)
+    if not 0 <= args.amount_decimals <= money.SCALE_DIGITS:
+        parser.error(f"--amount-decimals must be between 0 and {money.SCALE_DIGITS}")
+    if not 0 < args.max_amount <= money.DEFAULT_MAX_AMOUNT:
+        parser.error(f"--max-amount must be in (0, {money.DEFAULT_MAX_AMOUNT}]")
+    setup_logging("wallet-api", args.log_level)
+    limits = Limits(max_body_bytes=args.max_body_bytes, wallet_id_max_length=args.wallet_id_max_length,
+                    amount_decimals=args.amount_decimals, max_amount=args.max_amount)
+    ledger = Ledger(kafka_settings(args, client_id="wallet-api"), args.state_dir, partitions=args.partitions,
+                    create_topics=args.create_topics, replication_factor=args.replication_factor)
+    loop = None
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        pass
+    try:
+        web.run_app(make_app(ledger, limits), host=args.http_host, port=args.http_port, loop=loop,
+                    print=lambda *_: log.info("listening on %s:%d", args.http_host, args.http_port),
+                    access_log=None, shutdown_timeout=10)
+    except StreamError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    log.info("wallet-api stopped cleanly")
+
+
+if __name__ == "__main__":
+    main()

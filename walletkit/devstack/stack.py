@@ -1,0 +1,117 @@
+"""``wallet-stack``: the whole service on one machine (``make run``).
+
+Starts the embedded broker, creates the topics, starts the three services with
+their state under one directory, waits until all are ready and prints how to use
+them; Ctrl-C stops the services gracefully (drain, flush, commit), then the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.net import wait_until
+from walletkit.devstack.processes import ServiceProcess
+
+BANNER = """
+Wallet service is up (state and logs in {state}).
+
+  curl -X POST localhost:{port}/deposit -d '{{"WalletID": "walletID001", "Amount": 8000}}'
+  curl localhost:{port}/details/walletID001
+
+  API            http://localhost:{port}   (/metrics /healthz /readyz)
+  balance        http://localhost:{bal}/metrics
+  above_threshold http://localhost:{thr}/metrics
+  Kafka (Tansu)  {bootstrap}
+
+Ctrl-C stops everything.
+"""
+
+
+def say(msg: str) -> None:
+    print(f"[wallet-stack] {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="wallet-stack", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    p.add_argument("--broker-port", type=int, default=9092, help="embedded broker port (default 9092)")
+    p.add_argument("--state-dir", default=".state", help="state and logs (default .state; emptied at start)")
+    p.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
+    args = p.parse_args(argv)
+
+    state = Path(args.state_dir).resolve()
+    # The embedded broker keeps its data in memory only: state from an earlier run
+    # describes topics that no longer exist, so start empty.
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "logs").mkdir(parents=True)
+
+    stopping = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    say(f"starting the embedded Kafka-protocol broker on 127.0.0.1:{args.broker_port}")
+    broker = TansuBroker(port=args.broker_port, log_path=state / "logs" / "broker.log")
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        say(f"cannot start the broker: {exc}")
+        sys.exit(1)
+    common = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "WALLET_PARTITIONS": str(args.partitions),
+        # A short session makes the group's first join quick on the embedded broker.
+        "WALLET_KAFKA_SESSION_TIMEOUT_MS": "6000",
+    }
+    services = [
+        ServiceProcess("wallet-balance", {**common, "WALLET_STATE_DIR": str(state / "balance")}, 8081,
+                       state / "logs" / "balance.log"),
+        ServiceProcess("wallet-above-threshold", {**common, "WALLET_STATE_DIR": str(state / "above_threshold")},
+                       8082, state / "logs" / "above_threshold.log"),
+        ServiceProcess("wallet-api", {**common, "WALLET_STATE_DIR": str(state / "api")}, args.port,
+                       state / "logs" / "api.log"),
+    ]
+    code = 0
+    try:
+        for svc in services:
+            say(f"starting {svc.script} (log: {svc.log_path})")
+            svc.start()
+            if svc.script == "wallet-balance":
+                # Let one service create the topics before the others check them.
+                svc.wait_ready(60)
+        for svc in services:
+            wait_until(lambda: stopping or svc.ready(), 90, interval=0.3, what=f"{svc.script} to become ready")
+            if stopping:
+                break
+            say(f"{svc.script} ready on port {svc.port}")
+        if not stopping:
+            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=broker.bootstrap), flush=True)
+        while not stopping:
+            for svc in services:
+                svc.check_running()
+            time.sleep(0.5)
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"error: {exc}")
+        code = 1
+    finally:
+        say("stopping services (draining and committing)")
+        for svc in reversed(services):
+            rc = svc.stop()
+            say(f"{svc.script} exited with code {rc}")
+        broker.stop()
+        say("broker stopped; bye")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Running a processor service: flags, topics, operations endpoints, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from walletkit.service.logs import setup_logging
+from walletkit.service.ops import OpsServer
+from walletkit.service.settings import kafka_settings
+from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
+from walletkit.wallet.topology import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[argparse.Namespace], GroupSpec]) -> int:
+    """Run one processor until SIGTERM/SIGINT; return the process exit code.
+
+    On a signal the processor finishes its batch, makes it durable, commits and
+    leaves the group, then the process exits 0.
+    """
+    setup_logging(service, args.log_level)
+    settings = kafka_settings(args, client_id=service)
+    spec = make_spec(args)
+    try:
+        ensure_topics(TopicManager(settings, replication_factor=args.replication_factor), args.partitions,
+                      create=args.create_topics)
+    except StreamError as exc:
+        log.error("%s", exc)
+        return 1
+    processor = Processor(spec, settings, args.state_dir)
+    ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
+                    status=lambda: {"state": processor.state.value, "partitions": processor.partitions})
+    ops.start()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: draining", signal.Signals(signum).name)
+        processor.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("%s starting: group %s, input %s, table %s, state in %s", service, spec.group, spec.input_topic,
+             spec.table_topic, args.state_dir)
+    try:
+        processor.run()
+    except StreamError as exc:
+        log.error("%s stopped: %s", service, exc)
+        return 1
+    finally:
+        ops.stop()
+    log.info("%s stopped cleanly", service)
+    return 0
+
+
+def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[[argparse.Namespace], GroupSpec],
+             argv: list[str] | None = None) -> None:
+    from walletkit.service.settings import parse
+
+    sys.exit(run_processor(service, parse(parser, argv), make_spec))

@@ -1,0 +1,67 @@
+"""Codecs: how values become bytes on a topic and back (Goka's Codec)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Codec(Protocol):
+    """Encodes and decodes the values of one topic."""
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any:
+        """Decode ``data``; raise :class:`~walletkit.stream.errors.SkipRecord` if malformed."""
+        ...
+
+
+class TableCodec(Codec, Protocol):
+    """A codec for table values, which carry the input offset they reflect.
+
+    The processor stamps every value it writes with the offset of the input record
+    that produced it; a record whose offset is at or below the stored value's is
+    already counted and is skipped. Restores and views keep, per key, the value
+    with the highest applied offset.
+    """
+
+    def applied_offset(self, value: Any) -> int:
+        """The stamped input offset, or -1 when the value carries none."""
+        ...
+
+    def stamp(self, value: Any, offset: int) -> None:
+        """Record in ``value`` that it reflects the input record at ``offset``."""
+        ...
+
+
+class ProtobufCodec:
+    """Codec for one protobuf message type."""
+
+    def __init__(self, message_type: type) -> None:
+        self.message_type = message_type
+
+    def encode(self, value: Any) -> bytes:
+        return value.SerializeToString()
+
+    def decode(self, data: bytes) -> Any:
+        msg = self.message_type()
+        try:
+            msg.ParseFromString(data)
+        except Exception as exc:  # DecodeError, or None/garbage input
+            from walletkit.stream.errors import SkipRecord
+
+            raise SkipRecord("undecodable", f"not a {self.message_type.__name__}: {exc}") from exc
+        return msg
+
+
+class ProtobufTableCodec(ProtobufCodec):
+    """Table codec for a protobuf message with an ``optional int64`` offset field."""
+
+    def __init__(self, message_type: type, offset_field: str) -> None:
+        super().__init__(message_type)
+        self.offset_field = offset_field
+
+    def applied_offset(self, value: Any) -> int:
+        return getattr(value, self.offset_field) if value.HasField(self.offset_field) else -1
+
+    def stamp(self, value: Any, offset: int) -> None:
+        setattr(value, self.offset_field, offset)

@@ -1,0 +1,36 @@
+"""The context a processor callback gets for each input record (Goka's Context)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from walletkit.stream.codec import TableCodec
+from walletkit.stream.table import Transaction
+
+
+class Context:
+    """Access to the group table for the key of the record being processed.
+
+    ``value()`` reads the key's current table value (``None`` if it has none);
+    ``set_value(v)`` replaces it. Every value set is stamped with the record's
+    offset, which is what makes a replayed record a no-op.
+    """
+
+    __slots__ = ("key", "offset", "partition", "timestamp", "_txn", "_codec")
+
+    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, timestamp: int) -> None:
+        self._txn = txn
+        self._codec = codec
+        #: The record's key (the table key).
+        self.key = key
+        self.partition = partition
+        self.offset = offset
+        #: Kafka record timestamp in milliseconds.
+        self.timestamp = timestamp
+
+    def value(self) -> Any | None:
+        return self._txn.get(self.key)
+
+    def set_value(self, value: Any) -> None:
+        self._codec.stamp(value, self.offset)
+        self._txn.set(self.key, value)

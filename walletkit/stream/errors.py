@@ -1,0 +1,35 @@
+"""Named errors of the stream toolkit."""
+
+
+class StreamError(Exception):
+    """Base class of every error the stream toolkit raises."""
+
+
+class BrokerUnavailable(StreamError):
+    """The Kafka cluster could not be reached within the configured time."""
+
+
+class EmitError(StreamError):
+    """A record was not acknowledged by the broker: it is not stored."""
+
+
+class CoPartitioningError(StreamError):
+    """Topics that must be co-partitioned have different partition counts."""
+
+
+class RestoreError(StreamError):
+    """A partition's table could not be restored from its changelog."""
+
+
+class SkipRecord(StreamError):
+    """Raised by a codec or callback for a record that can never be processed.
+
+    The processor counts it, logs it with the reason and moves on: the record's
+    offset is consumed and the table is left unchanged. Any other exception from a
+    callback stops the processor without committing, so the record is retried.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,82 @@
+"""Client configuration shared by every Kafka client the toolkit creates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the cluster is and how to talk to it.
+
+    ``extra`` holds any further librdkafka properties (``security.protocol``,
+    ``sasl.*``, ``ssl.*`` ...) and is applied to every client.
+    """
+
+    bootstrap_servers: str
+    client_id: str = "wallet"
+    #: Consumer-group session timeout. A SIGKILLed member holds its partitions
+    #: this long; the group's first join takes about half of it on some brokers.
+    session_timeout_ms: int = 10_000
+    #: Static group membership (``group.instance.id``), e.g. a StatefulSet pod
+    #: name: a restarted member gets its partitions back without a rebalance.
+    instance_id: str | None = None
+    #: How long a produced record may wait for the broker's ack before it fails.
+    delivery_timeout_ms: int = 10_000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def common(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        conf.update(self.extra)
+        return conf
+
+    def producer(self, **overrides: Any) -> dict[str, Any]:
+        conf = self.common()
+        conf.update({
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "message.timeout.ms": self.delivery_timeout_ms,
+            "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
+        })
+        conf.update(overrides)
+        return conf
+
+    def group_consumer(self, group: str, **overrides: Any) -> dict[str, Any]:
+        conf = self.common()
+        conf.update({
+            "group.id": group,
+            # Eager range assignment keeps partition p of every co-partitioned
+            # topic on the same member (cooperative protocols are not needed:
+            # a processor drains and commits on every revocation anyway).
+            "partition.assignment.strategy": "range",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
+            "isolation.level": "read_committed",
+        })
+        if self.instance_id:
+            conf["group.instance.id"] = self.instance_id
+        conf.update(overrides)
+        return conf
+
+    def reader(self, **overrides: Any) -> dict[str, Any]:
+        """A consumer that reads assigned partitions outside any group (restores, views)."""
+        conf = self.common()
+        conf.update({
+            # librdkafka needs a group.id even for manual assignment; nothing is committed.
+            "group.id": f"{self.client_id}-reader",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 50,
+        })
+        conf.update(overrides)
+        return conf
+
+    def admin(self) -> dict[str, Any]:
+        return self.common()

@@ -1,0 +1,336 @@
+"""Processor: consumes an input stream as a consumer group and keeps a group table.
+
+The life of one batch (``_process``):
+
+1. consume up to ``batch_size`` records; for each, skip it if the key's table value
+   already reflects its offset (a replay), else run the callback, whose writes land
+   in the partition's write-back cache;
+2. write one changelog record per changed key and wait for the broker's acks;
+3. write the changed values and the changelog checkpoint to RocksDB atomically;
+4. commit the input offsets.
+
+A crash between any two steps is harmless: the changelog and the local store are
+reconciled by restore (highest applied offset wins), and records after the last
+commit replay as no-ops for the keys they already changed. If step 2 fails the
+batch is dropped and the consumer rewinds to its first record. No step relies on
+Kafka transactions.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from walletkit.stream import metrics
+from walletkit.stream.codec import Codec, TableCodec
+from walletkit.stream.context import Context
+from walletkit.stream.errors import SkipRecord, StreamError
+from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.recovery import Restorer
+from walletkit.stream.store import Store
+from walletkit.stream.table import CHANGELOG_OFFSET, TablePartition, Transaction
+from walletkit.stream.topics import TopicManager, table_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """What a processor group consumes, keeps and does (Goka's group graph)."""
+
+    group: str
+    input_topic: str
+    input_codec: Codec
+    table_codec: TableCodec
+    #: ``callback(ctx, value)`` for every input record, in offset order per key.
+    #: It must be deterministic given the table value and the record.
+    callback: Callable[[Context, Any], None]
+
+    @property
+    def table_topic(self) -> str:
+        return table_topic(self.group)
+
+
+class ProcessorState(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RESTORING = "restoring"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class Processor:
+    """Runs one member of ``spec.group``; ``run()`` blocks until ``stop()``."""
+
+    def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
+                 batch_size: int = 2000, poll_timeout: float = 0.05, flush_timeout: float = 30.0) -> None:
+        self.spec = spec
+        self._settings = settings
+        self._state_dir = Path(state_dir) / spec.group
+        self._batch_size = batch_size
+        self._poll_timeout = poll_timeout
+        self._flush_timeout = flush_timeout
+        self._stop = threading.Event()
+        self.state = ProcessorState.CREATED
+        self._stores: dict[int, TablePartition] = {}   # open stores (kept across revocations)
+        self._owned: dict[int, TablePartition] = {}    # currently assigned partitions
+        self._assigned_once = False
+        self._last_tick = time.monotonic()
+        self._delivered: dict[int, int] = {}
+        self._delivery_errors: list[str] = []
+        self._m_processed = metrics.RECORDS.labels(spec.group, "processed")
+        self._m_duplicate = metrics.RECORDS.labels(spec.group, "duplicate")
+        self._m_skipped = metrics.RECORDS.labels(spec.group, "skipped")
+
+    # -- health ----------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Joined the group and every assigned partition is restored."""
+        return self.state is ProcessorState.RUNNING and self._assigned_once
+
+    def alive(self, stall_seconds: float = 60.0) -> bool:
+        """The loop is turning (or restoring, which reports its own progress)."""
+        if self.state in (ProcessorState.FAILED, ProcessorState.STOPPED):
+            return False
+        return self.state is ProcessorState.RESTORING or time.monotonic() - self._last_tick < stall_seconds
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._owned)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish its batch, flush, commit and return."""
+        self._stop.set()
+
+    # -- main loop -----------------------------------------------------------
+
+    def run(self) -> None:
+        self.state = ProcessorState.STARTING
+        spec = self.spec
+        try:
+            topics = TopicManager(self._settings)
+            topics.ensure_copartitioned([spec.input_topic, spec.table_topic])
+            self._table_topic_id = topics.topic_ids([spec.table_topic])[spec.table_topic]
+            self._producer = self._new_producer()
+            self._restorer = Restorer(Consumer(self._settings.reader()), spec.table_topic, spec.table_codec,
+                                      should_stop=self._stop.is_set)
+            self._consumer = Consumer(self._settings.group_consumer(spec.group))
+            self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
+                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self.state = ProcessorState.RUNNING
+            consume = self._consumer.consume
+            while not self._stop.is_set():
+                msgs = consume(self._batch_size, self._poll_timeout)
+                self._last_tick = time.monotonic()
+                if msgs:
+                    self._process(msgs)
+        except BaseException:
+            self.state = ProcessorState.FAILED
+            raise
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.state is not ProcessorState.FAILED:
+            self.state = ProcessorState.STOPPING
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            try:
+                consumer.close()  # revokes (leaves the group unless membership is static)
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing consumer: %s", exc)
+        restorer = getattr(self, "_restorer", None)
+        if restorer is not None:
+            restorer._consumer.close()
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.flush(5)
+        for part in self._stores.values():
+            part.close()
+        self._stores.clear()
+        self._owned.clear()
+        metrics.PARTITIONS.labels(self.spec.group).set(0)
+        if self.state is not ProcessorState.FAILED:
+            self.state = ProcessorState.STOPPED
+
+    # -- rebalancing -------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned = sorted(tp.partition for tp in partitions)
+        log.info("group %s: assigned partitions %s", self.spec.group, assigned)
+        self.state = ProcessorState.RESTORING
+        remaining = metrics.RESTORE_REMAINING.labels(self.spec.table_topic)
+        remaining.set(len(assigned))
+        try:
+            for p in list(self._stores):
+                if p not in assigned:
+                    self._stores.pop(p).close()
+            for p in assigned:
+                part = self._stores.get(p)
+                if part is None:
+                    part = self._stores[p] = TablePartition(Store(self._state_dir / str(p)), self.spec.table_codec, p)
+                self._restorer.restore(part, self._table_topic_id)
+                self._owned[p] = part
+                remaining.dec()
+        except Exception:
+            self.state = ProcessorState.FAILED
+            log.exception("group %s: restore failed", self.spec.group)
+            self._stop.set()
+            raise
+        metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
+        self._assigned_once = True
+        if self.state is ProcessorState.RESTORING:
+            self.state = ProcessorState.RUNNING
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch is flushed and committed before the next consume(), so
+        # nothing is in flight here; the stores stay open in case they come back.
+        for tp in partitions:
+            self._owned.pop(tp.partition, None)
+        log.info("group %s: revoked partitions %s", self.spec.group, sorted(tp.partition for tp in partitions))
+        metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("group %s: lost partitions %s (session expired)", self.spec.group,
+                    sorted(tp.partition for tp in partitions))
+        self._on_revoke(consumer, partitions)
+
+    # -- batches -------------------------------------------------------------------
+
+    def _process(self, msgs: list[Message]) -> None:
+        spec = self.spec
+        codec = spec.table_codec
+        applied = codec.applied_offset
+        decode = spec.input_codec.decode
+        callback = spec.callback
+        txns: dict[int, Transaction] = {}
+        processed = duplicates = skipped = 0
+        started = time.perf_counter()
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise StreamError(f"consumer: {err.str()}")
+                log.warning("consumer: %s", err.str())
+                continue
+            p = m.partition()
+            txn = txns.get(p)
+            if txn is None:
+                part = self._owned.get(p)
+                if part is None:
+                    continue  # revoked meanwhile: its new owner processes it
+                txn = txns[p] = part.begin()
+            offset = m.offset()
+            txn.consumed(offset)
+            try:
+                key = m.key().decode()
+                current = txn.get(key)
+                if current is not None and applied(current) >= offset:
+                    duplicates += 1
+                    continue
+                callback(Context(txn, codec, key, p, offset, m.timestamp()[1]), decode(m.value()))
+                processed += 1
+            except SkipRecord as exc:
+                skipped += 1
+                log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc)
+            except (AttributeError, UnicodeDecodeError) as exc:  # no key / key not UTF-8
+                skipped += 1
+                log.warning("group %s: skipping record %s[%d]@%d: bad key: %s", spec.group, spec.input_topic, p, offset, exc)
+        metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        if not txns:
+            return
+        metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
+        if self._flush(txns):
+            self._m_processed.inc(processed)
+            self._m_duplicate.inc(duplicates)
+            self._m_skipped.inc(skipped)
+
+    def _flush(self, txns: dict[int, Transaction]) -> bool:
+        """Make a batch durable and commit it; on a changelog failure rewind it."""
+        spec = self.spec
+        started = time.perf_counter()
+        changes = {p: txn.changes() for p, txn in txns.items()}
+        self._delivered = {}
+        self._delivery_errors = []
+        produce = self._producer.produce
+        topic = spec.table_topic
+        count = 0
+        for p, kvs in changes.items():
+            for key, value in kvs:
+                while True:
+                    try:
+                        produce(topic, value, key, partition=p, on_delivery=self._on_delivery)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)
+                count += 1
+        remaining = self._producer.flush(self._flush_timeout) if count else 0
+        if remaining or self._delivery_errors:
+            self._rewind(txns, remaining)
+            return False
+        for p, kvs in changes.items():
+            meta = {CHANGELOG_OFFSET: self._delivered[p] + 1} if p in self._delivered else {}
+            txns[p].table.store.write(kvs, meta)
+        metrics.CHANGELOG_RECORDS.labels(spec.group).inc(count)
+        metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        offsets = [TopicPartition(spec.input_topic, p, txn.last_offset + 1) for p, txn in txns.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The batch is durable in the changelog and the store; whoever owns
+            # these partitions next replays the records as no-ops.
+            metrics.COMMIT_FAILURES.labels(spec.group).inc()
+            log.warning("group %s: commit refused (%s); records will replay as duplicates",
+                        spec.group, exc.args[0].str() if exc.args else exc)
+        metrics.COMMIT_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        return True
+
+    def _new_producer(self) -> Producer:
+        self._producer_fatal = False
+        return Producer(self._settings.producer(**{"linger.ms": 1, "error_cb": self._on_producer_error}))
+
+    def _on_producer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._producer_fatal = True
+        log.warning("group %s changelog producer: %s", self.spec.group, err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(err.str())
+            return
+        p = msg.partition()
+        off = msg.offset()
+        if off > self._delivered.get(p, -1):
+            self._delivered[p] = off
+
+    def _rewind(self, txns: dict[int, Transaction], remaining: int) -> None:
+        metrics.FLUSH_FAILURES.labels(self.spec.group).inc()
+        reason = self._delivery_errors[0] if self._delivery_errors else f"{remaining} records unacknowledged"
+        log.error("group %s: changelog write failed (%s); rewinding the batch", self.spec.group, reason)
+        if remaining:
+            self._producer.purge(in_queue=True, in_flight=False)
+            self._producer.flush(1)
+        if self._producer_fatal:
+            log.warning("group %s: recreating the changelog producer after a fatal error", self.spec.group)
+            self._producer = self._new_producer()
+        for p, txn in txns.items():
+            if p in self._owned and txn.first_offset >= 0:
+                try:
+                    self._consumer.seek(TopicPartition(self.spec.input_topic, p, txn.first_offset))
+                except KafkaException as exc:
+                    log.warning("rewinding %s[%d]: %s", self.spec.input_topic, p, exc)
+        self._stop.wait(1.0)

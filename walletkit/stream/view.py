@@ -1,0 +1,198 @@
+"""View: a local replica of a group table, followed from its changelog (Goka's View).
+
+A background thread reads every partition of the changelog topic into one local
+RocksDB, with the next offset of each partition checkpointed in the same atomic
+write as the values it covers, so a restarted view resumes where it stopped. The
+view is *caught up* once it reached the end of every partition since it started.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from walletkit.stream import metrics
+from walletkit.stream.codec import TableCodec
+from walletkit.stream.errors import StreamError
+from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.recovery import merge_changelog
+from walletkit.stream.store import Store
+from walletkit.stream.topics import TopicManager
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ID = "topic_id"
+
+
+def _offset_key(partition: int) -> str:
+    return f"offset:{partition}"
+
+
+class ViewState(enum.Enum):
+    CREATED = "created"
+    CATCHING_UP = "catching_up"
+    RUNNING = "running"  # caught up at least once; keeps following
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class View:
+    """Replica of ``topic`` under ``path``; ``get(key)`` reads it."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, codec: TableCodec, path: str | Path, *,
+                 batch_size: int = 5000) -> None:
+        self.topic = topic
+        self.codec = codec
+        self.state = ViewState.CREATED
+        self._settings = settings
+        self._path = Path(path)
+        self._batch = batch_size
+        self._store = Store(self._path)
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wipe_lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._m_records = metrics.VIEW_RECORDS.labels(topic)
+        self._m_caught_up = metrics.VIEW_CAUGHT_UP.labels(topic)
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        raw = self.get_raw(key)
+        return self.codec.decode(raw) if raw is not None else None
+
+    def get_raw(self, key: str) -> bytes | None:
+        with self._wipe_lock:
+            return self._store.get(key.encode())
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    def wait_caught_up(self, timeout: float | None = None) -> bool:
+        return self._caught_up.wait(timeout)
+
+    def offsets(self) -> dict[int, int]:
+        """Next offset to read, per partition (what the replica reflects)."""
+        return dict(self._positions)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._positions: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._run, name=f"view-{self.topic}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._store.close()
+        if self.state is not ViewState.FAILED:
+            self.state = ViewState.STOPPED
+
+    def _run(self) -> None:
+        self.state = ViewState.CATCHING_UP
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._follow()
+                except _Rebuild as exc:
+                    log.warning("view %s: %s; rebuilding from the beginning", self.topic, exc)
+                    self._caught_up.clear()
+                    self._m_caught_up.set(0)
+                    self.state = ViewState.CATCHING_UP
+                    with self._wipe_lock:
+                        self._store.wipe()
+        except BaseException as exc:  # surfaced through state/readiness, never silently
+            self.error = exc
+            self.state = ViewState.FAILED
+            log.exception("view %s failed", self.topic)
+
+    def _topic_layout(self) -> tuple[int, str]:
+        topics = TopicManager(self._settings)
+        while not self._stop.is_set():
+            counts = topics.partitions([self.topic])
+            if self.topic in counts:
+                return counts[self.topic], topics.topic_ids([self.topic])[self.topic]
+            log.info("view %s: waiting for the topic to exist", self.topic)
+            self._stop.wait(1.0)
+        raise _Stopped()
+
+    def _follow(self) -> None:
+        try:
+            partitions, topic_id = self._topic_layout()
+        except _Stopped:
+            return
+        stored_id = self._store.meta(_TOPIC_ID)
+        if stored_id is not None and stored_id.decode() != topic_id:
+            raise _Rebuild(f"local replica belongs to topic id {stored_id.decode()}, the topic now has {topic_id}")
+        positions = {p: max(self._store.meta_int(_offset_key(p), 0), 0) for p in range(partitions)}
+        self._positions = positions
+        pending_eof = set(positions)
+        consumer = Consumer(self._settings.reader())
+        consumer.assign([TopicPartition(self.topic, p, off if off > 0 else OFFSET_BEGINNING)
+                         for p, off in positions.items()])
+        log.info("view %s: following %d partitions from %s", self.topic, partitions, positions)
+        merge, store, codec = merge_changelog, self._store, self.codec
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(self._batch, 0.1)
+                if not msgs:
+                    continue
+                records: list[tuple[bytes, bytes | None]] = []
+                touched: dict[str, int | str] = {}
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        code = err.code()
+                        if code == KafkaError._PARTITION_EOF:
+                            p = m.partition()
+                            metrics.VIEW_LAG.labels(self.topic, str(p)).set(0)
+                            if pending_eof:
+                                pending_eof.discard(p)
+                                if not pending_eof:
+                                    self._mark_caught_up()
+                            continue
+                        if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                            raise _Rebuild(f"offset out of range on partition {m.partition()}")
+                        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                            raise _Rebuild("the topic disappeared")
+                        if err.fatal():
+                            raise StreamError(f"view {self.topic}: {err.str()}")
+                        log.warning("view %s: %s", self.topic, err.str())
+                        continue
+                    records.append((m.key(), m.value()))
+                    p = m.partition()
+                    nxt = m.offset() + 1
+                    positions[p] = nxt
+                    touched[_offset_key(p)] = nxt
+                if records:
+                    touched[_TOPIC_ID] = topic_id
+                    with self._wipe_lock:
+                        merge(store, codec, records, touched)
+                    self._m_records.inc(len(records))
+        finally:
+            consumer.close()
+
+    def _mark_caught_up(self) -> None:
+        if not self._caught_up.is_set():
+            log.info("view %s: caught up", self.topic)
+        self._caught_up.set()
+        self._m_caught_up.set(1)
+        self.state = ViewState.RUNNING
+
+
+class _Rebuild(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    pass

@@ -1,0 +1,54 @@
+"""Codecs of the wallet topics, and how to read the reference fields exactly."""
+
+from __future__ import annotations
+
+from walletkit.stream.codec import ProtobufCodec, ProtobufTableCodec
+from walletkit.stream.errors import SkipRecord
+from walletkit.wallet import money
+from walletkit.wallet.wallet_pb2 import DepositRequest, Wallet, WalletInfo, WalletInfoList
+
+__all__ = [
+    "DEPOSIT", "WALLET", "WALLET_INFO_LIST", "DepositRequest", "Wallet", "WalletInfo", "WalletInfoList",
+    "deposit_amount_micros", "deposit_time_micros", "wallet_balance_micros", "wallet_flagged",
+]
+
+DEPOSIT = ProtobufCodec(DepositRequest)
+WALLET = ProtobufTableCodec(Wallet, "AppliedOffset")
+WALLET_INFO_LIST = ProtobufTableCodec(WalletInfoList, "AppliedOffset")
+
+
+def deposit_amount_micros(dep: DepositRequest) -> int:
+    """Exact amount: ``AmountMicros`` when present, else the double read as a decimal.
+
+    Raises SkipRecord for an amount no API of ours would have accepted.
+    """
+    try:
+        if dep.HasField("AmountMicros"):
+            micros = dep.AmountMicros
+            if micros <= 0 or micros > money.DEFAULT_MAX_AMOUNT * money.SCALE:
+                raise money.AmountError(f"AmountMicros {micros} out of range")
+            return micros
+        return money.double_to_micros(dep.Amount)
+    except money.AmountError as exc:
+        raise SkipRecord("invalid_amount", str(exc)) from exc
+
+
+def deposit_time_micros(dep: DepositRequest) -> int:
+    """Deposit time in Unix microseconds (``CreatedAt`` seconds when no finer time)."""
+    if dep.HasField("CreatedAtMicros"):
+        return dep.CreatedAtMicros
+    return dep.CreatedAt * 1_000_000
+
+
+def wallet_balance_micros(w: Wallet) -> int:
+    """Exact balance (a value written by the Go reference has only the double)."""
+    if w.HasField("BalanceMicros"):
+        return w.BalanceMicros
+    return money.double_to_micros(w.Balance, maximum=money.MAX_BALANCE) if w.Balance > 0 else 0
+
+
+def wallet_flagged(info: WalletInfoList) -> bool:
+    """The sticky above-threshold flag of an above_threshold-table value."""
+    if info.HasField("AboveThreshold"):
+        return info.AboveThreshold
+    return any(i.AboveThreshold for i in info.List)
