@@ -16,7 +16,7 @@ from pathlib import Path
 
 from walletkit.devstack.broker import TansuBroker
 from walletkit.devstack.net import wait_until
-from walletkit.devstack.processes import ServiceProcess
+from walletkit.devstack.cluster import LocalCluster
 
 BANNER = """
 Wallet service is up (state and logs in {state}).
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> None:
     # The embedded broker keeps its data in memory only: state from an earlier run
     # describes topics that no longer exist, so start empty.
     shutil.rmtree(state, ignore_errors=True)
-    (state / "logs").mkdir(parents=True)
 
     stopping = False
 
@@ -61,26 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
     say(f"starting the embedded Kafka-protocol broker on 127.0.0.1:{args.broker_port}")
-    broker = TansuBroker(port=args.broker_port, log_path=state / "logs" / "broker.log")
+    cluster = LocalCluster(state, broker=TansuBroker(port=args.broker_port, log_path=state / "logs" / "broker.log"),
+                           partitions=args.partitions)
     try:
-        broker.start()
+        cluster.start_broker()
     except RuntimeError as exc:
         say(f"cannot start the broker: {exc}")
         sys.exit(1)
-    common = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "WALLET_PARTITIONS": str(args.partitions),
-        # A short session makes the group's first join quick on the embedded broker.
-        "WALLET_KAFKA_SESSION_TIMEOUT_MS": "6000",
-    }
-    services = [
-        ServiceProcess("wallet-balance", {**common, "WALLET_STATE_DIR": str(state / "balance")}, 8081,
-                       state / "logs" / "balance.log"),
-        ServiceProcess("wallet-above-threshold", {**common, "WALLET_STATE_DIR": str(state / "above_threshold")},
-                       8082, state / "logs" / "above_threshold.log"),
-        ServiceProcess("wallet-api", {**common, "WALLET_STATE_DIR": str(state / "api")}, args.port,
-                       state / "logs" / "api.log"),
-    ]
+    services = [cluster.service("balance", port=8081), cluster.service("above_threshold", port=8082),
+                cluster.service("api", port=args.port)]
     code = 0
     try:
         for svc in services:
@@ -95,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                 break
             say(f"{svc.script} ready on port {svc.port}")
         if not stopping:
-            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=broker.bootstrap), flush=True)
+            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap),
+                  flush=True)
         while not stopping:
             for svc in services:
                 svc.check_running()
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         for svc in reversed(services):
             rc = svc.stop()
             say(f"{svc.script} exited with code {rc}")
-        broker.stop()
+        cluster.broker.stop()
         say("broker stopped; bye")
     sys.exit(code)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
+from walletkit.stream.faults import CrashInjector
 from walletkit.wallet.topology import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     except StreamError as exc:
         log.error("%s", exc)
         return 1
-    processor = Processor(spec, settings, args.state_dir)
+    faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
+    processor = Processor(spec, settings, args.state_dir, faults=CrashInjector(faults) if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
                     status=lambda: {"state": processor.state.value, "partitions": processor.partitions})
     ops.start()

@@ -33,6 +33,7 @@ from walletkit.stream import metrics
 from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import SkipRecord, StreamError
+from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaSettings
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store
@@ -73,13 +74,15 @@ class Processor:
     """Runs one member of ``spec.group``; ``run()`` blocks until ``stop()``."""
 
     def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
-                 batch_size: int = 2000, poll_timeout: float = 0.05, flush_timeout: float = 30.0) -> None:
+                 batch_size: int = 2000, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
+                 faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._settings = settings
         self._state_dir = Path(state_dir) / spec.group
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
+        self._faults = faults
         self._stop = threading.Event()
         self.state = ProcessorState.CREATED
         self._stores: dict[int, TablePartition] = {}   # open stores (kept across revocations)
@@ -170,19 +173,18 @@ class Processor:
         assigned = sorted(tp.partition for tp in partitions)
         log.info("group %s: assigned partitions %s", self.spec.group, assigned)
         self.state = ProcessorState.RESTORING
-        remaining = metrics.RESTORE_REMAINING.labels(self.spec.table_topic)
-        remaining.set(len(assigned))
         try:
             for p in list(self._stores):
                 if p not in assigned:
                     self._stores.pop(p).close()
+            parts = []
             for p in assigned:
                 part = self._stores.get(p)
                 if part is None:
                     part = self._stores[p] = TablePartition(Store(self._state_dir / str(p)), self.spec.table_codec, p)
-                self._restorer.restore(part, self._table_topic_id)
-                self._owned[p] = part
-                remaining.dec()
+                parts.append(part)
+            self._restorer.restore(parts, self._table_topic_id)
+            self._owned.update({part.partition: part for part in parts})
         except Exception:
             self.state = ProcessorState.FAILED
             log.exception("group %s: restore failed", self.spec.group)
@@ -281,11 +283,15 @@ class Processor:
         if remaining or self._delivery_errors:
             self._rewind(txns, remaining)
             return False
+        if self._faults:
+            self._faults.maybe_crash("after_changelog")
         for p, kvs in changes.items():
             meta = {CHANGELOG_OFFSET: self._delivered[p] + 1} if p in self._delivered else {}
             txns[p].table.store.write(kvs, meta)
         metrics.CHANGELOG_RECORDS.labels(spec.group).inc(count)
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        if self._faults:
+            self._faults.maybe_crash("after_store")
         started = time.perf_counter()
         offsets = [TopicPartition(spec.input_topic, p, txn.last_offset + 1) for p, txn in txns.items()]
         try:

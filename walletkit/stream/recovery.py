@@ -58,7 +58,11 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
 
 
 class Restorer:
-    """Restores table partitions from their changelog with one reader consumer."""
+    """Restores table partitions from their changelog with one reader consumer.
+
+    All partitions of an assignment are read together, so an assignment of many
+    small partitions costs one round trip, not one per partition.
+    """
 
     def __init__(self, consumer: Consumer, topic: str, codec: TableCodec, *, batch_size: int = 10_000,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -68,73 +72,84 @@ class Restorer:
         self._batch = batch_size
         self._should_stop = should_stop
 
-    def restore(self, part: TablePartition, topic_id: str) -> int:
-        """Catch ``part`` up with the changelog's end; return records read.
+    def restore(self, parts: list[TablePartition], topic_id: str) -> int:
+        """Catch every partition in ``parts`` up with the changelog's end; return records read.
 
         A store whose checkpoint names another topic id (the topic was deleted and
         recreated), or whose offset the broker reports out of range, is wiped and
         rebuilt from the beginning: local state ahead of the broker is never trusted.
         """
         started = time.monotonic()
-        if part.changelog_topic_id not in (None, topic_id) or (part.changelog_topic_id is None and not part.store.is_empty()):
-            log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding",
-                        self.topic, part.partition)
-            part.store.wipe()
-        try:
-            total = self._read(part, topic_id)
-        except _OutOfRange:
-            log.warning("table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
-                        self.topic, part.partition, part.changelog_offset)
-            part.store.wipe()
-            total = self._read(part, topic_id)
+        for part in parts:
+            if part.changelog_topic_id != topic_id and not (part.changelog_topic_id is None and part.store.is_empty()):
+                log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding",
+                            self.topic, part.partition)
+                part.store.wipe()
+        total = 0
+        pending = list(parts)
+        while pending:
+            read, out_of_range = self._read(pending, topic_id)
+            total += read
+            for part in out_of_range:
+                log.warning("table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
+                            self.topic, part.partition, part.changelog_offset)
+                part.store.wipe()
+            pending = out_of_range
         elapsed = time.monotonic() - started
-        metrics.RESTORE_SECONDS.labels(self.topic).observe(elapsed)
-        log.info("table %s[%d] restored: %d records in %.2fs, next offset %d",
-                 self.topic, part.partition, total, elapsed, part.changelog_offset)
+        if parts:
+            metrics.RESTORE_SECONDS.labels(self.topic).observe(elapsed)
+            log.info("table %s restored partitions %s: %d records in %.2fs", self.topic,
+                     [p.partition for p in parts], total, elapsed)
         return total
 
-    def _read(self, part: TablePartition, topic_id: str) -> int:
-        start = part.changelog_offset
+    def _read(self, parts: list[TablePartition], topic_id: str) -> tuple[int, list[TablePartition]]:
+        by_partition = {part.partition: part for part in parts}
+        next_offset = {p: part.changelog_offset for p, part in by_partition.items()}
         consumer = self._consumer
-        consumer.assign([TopicPartition(self.topic, part.partition, start if start > 0 else OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(self.topic, p, off if off > 0 else OFFSET_BEGINNING)
+                         for p, off in next_offset.items()])
+        pending = set(by_partition)
+        out_of_range: set[int] = set()
         total = 0
-        next_offset = start
         last_log = time.monotonic()
+        remaining = metrics.RESTORE_REMAINING.labels(self.topic)
+        remaining.set(len(pending))
         try:
-            while True:
+            while pending - out_of_range:
                 if self._should_stop():
-                    raise RestoreError(f"restore of {self.topic}[{part.partition}] interrupted by shutdown")
-                msgs = consumer.consume(self._batch, 0.5)
-                records: list[tuple[bytes, bytes | None]] = []
-                done = False
+                    raise RestoreError(f"restore of {self.topic} interrupted by shutdown")
+                msgs = consumer.consume(self._batch, 0.1)
+                records: dict[int, list[tuple[bytes, bytes | None]]] = {}
+                finished: set[int] = set()
                 for m in msgs:
                     err = m.error()
+                    p = m.partition()
                     if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done = True
-                            continue
-                        if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
-                            raise _OutOfRange()
-                        if err.fatal():
-                            raise RestoreError(f"restoring {self.topic}[{part.partition}]: {err.str()}")
-                        log.warning("restoring %s[%d]: %s", self.topic, part.partition, err.str())
+                        code = err.code()
+                        if code == KafkaError._PARTITION_EOF:
+                            finished.add(p)
+                        elif code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                            out_of_range.add(p)
+                        elif err.fatal():
+                            raise RestoreError(f"restoring {self.topic}: {err.str()}")
+                        else:
+                            log.warning("restoring %s: %s", self.topic, err.str())
                         continue
-                    records.append((m.key(), m.value()))
-                    next_offset = m.offset() + 1
-                if records or done:
-                    merge_changelog(part.store, self._codec, records,
-                                    {CHANGELOG_OFFSET: next_offset, CHANGELOG_TOPIC_ID: topic_id})
-                    total += len(records)
-                    metrics.RESTORED_RECORDS.labels(self.topic).inc(len(records))
-                if done:
-                    return total
+                    if p in out_of_range:
+                        continue
+                    records.setdefault(p, []).append((m.key(), m.value()))
+                    next_offset[p] = m.offset() + 1
+                for p in set(records) | (finished & pending):
+                    recs = records.get(p, [])
+                    merge_changelog(by_partition[p].store, self._codec, recs,
+                                    {CHANGELOG_OFFSET: next_offset[p], CHANGELOG_TOPIC_ID: topic_id})
+                    total += len(recs)
+                    metrics.RESTORED_RECORDS.labels(self.topic).inc(len(recs))
+                pending -= finished
+                remaining.set(len(pending))
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
-                    log.info("restoring %s[%d]: %d records so far, at offset %d",
-                             self.topic, part.partition, total, next_offset)
+                    log.info("restoring %s: %d records so far, %d partitions to go", self.topic, total, len(pending))
         finally:
             consumer.unassign()
-
-
-class _OutOfRange(Exception):
-    pass
+        return total, [by_partition[p] for p in sorted(out_of_range)]

@@ -1,0 +1,61 @@
+"""Fixtures shared by the test suite.
+
+Integration tests run real components: the Tansu broker (Kafka protocol) on a free
+loopback port, the services as processes started from their console scripts, real
+RocksDB, real HTTP. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.cluster import LocalCluster
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def _dump_logs(root: Path, lines: int = 40) -> None:
+    for log in sorted((root / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n===== {log.name} (last {len(tail)} lines) =====")
+        print("\n".join(tail))
+
+
+@pytest.fixture(scope="module")
+def module_cluster(request, tmp_path_factory):
+    """One broker and cluster shared by a module's tests (for tests that only add data)."""
+    root = tmp_path_factory.mktemp("cluster")
+    (root / "logs").mkdir(exist_ok=True)
+    c = LocalCluster(root, broker=TansuBroker(log_path=root / "logs" / "broker.log")).start_broker()
+    yield c
+    if request.session.testsfailed:
+        _dump_logs(root)
+    c.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A fresh, empty broker for one test."""
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    b = TansuBroker(log_path=tmp_path / "logs" / "broker.log").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def cluster(request, tmp_path: Path, broker: TansuBroker):
+    """A LocalCluster on the test's broker; services are started by the test."""
+    c = LocalCluster(tmp_path, broker=broker)
+    yield c
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        _dump_logs(tmp_path)
+    c.stop()

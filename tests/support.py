@@ -1,0 +1,148 @@
+"""Helpers of the integration tests: writing deposits, reading tables, a model."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from walletkit.devstack.net import http_get
+from walletkit.stream.partitioner import partition_for
+from walletkit.wallet.codecs import DepositRequest, WALLET, WALLET_INFO_LIST, wallet_balance_micros, wallet_flagged
+from walletkit.wallet.money import micros_to_float
+
+
+@dataclass(frozen=True)
+class Deposit:
+    wallet: str
+    micros: int
+    at_micros: int
+
+
+class DepositWriter:
+    """Writes deposits straight to the ``deposit`` topic, as an emitter would."""
+
+    def __init__(self, bootstrap: str, partitions: int = 8) -> None:
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                                  "linger.ms": 5})
+        self.partitions = partitions
+        self.acked: list[Deposit] = []
+        self.failed = 0
+
+    def write(self, deposits: Iterable[Deposit], *, go_style: bool = False) -> None:
+        for d in deposits:
+            if go_style:  # what the Go emitter writes: fields 1-3 only, CreatedAt in seconds
+                msg = DepositRequest(WalletID=d.wallet, Amount=micros_to_float(d.micros), CreatedAt=d.at_micros // 1_000_000)
+            else:
+                msg = DepositRequest(WalletID=d.wallet, Amount=micros_to_float(d.micros), CreatedAt=d.at_micros // 1_000_000,
+                                     AmountMicros=d.micros, CreatedAtMicros=d.at_micros)
+            key = d.wallet.encode()
+
+            def delivered(err, _msg, d=d):
+                if err is None:
+                    self.acked.append(d)
+                else:
+                    self.failed += 1
+
+            while True:
+                try:
+                    self.producer.produce("deposit", msg.SerializeToString(), key,
+                                          partition=partition_for(key, self.partitions), on_delivery=delivered)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            self.producer.poll(0)
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0, "deposits not acknowledged"
+
+
+def create_topics(bootstrap: str, partitions: int = 8) -> None:
+    """The wallet topics, created as the services create them (before any client auto-creates one)."""
+    from walletkit.stream import KafkaSettings, TopicManager
+    from walletkit.wallet.topology import ensure_topics
+
+    ensure_topics(TopicManager(KafkaSettings(bootstrap)), partitions, create=True)
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every record of ``topic`` as (partition, offset, key, value), read to the end of each partition."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out, pending = [], set(range(partitions))
+    deadline = time.monotonic() + timeout
+    try:
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} never reached their end"
+            for m in c.consume(1000, 0.2):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                    continue
+                out.append((m.partition(), m.offset(), m.key(), m.value()))
+    finally:
+        c.close()
+    return out
+
+
+def latest_by_key(records) -> dict[str, bytes]:
+    """What compaction keeps and a Goka view reads: the last record per key."""
+    latest: dict[str, bytes] = {}
+    for _p, _o, key, value in sorted(records, key=lambda r: (r[0], r[1])):
+        latest[key.decode()] = value
+    return latest
+
+
+def balances_in_table(bootstrap: str) -> dict[str, int]:
+    return {k: wallet_balance_micros(WALLET.decode(v)) for k, v in latest_by_key(read_topic(bootstrap, "balance-table")).items()}
+
+
+def flags_in_table(bootstrap: str) -> dict[str, bool]:
+    return {k: wallet_flagged(WALLET_INFO_LIST.decode(v))
+            for k, v in latest_by_key(read_topic(bootstrap, "above_threshold-table")).items()}
+
+
+def expected_balances(deposits: Iterable[Deposit]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for d in deposits:
+        out[d.wallet] += d.micros
+    return dict(out)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last is True:
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def balances_match(bootstrap: str, expected: dict[str, int]):
+    """True, or a short description of the mismatches (for wait_for's message)."""
+    actual = balances_in_table(bootstrap)
+    wrong = {w: (actual.get(w), m) for w, m in expected.items() if actual.get(w) != m}
+    extra = set(actual) - set(expected)
+    if not wrong and not extra:
+        return True
+    return f"{len(wrong)} wrong (actual, expected) e.g. {dict(list(wrong.items())[:3])}, {len(extra)} unexpected"
+
+
+def details(api_port: int, wallet: str) -> tuple[int, bytes]:
+    return http_get(f"http://127.0.0.1:{api_port}/details/{wallet}")
+
+
+def details_json(api_port: int, wallet: str) -> dict:
+    status, body = details(api_port, wallet)
+    assert status == 200, (status, body)
+    return json.loads(body)
