@@ -160,12 +160,6 @@ def test_go_wallet_balance(balance, micros):
     assert wallet_balance_micros(w) == micros
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: codecs.py wallet_balance_micros reads a Go-written Balance through "
-    "money.double_to_micros, which rejects doubles with more than 6 decimals: a Go balance "
-    "after deposits 0.1 + 0.2 is 0.30000000000000004 and raises AmountError (not SkipRecord), "
-    "which stops the balance processor (processor.py on_deposit) and breaks GET /details "
-    "(ledger.py); expected the nearest micro-unit, 300000"))
 def test_go_wallet_balance_that_is_a_float_sum():
     w = WALLET.decode(pw.go_wallet("w", 0.1 + 0.2))
     assert wallet_balance_micros(w) == 300_000

@@ -167,12 +167,6 @@ def test_double_to_micros_maximum_parameter():
         double_to_micros(9_000_000_000_000.5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: money.py decimal_to_micros: `amount.normalize()` and `amount.scaleb()` round to the "
-    "default decimal context (28 significant digits), so an amount with more significant digits "
-    "than that passes the decimals check and is silently rounded: "
-    "Decimal('1.0000000000000000000000000000001') with decimals=2 returns 1000000 instead of "
-    "raising AmountError"))
 def test_more_than_28_significant_digits_are_not_rounded_away():
     with pytest.raises(AmountError, match="decimal places"):
         decimal_to_micros(Decimal("1.0000000000000000000000000000001"), decimals=2)

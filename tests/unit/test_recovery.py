@@ -139,11 +139,6 @@ def test_records_are_stored_byte_for_byte(store):
     assert store.get(b"walletID001") == raw
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: recovery.py merge_changelog gives a tombstone the offset 1<<62 within a batch, so a "
-    "value written after a tombstone for the same key is dropped when both are in one batch "
-    "but kept when the batch boundary falls between them (then the store holds no value to "
-    "compare with): the restored table depends on how the changelog was batched"))
 def test_result_does_not_depend_on_batch_boundaries_after_a_tombstone(tmp_path):
     records = [(b"k", wallet(500, 5)), (b"k", None), (b"k", wallet(700, 7))]
     one = Store(tmp_path / "one")

@@ -389,11 +389,6 @@ def test_late_deposit_just_inside_the_horizon_is_evaluated_against_what_is_kept(
     assert returns == [False, False, True]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: threshold.py WindowState.add, late branch (`entry.at <= entries[-1].at - window - lateness`): "
-    "a deposit later than the lateness allowance is judged on its own amount only, although kept "
-    "deposits in [at, at + window) have it in their windows; the module docstring says it is "
-    "'evaluated against what is kept'. 1 µs later the same deposit flags."))
 def test_late_deposit_at_the_horizon_is_evaluated_against_what_is_kept():
     # Same as above but the late deposit is at exactly 100 s = horizon. The kept deposit
     # at 101 s has it in its window (-19 s, 101 s]: 9,000 + 2,000 > 10,000.

@@ -22,8 +22,6 @@ from walletkit.stream.table import CHANGELOG_OFFSET, CHANGELOG_TOPIC_ID, TablePa
 
 log = logging.getLogger(__name__)
 
-_TOMBSTONE_OFFSET = 1 << 62
-
 
 def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[bytes, bytes | None]],
                     meta: dict[str, Any]) -> int:
@@ -32,11 +30,12 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
     Per key the record with the highest applied offset wins, within the batch and
     against the stored value; a tombstone (``None``) deletes.
     """
-    latest: dict[bytes, tuple[int, bytes | None]] = {}
+    # key -> (applied offset, value or None for a tombstone, whether a tombstone came first in this batch)
+    latest: dict[bytes, tuple[int, bytes | None, bool]] = {}
     decode, applied = codec.decode, codec.applied_offset
     for key, value in records:
         if value is None:
-            latest[key] = (_TOMBSTONE_OFFSET, None)
+            latest[key] = (-1, None, True)  # deletes; any later value in the batch replaces it
             continue
         try:
             off = applied(decode(value))
@@ -44,13 +43,13 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
             log.warning("ignoring undecodable changelog record for key %r: %s", key, exc)
             continue
         prev = latest.get(key)
-        if prev is None or off >= prev[0]:
-            latest[key] = (off, value)
+        if prev is None or prev[1] is None or off >= prev[0]:
+            latest[key] = (off, value, prev is not None and prev[2])
     keys = list(latest)
     puts: list[tuple[bytes, bytes | None]] = []
     for key, current in zip(keys, store.get_many(keys)):
-        off, value = latest[key]
-        if value is not None and current is not None and applied(decode(current)) > off:
+        off, value, after_tombstone = latest[key]
+        if value is not None and not after_tombstone and current is not None and applied(decode(current)) > off:
             continue  # the stored value is newer: a stale (zombie) write
         puts.append((key, value))
     store.write(puts, meta)

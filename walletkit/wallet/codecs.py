@@ -44,7 +44,7 @@ def wallet_balance_micros(w: Wallet) -> int:
     """Exact balance (a value written by the Go reference has only the double)."""
     if w.HasField("BalanceMicros"):
         return w.BalanceMicros
-    return money.double_to_micros(w.Balance, maximum=money.MAX_BALANCE) if w.Balance > 0 else 0
+    return money.stored_double_to_micros(w.Balance)
 
 
 def wallet_flagged(info: WalletInfoList) -> bool:

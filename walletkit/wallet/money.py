@@ -8,7 +8,7 @@ emitter's ``Amount``) are read as the shortest decimal that round-trips to them.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 #: Fractional digits of the internal unit (micro-units).
 SCALE_DIGITS = 6
@@ -26,17 +26,36 @@ class AmountError(ValueError):
 
 def decimal_to_micros(amount: Decimal, *, decimals: int = SCALE_DIGITS,
                       maximum: Decimal = DEFAULT_MAX_AMOUNT) -> int:
-    """Validate a deposit amount and convert it to micro-units."""
+    """Validate a deposit amount and convert it to micro-units, exactly.
+
+    Works on the decimal's digits and exponent with integer arithmetic: no
+    Decimal context, so nothing is ever rounded (28-digit contexts would).
+    """
     if not amount.is_finite():
         raise AmountError("Amount must be a finite number")
     if amount <= 0:
         raise AmountError("Amount must be greater than 0")
     if amount > maximum:
         raise AmountError(f"Amount must be at most {format_decimal(maximum)}")
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > decimals:
+    _sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)
+    coefficient = int("".join(map(str, digits)))
+    while exponent < 0 and coefficient % 10 == 0:  # 1.50 has one decimal place, not two
+        coefficient //= 10
+        exponent += 1
+    if -exponent > decimals:
         raise AmountError(f"Amount must have at most {decimals} decimal places")
-    return int(amount.scaleb(SCALE_DIGITS))
+    # amount <= maximum bounds the exponent here, so the power stays small.
+    return coefficient * 10 ** (SCALE_DIGITS + exponent)
+
+
+def stored_double_to_micros(value: float) -> int:
+    """A double from a table written by the Go reference, to the nearest micro-unit.
+
+    Unlike a deposit amount, a stored balance may be an inexact sum of doubles
+    (0.1 + 0.2 = 0.30000000000000004); the nearest micro-unit is its intended value.
+    """
+    return int((Decimal(repr(float(value))) * SCALE).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def double_to_micros(value: float, *, maximum: Decimal = DEFAULT_MAX_AMOUNT) -> int:
@@ -64,4 +83,5 @@ def format_micros(micros: int) -> str:
 
 def format_decimal(amount: Decimal) -> str:
     """Plain decimal text without exponent or trailing zeros (1E+3 → 1000)."""
-    return format(amount.normalize(), "f")
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -55,8 +55,10 @@ class WindowStateCodec:
         state = WindowState(
             entries=[Entry(at=i.CreatedAtMicros if i.HasField("CreatedAtMicros") else i.CreatedAt * MICROS,
                            offset=i.DepositOffset if i.HasField("DepositOffset") else -1,
-                           amount=i.LastDepositMicros if i.HasField("LastDepositMicros") else money.double_to_micros(i.LastDepositAmount),
-                           cumulative=i.RollingPeriodCumulativeMicros if i.HasField("RollingPeriodCumulativeMicros") else 0)
+                           amount=i.LastDepositMicros if i.HasField("LastDepositMicros")
+                           else money.stored_double_to_micros(i.LastDepositAmount),
+                           cumulative=i.RollingPeriodCumulativeMicros if i.HasField("RollingPeriodCumulativeMicros")
+                           else money.stored_double_to_micros(i.RollingPeriodCumulative))
                      for i in msg.List],
             flagged=msg.AboveThreshold if msg.HasField("AboveThreshold") else any(i.AboveThreshold for i in msg.List),
             applied_offset=msg.AppliedOffset if msg.HasField("AppliedOffset") else -1,

@@ -66,14 +66,6 @@ class WindowState:
                 entry.cumulative = entry.amount
                 self.entries = [entry]
             return False
-        if entries and entry.at <= entries[-1].at - rule.window - rule.lateness:
-            # Later than the lateness allowance: its window is older than anything kept,
-            # so it is judged on its own amount.
-            if entry.amount > rule.threshold:
-                self.flagged = True
-                self._compact()
-                return True
-            return False
         insort(entries, entry)
         times = [e.at for e in entries]
         # Its own window: every deposit in (at - window, at], equal times included.

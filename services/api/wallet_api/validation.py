@@ -77,8 +77,12 @@ def parse_deposit(body: bytes, limits: Limits) -> DepositInput:
         raise InvalidRequest("body must be UTF-8 encoded JSON") from exc
     try:
         doc = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    except InvalidRequest:
+        raise
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    except (ArithmeticError, ValueError) as exc:  # a number beyond Decimal's exponent or int's digit limit
+        raise InvalidRequest(f"Amount is out of range: it must be at most {money.format_decimal(limits.max_amount)}") from exc
     if not isinstance(doc, dict):
         raise InvalidRequest('body must be a JSON object like {"WalletID": "walletID001", "Amount": 8000}')
     unknown = sorted(set(doc) - set(DEPOSIT_FIELDS))
