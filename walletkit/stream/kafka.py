@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,12 @@ class KafkaSettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def common(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            # librdkafka's own log lines go through Python logging (JSON in the services).
+            "logger": _LIBRDKAFKA_LOG,
+        }
         conf.update(self.extra)
         return conf
 

@@ -1,0 +1,218 @@
+"""The stream toolkit on its own, with a domain-free counter (no wallet code).
+
+Real broker, real RocksDB; processors and views run in-process on threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from walletkit.stream import (
+    BrokerUnavailable, CoPartitioningError, Context, Emitter, GroupSpec, KafkaSettings, Processor, ProcessorState,
+    SkipRecord, TopicManager, View,
+)
+from walletkit.stream.partitioner import partition_for
+
+pytestmark = pytest.mark.integration
+
+
+class CounterCodec:
+    """Table values: {"n": total, "o": applied offset} as JSON."""
+
+    def encode(self, value: dict) -> bytes:
+        return json.dumps(value).encode()
+
+    def decode(self, data: bytes) -> dict:
+        return json.loads(data)
+
+    def applied_offset(self, value: dict) -> int:
+        return value.get("o", -1)
+
+    def stamp(self, value: dict, offset: int) -> None:
+        value["o"] = offset
+
+
+class IntCodec:
+    def encode(self, value: int) -> bytes:
+        return str(value).encode()
+
+    def decode(self, data: bytes) -> int:
+        try:
+            return int(data)
+        except (TypeError, ValueError) as exc:
+            raise SkipRecord("not_an_int", repr(data)) from exc
+
+
+def add(ctx: Context, amount: int) -> None:
+    value = ctx.value() or {"n": 0}
+    value["n"] += amount
+    ctx.set_value(value)
+
+
+SPEC = GroupSpec(group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add)
+
+
+def settings(broker) -> KafkaSettings:
+    return KafkaSettings(broker.bootstrap, client_id="toolkit-test", session_timeout_ms=6000)
+
+
+def make_topics(broker, input_partitions: int = 4, table_partitions: int = 4) -> TopicManager:
+    tm = TopicManager(settings(broker))
+    tm.ensure_stream("events", input_partitions)
+    tm.ensure_table("counter-table", table_partitions)
+    return tm
+
+
+def produce(broker, records: list[tuple[str, bytes]], partitions: int = 4) -> None:
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for key, value in records:
+        p.produce("events", value, key.encode(), partition=partition_for(key.encode(), partitions))
+    assert p.flush(10) == 0
+
+
+class Running:
+    """A processor on a thread."""
+
+    def __init__(self, broker, state_dir: Path) -> None:
+        self.processor = Processor(SPEC, settings(broker), state_dir)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.processor.run()
+        except BaseException as exc:  # surfaced to the test
+            self.error = exc
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.processor.ready:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, "processor never became ready"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.processor.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def view_values(broker, path: Path, expected: dict[str, int], timeout: float = 30) -> View:
+    view = View(settings(broker), "counter-table", CounterCodec(), path)
+    assert not view.caught_up
+    view.start()
+    assert view.wait_caught_up(timeout), "view never caught up"
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {k: (view.get(k) or {}).get("n") for k in expected}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == expected
+    return view
+
+
+def test_processor_counts_and_view_follows_then_resumes_from_checkpoint(broker, tmp_path):
+    make_topics(broker)
+    records = [(f"k{i % 20}", str(i).encode()) for i in range(500)]
+    expected: dict[str, int] = {}
+    for key, value in records:
+        expected[key] = expected.get(key, 0) + int(value)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    produce(broker, records)
+    view = view_values(broker, tmp_path / "view", expected)
+    view.stop()
+    run.stop()
+    assert run.processor.state is ProcessorState.STOPPED and run.error is None
+    # A second view on the same directory resumes: its checkpoint covers all records.
+    again = View(settings(broker), "counter-table", CounterCodec(), tmp_path / "view")
+    assert again.get("k1")["n"] == expected["k1"], "the replica must be readable before it starts following"
+    again.start()
+    assert again.wait_caught_up(10)
+    assert sum(again.offsets().values()) > 0
+    again.stop()
+
+
+def test_malformed_records_are_skipped_and_the_rest_processed(broker, tmp_path, caplog):
+    make_topics(broker)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    with caplog.at_level(logging.WARNING):
+        produce(broker, [("a", b"5"), ("a", b"garbage"), ("a", b"7")])
+        view_values(broker, tmp_path / "view", {"a": 12}).stop()
+    run.stop()
+    assert any("skipping record events" in r.getMessage() and "not_an_int" in r.getMessage() for r in caplog.records)
+
+
+def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broker, tmp_path, caplog):
+    tm = make_topics(broker)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    produce(broker, [("x", b"1"), ("y", b"2")])
+    view_values(broker, tmp_path / "view", {"x": 1, "y": 2}).stop()
+    run.stop()
+    # Nothing may follow the topic while it is deleted: librdkafka 2.16 crashes
+    # (metadata cache, strcmp on a NULL name) on the embedded broker's metadata
+    # for a deleted topic. The view is restarted on its old directory instead.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics(["counter-table"])["counter-table"].result()
+    deadline = time.monotonic() + 10
+    while "counter-table" in tm.partitions(["counter-table"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tm.ensure_table("counter-table", 4)
+    with caplog.at_level(logging.WARNING):
+        view = View(settings(broker), "counter-table", CounterCodec(), tmp_path / "view")
+        assert view.get("x") == {"n": 1, "o": view.get("x")["o"]}  # the old replica, before it starts
+        view.start()
+        run = Running(broker, tmp_path / "proc")
+        run.wait_ready()
+        produce(broker, [("x", b"10")])  # the input's committed offsets survive: only new records count
+        deadline = time.monotonic() + 20
+        while (view.get("x") or {}).get("n") != 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    run.stop()
+    x, y = view.get("x"), view.get("y")
+    view.stop()
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "another topic incarnation; rebuilding" in messages, "the processor trusted stale local state"
+    assert "rebuilding from the beginning" in messages, "the view trusted stale local state"
+    assert x is not None and x["n"] == 10, x  # 11 would mean the processor trusted its stale state
+    assert y is None, y  # the view dropped what the recreated topic no longer has
+
+
+def test_processor_refuses_topics_that_are_not_copartitioned(broker, tmp_path):
+    make_topics(broker, input_partitions=4, table_partitions=8)
+    processor = Processor(SPEC, settings(broker), tmp_path / "proc")
+    with pytest.raises(CoPartitioningError, match="events=4, counter-table=8"):
+        processor.run()
+    assert processor.state is ProcessorState.FAILED
+
+
+def test_emitter_resolves_on_ack_and_fails_clearly_without_a_broker(broker):
+    make_topics(broker)
+
+    async def scenario() -> None:
+        emitter = Emitter(settings(broker), "events", IntCodec())
+        await emitter.start()
+        delivery = await emitter.emit("k", 42)
+        assert delivery.topic == "events" and delivery.offset >= 0
+        assert delivery.partition == partition_for(b"k", 4)
+        await emitter.close()
+        dead = Emitter(KafkaSettings("127.0.0.1:1"), "events", IntCodec(), connect_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="cannot reach Kafka at 127.0.0.1:1"):
+            await dead.start()
+        assert time.monotonic() - started < 10
+
+    asyncio.run(scenario())
