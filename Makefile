@@ -3,13 +3,22 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHECKOV := $(VENV)/checkov/.installed
 
 .PHONY: run test proto check-proto clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements/chart.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/chart.txt
+	@touch $@
+
+# checkov (manifest and Dockerfile scanner) needs an older `packaging` than the
+# project's lock, so it gets a venv of its own; the chart tests find it there.
+$(CHECKOV): requirements/checkov.txt
+	@test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
 ## run: install, start the embedded broker and the three services on localhost:8080 (Ctrl-C stops all)
@@ -17,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/wallet-stack
 
 ## test: install and run the whole test suite (starts its own brokers on free loopback ports)
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## proto: regenerate the Python code of proto/wallet.proto

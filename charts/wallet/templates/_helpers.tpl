@@ -1,0 +1,274 @@
+{{/* ---------------------------------------------------------------- names */}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "wallet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The release's full name, the prefix of every resource name. Kept to 38 characters so that the
+longest derived name, the Service "<fullname>-above-threshold-headless" (25 more), still fits a
+63-character DNS label, and so do Strimzi's names built on the Kafka cluster name.
+*/}}
+{{- define "wallet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 38 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 38 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 38 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* name-version, for the helm.sh/chart label. */}}
+{{- define "wallet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of one component's resources: <fullname>-<component>. Call with (dict "root" $ "component" "api"). */}}
+{{- define "wallet.componentName" -}}
+{{- printf "%s-%s" (include "wallet.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The ServiceAccount the pods run as. */}}
+{{- define "wallet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wallet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Label whose pods the API's NetworkPolicy admits as clients (the helm test Pod carries it). */}}
+{{- define "wallet.clientLabel" -}}
+{{- printf "%s-client" (include "wallet.fullname" .) -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- labels */}}
+
+{{/* Selector labels of every pod of the release (the default-deny NetworkPolicy selects these). */}}
+{{- define "wallet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wallet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of every resource. */}}
+{{- define "wallet.labels" -}}
+helm.sh/chart: {{ include "wallet.chart" . }}
+{{ include "wallet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wallet
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component. Call with (dict "root" $ "component" "api"). */}}
+{{- define "wallet.componentSelectorLabels" -}}
+{{ include "wallet.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of one component's resources. Call with (dict "root" $ "component" "api"). */}}
+{{- define "wallet.componentLabels" -}}
+{{ include "wallet.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+metadata.annotations (commonAnnotations plus extra ones), already indented for metadata, or
+nothing. Call as {{- include "wallet.annotations" (dict "root" $ "extra" (dict ...)) }}.
+*/}}
+{{- define "wallet.annotations" -}}
+{{- $all := merge (dict) (get . "extra" | default dict) .root.Values.commonAnnotations -}}
+{{- if $all }}
+  annotations:
+    {{- toYaml $all | nindent 4 }}
+{{- end }}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- components */}}
+
+{{/*
+The two processors, as JSON: where their values live, their resource-name component, and the
+Kafka names (contracts of DESIGN.md) their ACLs need.
+*/}}
+{{- define "wallet.processors" -}}
+[{"key": "balance", "component": "balance", "script": "wallet-balance", "group": "balance", "table": "balance-table"},
+ {"key": "aboveThreshold", "component": "above-threshold", "script": "wallet-above-threshold", "group": "above_threshold", "table": "above_threshold-table"}]
+{{- end -}}
+
+{{/* image reference of a component. Call with (dict "root" $ "image" .Values.api.image). */}}
+{{- define "wallet.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- Kafka */}}
+
+{{- define "wallet.kafka.clusterName" -}}
+{{- default (include "wallet.fullname" .) .Values.kafka.strimzi.clusterName | trunc 38 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Bootstrap address the services use: Strimzi's bootstrap Service (TLS listener with kafka.tls.enabled) or the external one. */}}
+{{- define "wallet.kafka.bootstrapServers" -}}
+{{- if .Values.kafka.strimzi.enabled -}}
+{{- printf "%s-kafka-bootstrap.%s.svc:%d" (include "wallet.kafka.clusterName" .) .Release.Namespace (ternary 9093 9092 .Values.kafka.tls.enabled) -}}
+{{- else -}}
+{{- .Values.kafka.external.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Strimzi owns the topics (KafkaTopic) when it runs the cluster; otherwise the services may create them. */}}
+{{- define "wallet.kafka.createTopics" -}}
+{{- if .Values.kafka.strimzi.enabled -}}false{{- else -}}{{ .Values.kafka.external.createTopics }}{{- end -}}
+{{- end -}}
+
+{{/* Name of a component's KafkaUser, which is also its SASL username and the name of the Secret Strimzi writes its password to. */}}
+{{- define "wallet.kafka.userName" -}}
+{{- include "wallet.componentName" . -}}
+{{- end -}}
+
+{{/* Secret and key of the CA that signed the brokers' certificates ("" when none is configured). */}}
+{{- define "wallet.kafka.caSecretName" -}}
+{{- if .Values.kafka.tls.enabled -}}
+{{- if .Values.kafka.strimzi.enabled -}}
+{{- printf "%s-cluster-ca-cert" (include "wallet.kafka.clusterName" .) -}}
+{{- else -}}
+{{- .Values.kafka.external.tls.caSecret.name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wallet.kafka.caSecretKey" -}}
+{{- if .Values.kafka.strimzi.enabled -}}ca.crt{{- else -}}{{ .Values.kafka.external.tls.caSecret.key }}{{- end -}}
+{{- end -}}
+
+{{/* Where the CA certificate is mounted in the containers. */}}
+{{- define "wallet.kafka.caDir" -}}/etc/wallet/kafka-ca{{- end -}}
+
+{{/*
+Environment every service shares: where Kafka is, how to talk to it, where state goes.
+Call with (dict "root" $ "component" "api" "port" 8080).
+*/}}
+{{- define "wallet.commonEnv" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ include "wallet.kafka.bootstrapServers" $root | quote }}
+- name: WALLET_PARTITIONS
+  value: {{ $v.kafka.topics.partitions | int64 | quote }}
+- name: WALLET_REPLICATION_FACTOR
+  value: {{ $v.kafka.topics.replicas | int64 | quote }}
+- name: WALLET_CREATE_TOPICS
+  value: {{ include "wallet.kafka.createTopics" $root | quote }}
+- name: WALLET_STATE_DIR
+  value: /var/lib/wallet
+- name: WALLET_HTTP_PORT
+  value: {{ .port | int64 | quote }}
+- name: WALLET_LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+{{- with $v.kafka.extraClientConfig }}
+- name: KAFKA_CONFIG
+  value: {{ . | quote }}
+{{- end }}
+{{- if or $v.kafka.tls.enabled $v.kafka.sasl.enabled }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ printf "%s%s" (ternary "SASL_" "" $v.kafka.sasl.enabled) (ternary "SSL" "PLAINTEXT" $v.kafka.tls.enabled) | quote }}
+{{- end }}
+{{- if include "wallet.kafka.caSecretName" $root }}
+- name: KAFKA_SSL_CA_LOCATION
+  value: {{ printf "%s/ca.crt" (include "wallet.kafka.caDir" $root) | quote }}
+{{- end }}
+{{- if $v.kafka.sasl.enabled }}
+{{- if $v.kafka.strimzi.enabled }}
+- name: KAFKA_SASL_MECHANISM
+  value: SCRAM-SHA-512
+- name: KAFKA_SASL_USERNAME
+  value: {{ include "wallet.kafka.userName" . | quote }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      # Written by Strimzi's User Operator for the component's KafkaUser.
+      name: {{ include "wallet.kafka.userName" . }}
+      key: password
+{{- else }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $v.kafka.sasl.mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.external.sasl.existingSecret }}
+      key: {{ $v.kafka.external.sasl.usernameKey }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.external.sasl.existingSecret }}
+      key: {{ $v.kafka.external.sasl.passwordKey }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volume mounts every service container has: its state, /tmp, and the Kafka CA when TLS is on. */}}
+{{- define "wallet.volumeMounts" -}}
+- name: state
+  mountPath: /var/lib/wallet
+- name: tmp
+  mountPath: /tmp
+{{- if include "wallet.kafka.caSecretName" . }}
+- name: kafka-ca
+  mountPath: {{ include "wallet.kafka.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Pod volumes every service has besides its state volume. */}}
+{{- define "wallet.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpVolumeSizeLimit }}
+{{- with include "wallet.kafka.caSecretName" . }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ include "wallet.kafka.caSecretKey" $ }}
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- checks */}}
+
+{{/* Fail rendering with a clear message on values the schema cannot judge alone. */}}
+{{- define "wallet.validateValues" -}}
+{{- $v := .Values -}}
+{{- $partitions := int $v.kafka.topics.partitions -}}
+{{- range $p := include "wallet.processors" . | fromJsonArray }}
+{{- $replicas := int (index $v $p.key).replicaCount -}}
+{{- if gt $replicas $partitions }}
+{{- fail (printf "%s.replicaCount (%d) must not exceed kafka.topics.partitions (%d): each partition is owned by one member of the consumer group %q, so the extra replicas would idle. Lower the replicas, or choose more partitions before the topics hold data (the count fixes which partition, and so which state, a wallet belongs to)." $p.key $replicas $partitions $p.group) }}
+{{- end }}
+{{- end }}
+{{- if and $v.kafka.strimzi.enabled $v.kafka.external.bootstrapServers }}
+{{- fail "kafka.external.bootstrapServers is set while kafka.strimzi.enabled is true: choose one Kafka (set kafka.strimzi.enabled=false to use the external cluster)" }}
+{{- end }}
+{{- if and (not $v.kafka.strimzi.enabled) (not $v.kafka.external.bootstrapServers) }}
+{{- fail "no Kafka: set kafka.external.bootstrapServers (host:port[,host:port]) or kafka.strimzi.enabled=true" }}
+{{- end }}
+{{- if and $v.kafka.sasl.enabled $v.kafka.strimzi.enabled (ne $v.kafka.sasl.mechanism "SCRAM-SHA-512") }}
+{{- fail (printf "kafka.sasl.mechanism %s is not supported with Strimzi here: its KafkaUsers use SCRAM-SHA-512" $v.kafka.sasl.mechanism) }}
+{{- end }}
+{{- if and $v.kafka.sasl.enabled (not $v.kafka.strimzi.enabled) (not $v.kafka.external.sasl.existingSecret) }}
+{{- fail "kafka.sasl.enabled with an external cluster needs kafka.external.sasl.existingSecret: the name of a Secret holding the username and password (secrets are never chart values)" }}
+{{- end }}
+{{- if and $v.api.autoscaling.enabled (gt (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
+{{- fail (printf "api.autoscaling.minReplicas (%d) is above api.autoscaling.maxReplicas (%d)" (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- end -}}

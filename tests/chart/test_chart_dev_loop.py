@@ -1,0 +1,123 @@
+"""The developer loop (skaffold.yaml, kind-config.yaml, scripts/kind-up.sh) agrees with the chart
+and the Dockerfiles. None of it can run here (no Docker, no cluster); its wiring can be checked."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from chart_support import REPO, RELEASE, SERVICES, containers, render, require_module
+
+
+def load_yaml(name):
+    yaml = require_module("yaml", "pip install -c constraints.txt -r requirements/chart.txt")
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def sanitized(image: str) -> str:
+    """Skaffold's template key for an artifact: non-alphanumerics become '_'."""
+    return re.sub(r"[^A-Za-z0-9]", "_", image)
+
+
+def test_skaffold_builds_each_service_image_from_the_repository_root():
+    config = load_yaml("skaffold.yaml")
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    assert set(artifacts) == set(SERVICES.values()), "one artifact per service, named as its console script"
+    for service, script in SERVICES.items():
+        artifact = artifacts[script]
+        assert artifact.get("context", ".") == "."
+        dockerfile = artifact["docker"]["dockerfile"]
+        assert dockerfile == f"services/{service}/Dockerfile" and (REPO / dockerfile).is_file()
+
+
+def test_skaffold_wires_every_built_image_into_the_chart():
+    config = load_yaml("skaffold.yaml")
+    release = config["deploy"]["helm"]["releases"][0]
+    assert (REPO / release["chartPath"]).resolve() == (REPO / "charts" / "wallet").resolve()
+    templates = release["setValueTemplates"]
+    keys = {"wallet-api": "api", "wallet-balance": "balance", "wallet-above-threshold": "aboveThreshold"}
+    for image, key in keys.items():
+        assert templates[f"{key}.image.repository"] == f"{{{{.IMAGE_REPO_{sanitized(image)}}}}}"
+        assert templates[f"{key}.image.tag"] == f"{{{{.IMAGE_TAG_{sanitized(image)}}}}}"
+    # What skaffold would set renders: substitute plausible results for the templates.
+    values = {}
+    for dotted, template in templates.items():
+        fake = "localhost/x" if "REPO" in template else "abc123"
+        node = values
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = fake
+    rendered = render(values, release=release["name"])
+    assert containers(rendered.one("Deployment", f"{release['name']}-api"))[0]["image"] == "localhost/x:abc123"
+
+
+def test_the_kind_profile_sets_only_values_the_chart_accepts():
+    config = load_yaml("skaffold.yaml")
+    profile = next(p for p in config["profiles"] if p["name"] == "kind")
+    assert {"kubeContext": "kind-wallet"} in profile["activation"]
+    patch = next(p for p in profile["patches"] if p["path"].endswith("/setValues"))
+    values: dict = {}
+    for dotted, value in patch["value"].items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    rendered = render(values)  # the values schema rejects unknown keys and wrong types
+    kinds = {m.kind for m in rendered.manifests}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds, "kube-prometheus-stack runs on kind"
+
+
+def test_kind_cluster_publishes_the_ingress_on_localhost_8080():
+    config = load_yaml("kind-config.yaml")
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4" and config["kind"] == "Cluster"
+    assert config["name"] == "wallet", "skaffold's kind profile activates on the kind-wallet context"
+    ingress_nodes = [n for n in config["nodes"] if n.get("labels", {}).get("ingress-ready") == "true"]
+    assert len(ingress_nodes) == 1
+    mappings = ingress_nodes[0]["extraPortMappings"]
+    assert {"containerPort": 80, "hostPort": 8080} in [
+        {k: m[k] for k in ("containerPort", "hostPort")} for m in mappings]
+    assert all(m.get("listenAddress", "0.0.0.0") == "127.0.0.1" for m in mappings), "local only"
+    # The chart's Ingress defaults match: ingress-nginx's class, every host (so localhost works).
+    ingress = render().one("Ingress", f"{RELEASE}-api")["spec"]
+    assert ingress["ingressClassName"] == "nginx" and "host" not in ingress["rules"][0]
+
+
+def test_kind_up_script_is_strict_and_checks_its_tools():
+    script = (REPO / "scripts" / "kind-up.sh").read_text()
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script
+    assert (REPO / "scripts" / "kind-up.sh").stat().st_mode & 0o111, "executable"
+    for tool in ("docker", "kind", "kubectl", "helm", "skaffold"):
+        assert re.search(rf"^need {tool} ", script, re.M), f"no clear message when {tool} is missing"
+    for step in ("kind create cluster", "ingress-nginx", "strimzi-kafka-operator", "kube-prometheus-stack",
+                 "skaffold dev --profile kind", "kind-config.yaml"):
+        assert step in script
+    # The namespaces it installs into are those the chart's NetworkPolicies admit by default.
+    values = load_yaml("charts/wallet/values.yaml")["networkPolicy"]
+    assert values["prometheus"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"
+    assert "--namespace monitoring" in script
+    assert values["ingressController"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "ingress-nginx"
+    subprocess.run(["bash", "-n", str(REPO / "scripts" / "kind-up.sh")], check=True)
+
+
+def test_kind_up_script_passes_shellcheck():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+    result = subprocess.run(["shellcheck", str(REPO / "scripts" / "kind-up.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_kind_up_reports_every_missing_tool_and_stops(tmp_path):
+    """With an empty PATH (bar bash's own builtins) the script names the tools and exits non-zero
+    before touching anything."""
+    bash = shutil.which("bash")
+    result = subprocess.run([bash, str(REPO / "scripts" / "kind-up.sh"), "--no-dev"], capture_output=True, text=True,
+                            env={"PATH": str(tmp_path), "HOME": str(tmp_path)}, timeout=30)
+    assert result.returncode != 0
+    for tool in ("docker", "kind", "kubectl", "helm", "skaffold"):
+        assert f"'{tool}' is required" in result.stderr, result.stderr

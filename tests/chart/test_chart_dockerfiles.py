@@ -1,0 +1,175 @@
+"""The three Dockerfiles build what the chart runs: the right console script under tini, as the
+numeric non-root user the chart expects, from sources that exist and that .dockerignore keeps."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chart_support import (
+    REPO, RELEASE, SERVICES, DockerIgnore, containers, copy_sources, parse_dockerfile, pyproject, render_scenario,
+    repo_files,
+)
+
+# Chart component name and values key of each service directory.
+COMPONENTS = {"api": ("Deployment", "api"), "balance": ("StatefulSet", "balance"),
+              "above_threshold": ("StatefulSet", "above-threshold")}
+
+
+def dockerfile(service: str):
+    path = REPO / "services" / service / "Dockerfile"
+    assert path.is_file(), f"{path} is missing"
+    return parse_dockerfile(path)
+
+
+def stages(instructions):
+    """Instructions grouped by build stage: [(FROM args, [instructions])]."""
+    out = []
+    for ins in instructions:
+        if ins.keyword == "FROM":
+            out.append((ins.args, []))
+        elif out:
+            out[-1][1].append(ins)
+    return out
+
+
+def final_stage(instructions):
+    return stages(instructions)[-1][1]
+
+
+def last(instructions, keyword):
+    found = [i for i in instructions if i.keyword == keyword]
+    assert found, f"no {keyword}"
+    return found[-1]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_entrypoint_is_the_services_console_script_under_tini(service):
+    scripts = pyproject()["project"]["scripts"]
+    runtime = final_stage(dockerfile(service))
+    entrypoint = last(runtime, "ENTRYPOINT").json_args()
+    assert entrypoint, "exec form (JSON) so tini is PID 1 and no shell swallows SIGTERM"
+    assert entrypoint[:2] == ["tini", "--"], "tini forwards SIGTERM to the service and reaps zombies"
+    assert entrypoint[2:] == [SERVICES[service]], f"{service} must run its own script, got {entrypoint}"
+    assert SERVICES[service] in scripts, f"{SERVICES[service]} is not a console script in pyproject.toml"
+    assert not [i for i in runtime if i.keyword == "CMD"], "no CMD: arguments come from the chart"
+    assert any("tini" in i.args and "apt-get install" in i.args for i in runtime if i.keyword == "RUN")
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_chart_runs_exactly_the_images_entrypoint(service):
+    entrypoint = last(final_stage(dockerfile(service)), "ENTRYPOINT").json_args()
+    kind, component = COMPONENTS[service]
+    container = containers(render_scenario("defaults").one(kind, f"{RELEASE}-{component}"))[0]
+    assert container["command"] == entrypoint, "chart and image disagree on what runs"
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    exposed = last(final_stage(dockerfile(service)), "EXPOSE").args.split()
+    assert exposed == [str(port)], f"EXPOSE {exposed} but the chart serves {port}"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_runs_as_the_numeric_non_root_user_the_chart_expects(service):
+    user = last(final_stage(dockerfile(service)), "USER").args
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) > 0, f"USER {user!r} must be a numeric non-root uid (runAsNonRoot checks numbers)"
+    assert not gid or gid.isdigit(), f"USER group {gid!r} must be numeric"
+    kind, component = COMPONENTS[service]
+    doc = render_scenario("defaults").one(kind, f"{RELEASE}-{component}")
+    psc = doc["spec"]["template"]["spec"]["securityContext"]
+    assert psc["runAsUser"] == int(uid) and (not gid or psc["runAsGroup"] == int(gid))
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_base_image_is_a_pinned_slim_python_and_stages_match(service):
+    froms = [args for args, _ in stages(dockerfile(service))]
+    assert len(froms) >= 2, "multi-stage: build tools stay out of the runtime image"
+    version = pyproject()["project"]["requires-python"].lstrip(">=~ ")
+    for args in froms:
+        image = args.split()[0]
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-[a-z]+)?", image), f"{image}: pin a patch release of a slim base"
+        assert image.startswith(f"python:{version}."), f"{image} is not the project's Python {version}"
+    assert len({a.split()[0] for a in froms}) == 1, "the venv built in one stage must run on the same Python"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_dependencies_come_from_the_lock_and_exclude_dev_extras(service):
+    runs = [i.args for i in dockerfile(service) if i.keyword == "RUN" and "pip install" in i.args]
+    assert runs, "no pip install"
+    for args in runs:
+        assert "-c constraints.txt" in args, f"pip install without the lock: {args}"
+        assert "[dev]" not in args, "the dev extra never enters an image"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_writable_paths_are_only_the_state_volume_and_tmp(service):
+    runtime = final_stage(dockerfile(service))
+    env = " ".join(i.args for i in runtime if i.keyword == "ENV")
+    assert "WALLET_STATE_DIR=/var/lib/wallet" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env, "no .pyc writes into a read-only root filesystem"
+    kind, component = COMPONENTS[service]
+    container = containers(render_scenario("defaults").one(kind, f"{RELEASE}-{component}"))[0]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/var/lib/wallet", "/tmp"}
+    workdir = last(runtime, "WORKDIR").args
+    assert workdir in ("/var/lib/wallet", "/tmp"), f"WORKDIR {workdir} is not writable at run time"
+
+
+def test_copy_sources_exist_and_survive_dockerignore():
+    ignore_file = REPO / ".dockerignore"
+    assert ignore_file.is_file()
+    ignore = DockerIgnore(ignore_file.read_text())
+    files = repo_files()
+    checked = 0
+    for service in SERVICES:
+        for ins in dockerfile(service):
+            if ins.keyword not in ("COPY", "ADD"):
+                continue
+            assert ins.keyword == "COPY", "ADD fetches and unpacks implicitly; use COPY"
+            sources, _, flags = copy_sources(ins)
+            if "from" in flags:
+                continue  # from another stage, not the build context
+            for source in sources:
+                path = REPO / source
+                assert path.exists(), f"services/{service}/Dockerfile:{ins.line} copies {source}, which does not exist"
+                assert not ignore.excluded(source.rstrip("/")), f"{source} is excluded by .dockerignore"
+                below = [f for f in files if f == source.rstrip("/") or f.startswith(source.rstrip("/") + "/")]
+                assert below, f"{source} holds no files"
+                lost = [f for f in below if f.endswith((".py", ".pyi", ".proto", ".toml", ".txt")) and ignore.excluded(f)
+                        and "__pycache__" not in f]
+                assert not lost, f"COPY {source} needs files .dockerignore drops: {lost[:5]}"
+                checked += 1
+    assert checked >= 3 * len(SERVICES)
+
+
+def test_copied_sources_hold_every_package_pyproject_installs():
+    """`pip install .` in the image needs each package directory setuptools maps."""
+    package_dirs = pyproject()["tool"]["setuptools"]["package-dir"]
+    copied = set()
+    for service in SERVICES:
+        for ins in dockerfile(service):
+            if ins.keyword == "COPY":
+                sources, _, flags = copy_sources(ins)
+                if "from" not in flags:
+                    copied |= {s.rstrip("/") for s in sources}
+    assert {"pyproject.toml", "constraints.txt"} <= copied
+    for package, directory in package_dirs.items():
+        assert any(directory == c or directory.startswith(c + "/") for c in copied), \
+            f"package {package} ({directory}) is not copied into the build stage"
+
+
+def test_dockerignore_keeps_the_context_small():
+    ignore = DockerIgnore((REPO / ".dockerignore").read_text())
+    for path in (".git/HEAD", ".venv/bin/python", "tests/chart/conftest.py", "charts/wallet/Chart.yaml",
+                 "walletkit/__pycache__/x.cpython-311.pyc", "services/api/Dockerfile", ".state/api/x"):
+        assert ignore.excluded(path), f"{path} should not be sent to the builder"
+    for path in ("pyproject.toml", "constraints.txt", "walletkit/__init__.py", "services/api/wallet_api/app.py"):
+        assert not ignore.excluded(path), f"{path} is needed by the build"
+
+
+def test_dockerignore_matcher_follows_docker_semantics():
+    """The matcher the checks above rely on: last rule wins, parents match, ! re-includes, ** spans."""
+    ignore = DockerIgnore("*\n!keep/\nkeep/**/*.log\n!keep/important.log\n# comment\n")
+    assert ignore.excluded("other.txt") and ignore.excluded("other/deep/file")
+    assert not ignore.excluded("keep/a.py") and not ignore.excluded("keep/sub/b.py")
+    assert ignore.excluded("keep/x.log") and ignore.excluded("keep/sub/y.log")
+    assert not ignore.excluded("keep/important.log")

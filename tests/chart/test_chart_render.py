@@ -1,0 +1,396 @@
+"""The chart renders and lints for every scenario, and what it renders is what the design needs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from chart_support import (
+    CHART, NAMESPACE, RELEASE, SCENARIOS, containers, env_of, helm, pod_spec, render, render_scenario, require_module,
+)
+
+WORKLOADS = [("Deployment", f"{RELEASE}-api"), ("StatefulSet", f"{RELEASE}-balance"),
+             ("StatefulSet", f"{RELEASE}-above-threshold")]
+STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint_is_clean_in_strict_mode(scenario):
+    h = helm()
+    report = h.lint(str(CHART), SCENARIOS[scenario], strict=True, namespace=NAMESPACE)
+    assert report["total_charts_linted"] == 1
+    # Severity 2 = warning, 3 = error; strict mode would fail `helm lint` on either.
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], f"helm lint --strict: {problems} {report['errors']}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_scenario_renders_the_three_workloads(scenario):
+    rendered = render_scenario(scenario)
+    for kind, name in WORKLOADS:
+        rendered.one(kind, name)
+    assert f"Wallet service \"{RELEASE}\"" in rendered.notes
+    for m in rendered.manifests:
+        assert m.doc["metadata"].get("namespace") == NAMESPACE, f"{m.kind}/{m.name} has no explicit namespace"
+        labels = m.doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, f"{m.kind}/{m.name} lacks the instance label"
+
+
+def test_strimzi_or_external_kafka_decides_the_kafka_resources():
+    strimzi = render_scenario("defaults")
+    assert {m.kind for m in strimzi.manifests} >= {"Kafka", "KafkaNodePool", "KafkaTopic"}
+    assert not strimzi.of_kind("KafkaUser"), "no KafkaUsers without SASL"
+    external = render_scenario("external")
+    assert not STRIMZI_KINDS & {m.kind for m in external.manifests}, "an external cluster needs no Strimzi resources"
+    for kind, name in WORKLOADS:
+        env = env_of(containers(external.one(kind, name))[0])
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "kafka-0.kafka.example:9092"
+        assert env["WALLET_CREATE_TOPICS"]["value"] == "true"
+        env = env_of(containers(strimzi.one(kind, name))[0])
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == f"{RELEASE}-kafka-bootstrap.{NAMESPACE}.svc:9092"
+        # Strimzi's Topic Operator owns the topics: the services must not race it.
+        assert env["WALLET_CREATE_TOPICS"]["value"] == "false"
+        assert "KAFKA_SECURITY_PROTOCOL" not in env
+
+
+def test_topics_are_the_contracts_with_equal_partitions_and_their_policies():
+    rendered = render({"kafka": {"topics": {"partitions": 12, "replicas": 3}}})
+    topics = {m.doc["spec"]["topicName"]: m.doc for m in rendered.of_kind("KafkaTopic")}
+    assert set(topics) == {"deposit", "balance-table", "above_threshold-table"}
+    assert {t["spec"]["partitions"] for t in topics.values()} == {12}
+    assert {t["spec"]["replicas"] for t in topics.values()} == {3}
+    deposit = topics["deposit"]["spec"]["config"]
+    assert deposit["cleanup.policy"] == "delete" and int(deposit["retention.ms"]) == -1, "the ledger never expires"
+    for table in ("balance-table", "above_threshold-table"):
+        assert topics[table]["spec"]["config"]["cleanup.policy"] == "compact"
+    # The policy is not negotiable through values: a changelog must stay compacted.
+    forced = render({"kafka": {"topics": {"tableConfig": {"cleanup.policy": "delete", "min.compaction.lag.ms": 1000}}}})
+    for topic in forced.of_kind("KafkaTopic"):
+        if topic.doc["spec"]["topicName"] != "deposit":
+            assert topic.doc["spec"]["config"]["cleanup.policy"] == "compact"
+            assert topic.doc["spec"]["config"]["min.compaction.lag.ms"] == 1000
+    for m in rendered.of_kind("KafkaTopic") + rendered.of_kind("Kafka") + rendered.of_kind("KafkaNodePool"):
+        assert m.doc["metadata"]["labels"].get("strimzi.io/cluster", RELEASE) == RELEASE
+        assert m.doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # WALLET_PARTITIONS follows the same value, so topics a service would create agree too.
+    for kind, name in WORKLOADS:
+        assert env_of(containers(rendered.one(kind, name))[0])["WALLET_PARTITIONS"]["value"] == "12"
+
+
+def test_kafka_is_kraft_with_a_node_pool_and_listeners_limited_to_the_release():
+    rendered = render_scenario("defaults")
+    kafka = rendered.one("Kafka", RELEASE)["spec"]["kafka"]
+    assert {(l["name"], l["port"], l["tls"]) for l in kafka["listeners"]} == {("plain", 9092, False), ("tls", 9093, True)}
+    for listener in kafka["listeners"]:
+        peer = listener["networkPolicyPeers"][0]["podSelector"]["matchLabels"]
+        assert peer == {"app.kubernetes.io/name": "wallet", "app.kubernetes.io/instance": RELEASE}
+    pool = rendered.one("KafkaNodePool", "dual-role")
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == RELEASE
+    assert sorted(pool["spec"]["roles"]) == ["broker", "controller"]
+    assert pool["spec"]["storage"]["volumes"][0]["kraftMetadata"] == "shared"
+
+
+def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
+    rendered = render_scenario("strimzi-tls-scram")
+    kafka = rendered.one("Kafka", RELEASE)["spec"]
+    assert kafka["kafka"]["authorization"] == {"type": "simple"}
+    assert all(l["authentication"] == {"type": "scram-sha-512"} for l in kafka["kafka"]["listeners"])
+    assert "userOperator" in kafka["entityOperator"]
+    users = {m.name: m.doc for m in rendered.of_kind("KafkaUser")}
+    assert set(users) == {f"{RELEASE}-api", f"{RELEASE}-balance", f"{RELEASE}-above-threshold"}
+
+    def acl(user, rtype, name):
+        ops = [a["operations"] for a in users[user]["spec"]["authorization"]["acls"]
+               if a["resource"]["type"] == rtype and a["resource"]["name"] == name]
+        return set(ops[0]) if ops else set()
+
+    # Least privilege, per the services' code: who writes what, which groups.
+    assert acl(f"{RELEASE}-api", "topic", "deposit") == {"Write", "Describe"}
+    assert "Write" not in acl(f"{RELEASE}-api", "topic", "balance-table")
+    assert acl(f"{RELEASE}-balance", "topic", "balance-table") >= {"Read", "Write"}
+    assert "Write" not in acl(f"{RELEASE}-balance", "topic", "deposit")
+    assert "Write" not in acl(f"{RELEASE}-balance", "topic", "above_threshold-table")
+    assert acl(f"{RELEASE}-balance", "group", "balance") == {"Read"}
+    assert acl(f"{RELEASE}-above-threshold", "group", "above_threshold") == {"Read"}
+    assert acl(f"{RELEASE}-above-threshold", "topic", "above_threshold-table") >= {"Read", "Write"}
+    for user in users:  # every service checks that all three topics are co-partitioned
+        for topic in ("deposit", "balance-table", "above_threshold-table"):
+            assert "Describe" in acl(user, "topic", topic), f"{user} cannot describe {topic}"
+
+    for kind, name in WORKLOADS:
+        workload = rendered.one(kind, name)
+        container = containers(workload)[0]
+        env = env_of(container)
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"].endswith(":9093")
+        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+        assert env["KAFKA_SASL_USERNAME"]["value"] == name, "the username is the component's KafkaUser"
+        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
+        ca_path = env["KAFKA_SSL_CA_LOCATION"]["value"]
+        mount = next(v for v in container["volumeMounts"] if v["name"] == "kafka-ca")
+        assert ca_path == f"{mount['mountPath']}/ca.crt" and mount["readOnly"]
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "kafka-ca")
+        assert volume["secret"]["secretName"] == f"{RELEASE}-cluster-ca-cert"
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_external_tls_sasl_takes_credentials_and_ca_from_named_secrets():
+    rendered = render_scenario("external-tls-sasl")
+    for kind, name in WORKLOADS:
+        workload = rendered.one(kind, name)
+        env = env_of(containers(workload)[0])
+        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-256"
+        for var, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wallet-kafka-credentials", "key": key}
+        assert env["WALLET_CREATE_TOPICS"]["value"] == "false"
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "kafka-ca")
+        assert volume["secret"] == {"secretName": "corp-kafka-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+
+def test_no_secret_material_is_rendered_from_values():
+    for scenario in SCENARIOS:
+        rendered = render_scenario(scenario)
+        assert not rendered.of_kind("Secret"), "the chart never carries secrets"
+        for kind, name in WORKLOADS:
+            for var in env_of(containers(rendered.one(kind, name))[0]).values():
+                if "PASSWORD" in var["name"]:
+                    assert "value" not in var and "secretKeyRef" in var["valueFrom"]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_pods_meet_the_restricted_pod_security_standard(scenario):
+    rendered = render_scenario(scenario)
+    pods = [m.doc for m in rendered.manifests if m.kind in ("Deployment", "StatefulSet", "Pod")]
+    assert len(pods) >= 3
+    for doc in pods:
+        spec = pod_spec(doc)
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), where
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), where
+        for c in containers(doc):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+            # Only the state volume and /tmp are writable.
+            writable = {m["mountPath"] for m in c.get("volumeMounts", []) if not m.get("readOnly")}
+            assert writable <= {"/var/lib/wallet", "/tmp"}, f"{where} writes to {writable}"
+
+
+def test_probes_use_the_services_real_endpoints_on_the_served_port():
+    rendered = render_scenario("defaults")
+    for kind, name in WORKLOADS:
+        container = containers(rendered.one(kind, name))[0]
+        port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
+        assert env_of(container)["WALLET_HTTP_PORT"]["value"] == str(port), "the process serves the probed port"
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+def test_processors_are_statefulsets_with_state_volumes_and_static_membership():
+    rendered = render_scenario("hpa-scaled")
+    for component in ("balance", "above-threshold"):
+        sts = rendered.one("StatefulSet", f"{RELEASE}-{component}")
+        spec = sts["spec"]
+        assert spec["replicas"] == 8
+        assert spec["serviceName"] == f"{RELEASE}-{component}-headless"
+        headless = rendered.one("Service", f"{RELEASE}-{component}-headless")
+        assert headless["spec"]["clusterIP"] == "None"
+        assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Delete"}
+        claim = spec["volumeClaimTemplates"][0]
+        if component == "balance":
+            assert claim["spec"]["storageClassName"] == "fast-ssd"
+            assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+        container = containers(sts)[0]
+        assert {"name": "state", "mountPath": "/var/lib/wallet"} in container["volumeMounts"]
+        assert claim["metadata"]["name"] == "state"
+        env = env_of(container)
+        assert env["WALLET_STATE_DIR"]["value"] == "/var/lib/wallet"
+        assert env["WALLET_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert pod_spec(sts)["terminationGracePeriodSeconds"] >= 60, "time to flush and commit on SIGTERM"
+        pdb = rendered.one("PodDisruptionBudget", f"{RELEASE}-{component}")
+        assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    threshold_env = env_of(containers(rendered.one("StatefulSet", f"{RELEASE}-above-threshold"))[0])
+    assert threshold_env["WALLET_THRESHOLD"]["value"] == "10000"
+    assert threshold_env["WALLET_WINDOW_SECONDS"]["value"] == "120"
+
+
+@pytest.mark.parametrize("processor,key", [("balance", "balance"), ("aboveThreshold", "aboveThreshold")])
+def test_rendering_fails_clearly_when_processor_replicas_exceed_partitions(processor, key):
+    h = helm()
+    with pytest.raises(h.HelmRenderError) as failure:
+        render({key: {"replicaCount": 9}, "kafka": {"topics": {"partitions": 8}}})
+    message = str(failure.value)
+    assert f"{processor}.replicaCount (9) must not exceed kafka.topics.partitions (8)" in message
+    assert "idle" in message
+    render({key: {"replicaCount": 8}, "kafka": {"topics": {"partitions": 8}}})  # the bound itself is fine
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"kafka": {"strimzi": {"enabled": False}}}, "no Kafka"),
+    ({"kafka": {"external": {"bootstrapServers": "k:9092"}}}, "choose one Kafka"),
+    ({"kafka": {"strimzi": {"enabled": False}, "external": {"bootstrapServers": "k:9092"}, "sasl": {"enabled": True}}},
+     "existingSecret"),
+    ({"kafka": {"sasl": {"enabled": True, "mechanism": "PLAIN"}}}, "SCRAM-SHA-512"),
+    ({"api": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, r"minReplicas \(5\) is above"),
+])
+def test_inconsistent_values_fail_with_a_message(values, expected):
+    h = helm()
+    with pytest.raises(h.HelmRenderError, match=expected):
+        render(values)
+
+
+@pytest.mark.parametrize("values,path", [
+    ({"api": {"replicaCount": "two"}}, "/api/replicaCount"),
+    ({"kafka": {"topics": {"partitions": 0}}}, "/kafka/topics/partitions"),
+    ({"aboveThreshold": {"threshold": "ten thousand"}}, "/aboveThreshold/threshold"),
+    ({"api": {"ingres": {"enabled": True}}}, "ingres"),
+    ({"logLevel": "verbose"}, "/logLevel"),
+])
+def test_the_values_schema_rejects_bad_values(values, path):
+    h = helm()
+    with pytest.raises(h.HelmValuesError, match=path):
+        render(values)
+
+
+def test_hpa_replaces_the_fixed_replica_count():
+    rendered = render_scenario("hpa-scaled")
+    deployment = rendered.one("Deployment", f"{RELEASE}-api")
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    hpa = rendered.one("HorizontalPodAutoscaler", f"{RELEASE}-api")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{RELEASE}-api"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
+    assert {m["resource"]["name"] for m in hpa["metrics"]} == {"cpu", "memory"}
+    assert not render_scenario("defaults").of_kind("HorizontalPodAutoscaler")
+    assert render_scenario("defaults").one("Deployment", f"{RELEASE}-api")["spec"]["replicas"] == 2
+
+
+def test_api_service_and_ingress_reach_port_8080():
+    rendered = render_scenario("defaults")
+    service = rendered.one("Service", f"{RELEASE}-api")["spec"]
+    assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    ingress = rendered.one("Ingress", f"{RELEASE}-api")["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    backend = ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
+    assert "host" not in ingress["rules"][0], "no host: localhost works on kind"
+    api = rendered.one("Deployment", f"{RELEASE}-api")
+    assert service["selector"] == api["spec"]["selector"]["matchLabels"]
+    assert rendered.one("PodDisruptionBudget", f"{RELEASE}-api")["spec"]["maxUnavailable"] == 1
+    volume = next(v for v in pod_spec(api)["volumes"] if v["name"] == "state")
+    assert "emptyDir" in volume, "the views are a cache of the changelogs"
+    custom = render({"api": {"ingress": {"className": "traefik", "host": "wallet.example.com"}}})
+    rule = custom.one("Ingress", f"{RELEASE}-api")
+    assert rule["spec"]["ingressClassName"] == "traefik" and rule["spec"]["rules"][0]["host"] == "wallet.example.com"
+    assert not render_scenario("minimal").of_kind("Ingress")
+
+
+def test_monitoring_resources_exist_only_when_asked_and_select_the_right_pods():
+    assert not MONITORING_KINDS & {m.kind for m in render_scenario("defaults").manifests}
+    rendered = render_scenario("monitoring")
+    sm = rendered.one("ServiceMonitor", f"{RELEASE}-api")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    api_service = rendered.one("Service", f"{RELEASE}-api")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= api_service["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    pm = rendered.one("PodMonitor", f"{RELEASE}-processors")["spec"]
+    expr = pm["selector"]["matchExpressions"][0]
+    assert expr["key"] == "app.kubernetes.io/component" and set(expr["values"]) == {"balance", "above-threshold"}
+    rule = rendered.one("PrometheusRule", RELEASE)
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"WalletProcessorDown", "WalletApiErrorRatioHigh"} <= set(alerts)
+    assert f'pod=~"{RELEASE}-(balance|above-threshold)-[0-9]+"' in alerts["WalletProcessorDown"]["expr"]
+    assert "{{ $labels.pod }}" in alerts["WalletProcessorDown"]["annotations"]["summary"], "left for Prometheus"
+    dashboards = rendered.of_kind("ConfigMap")
+    assert dashboards and all(d.doc["metadata"]["labels"]["grafana_dashboard"] == "1" for d in dashboards)
+    for d in dashboards:
+        for text in d.doc["data"].values():
+            assert json.loads(text)["panels"], "a dashboard with panels"
+
+
+def test_network_policies_deny_by_default_and_allow_what_the_design_needs():
+    rendered = render_scenario("defaults")
+    policies = {m.name: m.doc["spec"] for m in rendered.of_kind("NetworkPolicy")}
+    deny = policies[f"{RELEASE}-default-deny"]
+    assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "wallet", "app.kubernetes.io/instance": RELEASE}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
+    api = policies[f"{RELEASE}-api"]
+    sources = [peer for rule in api["ingress"] for peer in rule["from"]]
+    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "ingress-nginx"}
+               for p in sources), "ingress controller -> API"
+    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
+               for p in sources), "Prometheus -> API metrics"
+    assert all(port["port"] == "http" for rule in api["ingress"] for port in rule["ports"])
+    processors = policies[f"{RELEASE}-processors"]
+    assert len(processors["ingress"]) == 1, "only Prometheus reaches a processor"
+    for policy in (api, processors):
+        egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+        assert egress_ports == {(53, "UDP"), (53, "TCP"), (9092, "TCP"), (9093, "TCP")}
+        kafka_rule = next(rule for rule in policy["egress"] if rule["ports"][0]["port"] == 9092)
+        assert kafka_rule["to"][0]["podSelector"]["matchLabels"]["strimzi.io/cluster"] == RELEASE
+    # The test Pod is a labelled client of the API and reaches nothing else.
+    test_pod = rendered.one("Pod", f"{RELEASE}-test-deposit")
+    assert test_pod["metadata"]["labels"][f"{RELEASE}-client"] == "true"
+    external = {m.name: m.doc["spec"] for m in render_scenario("external").of_kind("NetworkPolicy")}
+    kafka_rule = next(r for r in external[f"{RELEASE}-api"]["egress"] if r["ports"][0]["port"] == 9092)
+    assert "to" not in kafka_rule, "an external cluster is anywhere unless networkPolicy.kafka.to narrows it"
+    assert not render_scenario("minimal").of_kind("NetworkPolicy")
+
+
+def test_helm_test_hook_deposits_through_the_api_service_with_the_api_image():
+    rendered = render_scenario("defaults")
+    pod = rendered.one("Pod", f"{RELEASE}-test-deposit")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    api = containers(rendered.one("Deployment", f"{RELEASE}-api"))[0]
+    container = containers(pod)[0]
+    assert container["image"] == api["image"], "no extra image to pull"
+    assert container["command"][:2] == ["python", "-c"] and "/deposit" in container["command"][2]
+    assert env_of(container)["WALLET_API_URL"]["value"] == f"http://{RELEASE}-api.{NAMESPACE}.svc:8080"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    compile(container["command"][2], "helm-test-deposit.py", "exec")  # the script is valid Python
+
+
+def test_images_default_to_the_app_version_and_take_digests():
+    chart_version = helm().Chart.load(str(CHART)).metadata["appVersion"]
+    rendered = render_scenario("defaults")
+    assert containers(rendered.one("Deployment", f"{RELEASE}-api"))[0]["image"] == f"wallet-api:{chart_version}"
+    pinned = render_scenario("pinned")
+    image = containers(pinned.one("StatefulSet", f"{RELEASE}-balance"))[0]["image"]
+    assert image == "registry.example/wallet-balance@sha256:" + "b" * 64
+
+
+def test_long_release_names_still_make_valid_names():
+    rendered = render(release="a-very-long-release-name-that-goes-on-and-on-x")
+    for m in rendered.manifests:
+        assert len(m.name) <= 63, f"{m.kind}/{m.name} is longer than a DNS label"
+    sts = rendered.of_kind("StatefulSet")
+    # A pod name is "<statefulset>-<ordinal>" and must stay a DNS label; keep room for two digits.
+    assert all(len(s.name) + 3 <= 63 for s in sts)
+
+
+def test_prometheus_rules_pass_promtool(tmp_path):
+    """The rule group is valid PromQL and alerting syntax, as Prometheus itself parses it."""
+    yaml = require_module("yaml", "pip install -c constraints.txt -r requirements/chart.txt")
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    rule = render_scenario("monitoring").one("PrometheusRule", RELEASE)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"SUCCESS: (\d+) rules found", result.stdout)
+    assert found and int(found.group(1)) >= 2, result.stdout
