@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -46,9 +47,20 @@ class TansuBroker:
                                + (f"; see {self.log_path}" if self.log_path else ""))
         return True
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing answers. Data is kept."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze a paused broker (SIGCONT)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        self.resume()
         self._proc.terminate()
         try:
             self._proc.wait(10)

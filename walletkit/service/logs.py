@@ -1,42 +1,102 @@
-"""Structured logs: one JSON object per line on stderr."""
+"""Structured logs: one JSON object per line on stderr.
+
+Every line has ``ts`` (UTC, milliseconds), ``level``, ``service``, ``logger`` and ``msg``,
+then the fields of the record's ``extra={...}`` and of the enclosing :func:`log_context`.
+Field names shared by the services: ``wallet_id``, ``deposit_id``, ``group``, ``topic``,
+``partition``, ``offset``. The stream toolkit knows no wallets and logs a record's key as
+``key``; in the wallet every Kafka key is a wallet id, so it is written as ``wallet_id``.
+
+The level (``WALLET_LOG_LEVEL`` / ``--log-level``) is one level, ``debug``, ``info``,
+``warning`` or ``error``, optionally followed by per-logger levels:
+``info,librdkafka=debug,walletkit.stream.view=debug``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+#: Extra fields renamed on output (see the module doc).
+_RENAMED = {"key": "wallet_id"}
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
+          "error": logging.ERROR, "critical": logging.CRITICAL}
+
+_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("wallet_log_context", default={})
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (e.g. ``deposit_id=..., wallet_id=...``) to every line logged inside, in
+    this thread or asyncio task."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "service", "logger", "msg", ...extra}``; extra fields via ``extra={...}``."""
+    """``{"ts", "level", "service", "logger", "msg", ...context, ...extra}``."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        out.update(_CONTEXT.get())
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+                out[_RENAMED.get(key, key)] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+def parse_level(spec: str) -> tuple[int, dict[str, int]]:
+    """``"info,librdkafka=debug"`` → (INFO, {"librdkafka": DEBUG}); ValueError naming what is wrong."""
+    root: int | None = None
+    loggers: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, level = item.rpartition("=")
+        value = LEVELS.get(level.strip().lower())
+        if value is None:
+            raise ValueError(f"log level {level.strip()!r} is not one of debug, info, warning, error")
+        if sep:
+            if not name.strip():
+                raise ValueError(f"{item!r}: a per-logger level is written logger=level")
+            loggers[name.strip()] = value
+        elif root is not None:
+            raise ValueError(f"{spec!r} names more than one default level")
+        else:
+            root = value
+    return (logging.INFO if root is None else root), loggers
+
+
+def setup_logging(service: str, level: str = "info") -> None:
+    """JSON lines on stderr at ``level`` (see the module doc); exits with a message if it is invalid."""
+    try:
+        root_level, loggers = parse_level(level)
+    except ValueError as exc:
+        raise SystemExit(f"{service}: invalid --log-level / WALLET_LOG_LEVEL: {exc}") from None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    root.setLevel(root_level)
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, root_level))
+    for name, value in loggers.items():
+        logging.getLogger(name).setLevel(value)

@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from walletkit.stream import metrics
 from walletkit.stream.codec import Codec
 from walletkit.stream.errors import BrokerUnavailable, EmitError
 from walletkit.stream.kafka import KafkaSettings
@@ -47,6 +48,9 @@ class Emitter:
         self.topic = topic
         self.codec = codec
         self.state = EmitterState.CREATED
+        self._m_ack = metrics.EMIT_SECONDS.labels(topic)
+        self._m_failures = metrics.EMIT_FAILURES.labels(topic)
+        metrics.EMITTER_CONNECTED.labels(topic).set_function(lambda: 1.0 if self.connected else 0.0)
         self._settings = settings
         self._connect_timeout = connect_timeout
         self._producer: Producer | None = None
@@ -54,6 +58,7 @@ class Emitter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._connected = False
+        self._fatal = False
         self._last_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -118,34 +123,72 @@ class Emitter:
         return partition_for(key.encode(), self._partitions)
 
     async def emit(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None = None) -> Delivery:
-        """Emit and wait for the broker's acknowledgement; EmitError if it fails."""
+        """Emit and wait for the broker's acknowledgement; EmitError if it fails.
+
+        A record refused because the producer was fenced (the broker rejected it:
+        it is not stored) is produced once more with the replacement producer.
+        """
+        try:
+            return await self._emit_once(key, value, headers)
+        except EmitError as exc:
+            if not exc.producer_replaced:
+                raise
+            for _ in range(40):  # the emitter thread replaces the producer within a poll
+                if not self._fatal:
+                    break
+                await asyncio.sleep(0.025)
+            log.info("emitter: producing again after the producer was fenced")
+            return await self._emit_once(key, value, headers)
+
+    async def _emit_once(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None) -> Delivery:
         if self.state is not EmitterState.RUNNING or self._producer is None:
             raise EmitError(f"emitter for {self.topic!r} is {self.state.value}")
+        if not self._connected:
+            # Fail fast: a record produced now would wait out the delivery timeout.
+            self._m_failures.inc()
+            raise EmitError(f"Kafka at {self._settings.bootstrap_servers} is unreachable ({self._last_error or 'no answer'})")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Delivery] = loop.create_future()
 
         def delivered(err: KafkaError | None, msg: Any) -> None:  # runs on the emitter thread
+            if err is not None:
+                if err.code() == KafkaError._MSG_TIMED_OUT and self._connected:
+                    log.warning("emitter: delivery timed out; treating Kafka as unreachable until a probe succeeds")
+                    self._connected = False
+                elif err.fatal() or err.code() == KafkaError.PRODUCER_FENCED:
+                    self._fatal = True
             loop.call_soon_threadsafe(_settle, fut, err, msg)
 
         kb = key.encode()
+        started = time.perf_counter()
         try:
             self._producer.produce(
                 self.topic, self.codec.encode(value), kb,
                 partition=partition_for(kb, self._partitions), on_delivery=delivered, headers=headers,
             )
         except BufferError as exc:
+            self._m_failures.inc()
             raise EmitError("the producer's queue is full; retry shortly") from exc
         except KafkaException as exc:
+            self._m_failures.inc()
             raise EmitError(str(exc)) from exc
-        return await fut
+        try:
+            delivery = await fut
+        except EmitError:
+            self._m_failures.inc()
+            raise
+        self._m_ack.observe(time.perf_counter() - started)
+        return delivery
 
     # -- background --------------------------------------------------------
 
     def _serve(self) -> None:
-        producer = self._producer
-        assert producer is not None
         next_probe = 0.0
         while not self._stop.is_set():
+            if self._fatal:
+                self._replace_producer()
+            producer = self._producer
+            assert producer is not None
             producer.poll(0.05)
             if not self._connected and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + 1.0
@@ -156,6 +199,14 @@ class Emitter:
                 except KafkaException:
                     pass
 
+    def _replace_producer(self) -> None:
+        old = self._producer
+        self._fatal = False
+        self._producer = Producer(self._settings.producer(error_cb=self._on_error))
+        if old is not None:
+            old.purge()
+            old.poll(0)  # deliver the failures of what it still held
+
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err.str()
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
@@ -163,16 +214,22 @@ class Emitter:
                 log.warning("emitter lost Kafka: %s", err.str())
             self._connected = False
         elif err.fatal():
-            log.error("emitter fatal error: %s", err.str())
+            # e.g. the idempotent producer fenced after a broker outage: this producer is
+            # finished; its pending records fail (never acknowledged) and a new one takes over.
+            log.error("emitter fatal error: %s; replacing the producer", err.str())
+            self._fatal = True
             self._connected = False
         else:
             log.info("emitter: %s", err.str())
 
 
-def _settle(fut: asyncio.Future[Delivery], err: KafkaError | None, msg: Any) -> None:
+def _settle(fut: asyncio.Future[Delivery], err: KafkaError | None, msg: Any) -> None:  # on the loop
     if fut.done():
         return
     if err is not None:
-        fut.set_exception(EmitError(f"not acknowledged by Kafka: {err.str()}"))
+        exc = EmitError(f"not acknowledged by Kafka: {err.str()}")
+        # A fenced or fatally failed producer is replaced; the broker refused the record.
+        exc.producer_replaced = err.fatal() or err.code() == KafkaError.PRODUCER_FENCED
+        fut.set_exception(exc)
     else:
         fut.set_result(Delivery(msg.topic(), msg.partition(), msg.offset()))

@@ -10,7 +10,14 @@ class BrokerUnavailable(StreamError):
 
 
 class EmitError(StreamError):
-    """A record was not acknowledged by the broker: it is not stored."""
+    """A record was not acknowledged by the broker.
+
+    After a delivery timeout it may still have been stored (the broker may append
+    it late): clients retry with an idempotency key. ``producer_replaced`` marks a
+    refusal by the broker of a fenced producer: certainly not stored.
+    """
+
+    producer_replaced = False
 
 
 class CoPartitioningError(StreamError):

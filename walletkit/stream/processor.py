@@ -94,6 +94,9 @@ class Processor:
         self._m_processed = metrics.RECORDS.labels(spec.group, "processed")
         self._m_duplicate = metrics.RECORDS.labels(spec.group, "duplicate")
         self._m_skipped = metrics.RECORDS.labels(spec.group, "skipped")
+        self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
+        self._lag_reported: set[int] = set()
+        metrics.init_processor(spec.group, lambda: self.ready)
 
     # -- health ----------------------------------------------------------------
 
@@ -128,7 +131,8 @@ class Processor:
             self._producer = self._new_producer()
             self._restorer = Restorer(Consumer(self._settings.reader()), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
-            self._consumer = Consumer(self._settings.group_consumer(spec.group))
+            self._consumer = Consumer(self._settings.group_consumer(
+                spec.group, **metrics.statistics_config(self._settings.extra, self._on_stats)))
             self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.state = ProcessorState.RUNNING
@@ -164,6 +168,8 @@ class Processor:
         self._stores.clear()
         self._owned.clear()
         metrics.PARTITIONS.labels(self.spec.group).set(0)
+        metrics.STATE_BYTES.labels(self.spec.group).set(0)
+        self._lag_reported = metrics.set_partition_gauges(metrics.CONSUMER_LAG, self.spec.group, {}, self._lag_reported)
         if self.state is not ProcessorState.FAILED:
             self.state = ProcessorState.STOPPED
 
@@ -218,6 +224,7 @@ class Processor:
         callback = spec.callback
         txns: dict[int, Transaction] = {}
         processed = duplicates = skipped = 0
+        oldest_ms = 0  # timestamp of the batch's oldest record (the first of each partition)
         started = time.perf_counter()
         for m in msgs:
             err = m.error()
@@ -235,6 +242,9 @@ class Processor:
                 if part is None:
                     continue  # revoked meanwhile: its new owner processes it
                 txn = txns[p] = part.begin()
+                ts_type, ts_ms = m.timestamp()
+                if ts_type and ts_ms > 0 and (not oldest_ms or ts_ms < oldest_ms):
+                    oldest_ms = ts_ms
             offset = m.offset()
             txn.consumed(offset)
             try:
@@ -247,7 +257,8 @@ class Processor:
                 processed += 1
             except SkipRecord as exc:
                 skipped += 1
-                log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc)
+                log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
+                            extra={"key": key, "partition": p, "offset": offset})
             except (AttributeError, UnicodeDecodeError) as exc:  # no key / key not UTF-8
                 skipped += 1
                 log.warning("group %s: skipping record %s[%d]@%d: bad key: %s", spec.group, spec.input_topic, p, offset, exc)
@@ -259,6 +270,8 @@ class Processor:
             self._m_processed.inc(processed)
             self._m_duplicate.inc(duplicates)
             self._m_skipped.inc(skipped)
+            if oldest_ms:
+                self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
 
     def _flush(self, txns: dict[int, Transaction]) -> bool:
         """Make a batch durable and commit it; on a changelog failure rewind it."""
@@ -304,6 +317,14 @@ class Processor:
                         spec.group, exc.args[0].str() if exc.args else exc)
         metrics.COMMIT_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         return True
+
+    def _on_stats(self, stats: str) -> None:
+        """librdkafka statistics (served by consume(), on this thread): lag per partition, state size."""
+        lag = metrics.consumer_lag_from_statistics(stats, self.spec.input_topic)
+        owned = self._owned
+        self._lag_reported = metrics.set_partition_gauges(
+            metrics.CONSUMER_LAG, self.spec.group, {p: v for p, v in lag.items() if p in owned}, self._lag_reported)
+        metrics.STATE_BYTES.labels(self.spec.group).set(sum(part.store.size_bytes() for part in owned.values()))
 
     def _new_producer(self) -> Producer:
         self._producer_fatal = False

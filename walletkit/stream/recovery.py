@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from walletkit.stream import metrics
 from walletkit.stream.codec import TableCodec
@@ -70,6 +70,9 @@ class Restorer:
         self._codec = codec
         self._batch = batch_size
         self._should_stop = should_stop
+        for metric in (metrics.RESTORED_RECORDS, metrics.RESTORE_SECONDS, metrics.RESTORE_REMAINING,
+                       metrics.RESTORE_REMAINING_RECORDS):
+            metric.labels(topic)  # present (zero) before the first restore
 
     def restore(self, parts: list[TablePartition], topic_id: str) -> int:
         """Catch every partition in ``parts`` up with the changelog's end; return records read.
@@ -113,6 +116,7 @@ class Restorer:
         last_log = time.monotonic()
         remaining = metrics.RESTORE_REMAINING.labels(self.topic)
         remaining.set(len(pending))
+        remaining_records = metrics.RESTORE_REMAINING_RECORDS.labels(self.topic)
         try:
             while pending - out_of_range:
                 if self._should_stop():
@@ -146,9 +150,24 @@ class Restorer:
                     metrics.RESTORED_RECORDS.labels(self.topic).inc(len(recs))
                 pending -= finished
                 remaining.set(len(pending))
+                remaining_records.set(self._records_to_go(pending - out_of_range, next_offset))
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
                     log.info("restoring %s: %d records so far, %d partitions to go", self.topic, total, len(pending))
         finally:
             consumer.unassign()
+            remaining.set(0)
+            remaining_records.set(0)
         return total, [by_partition[p] for p in sorted(out_of_range)]
+
+    def _records_to_go(self, partitions: set[int], next_offset: dict[int, int]) -> int:
+        """Records between each partition's restore position and the last fetch's high watermark."""
+        total = 0
+        for p in partitions:
+            try:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                total += max(high - max(next_offset[p], low), 0)
+        return total

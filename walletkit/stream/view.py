@@ -12,10 +12,11 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from walletkit.stream import metrics
 from walletkit.stream.codec import TableCodec
@@ -59,8 +60,11 @@ class View:
         self._thread: threading.Thread | None = None
         self._wipe_lock = threading.Lock()
         self.error: BaseException | None = None
+        self._listeners: list[Callable[[list[bytes]], None]] = []
         self._m_records = metrics.VIEW_RECORDS.labels(topic)
         self._m_caught_up = metrics.VIEW_CAUGHT_UP.labels(topic)
+        self._m_delay = metrics.VIEW_RECORD_DELAY.labels(topic)
+        self._m_caught_up.set(0)
 
     # -- reading -------------------------------------------------------------
 
@@ -82,6 +86,10 @@ class View:
     def offsets(self) -> dict[int, int]:
         """Next offset to read, per partition (what the replica reflects)."""
         return dict(self._positions)
+
+    def subscribe(self, listener: Callable[[list[bytes]], None]) -> None:
+        """Call ``listener(keys)`` (on the view's thread) after each applied batch."""
+        self._listeners.append(listener)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -149,6 +157,7 @@ class View:
                     continue
                 records: list[tuple[bytes, bytes | None]] = []
                 touched: dict[str, int | str] = {}
+                first_ts: dict[int, int] = {}  # partition -> timestamp (ms) of its first record in this batch
                 for m in msgs:
                     err = m.error()
                     if err is not None:
@@ -171,6 +180,8 @@ class View:
                         continue
                     records.append((m.key(), m.value()))
                     p = m.partition()
+                    if p not in first_ts:
+                        first_ts[p] = m.timestamp()[1]
                     nxt = m.offset() + 1
                     positions[p] = nxt
                     touched[_offset_key(p)] = nxt
@@ -179,8 +190,27 @@ class View:
                     with self._wipe_lock:
                         merge(store, codec, records, touched)
                     self._m_records.inc(len(records))
+                    self._observe_batch(consumer, positions, first_ts)
+                    if self._listeners:
+                        keys = [key for key, _ in records]
+                        for listener in self._listeners:
+                            listener(keys)
         finally:
             consumer.close()
+
+    def _observe_batch(self, consumer: Consumer, positions: dict[int, int], first_ts: dict[int, int]) -> None:
+        """Lag of the partitions a batch touched (from the fetch's high watermark) and, once caught
+        up, the delay of the batch's oldest record."""
+        for p in first_ts:
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                metrics.VIEW_LAG.labels(self.topic, str(p)).set(max(high - positions[p], 0))
+        oldest = min((ts for ts in first_ts.values() if ts > 0), default=0)
+        if oldest and self._caught_up.is_set():
+            self._m_delay.observe(max(time.time() - oldest / 1000, 0.0))
 
     def _mark_caught_up(self) -> None:
         if not self._caught_up.is_set():

@@ -7,32 +7,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DepositRequest(_message.Message):
-    __slots__ = ("WalletID", "Amount", "CreatedAt", "AmountMicros", "DepositID", "CreatedAtMicros")
+    __slots__ = ("WalletID", "Amount", "CreatedAt", "AmountMicros", "DepositID", "CreatedAtMicros", "IdempotencyKey")
     WALLETID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CREATEDAT_FIELD_NUMBER: _ClassVar[int]
     AMOUNTMICROS_FIELD_NUMBER: _ClassVar[int]
     DEPOSITID_FIELD_NUMBER: _ClassVar[int]
     CREATEDATMICROS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCYKEY_FIELD_NUMBER: _ClassVar[int]
     WalletID: str
     Amount: float
     CreatedAt: int
     AmountMicros: int
     DepositID: str
     CreatedAtMicros: int
-    def __init__(self, WalletID: _Optional[str] = ..., Amount: _Optional[float] = ..., CreatedAt: _Optional[int] = ..., AmountMicros: _Optional[int] = ..., DepositID: _Optional[str] = ..., CreatedAtMicros: _Optional[int] = ...) -> None: ...
+    IdempotencyKey: str
+    def __init__(self, WalletID: _Optional[str] = ..., Amount: _Optional[float] = ..., CreatedAt: _Optional[int] = ..., AmountMicros: _Optional[int] = ..., DepositID: _Optional[str] = ..., CreatedAtMicros: _Optional[int] = ..., IdempotencyKey: _Optional[str] = ...) -> None: ...
+
+class KeyedDeposit(_message.Message):
+    __slots__ = ("IdempotencyKey", "DepositID", "AmountMicros", "CreatedAtMicros", "Offset")
+    IDEMPOTENCYKEY_FIELD_NUMBER: _ClassVar[int]
+    DEPOSITID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNTMICROS_FIELD_NUMBER: _ClassVar[int]
+    CREATEDATMICROS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    IdempotencyKey: str
+    DepositID: str
+    AmountMicros: int
+    CreatedAtMicros: int
+    Offset: int
+    def __init__(self, IdempotencyKey: _Optional[str] = ..., DepositID: _Optional[str] = ..., AmountMicros: _Optional[int] = ..., CreatedAtMicros: _Optional[int] = ..., Offset: _Optional[int] = ...) -> None: ...
 
 class Wallet(_message.Message):
-    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset")
+    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset", "Recent")
     WALLETID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     BALANCEMICROS_FIELD_NUMBER: _ClassVar[int]
     APPLIEDOFFSET_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
     WalletID: str
     Balance: float
     BalanceMicros: int
     AppliedOffset: int
-    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ...) -> None: ...
+    Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
+    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ...) -> None: ...
 
 class WalletInfo(_message.Message):
     __slots__ = ("WalletID", "LastDepositAmount", "RollingPeriodCumulative", "AboveThreshold", "CreatedAt", "LastDepositMicros", "RollingPeriodCumulativeMicros", "CreatedAtMicros", "DepositOffset")
@@ -57,11 +75,13 @@ class WalletInfo(_message.Message):
     def __init__(self, WalletID: _Optional[str] = ..., LastDepositAmount: _Optional[float] = ..., RollingPeriodCumulative: _Optional[float] = ..., AboveThreshold: _Optional[bool] = ..., CreatedAt: _Optional[int] = ..., LastDepositMicros: _Optional[int] = ..., RollingPeriodCumulativeMicros: _Optional[int] = ..., CreatedAtMicros: _Optional[int] = ..., DepositOffset: _Optional[int] = ...) -> None: ...
 
 class WalletInfoList(_message.Message):
-    __slots__ = ("List", "AppliedOffset", "AboveThreshold")
+    __slots__ = ("List", "AppliedOffset", "AboveThreshold", "Recent")
     LIST_FIELD_NUMBER: _ClassVar[int]
     APPLIEDOFFSET_FIELD_NUMBER: _ClassVar[int]
     ABOVETHRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
     List: _containers.RepeatedCompositeFieldContainer[WalletInfo]
     AppliedOffset: int
     AboveThreshold: bool
-    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ...) -> None: ...
+    Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
+    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ...) -> None: ...

@@ -8,6 +8,7 @@ from decimal import Decimal
 from walletkit.service.processor_main import main_for
 from walletkit.service.settings import base_parser, env_flag
 from walletkit.wallet import money
+from walletkit.wallet.idempotency import DEFAULT_HORIZON_SECONDS
 from wallet_above_threshold.processor import above_threshold_group
 from wallet_above_threshold.threshold import MICROS, Rule
 
@@ -29,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     env_flag(parser, "--lateness-seconds", "WALLET_LATENESS_SECONDS",
              "how far behind the newest deposit a deposit may arrive and still be judged exactly "
              "(the state keeps window + lateness of deposits)", default=60.0, type=float)
-    main_for("wallet-above-threshold", parser, lambda args: above_threshold_group(rule_from(args)), argv)
+    env_flag(parser, "--idempotency-horizon-seconds", "WALLET_IDEMPOTENCY_HORIZON_SECONDS",
+             "how long a deposit's Idempotency-Key is remembered", default=float(DEFAULT_HORIZON_SECONDS), type=float)
+    main_for("wallet-above-threshold", parser,
+             lambda args: above_threshold_group(rule_from(args), args.idempotency_horizon_seconds), argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import logging
 from prometheus_client import Counter
 
 from walletkit.stream import Context, GroupSpec, SkipRecord
-from walletkit.wallet import money
+from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, DepositRequest, WalletInfo, WalletInfoList, deposit_amount_micros, deposit_time_micros,
 )
@@ -31,6 +31,7 @@ class WindowStateCodec:
         msg = WalletInfoList()
         msg.AppliedOffset = state.applied_offset
         msg.AboveThreshold = state.flagged
+        msg.Recent.extend(state.recent)
         wallet_id = state.wallet_id
         for e in state.entries:
             msg.List.append(WalletInfo(
@@ -63,6 +64,7 @@ class WindowStateCodec:
             flagged=msg.AboveThreshold if msg.HasField("AboveThreshold") else any(i.AboveThreshold for i in msg.List),
             applied_offset=msg.AppliedOffset if msg.HasField("AppliedOffset") else -1,
             wallet_id=msg.List[0].WalletID if msg.List else "",
+            recent=list(msg.Recent),
         )
         state.entries.sort()
         return state
@@ -77,7 +79,9 @@ class WindowStateCodec:
 WINDOW_STATE = WindowStateCodec()
 
 
-def above_threshold_group(rule: Rule) -> GroupSpec:
+def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
+    horizon = int(idempotency_horizon_seconds * MICROS)
+
     def on_deposit(ctx: Context, deposit: DepositRequest) -> None:
         amount = deposit_amount_micros(deposit)
         at = deposit_time_micros(deposit)
@@ -87,6 +91,11 @@ def above_threshold_group(rule: Rule) -> GroupSpec:
         if state is None:
             state = WindowState()
         state.wallet_id = ctx.key
+        key = deposit.IdempotencyKey if deposit.HasField("IdempotencyKey") else ""
+        if key:
+            if idempotency.find(state.recent, key) is not None:
+                return  # a retry of a deposit already counted
+            idempotency.remember(state.recent, deposit, amount, at, ctx.offset, horizon)
         if state.add(Entry(at=at, offset=ctx.offset, amount=amount), rule):
             FLAGGED.inc()
             log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset})

@@ -57,6 +57,9 @@ class WindowState:
     #: Input offset of the last deposit applied (see the stream toolkit).
     applied_offset: int = -1
     wallet_id: str = ""
+    #: Keyed deposits within the idempotency horizon (bookkeeping of the processor;
+    #: the rule does not look at it).
+    recent: list = field(default_factory=list)
 
     def add(self, entry: Entry, rule: Rule) -> bool:
         """Apply one deposit; return True if it flagged the wallet now."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,13 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from walletkit.stream import EmitError
 from walletkit.wallet import money
-from wallet_api.ledger import Ledger
-from wallet_api.validation import InvalidRequest, Limits, check_wallet_id, parse_deposit
+from wallet_api.ledger import IdempotencyConflict, InvalidToken, Ledger, NotReflected
+from wallet_api.validation import InvalidRequest, Limits, check_idempotency_key, check_wallet_id, parse_deposit
 
 log = logging.getLogger(__name__)
 
 LEDGER = web.AppKey("ledger", Ledger)
 LIMITS = web.AppKey("limits", Limits)
+IN_FLIGHT = web.AppKey("in_flight", list)  # [requests in flight on the limited routes]
+_LIMITED_ROUTES = frozenset({"/deposit", "/details/{wallet_id}"})
+OPENAPI = Path(__file__).with_name("openapi.yaml")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
 LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency by route.", ["route", "method"],
@@ -42,12 +46,23 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     """Metrics per route, and every error as JSON (unknown routes, methods, oversized bodies)."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     started = time.perf_counter()
+    limited = route in _LIMITED_ROUTES
+    if limited:
+        state = request.app[IN_FLIGHT]
+        if state[0] >= request.app[LIMITS].max_in_flight:
+            response = json_error(429, f"too many requests in flight (limit {request.app[LIMITS].max_in_flight}); retry shortly")
+            REQUESTS.labels(route, request.method, "429").inc()
+            return response
+        state[0] += 1
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = json_error(exc.status, _http_error_message(exc, request))
+    finally:
+        if limited:
+            request.app[IN_FLIGHT][0] -= 1
     REQUESTS.labels(route, request.method, str(response.status)).inc()
     LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
     return response
@@ -68,33 +83,50 @@ async def deposit(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
         return json_error(413, f"body must be at most {limits.max_body_bytes} bytes")
     try:
+        key = check_idempotency_key(request.headers.get("Idempotency-Key"))
         body = await request.content.read(limits.max_body_bytes + 1)
         dep = parse_deposit(body, limits)
     except InvalidRequest as exc:
         status = 413 if str(exc).startswith("body must be at most") else 400
         return json_error(status, str(exc))
     try:
-        receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros)
+        receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key)
+    except IdempotencyConflict as exc:
+        return json_error(409, str(exc))
     except EmitError as exc:
         log.warning("deposit not stored: %s", exc, extra={"wallet_id": dep.wallet_id})
-        return json_error(503, f"deposit not stored, Kafka is unavailable ({exc}); retry later")
-    DEPOSITS.inc()
-    DEPOSITED.inc(money.micros_to_float(dep.amount_micros))
-    amount = money.format_micros(receipt.amount_micros)
-    body_text = (
-        f'{{"DepositID":"{receipt.deposit_id}","WalletID":{json.dumps(receipt.wallet_id)},"Amount":{amount},'
+        retry = " with the same Idempotency-Key" if key else ""
+        return json_error(503, f"deposit not stored: {exc}; retry later{retry}")
+    if not receipt.replayed:
+        DEPOSITS.inc()
+        DEPOSITED.inc(money.micros_to_float(dep.amount_micros))
+    text = (
+        f'{{"DepositID":"{receipt.deposit_id}","WalletID":{json.dumps(receipt.wallet_id)},'
+        f'"Amount":{money.format_micros(receipt.amount_micros)},'
         f'"CreatedAt":{receipt.created_at_micros // 1_000_000},"CreatedAtMicros":{receipt.created_at_micros},'
-        f'"Partition":{receipt.delivery.partition},"Offset":{receipt.delivery.offset}}}'
+        f'"Partition":{receipt.partition},"Offset":{receipt.offset},'
+        f'"ConsistencyToken":"{receipt.consistency_token}"}}'
     )
-    return web.Response(status=202, text=body_text, content_type=JSON)
+    response = web.Response(status=202, text=text, content_type=JSON)
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def details(request: web.Request) -> web.Response:
+    ledger = request.app[LEDGER]
     try:
         wallet_id = check_wallet_id(request.match_info["wallet_id"], request.app[LIMITS])
-    except InvalidRequest as exc:
+        token = request.query.get("token") or request.headers.get("Consistency-Token")
+        if token is not None:
+            await ledger.wait_reflected(wallet_id, token, request.app[LIMITS].consistency_timeout)
+    except (InvalidRequest, InvalidToken) as exc:
         return json_error(400, str(exc))
-    found = request.app[LEDGER].details(wallet_id)
+    except NotReflected as exc:
+        response = json_error(503, f"{exc}; retry, or read without the token")
+        response.headers["Retry-After"] = "1"
+        return response
+    found = ledger.details(wallet_id)
     if found is None:
         return json_error(404, f"wallet {wallet_id} not found")
     text = (f'{{"WalletID":{json.dumps(found.wallet_id)},"Balance":{money.format_micros(found.balance_micros)},'
@@ -119,11 +151,22 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
+async def openapi_yaml(request: web.Request) -> web.Response:
+    return web.Response(text=OPENAPI.read_text(), content_type="application/yaml")
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    import yaml
+
+    return web.json_response(yaml.safe_load(OPENAPI.read_text()))
+
+
 def make_app(ledger: Ledger, limits: Limits = Limits()) -> web.Application:
     """The app; the ledger is started and closed with it (cleanup context)."""
     app = web.Application(middlewares=[observe], client_max_size=limits.max_body_bytes)
     app[LEDGER] = ledger
     app[LIMITS] = limits
+    app[IN_FLIGHT] = [0]
 
     async def ledger_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await ledger.start()
@@ -136,6 +179,8 @@ def make_app(ledger: Ledger, limits: Limits = Limits()) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.yaml", openapi_yaml)
+    app.router.add_get("/openapi.json", openapi_json)
     return app
 
 

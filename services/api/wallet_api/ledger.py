@@ -9,17 +9,32 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from walletkit.stream import Delivery, Emitter, KafkaSettings, TopicManager, View
-from walletkit.wallet import money
+from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
+from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
 )
 from walletkit.wallet.topology import ABOVE_THRESHOLD_TABLE, BALANCE_TABLE, DEPOSIT_TOPIC, ensure_topics
+from walletkit.wallet.wallet_pb2 import KeyedDeposit
 
 log = logging.getLogger(__name__)
+
+_KEYED_IDS = uuid.UUID("6f1c2a57-8a3e-4f43-9d2b-5e0c7b1d9a40")  # namespace of ids derived from idempotency keys
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key reused for a different deposit."""
+
+
+class InvalidToken(ValueError):
+    """A consistency token that is malformed or belongs to another wallet."""
+
+
+class NotReflected(Exception):
+    """The views did not reflect a deposit within the allowed time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +45,22 @@ class Receipt:
     wallet_id: str
     amount_micros: int
     created_at_micros: int
-    delivery: Delivery
+    partition: int
+    offset: int
+    #: True when this answers a retry of a deposit already stored (same key).
+    replayed: bool = False
+
+    @property
+    def consistency_token(self) -> str:
+        """``<partition>-<offset>``: ``GET /details`` with it waits until this deposit shows."""
+        return f"{self.partition}-{self.offset}"
+
+
+def parse_token(token: str) -> tuple[int, int]:
+    partition, sep, offset = token.partition("-")
+    if not sep or not partition.isdigit() or not offset.isdigit() or len(token) > 40:
+        raise InvalidToken("token must be the ConsistencyToken of a deposit, like 3-1542")
+    return int(partition), int(offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +83,11 @@ class Ledger:
         self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT)
         self.balances = View(settings, BALANCE_TABLE, WALLET, state / BALANCE_TABLE)
         self.flags = View(settings, ABOVE_THRESHOLD_TABLE, WALLET_INFO_LIST, state / ABOVE_THRESHOLD_TABLE)
+        # Idempotent deposits being emitted by this process, by (wallet, key).
+        self._in_flight: dict[tuple[str, str], asyncio.Future[Receipt]] = {}
+        # Readers waiting for a wallet to change in a view, woken by the views' threads.
+        self._changed: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Check the topics, connect the emitter, start following both tables."""
@@ -60,8 +95,10 @@ class Ledger:
             ensure_topics, TopicManager(self._settings, replication_factor=self._replication), self._partitions,
             create=self._create_topics)
         await self.emitter.start()
-        self.balances.start()
-        self.flags.start()
+        self._loop = asyncio.get_running_loop()
+        for view in (self.balances, self.flags):
+            view.subscribe(self._on_view_batch)
+            view.start()
 
     async def close(self) -> None:
         await self.emitter.close()
@@ -79,16 +116,96 @@ class Ledger:
             "above_threshold_view": self.flags.state.value,
         }
 
-    async def deposit(self, wallet_id: str, amount_micros: int) -> Receipt:
-        """Emit one deposit; returns once the broker acknowledged it (EmitError if not)."""
+    async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None) -> Receipt:
+        """Emit one deposit; returns once the broker acknowledged it (EmitError if not).
+
+        With an ``idempotency_key``, a retry of a deposit already stored is answered
+        with the original receipt and nothing is emitted; if the original is still
+        on its way (another replica, not yet processed), the retry is emitted and
+        the processors apply the key once. IdempotencyConflict if the key was used
+        for a different amount.
+        """
+        if idempotency_key:
+            original = self._stored_keyed(wallet_id, idempotency_key)
+            if original is not None:
+                return self._replay(original, wallet_id, amount_micros)
+            pending = self._in_flight.get((wallet_id, idempotency_key))
+            if pending is not None:
+                first = await asyncio.shield(pending)
+                if first.amount_micros != amount_micros:
+                    raise IdempotencyConflict("Idempotency-Key was already used for a different Amount")
+                return replace(first, replayed=True)
+            fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+            self._in_flight[(wallet_id, idempotency_key)] = fut
+            try:
+                receipt = await self._emit(wallet_id, amount_micros, idempotency_key)
+                fut.set_result(receipt)
+                return receipt
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: nobody else may be waiting
+                raise
+            finally:
+                del self._in_flight[(wallet_id, idempotency_key)]
+        return await self._emit(wallet_id, amount_micros, None)
+
+    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None) -> Receipt:
         now = time.time_ns() // 1000
-        deposit_id = uuid.uuid4().hex
+        # A key gives a deterministic id, so retries through any replica carry the same one.
+        deposit_id = uuid.uuid5(_KEYED_IDS, f"{wallet_id}\0{key}").hex if key else uuid.uuid4().hex
         record = DepositRequest(
             WalletID=wallet_id, Amount=money.micros_to_float(amount_micros), CreatedAt=now // 1_000_000,
             AmountMicros=amount_micros, DepositID=deposit_id, CreatedAtMicros=now,
         )
+        if key:
+            record.IdempotencyKey = key
         delivery = await self.emitter.emit(wallet_id, record)
-        return Receipt(deposit_id, wallet_id, amount_micros, now, delivery)
+        return Receipt(deposit_id, wallet_id, amount_micros, now, delivery.partition, delivery.offset)
+
+    def _stored_keyed(self, wallet_id: str, key: str) -> KeyedDeposit | None:
+        wallet = self.balances.get(wallet_id)
+        return idempotency.find(wallet.Recent, key) if wallet is not None else None
+
+    def _replay(self, original: KeyedDeposit, wallet_id: str, amount_micros: int) -> Receipt:
+        if original.AmountMicros != amount_micros:
+            raise IdempotencyConflict("Idempotency-Key was already used for a different Amount")
+        return Receipt(original.DepositID, wallet_id, original.AmountMicros, original.CreatedAtMicros,
+                       self.emitter.partition_of(wallet_id), original.Offset, replayed=True)
+
+    async def wait_reflected(self, wallet_id: str, token: str, timeout: float) -> None:
+        """Wait until both views reflect the deposit of ``token`` (NotReflected after ``timeout``)."""
+        partition, offset = parse_token(token)
+        if partition != self.emitter.partition_of(wallet_id):
+            raise InvalidToken("token belongs to a deposit of another wallet")
+        deadline = time.monotonic() + timeout
+        while True:
+            # Registered before the check, so a view batch landing in between still wakes us.
+            event = self._changed.setdefault(wallet_id, asyncio.Event())
+            if self._reflects(wallet_id, offset):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotReflected(f"deposit {token} is not visible yet after {timeout:g}s")
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _reflects(self, wallet_id: str, offset: int) -> bool:
+        wallet = self.balances.get(wallet_id)
+        info = self.flags.get(wallet_id)
+        return (wallet is not None and WALLET.applied_offset(wallet) >= offset
+                and info is not None and WALLET_INFO_LIST.applied_offset(info) >= offset)
+
+    def _on_view_batch(self, keys: list[bytes]) -> None:  # on a view's thread
+        if self._changed and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake, keys)
+
+    def _wake(self, keys: list[bytes]) -> None:
+        for key in keys:
+            event = self._changed.pop(key.decode(errors="replace"), None)
+            if event is not None:
+                event.set()
 
     def details(self, wallet_id: str) -> Details | None:
         wallet = self.balances.get(wallet_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from decimal import Decimal
@@ -27,6 +28,13 @@ def main(argv: list[str] | None = None) -> None:
              f"fractional digits an amount may have (0-{money.SCALE_DIGITS})", default=2, type=int)
     env_flag(parser, "--max-amount", "WALLET_MAX_AMOUNT", "largest single deposit",
              default=money.DEFAULT_MAX_AMOUNT, type=Decimal)
+    env_flag(parser, "--max-in-flight", "WALLET_MAX_IN_FLIGHT",
+             "requests served at once on /deposit and /details; more get 429", default=1024, type=int)
+    env_flag(parser, "--consistency-timeout-seconds", "WALLET_CONSISTENCY_TIMEOUT_SECONDS",
+             "how long GET /details?token=... waits for the deposit to show", default=5.0, type=float)
+    env_flag(parser, "--deposit-timeout-seconds", "WALLET_DEPOSIT_TIMEOUT_SECONDS",
+             "how long a deposit may wait for Kafka's acknowledgement before it fails with 503", default=5.0,
+             type=float)
     args = parse(parser, argv)
     if not 0 <= args.amount_decimals <= money.SCALE_DIGITS:
         parser.error(f"--amount-decimals must be between 0 and {money.SCALE_DIGITS}")
@@ -34,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--max-amount must be in (0, {money.DEFAULT_MAX_AMOUNT}]")
     setup_logging("wallet-api", args.log_level)
     limits = Limits(max_body_bytes=args.max_body_bytes, wallet_id_max_length=args.wallet_id_max_length,
-                    amount_decimals=args.amount_decimals, max_amount=args.max_amount)
-    ledger = Ledger(kafka_settings(args, client_id="wallet-api"), args.state_dir, partitions=args.partitions,
+                    amount_decimals=args.amount_decimals, max_amount=args.max_amount,
+                    max_in_flight=args.max_in_flight, consistency_timeout=args.consistency_timeout_seconds)
+    settings = dataclasses.replace(kafka_settings(args, client_id="wallet-api"),
+                                   delivery_timeout_ms=int(args.deposit_timeout_seconds * 1000))
+    ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
                     create_topics=args.create_topics, replication_factor=args.replication_factor)
     loop = None
     try:

@@ -27,6 +27,10 @@ class Limits:
     wallet_id_max_length: int = 64
     amount_decimals: int = 2
     max_amount: Decimal = money.DEFAULT_MAX_AMOUNT
+    #: Requests served at once on /deposit and /details; more get 429.
+    max_in_flight: int = 1024
+    #: How long GET /details with a consistency token waits for the deposit to show.
+    consistency_timeout: float = 5.0
 
 
 #: Wallet ids: letters, digits and ``. _ : -`` (safe in URLs, logs and Kafka keys).
@@ -49,6 +53,19 @@ def check_wallet_id(value: Any, limits: Limits) -> str:
         raise InvalidRequest(f"WalletID must be at most {limits.wallet_id_max_length} characters")
     if not WALLET_ID_CHARS.fullmatch(value):
         raise InvalidRequest("WalletID may contain only letters, digits and . _ : -")
+    return value
+
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 64
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header: absent, or 1-64 characters like a wallet id."""
+    if value is None:
+        return None
+    if not value or len(value) > IDEMPOTENCY_KEY_MAX_LENGTH or not WALLET_ID_CHARS.fullmatch(value):
+        raise InvalidRequest(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} characters of letters, "
+                             "digits and . _ : -")
     return value
 
 
