@@ -7,11 +7,12 @@ CHECKOV := $(VENV)/checkov/.installed
 
 .PHONY: run test proto check-proto clean
 
-$(STAMP): pyproject.toml constraints.txt requirements/chart.txt
+$(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/chart.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/api-tests.txt
 	@touch $@
 
 # checkov (manifest and Dockerfile scanner) needs an older `packaging` than the

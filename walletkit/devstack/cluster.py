@@ -49,10 +49,10 @@ class LocalCluster:
         name = f"{service}-{instance}"
         proc = ServiceProcess(
             SERVICES[service],
-            {**self.env(), "WALLET_STATE_DIR": str(self.state_dir(service, instance)),
-             # Static membership, as a StatefulSet pod has: a restarted instance takes its
-             # partitions back at once instead of waiting for its old session to expire.
-             "WALLET_INSTANCE_ID": name, **(env or {})},
+            # No static membership here (the chart sets it from the pod name): the embedded
+            # broker mishandles static members that leave or rejoin around a rebalance (their
+            # partitions stay unowned), which Apache Kafka resolves by the session timeout.
+            {**self.env(), "WALLET_STATE_DIR": str(self.state_dir(service, instance)), **(env or {})},
             port or free_port(),
             self.root / "logs" / f"{name}.log",
         )

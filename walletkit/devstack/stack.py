@@ -17,6 +17,9 @@ from pathlib import Path
 from walletkit.devstack.broker import TansuBroker
 from walletkit.devstack.net import wait_until
 from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.prometheus import (
+    LOCAL_NAMESPACE, LocalPrometheus, PrometheusNotFound, chart_rule_groups, cluster_targets, find_binary,
+)
 
 BANNER = """
 Wallet service is up (state and logs in {state}).
@@ -29,7 +32,12 @@ Wallet service is up (state and logs in {state}).
   above_threshold http://localhost:{thr}/metrics
   Kafka (Tansu)  {bootstrap}
 
-Ctrl-C stops everything.
+{prometheus}Ctrl-C stops everything.
+"""
+
+PROMETHEUS_BANNER = """  Prometheus     http://localhost:{port}   (every service scraped each {interval}; alerts: {alerts})
+                 series carry namespace="{namespace}"; the dashboards' queries are in docs/observability.md
+
 """
 
 
@@ -43,7 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--broker-port", type=int, default=9092, help="embedded broker port (default 9092)")
     p.add_argument("--state-dir", default=".state", help="state and logs (default .state; emptied at start)")
     p.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
+    p.add_argument("--with-prometheus", action="store_true",
+                   help="also run Prometheus (the `prometheus` binary, e.g. Debian's package) scraping the three "
+                        "services, with the chart's alert rules")
+    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
     args = p.parse_args(argv)
+    if args.with_prometheus:
+        try:
+            find_binary()
+        except PrometheusNotFound as exc:
+            say(str(exc))
+            sys.exit(1)
 
     state = Path(args.state_dir).resolve()
     # The embedded broker keeps its data in memory only: state from an earlier run
@@ -69,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     services = [cluster.service("balance", port=8081), cluster.service("above_threshold", port=8082),
                 cluster.service("api", port=args.port)]
+    prometheus: LocalPrometheus | None = None
+    prometheus_text = ""
     code = 0
     try:
         for svc in services:
@@ -82,9 +102,19 @@ def main(argv: list[str] | None = None) -> None:
             if stopping:
                 break
             say(f"{svc.script} ready on port {svc.port}")
+        if args.with_prometheus and not stopping:
+            rules = chart_rule_groups(LOCAL_NAMESPACE, partitions=args.partitions)
+            prometheus = LocalPrometheus(state / "prometheus", cluster_targets(cluster.services),
+                                         port=args.prometheus_port, scrape_interval="5s", rule_groups=rules,
+                                         log_path=state / "logs" / "prometheus.log")
+            say(f"starting Prometheus on port {args.prometheus_port} (log: {prometheus.log_path})")
+            prometheus.start()
+            prometheus_text = PROMETHEUS_BANNER.format(
+                port=args.prometheus_port, interval=prometheus.scrape_interval, namespace=LOCAL_NAMESPACE,
+                alerts="the chart's rules" if rules else "none: the Helm SDK (requirements/chart.txt) renders them")
         if not stopping:
-            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap),
-                  flush=True)
+            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap,
+                                prometheus=prometheus_text), flush=True)
         while not stopping:
             for svc in services:
                 svc.check_running()
@@ -93,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         say(f"error: {exc}")
         code = 1
     finally:
+        if prometheus is not None:
+            prometheus.stop()
         say("stopping services (draining and committing)")
         for svc in reversed(services):
             rc = svc.stop()

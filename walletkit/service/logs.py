@@ -4,7 +4,7 @@ Every line has ``ts`` (UTC, milliseconds), ``level``, ``service``, ``logger`` an
 then the fields of the record's ``extra={...}`` and of the enclosing :func:`log_context`.
 Field names shared by the services: ``wallet_id``, ``deposit_id``, ``group``, ``topic``,
 ``partition``, ``offset``. The stream toolkit knows no wallets and logs a record's key as
-``key``; in the wallet every Kafka key is a wallet id, so it is written as ``wallet_id``.
+``record_key``; in the wallet every Kafka key is a wallet id, so it is written as ``wallet_id``.
 
 The level (``WALLET_LOG_LEVEL`` / ``--log-level``) is one level, ``debug``, ``info``,
 ``warning`` or ``error``, optionally followed by per-logger levels:
@@ -24,7 +24,7 @@ from typing import Any
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 #: Extra fields renamed on output (see the module doc).
-_RENAMED = {"key": "wallet_id"}
+_RENAMED = {"record_key": "wallet_id"}
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
 

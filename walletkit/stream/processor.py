@@ -258,7 +258,7 @@ class Processor:
             except SkipRecord as exc:
                 skipped += 1
                 log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
-                            extra={"key": key, "partition": p, "offset": offset})
+                            extra={"record_key": key, "partition": p, "offset": offset})
             except (AttributeError, UnicodeDecodeError) as exc:  # no key / key not UTF-8
                 skipped += 1
                 log.warning("group %s: skipping record %s[%d]@%d: bad key: %s", spec.group, spec.input_topic, p, offset, exc)

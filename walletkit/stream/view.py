@@ -122,6 +122,7 @@ class View:
         except BaseException as exc:  # surfaced through state/readiness, never silently
             self.error = exc
             self.state = ViewState.FAILED
+            self._m_caught_up.set(0)
             log.exception("view %s failed", self.topic)
 
     def _topic_layout(self) -> tuple[int, str]:

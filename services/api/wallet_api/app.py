@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from walletkit.service.logs import log_context
 from walletkit.stream import EmitError
 from walletkit.wallet import money
 from wallet_api.ledger import IdempotencyConflict, InvalidToken, Ledger, NotReflected
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 LEDGER = web.AppKey("ledger", Ledger)
 LIMITS = web.AppKey("limits", Limits)
 IN_FLIGHT = web.AppKey("in_flight", list)  # [requests in flight on the limited routes]
+_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _LIMITED_ROUTES = frozenset({"/deposit", "/details/{wallet_id}"})
 OPENAPI = Path(__file__).with_name("openapi.yaml")
 
@@ -45,13 +47,14 @@ def json_error(status: int, message: str) -> web.Response:
 async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Metrics per route, and every error as JSON (unknown routes, methods, oversized bodies)."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    method = request.method if request.method in _METHODS else "other"  # a bounded label set
     started = time.perf_counter()
     limited = route in _LIMITED_ROUTES
     if limited:
         state = request.app[IN_FLIGHT]
         if state[0] >= request.app[LIMITS].max_in_flight:
             response = json_error(429, f"too many requests in flight (limit {request.app[LIMITS].max_in_flight}); retry shortly")
-            REQUESTS.labels(route, request.method, "429").inc()
+            REQUESTS.labels(route, method, "429").inc()
             return response
         state[0] += 1
     try:
@@ -63,8 +66,8 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     finally:
         if limited:
             request.app[IN_FLIGHT][0] -= 1
-    REQUESTS.labels(route, request.method, str(response.status)).inc()
-    LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    REQUESTS.labels(route, method, str(response.status)).inc()
+    LATENCY.labels(route, method).observe(time.perf_counter() - started)
     return response
 
 
@@ -84,19 +87,24 @@ async def deposit(request: web.Request) -> web.Response:
         return json_error(413, f"body must be at most {limits.max_body_bytes} bytes")
     try:
         key = check_idempotency_key(request.headers.get("Idempotency-Key"))
-        body = await request.content.read(limits.max_body_bytes + 1)
+        # The whole body (to EOF, across TCP segments), bounded by client_max_size (413).
+        body = await request.read()
         dep = parse_deposit(body, limits)
     except InvalidRequest as exc:
         status = 413 if str(exc).startswith("body must be at most") else 400
         return json_error(status, str(exc))
-    try:
-        receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key)
-    except IdempotencyConflict as exc:
-        return json_error(409, str(exc))
-    except EmitError as exc:
-        log.warning("deposit not stored: %s", exc, extra={"wallet_id": dep.wallet_id})
-        retry = " with the same Idempotency-Key" if key else ""
-        return json_error(503, f"deposit not stored: {exc}; retry later{retry}")
+    except web.RequestPayloadError as exc:  # e.g. a corrupt gzip/deflate body
+        return json_error(400, f"body could not be read: {exc}")
+    with log_context(wallet_id=dep.wallet_id, idempotency_key=key):
+        try:
+            receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key)
+        except IdempotencyConflict as exc:
+            return json_error(409, str(exc))
+        except EmitError as exc:
+            log.warning("deposit not stored: %s", exc)
+            retry = " with the same Idempotency-Key" if key else ""
+            return json_error(503, f"deposit not stored: {exc}; retry later{retry}")
+        log.debug("deposit accepted", extra={"deposit_id": receipt.deposit_id, "replayed": receipt.replayed})
     if not receipt.replayed:
         DEPOSITS.inc()
         DEPOSITED.inc(money.micros_to_float(dep.amount_micros))
@@ -117,7 +125,9 @@ async def details(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
     try:
         wallet_id = check_wallet_id(request.match_info["wallet_id"], request.app[LIMITS])
-        token = request.query.get("token") or request.headers.get("Consistency-Token")
+        token = request.query.get("token")
+        if token is None:
+            token = request.headers.get("Consistency-Token")
         if token is not None:
             await ledger.wait_reflected(wallet_id, token, request.app[LIMITS].consistency_timeout)
     except (InvalidRequest, InvalidToken) as exc:

@@ -6,7 +6,9 @@ This module knows the stream toolkit and the wallet messages, not HTTP.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -56,11 +58,14 @@ class Receipt:
         return f"{self.partition}-{self.offset}"
 
 
+_TOKEN = re.compile(r"([0-9]{1,9})-([0-9]{1,18})")  # ASCII digits only
+
+
 def parse_token(token: str) -> tuple[int, int]:
-    partition, sep, offset = token.partition("-")
-    if not sep or not partition.isdigit() or not offset.isdigit() or len(token) > 40:
+    match = _TOKEN.fullmatch(token)
+    if match is None:
         raise InvalidToken("token must be the ConsistencyToken of a deposit, like 3-1542")
-    return int(partition), int(offset)
+    return int(match[1]), int(match[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ class Ledger:
         self._in_flight: dict[tuple[str, str], asyncio.Future[Receipt]] = {}
         # Readers waiting for a wallet to change in a view, woken by the views' threads.
         self._changed: dict[str, asyncio.Event] = {}
+        self._waiting: collections.Counter[str] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -178,18 +184,25 @@ class Ledger:
         if partition != self.emitter.partition_of(wallet_id):
             raise InvalidToken("token belongs to a deposit of another wallet")
         deadline = time.monotonic() + timeout
-        while True:
-            # Registered before the check, so a view batch landing in between still wakes us.
-            event = self._changed.setdefault(wallet_id, asyncio.Event())
-            if self._reflects(wallet_id, offset):
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise NotReflected(f"deposit {token} is not visible yet after {timeout:g}s")
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                pass
+        self._waiting[wallet_id] += 1
+        try:
+            while True:
+                # Registered before the check, so a view batch landing in between still wakes us.
+                event = self._changed.setdefault(wallet_id, asyncio.Event())
+                if self._reflects(wallet_id, offset):
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NotReflected(f"deposit {token} is not visible yet after {timeout:g}s")
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiting[wallet_id] -= 1
+            if not self._waiting[wallet_id]:  # the last reader of this wallet leaves no trace
+                del self._waiting[wallet_id]
+                self._changed.pop(wallet_id, None)
 
     def _reflects(self, wallet_id: str, offset: int) -> bool:
         wallet = self.balances.get(wallet_id)

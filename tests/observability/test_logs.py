@@ -1,0 +1,87 @@
+"""Structured logs: JSON lines with level and service, the wallet and deposit ids where relevant,
+and a configurable level."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from walletkit.service.logs import JsonFormatter, log_context, parse_level, setup_logging
+
+
+def record(msg: str = "hello", level: int = logging.INFO, **extra) -> logging.LogRecord:
+    rec = logging.getLogger("walletkit.test").makeRecord("walletkit.test", level, __file__, 1, msg, (), None,
+                                                          extra=extra or None)
+    return rec
+
+
+def test_a_line_is_one_json_object_with_level_service_and_extras():
+    line = JsonFormatter("wallet-api").format(record("deposit stored", deposit_id="d1", wallet_id="w1"))
+    doc = json.loads(line)
+    assert "\n" not in line
+    assert doc["level"] == "info" and doc["service"] == "wallet-api" and doc["logger"] == "walletkit.test"
+    assert doc["msg"] == "deposit stored" and doc["deposit_id"] == "d1" and doc["wallet_id"] == "w1"
+    assert doc["ts"].endswith("Z")
+
+
+def test_the_toolkit_key_is_written_as_the_wallet_id():
+    doc = json.loads(JsonFormatter("wallet-balance").format(record("skipping", record_key="w9", partition=3, offset=7)))
+    assert doc["wallet_id"] == "w9" and "record_key" not in doc and doc["partition"] == 3 and doc["offset"] == 7
+
+
+def test_log_context_adds_fields_to_every_line_inside_it():
+    fmt = JsonFormatter("wallet-api")
+    with log_context(deposit_id="d2", wallet_id="w2"):
+        with log_context(partition=1):
+            inner = json.loads(fmt.format(record("inner")))
+        outer = json.loads(fmt.format(record("outer", wallet_id="explicit")))
+    after = json.loads(fmt.format(record("after")))
+    assert inner["deposit_id"] == "d2" and inner["wallet_id"] == "w2" and inner["partition"] == 1
+    assert outer["wallet_id"] == "explicit" and "partition" not in outer, "extra wins over the context"
+    assert "deposit_id" not in after
+
+
+def test_exceptions_stay_on_one_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        rec = logging.getLogger("x").makeRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = JsonFormatter("svc").format(rec)
+    assert "\n" not in line and "ValueError: boom" in json.loads(line)["exc"]
+
+
+@pytest.mark.parametrize("spec, root, loggers", [
+    ("info", logging.INFO, {}),
+    ("DEBUG", logging.DEBUG, {}),
+    ("warn", logging.WARNING, {}),
+    ("error,librdkafka=debug", logging.ERROR, {"librdkafka": logging.DEBUG}),
+    ("walletkit.stream.view=debug", logging.INFO, {"walletkit.stream.view": logging.DEBUG}),
+    ("", logging.INFO, {}),
+])
+def test_levels_parse(spec, root, loggers):
+    assert parse_level(spec) == (root, loggers)
+
+
+@pytest.mark.parametrize("spec", ["verbose", "info,debug", "=debug", "librdkafka=loud"])
+def test_bad_levels_are_refused_with_a_message(spec):
+    with pytest.raises(ValueError):
+        parse_level(spec)
+    with pytest.raises(SystemExit, match="invalid --log-level"):
+        setup_logging("svc", spec)
+
+
+def test_setup_applies_root_and_per_logger_levels():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("obs.test.child").level)
+    try:
+        setup_logging("svc", "warning,obs.test.child=debug")
+        assert root.level == logging.WARNING
+        assert logging.getLogger("obs.test.child").level == logging.DEBUG
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        logging.getLogger("obs.test.child").setLevel(saved[2])
