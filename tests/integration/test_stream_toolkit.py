@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from walletkit.stream import (
     BrokerUnavailable, CoPartitioningError, Context, Emitter, GroupSpec, KafkaSettings, Processor, ProcessorState,
-    SkipRecord, TopicManager, View,
+    SkipRecord, StreamError, TopicManager, View,
 )
 from walletkit.stream.partitioner import partition_for
 
@@ -216,3 +216,23 @@ def test_emitter_resolves_on_ack_and_fails_clearly_without_a_broker(broker):
         assert time.monotonic() - started < 10
 
     asyncio.run(scenario())
+
+
+def test_a_recreated_input_topic_is_refused_not_silently_skipped(broker, tmp_path):
+    """Offsets of a recreated input restart at 0: they would look like replays."""
+    tm = make_topics(broker)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    produce(broker, [("x", b"1")])
+    view_values(broker, tmp_path / "view", {"x": 1}).stop()
+    run.stop()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics(["events"])["events"].result()
+    deadline = time.monotonic() + 10
+    while "events" in tm.partitions(["events"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tm.ensure_stream("events", 4)
+    processor = Processor(SPEC, settings(broker), tmp_path / "proc")
+    with pytest.raises(StreamError, match="deleted and recreated"):
+        processor.run()
+    assert processor.state is ProcessorState.FAILED

@@ -37,7 +37,7 @@ from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaSettings
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store
-from walletkit.stream.table import CHANGELOG_OFFSET, TablePartition, Transaction
+from walletkit.stream.table import CHANGELOG_OFFSET, INPUT_TOPIC_ID, TablePartition, Transaction
 from walletkit.stream.topics import TopicManager, table_topic
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ class Processor:
         try:
             topics = TopicManager(self._settings)
             topics.ensure_copartitioned([spec.input_topic, spec.table_topic])
-            self._table_topic_id = topics.topic_ids([spec.table_topic])[spec.table_topic]
+            ids = topics.topic_ids([spec.input_topic, spec.table_topic])
+            self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
             self._producer = self._new_producer()
             self._restorer = Restorer(Consumer(self._settings.reader()), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
@@ -190,6 +191,8 @@ class Processor:
                     part = self._stores[p] = TablePartition(Store(self._state_dir / str(p)), self.spec.table_codec, p)
                 parts.append(part)
             self._restorer.restore(parts, self._table_topic_id)
+            for part in parts:
+                self._check_input_incarnation(part)
             self._owned.update({part.partition: part for part in parts})
         except Exception:
             self.state = ProcessorState.FAILED
@@ -200,6 +203,24 @@ class Processor:
         self._assigned_once = True
         if self.state is ProcessorState.RESTORING:
             self.state = ProcessorState.RUNNING
+
+    def _check_input_incarnation(self, part: TablePartition) -> None:
+        """Refuse a table built from another incarnation of the input topic.
+
+        Table values carry input offsets; if the input topic was deleted and
+        recreated its offsets start again, and records would be taken for replays
+        and silently skipped. That needs an operator's decision (reset the group's
+        tables and offsets), not a guess.
+        """
+        known = part.store.meta(INPUT_TOPIC_ID)
+        if known is None:
+            part.store.write([], {INPUT_TOPIC_ID: self._input_topic_id})
+        elif known.decode() != self._input_topic_id:
+            raise StreamError(
+                f"topic {self.spec.input_topic!r} was deleted and recreated since table {self.spec.table_topic!r} "
+                f"partition {part.partition} was built from it: its applied offsets no longer match. Reset the "
+                f"group {self.spec.group!r} (delete {self.spec.table_topic!r}, its committed offsets and the local "
+                "state) to rebuild the table from the new topic")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is flushed and committed before the next consume(), so

@@ -18,6 +18,7 @@ from walletkit.stream.store import Store
 #: Metadata names in a table store.
 CHANGELOG_OFFSET = "changelog_offset"  # next changelog offset to read
 CHANGELOG_TOPIC_ID = "changelog_topic_id"
+INPUT_TOPIC_ID = "input_topic_id"  # the input topic incarnation the table was built from
 
 
 class TablePartition:
