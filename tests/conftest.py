@@ -59,3 +59,10 @@ def cluster(request, tmp_path: Path, broker: TansuBroker):
     if failed is not None and failed.failed:
         _dump_logs(tmp_path)
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def running_api(module_cluster):
+    """The module's cluster with all three services running: (cluster, API port)."""
+    module_cluster.start_all()
+    return module_cluster, module_cluster.services["api-0"].port

@@ -138,6 +138,22 @@ def balances_match(bootstrap: str, expected: dict[str, int]):
     return f"{len(wrong)} wrong (actual, expected) e.g. {dict(list(wrong.items())[:3])}, {len(extra)} unexpected"
 
 
+def post_deposit(port: int, body: dict | bytes, headers: dict[str, str] | None = None,
+                 timeout: float = 30) -> tuple[int, dict, dict]:
+    """POST /deposit as `curl -d` does it (form content type, JSON body): (status, JSON, headers)."""
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/deposit", data=data, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
 def details(api_port: int, wallet: str) -> tuple[int, bytes]:
     return http_get(f"http://127.0.0.1:{api_port}/details/{wallet}")
 

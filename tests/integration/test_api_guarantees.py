@@ -10,47 +10,31 @@ import urllib.request
 
 import pytest
 
-from support import balances_in_table, details, read_topic, wait_for
+from support import balances_in_table, details, post_deposit, read_topic, wait_for
 from walletkit.devstack.net import http_get
 
 pytestmark = pytest.mark.integration
 
 
-def post(port: int, body: dict | bytes, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/deposit", data=data, method="POST", headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read()), dict(exc.headers)
-
-
-@pytest.fixture(scope="module")
-def api(module_cluster):
-    module_cluster.start_all()
-    return module_cluster, module_cluster.services["api-0"].port
-
-
-def test_retries_with_the_same_idempotency_key_count_once_and_get_the_same_answer(api):
-    cluster, port = api
+def test_retries_with_the_same_idempotency_key_count_once_and_get_the_same_answer(running_api):
+    cluster, port = running_api
     key = {"Idempotency-Key": "order-1001"}
-    status, first, _ = post(port, {"WalletID": "idem", "Amount": 250.5}, key)
+    status, first, _ = post_deposit(port, {"WalletID": "idem", "Amount": 250.5}, key)
     assert status == 202
     # Concurrent retries while the original may still be in flight, then later ones.
     results: list[tuple[int, dict, dict]] = []
-    threads = [threading.Thread(target=lambda: results.append(post(port, {"WalletID": "idem", "Amount": 250.5}, key)))
+    threads = [threading.Thread(target=lambda: results.append(post_deposit(port, {"WalletID": "idem", "Amount": 250.5}, key)))
                for _ in range(5)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     wait_for(lambda: details(port, "idem")[0] == 200, 20, "the first deposit to show")
-    status, later, headers = post(port, {"WalletID": "idem", "Amount": 250.5}, key)
+    status, later, headers = post_deposit(port, {"WalletID": "idem", "Amount": 250.5}, key)
     assert status == 202 and headers.get("Idempotent-Replayed") == "true"
     assert later == first, "a replay must answer exactly like the original"
     assert all(r[0] == 202 and r[1]["DepositID"] == first["DepositID"] for r in results), results
     # Another key is another deposit; the same key for another amount is refused.
-    assert post(port, {"WalletID": "idem", "Amount": 1}, {"Idempotency-Key": "order-1002"})[0] == 202
-    status, doc, _ = post(port, {"WalletID": "idem", "Amount": 99}, key)
+    assert post_deposit(port, {"WalletID": "idem", "Amount": 1}, {"Idempotency-Key": "order-1002"})[0] == 202
+    status, doc, _ = post_deposit(port, {"WalletID": "idem", "Amount": 99}, key)
     assert status == 409 and "different Amount" in doc["error"]
     wait_for(lambda: details(port, "idem")[1] == b'{"WalletID":"idem","Balance":251.5,"AboveThreshold":false}', 20,
              "balance 250.5 + 1, each key counted once")
@@ -58,12 +42,12 @@ def test_retries_with_the_same_idempotency_key_count_once_and_get_the_same_answe
     assert balances_in_table(cluster.broker.bootstrap)["idem"] == 251_500_000
 
 
-def test_the_same_key_retried_against_the_topic_is_applied_once_by_both_processors(api):
+def test_the_same_key_retried_against_the_topic_is_applied_once_by_both_processors(running_api):
     """A retry that reaches Kafka twice (e.g. through two API replicas) still counts once."""
     from support import DepositWriter
     from walletkit.wallet.codecs import DepositRequest
 
-    cluster, port = api
+    cluster, port = running_api
     writer = DepositWriter(cluster.broker.bootstrap)
     now = int(time.time() * 1_000_000)
     for _ in range(3):  # the same keyed deposit, three times on the topic
@@ -81,10 +65,10 @@ def test_the_same_key_retried_against_the_topic_is_applied_once_by_both_processo
     assert details(port, "twice")[1] == b'{"WalletID":"twice","Balance":6000,"AboveThreshold":false}'
 
 
-def test_read_your_writes_with_the_consistency_token(api):
-    cluster, port = api
+def test_read_your_writes_with_the_consistency_token(running_api):
+    cluster, port = running_api
     for i in range(20):
-        status, receipt, _ = post(port, {"WalletID": "ryw", "Amount": 1})
+        status, receipt, _ = post_deposit(port, {"WalletID": "ryw", "Amount": 1})
         assert status == 202
         # No polling: with the token, the very next read includes this deposit.
         status, body = http_get(f"http://127.0.0.1:{port}/details/ryw?token={receipt['ConsistencyToken']}", timeout=10)
@@ -104,8 +88,8 @@ def test_read_your_writes_with_the_consistency_token(api):
     assert time.monotonic() - started < 15
 
 
-def test_too_many_requests_in_flight_get_429_and_nothing_else_breaks(module_cluster, api):
-    cluster, _ = api
+def test_too_many_requests_in_flight_get_429_and_nothing_else_breaks(running_api):
+    cluster, _ = running_api
     tight = cluster.start("api", 1, env={"WALLET_MAX_IN_FLIGHT": "2", "WALLET_CONSISTENCY_TIMEOUT_SECONDS": "3"})
     # Two readers parked on a token that will not show fill the limit.
     from walletkit.stream.partitioner import partition_for
@@ -116,18 +100,18 @@ def test_too_many_requests_in_flight_get_429_and_nothing_else_breaks(module_clus
     for t in parked:
         t.start()
     time.sleep(0.5)
-    status, doc, _ = post(tight.port, {"WalletID": "w429", "Amount": 1})
+    status, doc, _ = post_deposit(tight.port, {"WalletID": "w429", "Amount": 1})
     assert status == 429 and "too many requests" in doc["error"]
     for t in parked:
         t.join()
-    assert post(tight.port, {"WalletID": "w429", "Amount": 1})[0] == 202
+    assert post_deposit(tight.port, {"WalletID": "w429", "Amount": 1})[0] == 202
     tight.stop()
 
 
 def test_broker_outage_fails_fast_keeps_reads_and_recovers_without_restart(cluster):
     cluster.start_all()
     port = cluster.services["api-0"].port
-    assert post(port, {"WalletID": "outage", "Amount": 10})[0] == 202
+    assert post_deposit(port, {"WalletID": "outage", "Amount": 10})[0] == 202
     wait_for(lambda: details(port, "outage")[0] == 200, 20, "the first deposit to show")
     acked_before = len(read_topic(cluster.broker.bootstrap, "deposit"))
 
@@ -136,7 +120,7 @@ def test_broker_outage_fails_fast_keeps_reads_and_recovers_without_restart(clust
         started = time.monotonic()
         statuses = []
         for i in range(5):
-            status, doc, _ = post(port, {"WalletID": "outage", "Amount": 1}, {"Idempotency-Key": f"o-{i}"}, timeout=30)
+            status, doc, _ = post_deposit(port, {"WalletID": "outage", "Amount": 1}, {"Idempotency-Key": f"o-{i}"}, timeout=30)
             statuses.append(status)
             assert status == 503 and "not stored" in doc["error"], doc
         elapsed = time.monotonic() - started
@@ -150,7 +134,7 @@ def test_broker_outage_fails_fast_keeps_reads_and_recovers_without_restart(clust
     # Back without restarting anything: deposits are accepted and processed again.
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "the API to be ready again")
     for i in range(5):
-        status, doc, _ = post(port, {"WalletID": "outage", "Amount": 1}, {"Idempotency-Key": f"o-{i}"})
+        status, doc, _ = post_deposit(port, {"WalletID": "outage", "Amount": 1}, {"Idempotency-Key": f"o-{i}"})
         assert status == 202, doc
     # The deposit in flight when the broker froze may have been stored (it was answered 503, never 202):
     # its retry with the same key is then not counted again.

@@ -72,6 +72,14 @@ def make_topics(broker, input_partitions: int = 4, table_partitions: int = 4) ->
     return tm
 
 
+def delete_topic(broker, tm: TopicManager, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([topic])[topic].result()
+    deadline = time.monotonic() + 10
+    while topic in tm.partitions([topic]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def produce(broker, records: list[tuple[str, bytes]], partitions: int = 4) -> None:
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
     for key, value in records:
@@ -165,11 +173,7 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
     # Nothing may follow the topic while it is deleted: librdkafka 2.16 crashes
     # (metadata cache, strcmp on a NULL name) on the embedded broker's metadata
     # for a deleted topic. The view is restarted on its old directory instead.
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.delete_topics(["counter-table"])["counter-table"].result()
-    deadline = time.monotonic() + 10
-    while "counter-table" in tm.partitions(["counter-table"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    delete_topic(broker, tm, "counter-table")
     tm.ensure_table("counter-table", 4)
     with caplog.at_level(logging.WARNING):
         view = View(settings(broker), "counter-table", CounterCodec(), tmp_path / "view")
@@ -226,11 +230,7 @@ def test_a_recreated_input_topic_is_refused_not_silently_skipped(broker, tmp_pat
     produce(broker, [("x", b"1")])
     view_values(broker, tmp_path / "view", {"x": 1}).stop()
     run.stop()
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.delete_topics(["events"])["events"].result()
-    deadline = time.monotonic() + 10
-    while "events" in tm.partitions(["events"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    delete_topic(broker, tm, "events")
     tm.ensure_stream("events", 4)
     processor = Processor(SPEC, settings(broker), tmp_path / "proc")
     with pytest.raises(StreamError, match="deleted and recreated"):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from walletkit.devstack.processes import terminate
 from walletkit.devstack.net import free_port, port_open, wait_until
 
 
@@ -61,12 +62,7 @@ class TansuBroker:
         if self._proc is None or self._proc.poll() is not None:
             return
         self.resume()
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        terminate(self._proc)
 
     def __enter__(self) -> "TansuBroker":
         return self.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,20 @@ from walletkit.devstack.net import http_get, wait_until
 
 #: Console script and default HTTP port of each service.
 SERVICES = {"api": "wallet-api", "balance": "wallet-balance", "above_threshold": "wallet-above-threshold"}
+
+
+def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; the exit code (None if never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def console_script(name: str) -> str:
@@ -68,16 +81,7 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (graceful drain), SIGKILL after ``timeout``; the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout) or 0
 
     def kill(self) -> None:
         """SIGKILL: no draining, no flushing (a crash)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from walletkit.devstack.processes import terminate
 from walletkit.devstack.net import free_port, http_get, port_open, wait_until
 
 #: Labels the local stack's series carry instead of Kubernetes' (see ``cluster_targets``).
@@ -166,12 +167,7 @@ class LocalPrometheus:
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        terminate(self._proc)
 
     def __enter__(self) -> "LocalPrometheus":
         return self.start()
