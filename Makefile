@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHECKOV := $(VENV)/checkov/.installed
+BENCH_STAMP := $(VENV)/bench/.installed
 
-.PHONY: run test proto check-proto clean
+.PHONY: run test bench proto clean
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +23,25 @@ $(CHECKOV): requirements/checkov.txt
 	$(VENV)/checkov/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
+# The benchmark's peer (Quix Streams) needs an older confluent-kafka than the lock:
+# it gets a venv of its own, as checkov does.
+$(BENCH_STAMP): requirements/bench.txt
+	@test -x $(VENV)/bench/bin/python || $(PYTHON) -m venv $(VENV)/bench
+	$(VENV)/bench/bin/python -m pip install --quiet -r requirements/bench.txt
+	@touch $@
+
 ## run: install, start the embedded broker and the three services on localhost:8080 (Ctrl-C stops all)
 run: $(STAMP)
 	$(BIN)/wallet-stack
 
 ## test: install and run the whole test suite (starts its own brokers on free loopback ports)
-test: $(STAMP) $(CHECKOV)
+test: $(STAMP) $(CHECKOV) $(BENCH_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: install, then run the benchmark and print the table (BENCH_ARGS="--quick" for a one-minute run; needs wrk)
+bench: $(STAMP) $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
+	PYTHONPATH=bench $(BIN)/python -m wallet_bench $(BENCH_ARGS)
 
 ## proto: regenerate the Python code of proto/wallet.proto
 proto: $(STAMP)

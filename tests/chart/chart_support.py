@@ -84,6 +84,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tests": {"enabled": False},
         "serviceAccount": {"create": False},
     },
+    # The lag-aware scaling operator on (ProcessorScalers, its RBAC, its PodMonitor; the processor
+    # StatefulSets without replicas), with Strimzi TLS + SCRAM so its KafkaUser renders too.
+    "operator": {
+        "operator": {"enabled": True},
+        "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}},
+        "metrics": {"podMonitor": {"enabled": True}},
+    },
     # Images pinned by digest (what production should do).
     "pinned": {
         "api": {"image": {"repository": "registry.example/wallet-api", "digest": "sha256:" + "a" * 64}},
@@ -293,7 +300,8 @@ def load_crds() -> dict[tuple[str, str], CrdVersion]:
     import yaml
 
     found: dict[tuple[str, str], CrdVersion] = {}
-    for path in sorted(crds_dir().rglob("*.yaml")):
+    # The shared CRDs (Strimzi, prometheus-operator) and the chart's own (crds/: ProcessorScaler).
+    for path in sorted(crds_dir().rglob("*.yaml")) + sorted((CHART / "crds").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue

@@ -11,7 +11,7 @@ from chart_support import (
     KUBE_VERSIONS, RELEASE, SCENARIOS, load_crds, render_scenario, require_module, validate_custom_resource,
 )
 
-CUSTOM_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/")
+CUSTOM_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/", "scaling.wallet.dev/")
 
 
 def kubernetes_validate():
@@ -71,6 +71,7 @@ def test_every_custom_kind_the_chart_can_render_has_a_crd():
         ("kafka.strimzi.io/v1", "KafkaTopic"), ("kafka.strimzi.io/v1", "KafkaUser"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("scaling.wallet.dev/v1alpha1", "ProcessorScaler"),
     }
     assert rendered <= set(crds)
 
