@@ -1,0 +1,3 @@
+from wallet_bench.cli import main
+
+main()

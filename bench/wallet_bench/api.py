@@ -1,0 +1,137 @@
+"""API figures: POST/GET under wrk vs a bare aiohttp app, and deposit -> visible at a steady rate.
+
+The API is the real stack: ``wallet-api``, ``wallet-balance`` and ``wallet-above-threshold``
+started from their console scripts by ``walletkit.devstack.LocalCluster`` on a fresh broker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
+from walletkit.stream.partitioner import partition_for
+from wallet_bench import http_load, profiling
+from wallet_bench.contenders import env, pyspy_binary, stop, worker_cmd
+from wallet_bench.kafka_io import CommittedOffsets, wallet_id
+from wallet_bench.machine import rss_mb
+from wallet_bench.progress import Progress
+
+
+def _wait_processed(cluster: LocalCluster, base: str, wallets: int, partitions: int, progress: Progress,
+                    timeout: float) -> None:
+    """One more deposit per partition; wait until both groups committed past it and the views show it."""
+    marks: dict[int, tuple[str, int, str]] = {}
+    for i in range(wallets):
+        wid = wallet_id(i)
+        p = partition_for(wid.encode(), partitions)
+        if p not in marks:
+            status, doc = http_post_json(f"{base}/deposit", {"WalletID": wid, "Amount": 1})
+            if status != 202:
+                raise RuntimeError(f"marker deposit: {status} {doc}")
+            marks[p] = (wid, doc["Offset"], doc["ConsistencyToken"])
+        if len(marks) == partitions:
+            break
+    deadline = time.monotonic() + timeout
+    for group in ("balance", "above_threshold"):
+        offsets = CommittedOffsets(cluster.broker.bootstrap, group, "deposit", partitions)
+        try:
+            while True:
+                done = offsets.read()
+                behind = sum(max(off + 1 - done[p], 0) for p, (_, off, _) in marks.items())
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{group} still {behind:,} records behind after {timeout:.0f}s")
+                progress.tick(f"api: waiting for {group} to catch up ({behind:,} records behind)")
+                time.sleep(0.2)
+        finally:
+            offsets.close()
+    for wid, _, token in marks.values():
+        wait_until(lambda: http_get(f"{base}/details/{wid}?token={token}", timeout=10)[0] == 200,
+                   max(deadline - time.monotonic(), 10), what=f"deposit {token} visible")
+
+
+def _bare_http(work: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(work / "logs" / "bare-http.log", "ab")
+    proc = subprocess.Popen(worker_cmd("bare-http", "--port", str(port)), env=env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until(lambda: port_open("127.0.0.1", port), 30, what="bare aiohttp app")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def run(opts, work: Path, progress: Progress) -> dict:
+    results: dict = {}
+    broker = TansuBroker(log_path=work / "logs" / "broker-api.log")
+    cluster = LocalCluster(work / "stack", broker=broker, partitions=opts.partitions,
+                           session_timeout_ms=opts.session_timeout_ms,
+                           extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)
+    bare = None
+    try:
+        progress.say("api: starting the broker and wallet-balance, wallet-above-threshold, wallet-api")
+        cluster.start_broker()
+        cluster.start("balance")  # creates the topics before the others check them
+        cluster.start_all(("above_threshold", "api"))
+        api = cluster.services["api-0"]
+        base = f"http://127.0.0.1:{api.port}"
+        time.sleep(1.0)
+        results["api_rss_empty_mb"] = rss_mb(api.proc.pid)[0]
+        wrk_args = dict(seconds=opts.api_seconds, connections=opts.connections, threads=opts.wrk_threads,
+                        wallets=opts.api_wallets)
+
+        progress.say(f"api: POST /deposit under wrk for {opts.api_seconds:g}s ({opts.connections} connections)")
+        results["post_api"] = http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args)
+        progress.say(f"api: POST {results['post_api']['rps']:,.0f}/s; waiting for the processors to catch up")
+        _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
+        progress.say(f"api: GET /details under wrk for {opts.api_seconds:g}s")
+        results["get_api"] = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
+        progress.say(f"api: GET {results['get_api']['rps']:,.0f}/s")
+
+        progress.say("api: the bare aiohttp app, same wrk runs")
+        bare, bare_base = _bare_http(work)
+        results["post_bare"] = http_load.wrk(f"{bare_base}/deposit", "post.lua", **wrk_args)
+        results["get_bare"] = http_load.wrk(f"{bare_base}/details/x", "get.lua", **wrk_args)
+        stop(bare)
+        bare = None
+        progress.say(f"api: bare POST {results['post_bare']['rps']:,.0f}/s, GET {results['get_bare']['rps']:,.0f}/s")
+
+        progress.say(f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
+                     f"every {opts.visible_sample}th read back with its ConsistencyToken")
+        results["visible"] = http_load.deposit_to_visible(base, opts.visible_rate, opts.visible_seconds,
+                                                          opts.api_wallets, opts.visible_sample, opts.seed,
+                                                          progress.tick)
+        v = results["visible"]
+        progress.say(f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
+                     + (f"; failures {v['failures']}" if v["failures"] else ""))
+        results["api_rss_after_mb"] = rss_mb(api.proc.pid)[0]
+
+        if opts.profile and pyspy_binary() is not None:
+            for route, script, url in (("post", "post.lua", f"{base}/deposit"), ("get", "get.lua", f"{base}/details/x")):
+                out = work / "profiles" / f"api-{route}.txt"
+                progress.say(f"profile: wallet-api under wrk {route.upper()} with py-spy attached")
+                spies = [profiling.attach(api.proc.pid, out, opts.profile_rate, work / "logs" / f"api-{route}",
+                                          duration=opts.api_seconds)]
+                if route == "post":  # the processors work at the same time: profile them too
+                    for svc in ("balance-0", "above_threshold-0"):
+                        spies.append(profiling.attach(cluster.services[svc].proc.pid,
+                                                      work / "profiles" / f"service-{svc}-under-post.txt",
+                                                      opts.profile_rate, work / "logs" / f"{svc}-post",
+                                                      duration=opts.api_seconds))
+                time.sleep(0.5)
+                http_load.wrk(url, script, **wrk_args)
+                for spy in spies:
+                    stop(spy, 10, wait_first=30)
+                results[f"profile_api_{route}"] = profiling.summarize(out, opts.profile_top)
+            for svc in ("balance-0", "above_threshold-0"):
+                results[f"profile_service_{svc}_under_post"] = profiling.summarize(
+                    work / "profiles" / f"service-{svc}-under-post.txt", opts.profile_top)
+    finally:
+        if bare is not None:
+            stop(bare)
+        progress.say("api: stopping the stack")
+        cluster.stop()
+    return results

@@ -1,0 +1,123 @@
+"""``python -m wallet_bench``: run the benchmark phases and print the figures table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from wallet_bench import machine, profiling, report
+from wallet_bench.contenders import pyspy_binary, quix_available
+from wallet_bench.http_load import wrk_available
+from wallet_bench.progress import Progress
+
+PHASES = ("processors", "api", "tables")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wallet_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny inputs and short loads (the smoke test): ~1 minute")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--deposits", type=int, default=1_000_000,
+                   help="deposits pre-loaded for the processors (the fast contenders need a few seconds of steady work)")
+    p.add_argument("--wallets", type=int, default=10_000, help="wallets those deposits go to")
+    p.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
+    p.add_argument("--batch-size", type=int, default=2000, help="consume batch of the processors and the raw loop")
+    p.add_argument("--session-timeout-ms", type=int, default=6000,
+                   help="consumer-group session timeout (the embedded broker's first join takes half)")
+    p.add_argument("--kafka-config", default="",
+                   help="extra librdkafka properties (key=value,...) for the walletkit side: processors, raw loop, "
+                        "restore and the services (their KAFKA_CONFIG), e.g. to try fetch.wait.max.ms=10")
+    p.add_argument("--quix-commit-interval", type=float, default=1.0, help="Quix checkpoint interval, seconds")
+    p.add_argument("--no-quix", action="store_true", help="skip the Quix Streams baseline")
+    p.add_argument("--processor-timeout", type=float, default=900, help="bound of one contender's run, seconds")
+    p.add_argument("--api-seconds", type=float, default=10, help="duration of each wrk run")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--api-wallets", type=int, default=1000, help="wallets the HTTP load spreads over")
+    p.add_argument("--catch-up-timeout", type=float, default=300, help="bound on waiting for processors after POSTs")
+    p.add_argument("--visible-rate", type=float, default=1000, help="deposits/s for deposit->visible")
+    p.add_argument("--visible-seconds", type=float, default=10, help="duration of the deposit->visible load")
+    p.add_argument("--visible-sample", type=int, default=10, help="read back every Nth deposit with its token")
+    p.add_argument("--table-wallets", type=int, default=1_000_000,
+                   help="wallets in each table for restore and view memory")
+    p.add_argument("--restore-timeout", type=float, default=900, help="bound of one restore / view catch-up")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile with py-spy (separate passes; the timed figures are taken without it)")
+    p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    p.add_argument("--profile-top", type=int, default=12, help="hot spots listed per profile")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--work-dir", default="", help="state, logs and profiles (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--json", default="", help="also write all results as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+QUICK = dict(deposits=3000, wallets=300, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
+             session_timeout_ms=3000, quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
+             catch_up_timeout=30)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
+    opts = p.parse_args(argv)
+    if opts.quick:
+        defaults = p.parse_args([])
+        for k, v in QUICK.items():
+            if getattr(opts, k) == getattr(defaults, k):  # explicit flags still win
+                setattr(opts, k, v)
+    phases = [s.strip() for s in opts.phases.split(",") if s.strip()]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    missing = []
+    if "processors" in phases and not opts.no_quix and (why := quix_available()):
+        missing.append(why)
+    if "api" in phases and (why := wrk_available()):
+        missing.append(why)
+    if opts.profile and pyspy_binary() is None:
+        missing.append("py-spy not found (requirements/bench.txt)")
+    if missing:
+        sys.exit("wallet_bench: cannot run:\n  " + "\n  ".join(missing))
+
+    progress = Progress(enabled=not opts.quiet)
+    work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="wallet-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    results: dict = {
+        "machine": machine.describe(),
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "sizes": (f"{opts.deposits:,} deposits over {opts.wallets:,} wallets, {opts.partitions} partitions, "
+                  f"batch {opts.batch_size}{'; kafka ' + opts.kafka_config if opts.kafka_config else ''}; wrk {opts.api_seconds:g}s × {opts.connections} conns; "
+                  f"visible {opts.visible_rate:g}/s × {opts.visible_seconds:g}s; tables {opts.table_wallets:,} wallets"),
+    }
+    progress.say(f"work directory {work}; phases {', '.join(phases)}")
+    try:
+        if "processors" in phases:
+            from wallet_bench import processors
+
+            results["processors"] = processors.run(opts, work, progress)
+        if "api" in phases:
+            from wallet_bench import api
+
+            results["api"] = api.run(opts, work, progress)
+        if "tables" in phases:
+            from wallet_bench import tables
+
+            results["tables"] = tables.run(opts, work, progress)
+    finally:
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(results, indent=2, default=str))
+        if not (opts.keep or opts.work_dir):
+            shutil.rmtree(work, ignore_errors=True)
+    print(report.render(results), flush=True)
+    profiles = [(k, v) for section in ("processors", "api", "tables") for k, v in results.get(section, {}).items()
+                if k.startswith("profile_")]
+    for key, summary in profiles:
+        print()
+        print(profiling.format_summary(key.removeprefix("profile_"), summary))

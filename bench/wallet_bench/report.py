@@ -1,0 +1,102 @@
+"""The figures table: each figure, its baseline, the ratio, the issue's target and whether it is met."""
+
+from __future__ import annotations
+
+import math
+
+Row = tuple[str, str, str, str, str, str]  # figure, value, baseline, ratio, target, verdict
+
+
+def _n(v: float, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if abs(v) >= 100:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.2f}"
+    return f"{s} {unit}".strip()
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT MET")
+
+
+def rows(r: dict) -> list[Row]:
+    out: list[Row] = []
+    p = r.get("processors")
+    if p:
+        raw = p["raw"]
+        if not all(v.get("steady", True) for k, v in p.items() if isinstance(v, dict) and "rate" in v):
+            out.append(("(input too small for a steady span: rates are from launch, start-up included)",
+                        "", "", "", "", ""))
+        out.append(("raw consume→decode→produce loop", _n(raw["rate"], "rec/s"), "", "", "", ""))
+        for kind, quix_target in (("balance", 4.0), ("above_threshold", 3.0)):
+            mine = p[kind]
+            out.append((f"{kind} processor (Processor, own process)", _n(mine["rate"], "rec/s"),
+                        "", "", "", ""))
+            quix = p.get(f"quix_{kind}")
+            if quix:
+                ratio = mine["rate"] / quix["rate"]
+                out.append((f"{kind} vs Quix Streams", _n(mine["rate"], "rec/s"), _n(quix["rate"], "rec/s"),
+                            f"{ratio:.2f}×", f"≥ {quix_target:g}×", _verdict(ratio >= quix_target)))
+            ratio = mine["rate"] / raw["rate"]
+            out.append((f"{kind} vs raw loop", _n(mine["rate"], "rec/s"), _n(raw["rate"], "rec/s"),
+                        f"{ratio:.2f}×", "≥ 0.8×", _verdict(ratio >= 0.8)))
+            cpu_ratio = mine["rate_per_cpu"] / raw["rate_per_cpu"]
+            out.append((f"{kind} vs raw loop, per CPU-second", _n(mine["rate_per_cpu"], "rec/cpu-s"),
+                        _n(raw["rate_per_cpu"], "rec/cpu-s"), f"{cpu_ratio:.2f}×", "(info)", ""))
+            if quix:
+                cpu_ratio = mine["rate_per_cpu"] / quix["rate_per_cpu"]
+                out.append((f"{kind} vs Quix, per CPU-second", _n(mine["rate_per_cpu"], "rec/cpu-s"),
+                            _n(quix["rate_per_cpu"], "rec/cpu-s"), f"{cpu_ratio:.2f}×", "(info)", ""))
+    a = r.get("api")
+    if a:
+        for route, name, target in (("post", "POST /deposit", 0.7), ("get", "GET /details", 0.9)):
+            mine, bare = a[f"{route}_api"], a[f"{route}_bare"]
+            ratio = mine["rps"] / bare["rps"]
+            out.append((f"{name} throughput vs bare aiohttp", _n(mine["rps"], "req/s"), _n(bare["rps"], "req/s"),
+                        f"{ratio:.2f}×", f"≥ {target:g}×", _verdict(ratio >= target)))
+            out.append((f"{name} latency p50 / p99", f"{_n(mine['p50_ms'])} / {_n(mine['p99_ms'])} ms",
+                        f"{_n(bare['p50_ms'])} / {_n(bare['p99_ms'])} ms", "", "(info)", ""))
+        v = a["visible"]
+        out.append((f"deposit→visible p50 / p99 at {v['achieved_rate']:,.0f}/s",
+                    f"{_n(v['p50_ms'])} / {_n(v['p99_ms'])} ms", "", "", "p99 ≤ 100 ms at 1k/s",
+                    _verdict(v["p99_ms"] <= 100 and v["achieved_rate"] >= 0.95 * 1000 and not v["failures"])
+                    if v["offered_rate"] >= 1000 else "n/a"))
+        out.append(("API RSS, empty views", _n(a["api_rss_empty_mb"], "MiB"), "", "", "(info)", ""))
+    t = r.get("tables")
+    if t:
+        n = t["wallets"]
+        for kind in ("balance", "above_threshold"):
+            res = t[f"restore_{kind}"]
+            out.append((f"restore {kind}-table, {n:,} wallets", _n(res["rate"], "rec/s"),
+                        f"{_n(res['seconds'])} s", "", "≥ 150,000 rec/s", _verdict(res["rate"] >= 150_000)))
+        out.append((f"view catch-up, 2 views × {n:,} wallets", _n(t["view_catch_up_seconds"], "s"), "", "",
+                    "(info)", ""))
+        rss = t["view_rss_mb"]
+        base = a["api_rss_empty_mb"] if a else None
+        if n >= 1_000_000:
+            out.append((f"API RSS, {n:,} wallets per view", _n(rss, "MiB"), _n(base, "MiB") if base else "",
+                        "", "≤ 300 MB at 1M", _verdict(rss * 1.048576 <= 300)))
+        else:
+            est = rss if base is None else base + (rss - base) * 1_000_000 / n
+            out.append((f"API RSS, {n:,} wallets per view", _n(rss, "MiB"), _n(base, "MiB") if base else "",
+                        "", "≤ 300 MB at 1M", "n/a (< 1M)"))
+            out.append(("API RSS at 1M wallets, extrapolated linearly", _n(est, "MiB"), "", "", "≤ 300 MB",
+                        ("met" if est * 1.048576 <= 300 else "NOT MET") + " (est.)"))
+    return out
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    header = ("figure", "value", "baseline", "ratio", "target", "verdict")
+    body = rows(r)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(6)]
+    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
+    text = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
+            f"load {m['loadavg_1m_at_start']} at start; {r['started']}",
+            f"Sizes: {r['sizes']}", "", line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    text += [line(row) for row in body]
+    return "\n".join(text)
