@@ -141,7 +141,8 @@ class MetricDoc:
 
 
 #: Where a metric is served, by the package that defines it (the toolkit's by its component).
-_SERVICES = {"wallet_api": "api", "wallet_balance": "balance", "wallet_above_threshold": "above_threshold"}
+_SERVICES = {"wallet_api": "api", "wallet_balance": "balance", "wallet_above_threshold": "above_threshold",
+             "wallet_operator": "operator"}
 
 
 def _exposed_by(name: str, module: str | None) -> str:
@@ -173,10 +174,12 @@ def metric_catalogue() -> list[MetricDoc]:
     import prometheus_client
     from prometheus_client.metrics import MetricWrapperBase
 
-    # What each service's process imports, so every metric any of them defines is registered.
+    # What each service's process imports, so every metric any of them defines is registered
+    # (the operator too: its metrics are registered whenever another test imported it first).
     import wallet_above_threshold.main  # noqa: F401
     import wallet_api.main  # noqa: F401
     import wallet_balance.main  # noqa: F401
+    import wallet_operator.main  # noqa: F401
     import walletkit.service.processor_main  # noqa: F401
     import walletkit.stream.metrics  # noqa: F401
 
