@@ -12,6 +12,7 @@ from pathlib import Path
 from wallet_bench.kafka_io import CommittedOffsets
 from wallet_bench.machine import cpu_seconds, rss_mb
 from wallet_bench.progress import Progress
+from walletkit.devstack.processes import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench"
@@ -135,10 +136,4 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0, wait_first: float = 0.0)
             proc.wait(wait_first)
         except subprocess.TimeoutExpired:
             pass
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout)
