@@ -90,8 +90,8 @@ def produce(broker, records: list[tuple[str, bytes]], partitions: int = 4) -> No
 class Running:
     """A processor on a thread."""
 
-    def __init__(self, broker, state_dir: Path) -> None:
-        self.processor = Processor(SPEC, settings(broker), state_dir)
+    def __init__(self, broker, state_dir: Path, spec: GroupSpec = SPEC) -> None:
+        self.processor = Processor(spec, settings(broker), state_dir)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -236,3 +236,28 @@ def test_a_recreated_input_topic_is_refused_not_silently_skipped(broker, tmp_pat
     with pytest.raises(StreamError, match="deleted and recreated"):
         processor.run()
     assert processor.state is ProcessorState.FAILED
+
+
+def test_a_bug_in_the_callback_stops_the_processor_and_the_record_is_retried(broker, tmp_path):
+    """Only SkipRecord skips a record; any other error (here an AttributeError) must not lose it."""
+    make_topics(broker)
+
+    def buggy(ctx: Context, amount: int) -> None:
+        if amount == 13:
+            None.missing  # noqa: B018 - the bug
+        add(ctx, amount)
+
+    spec = GroupSpec(group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(),
+                     callback=buggy)
+    produce(broker, [("a", b"5"), ("a", b"13")])
+    failing = Running(broker, tmp_path / "proc", spec)
+    failing.thread.join(60)  # bounded: a processor that swallowed the bug would run on
+    assert not failing.thread.is_alive(), "the processor skipped the failing record instead of stopping"
+    failing.processor.stop()
+    assert isinstance(failing.error, AttributeError), failing.error
+    assert failing.processor.state is ProcessorState.FAILED
+    # Fixed and restarted, the processor gets the record again: nothing was committed past it.
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    view_values(broker, tmp_path / "view", {"a": 18}).stop()
+    run.stop()

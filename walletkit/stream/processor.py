@@ -268,21 +268,28 @@ class Processor:
                     oldest_ms = ts_ms
             offset = m.offset()
             txn.consumed(offset)
+            raw_key = m.key()
             try:
-                key = m.key().decode()
-                current = txn.get(key)
-                if current is not None and applied(current) >= offset:
-                    duplicates += 1
-                    continue
+                key = raw_key.decode() if raw_key is not None else None
+            except UnicodeDecodeError:
+                key = None
+            if key is None:  # no table key: nothing it could change
+                skipped += 1
+                log.warning("group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset)
+                continue
+            current = txn.get(key)
+            if current is not None and applied(current) >= offset:
+                duplicates += 1
+                continue
+            try:
+                # Only SkipRecord is tolerated: any other error (a bug) stops the processor
+                # without committing, so the record is retried rather than lost.
                 callback(Context(txn, codec, key, p, offset, m.timestamp()[1]), decode(m.value()))
                 processed += 1
             except SkipRecord as exc:
                 skipped += 1
                 log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
                             extra={"record_key": key, "partition": p, "offset": offset})
-            except (AttributeError, UnicodeDecodeError) as exc:  # no key / key not UTF-8
-                skipped += 1
-                log.warning("group %s: skipping record %s[%d]@%d: bad key: %s", spec.group, spec.input_topic, p, offset, exc)
         metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if not txns:
             return
@@ -320,8 +327,8 @@ class Processor:
         if self._faults:
             self._faults.maybe_crash("after_changelog")
         for p, kvs in changes.items():
-            meta = {CHANGELOG_OFFSET: self._delivered[p] + 1} if p in self._delivered else {}
-            txns[p].table.store.write(kvs, meta)
+            if kvs:  # a batch of only replays or skips changes nothing locally
+                txns[p].table.store.write(kvs, {CHANGELOG_OFFSET: self._delivered[p] + 1})
         metrics.CHANGELOG_RECORDS.labels(spec.group).inc(count)
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if self._faults:

@@ -60,7 +60,7 @@ class View:
         self._thread: threading.Thread | None = None
         self._wipe_lock = threading.Lock()
         self.error: BaseException | None = None
-        self._listeners: list[Callable[[list[bytes]], None]] = []
+        self._listeners: list[Callable[[list[tuple[bytes, bytes | None]]], None]] = []
         self._m_records = metrics.VIEW_RECORDS.labels(topic)
         self._m_caught_up = metrics.VIEW_CAUGHT_UP.labels(topic)
         self._m_delay = metrics.VIEW_RECORD_DELAY.labels(topic)
@@ -87,8 +87,11 @@ class View:
         """Next offset to read, per partition (what the replica reflects)."""
         return dict(self._positions)
 
-    def subscribe(self, listener: Callable[[list[bytes]], None]) -> None:
-        """Call ``listener(keys)`` (on the view's thread) after each applied batch."""
+    def subscribe(self, listener: Callable[[list[tuple[bytes, bytes | None]]], None]) -> None:
+        """Call ``listener(records)`` (on the view's thread) after each applied batch.
+
+        ``records`` is the batch's (key, value) list; listeners must not keep it.
+        """
         self._listeners.append(listener)
 
     # -- lifecycle -----------------------------------------------------------
@@ -192,10 +195,8 @@ class View:
                         merge(store, codec, records, touched)
                     self._m_records.inc(len(records))
                     self._observe_batch(consumer, positions, first_ts)
-                    if self._listeners:
-                        keys = [key for key, _ in records]
-                        for listener in self._listeners:
-                            listener(keys)
+                    for listener in self._listeners:
+                        listener(records)
         finally:
             consumer.close()
 

@@ -210,9 +210,10 @@ class Ledger:
         return (wallet is not None and WALLET.applied_offset(wallet) >= offset
                 and info is not None and WALLET_INFO_LIST.applied_offset(info) >= offset)
 
-    def _on_view_batch(self, keys: list[bytes]) -> None:  # on a view's thread
+    def _on_view_batch(self, records: list[tuple[bytes, bytes | None]]) -> None:  # on a view's thread
+        # Only readers waiting on a token need to hear of a batch: most batches cost nothing here.
         if self._changed and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake, keys)
+            self._loop.call_soon_threadsafe(self._wake, [key for key, _ in records])
 
     def _wake(self, keys: list[bytes]) -> None:
         for key in keys:
