@@ -88,3 +88,22 @@ class KafkaSettings:
 
     def admin(self) -> dict[str, Any]:
         return self.common()
+
+
+def consume_ready(consumer: Any, max_messages: int, timeout: float) -> list[Any]:
+    """Up to ``max_messages`` records, waiting up to ``timeout`` only while none are ready.
+
+    ``Consumer.consume(n, timeout)`` waits until it has ``n`` records *or* the
+    timeout passed, so at a low rate every batch costs the whole timeout in latency.
+    Here a batch is whatever librdkafka has prefetched: full batches under load,
+    single records at once when traffic is light.
+    """
+    msgs = consumer.consume(max_messages, 0)
+    if msgs:
+        return msgs
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, 0)]

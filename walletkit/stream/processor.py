@@ -34,7 +34,7 @@ from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import SkipRecord, StreamError
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.kafka import KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store
 from walletkit.stream.table import CHANGELOG_OFFSET, INPUT_TOPIC_ID, TablePartition, Transaction
@@ -137,9 +137,9 @@ class Processor:
             self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.state = ProcessorState.RUNNING
-            consume = self._consumer.consume
+            consumer, batch_size, timeout = self._consumer, self._batch_size, self._poll_timeout
             while not self._stop.is_set():
-                msgs = consume(self._batch_size, self._poll_timeout)
+                msgs = consume_ready(consumer, batch_size, timeout)
                 self._last_tick = time.monotonic()
                 if msgs:
                     self._process(msgs)

@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from walletkit.stream import metrics
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.errors import RestoreError, SkipRecord
+from walletkit.stream.kafka import consume_ready
 from walletkit.stream.store import Store
 from walletkit.stream.table import CHANGELOG_OFFSET, CHANGELOG_TOPIC_ID, TablePartition
 
@@ -121,7 +122,7 @@ class Restorer:
             while pending - out_of_range:
                 if self._should_stop():
                     raise RestoreError(f"restore of {self.topic} interrupted by shutdown")
-                msgs = consumer.consume(self._batch, 0.1)
+                msgs = consume_ready(consumer, self._batch, 0.1)
                 records: dict[int, list[tuple[bytes, bytes | None]]] = {}
                 finished: set[int] = set()
                 for m in msgs:

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from walletkit.stream import metrics
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.errors import StreamError
-from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.kafka import KafkaSettings, consume_ready
 from walletkit.stream.recovery import merge_changelog
 from walletkit.stream.store import Store
 from walletkit.stream.topics import TopicManager
@@ -156,7 +156,7 @@ class View:
         merge, store, codec = merge_changelog, self._store, self.codec
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(self._batch, 0.1)
+                msgs = consume_ready(consumer, self._batch, 0.1)
                 if not msgs:
                     continue
                 records: list[tuple[bytes, bytes | None]] = []
