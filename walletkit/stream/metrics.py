@@ -57,7 +57,7 @@ FLUSH_SECONDS = Histogram(
 )
 COMMIT_SECONDS = Histogram(
     "stream_processor_commit_seconds",
-    "Time to commit a batch's input offsets.",
+    "Time from an input offset commit's request to the coordinator's answer.",
     ["group"],
     buckets=_BATCH_SECONDS,
 )

@@ -7,7 +7,9 @@ The life of one batch (``_process``):
    in the partition's write-back cache;
 2. write one changelog record per changed key and wait for the broker's acks;
 3. write the changed values and the changelog checkpoint to RocksDB atomically;
-4. commit the input offsets.
+4. remember the input offsets; they are committed asynchronously at most every
+   ``commit_interval`` seconds, when the input goes idle, and synchronously on
+   revocation and shutdown.
 
 A crash between any two steps is harmless: the changelog and the local store are
 reconciled by restore (highest applied offset wins), and records after the last
@@ -75,13 +77,17 @@ class Processor:
 
     def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
                  batch_size: int = 2000, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
-                 faults: CrashInjector | None = None) -> None:
+                 commit_interval: float = 0.1, faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._settings = settings
         self._state_dir = Path(state_dir) / spec.group
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
+        self._commit_interval = commit_interval
+        self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
+        self._last_commit = 0.0
+        self._commit_sent = 0.0
         self._faults = faults
         self._stop = threading.Event()
         self.state = ProcessorState.CREATED
@@ -133,16 +139,19 @@ class Processor:
             self._restorer = Restorer(Consumer(self._settings.reader()), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
             self._consumer = Consumer(self._settings.group_consumer(
-                spec.group, **metrics.statistics_config(self._settings.extra, self._on_stats)))
+                spec.group, on_commit=self._on_commit,
+                **metrics.statistics_config(self._settings.extra, self._on_stats)))
             self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.state = ProcessorState.RUNNING
             consumer, batch_size, timeout = self._consumer, self._batch_size, self._poll_timeout
             while not self._stop.is_set():
                 msgs = consume_ready(consumer, batch_size, timeout)
-                self._last_tick = time.monotonic()
+                self._last_tick = now = time.monotonic()
                 if msgs:
                     self._process(msgs)
+                if self._to_commit and (not msgs or now - self._last_commit >= self._commit_interval):
+                    self._commit(asynchronous=True)
         except BaseException:
             self.state = ProcessorState.FAILED
             raise
@@ -154,8 +163,12 @@ class Processor:
             self.state = ProcessorState.STOPPING
         consumer = getattr(self, "_consumer", None)
         if consumer is not None:
+            if self._to_commit and self.state is not ProcessorState.FAILED:
+                self._commit(asynchronous=False)
             try:
-                consumer.close()  # revokes (leaves the group unless membership is static)
+                # Revokes (leaves the group unless membership is static) and waits
+                # for asynchronous commits in flight.
+                consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("closing consumer: %s", exc)
         restorer = getattr(self, "_restorer", None)
@@ -223,8 +236,10 @@ class Processor:
                 "state) to rebuild the table from the new topic")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is flushed and committed before the next consume(), so
-        # nothing is in flight here; the stores stay open in case they come back.
+        # Every batch is flushed before the next consume(), so only offsets can be
+        # pending here: commit them so the next owner does not replay those records.
+        # The stores stay open in case the partitions come back.
+        self._commit(asynchronous=False, partitions=[tp.partition for tp in partitions])
         for tp in partitions:
             self._owned.pop(tp.partition, None)
         log.info("group %s: revoked partitions %s", self.spec.group, sorted(tp.partition for tp in partitions))
@@ -233,6 +248,8 @@ class Processor:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("group %s: lost partitions %s (session expired)", self.spec.group,
                     sorted(tp.partition for tp in partitions))
+        for tp in partitions:  # not ours any more: committing would be refused
+            self._to_commit.pop(tp.partition, None)
         self._on_revoke(consumer, partitions)
 
     # -- batches -------------------------------------------------------------------
@@ -302,7 +319,7 @@ class Processor:
                 self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
 
     def _flush(self, txns: dict[int, Transaction]) -> bool:
-        """Make a batch durable and commit it; on a changelog failure rewind it."""
+        """Make a batch durable and queue its offsets for commit; on a changelog failure rewind it."""
         spec = self.spec
         started = time.perf_counter()
         changes = {p: txn.changes() for p, txn in txns.items()}
@@ -333,18 +350,48 @@ class Processor:
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if self._faults:
             self._faults.maybe_crash("after_store")
-        started = time.perf_counter()
-        offsets = [TopicPartition(spec.input_topic, p, txn.last_offset + 1) for p, txn in txns.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # The batch is durable in the changelog and the store; whoever owns
-            # these partitions next replays the records as no-ops.
-            metrics.COMMIT_FAILURES.labels(spec.group).inc()
-            log.warning("group %s: commit refused (%s); records will replay as duplicates",
-                        spec.group, exc.args[0].str() if exc.args else exc)
-        metrics.COMMIT_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        for p, txn in txns.items():
+            self._to_commit[p] = txn.last_offset + 1
         return True
+
+    def _commit(self, *, asynchronous: bool, partitions: list[int] | None = None) -> None:
+        """Commit the offsets of flushed batches (all, or those of ``partitions``).
+
+        A commit only saves replays: the state is already durable, and a record
+        replayed after a lost commit is a no-op (its offset is applied). So commits
+        are asynchronous and batched; failures are counted and logged.
+        """
+        pending = self._to_commit
+        if partitions is None:
+            offsets = [TopicPartition(self.spec.input_topic, p, off) for p, off in pending.items()]
+            pending.clear()
+        else:
+            offsets = [TopicPartition(self.spec.input_topic, p, pending.pop(p)) for p in partitions if p in pending]
+        if not offsets:
+            return
+        self._last_commit = started = time.monotonic()
+        try:
+            if asynchronous:
+                self._commit_sent = started
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                metrics.COMMIT_SECONDS.labels(self.spec.group).observe(time.monotonic() - started)
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0] if exc.args else exc)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Result of an asynchronous commit (served by consume(), on this thread)."""
+        failed = err if err is not None else next((tp.error for tp in partitions if tp.error is not None), None)
+        if failed is not None:
+            self._commit_failed(failed)
+        elif self._commit_sent:
+            metrics.COMMIT_SECONDS.labels(self.spec.group).observe(time.monotonic() - self._commit_sent)
+
+    def _commit_failed(self, err: Any) -> None:
+        metrics.COMMIT_FAILURES.labels(self.spec.group).inc()
+        log.warning("group %s: commit refused (%s); records will replay as duplicates", self.spec.group,
+                    err.str() if isinstance(err, KafkaError) else err)
 
     def _on_stats(self, stats: str) -> None:
         """librdkafka statistics (served by consume(), on this thread): lag per partition, state size."""
