@@ -65,6 +65,12 @@ class KafkaSettings:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
             "isolation.level": "read_committed",
+            # How long the broker may hold a fetch that finds no new records. Apache
+            # Kafka answers as soon as a record arrives, so there this only sets the
+            # idle polling rate; brokers that hold the fetch for the whole wait (the
+            # embedded Tansu) add up to this much to every deposit's way to a view.
+            # librdkafka's default (500 ms) made deposit->visible p99 ~330 ms there.
+            "fetch.wait.max.ms": 50,
         })
         if self.instance_id:
             conf["group.instance.id"] = self.instance_id
