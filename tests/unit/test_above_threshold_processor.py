@@ -166,3 +166,53 @@ def test_decode_go_style_list_with_an_amount_we_would_reject_is_skip_record_or_d
         WINDOW_STATE.decode(data)
     except SkipRecord:
         pass
+
+
+def _random_states(seed: int, count: int):
+    """States grown deposit by deposit, in and out of time order, some flagged, some with keyed deposits."""
+    import random
+
+    from walletkit.wallet.wallet_pb2 import KeyedDeposit
+
+    rng = random.Random(seed)
+    rule = Rule(threshold=5000 * S)
+    for n in range(count):
+        state = WindowState(wallet_id=f"wallet{n:04d}")
+        for i in range(rng.randrange(1, 40)):
+            at = T0 + rng.randrange(0, 400) * MICROS + rng.choice((0, 1, 999_999))
+            state.add(Entry(at=at, offset=i, amount=rng.randrange(1, 900 * S)), rule)
+            state.applied_offset = i
+            if rng.random() < 0.2:
+                state.recent.append(KeyedDeposit(IdempotencyKey=f"k{i}", AmountMicros=i + 1, Offset=i))
+            yield state
+
+
+def test_cached_entry_encodings_give_the_bytes_protobuf_writes():
+    """encode() reuses each entry's cached encoding; every state on the way, grown by late and
+    early deposits (which change earlier entries' cumulative sums) and flagged (which changes every
+    entry's flag), must still encode to exactly what protobuf serializes."""
+    checked = flagged = 0
+    for state in _random_states(seed=7, count=60):
+        assert WINDOW_STATE.encode(state) == WINDOW_STATE.encode_plain(state)
+        checked += 1
+        flagged += state.flagged
+    assert checked > 500 and flagged > 50
+
+
+def test_cached_entry_encoding_follows_a_changed_entry_and_wallet_id():
+    state = sample_state()
+    first = WINDOW_STATE.encode(state)
+    state.entries[0].cumulative += 1
+    assert WINDOW_STATE.encode(state) == WINDOW_STATE.encode_plain(state) != first
+    state.wallet_id = "other"
+    assert WINDOW_STATE.decode(WINDOW_STATE.encode(state)).wallet_id == "other"
+
+
+@pytest.mark.parametrize("flagged", [False, True])
+def test_applied_offset_of_reads_the_stamp_without_decoding(flagged):
+    state = sample_state(flagged)
+    data = WINDOW_STATE.encode(state)
+    assert WINDOW_STATE.applied_offset_of(data) == WINDOW_STATE.applied_offset(WINDOW_STATE.decode(data)) == 41
+    assert WINDOW_STATE.applied_offset_of(WINDOW_STATE.encode(WindowState())) == -1
+    with pytest.raises(SkipRecord):
+        WINDOW_STATE.applied_offset_of(b"\xff\xff\xff")

@@ -35,7 +35,8 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         log.error("%s", exc)
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
-    processor = Processor(spec, settings, args.state_dir, faults=CrashInjector(faults) if faults else None)
+    processor = Processor(spec, settings, args.state_dir, cache_entries=args.cache_entries,
+                          faults=CrashInjector(faults) if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
                     status=lambda: {"state": processor.state.value, "partitions": processor.partitions})
     ops.start()
@@ -61,6 +62,9 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
 
 def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[[argparse.Namespace], GroupSpec],
              argv: list[str] | None = None) -> None:
-    from walletkit.service.settings import parse
+    from walletkit.service.settings import env_flag, parse
 
+    env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
+             "table values kept decoded in memory across batches (hot wallets skip RocksDB and decoding)",
+             default=50_000, type=int)
     sys.exit(run_processor(service, parse(parser, argv), make_spec))

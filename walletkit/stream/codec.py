@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -31,6 +32,19 @@ class TableCodec(Codec, Protocol):
     def stamp(self, value: Any, offset: int) -> None:
         """Record in ``value`` that it reflects the input record at ``offset``."""
         ...
+
+
+def raw_applied_offset(codec: TableCodec) -> Callable[[bytes], int]:
+    """``data -> applied offset`` for restores and views, which need only that field.
+
+    A codec may provide ``applied_offset_of(data)`` to read it without building the
+    whole value; otherwise the value is decoded.
+    """
+    fast = getattr(codec, "applied_offset_of", None)
+    if fast is not None:
+        return fast
+    decode, applied = codec.decode, codec.applied_offset
+    return lambda data: applied(decode(data))
 
 
 class ProtobufCodec:

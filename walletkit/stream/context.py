@@ -29,6 +29,8 @@ class Context:
         self.timestamp = timestamp
 
     def value(self) -> Any | None:
+        """The key's current value. It is the table's cached object: change it only
+        to pass it to ``set_value``, and not before raising ``SkipRecord``."""
         return self._txn.get(self.key)
 
     def set_value(self, value: Any) -> None:

@@ -77,7 +77,8 @@ class Processor:
 
     def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
                  batch_size: int = 2000, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
-                 commit_interval: float = 0.1, faults: CrashInjector | None = None) -> None:
+                 commit_interval: float = 0.1, cache_entries: int = 50_000,
+                 faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._settings = settings
         self._state_dir = Path(state_dir) / spec.group
@@ -85,6 +86,7 @@ class Processor:
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
         self._commit_interval = commit_interval
+        self._cache_entries = cache_entries  # decoded values kept across batches, per processor
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
         self._last_commit = 0.0
         self._commit_sent = 0.0
@@ -198,10 +200,13 @@ class Processor:
                 if p not in assigned:
                     self._stores.pop(p).close()
             parts = []
+            per_partition = max(self._cache_entries // max(len(assigned), 1), 1)
             for p in assigned:
                 part = self._stores.get(p)
                 if part is None:
                     part = self._stores[p] = TablePartition(Store(self._state_dir / str(p)), self.spec.table_codec, p)
+                part.cache.clear()  # another owner may have changed the table meanwhile
+                part.cache_entries = per_partition
                 parts.append(part)
             self._restorer.restore(parts, self._table_topic_id)
             for part in parts:
@@ -352,6 +357,7 @@ class Processor:
             self._faults.maybe_crash("after_store")
         for p, txn in txns.items():
             self._to_commit[p] = txn.last_offset + 1
+            txn.table.trim_cache()
         return True
 
     def _commit(self, *, asynchronous: bool, partitions: list[int] | None = None) -> None:
@@ -430,6 +436,7 @@ class Processor:
             log.warning("group %s: recreating the changelog producer after a fatal error", self.spec.group)
             self._producer = self._new_producer()
         for p, txn in txns.items():
+            txn.table.cache.clear()  # it holds the batch's writes, which were not made durable
             if p in self._owned and txn.first_offset >= 0:
                 try:
                     self._consumer.seek(TopicPartition(self.spec.input_topic, p, txn.first_offset))

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from walletkit.stream import metrics
-from walletkit.stream.codec import TableCodec
+from walletkit.stream.codec import TableCodec, raw_applied_offset
 from walletkit.stream.errors import RestoreError, SkipRecord
 from walletkit.stream.kafka import consume_ready
 from walletkit.stream.store import Store
@@ -33,13 +33,13 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
     """
     # key -> (applied offset, value or None for a tombstone, whether a tombstone came first in this batch)
     latest: dict[bytes, tuple[int, bytes | None, bool]] = {}
-    decode, applied = codec.decode, codec.applied_offset
+    applied = raw_applied_offset(codec)
     for key, value in records:
         if value is None:
             latest[key] = (-1, None, True)  # deletes; any later value in the batch replaces it
             continue
         try:
-            off = applied(decode(value))
+            off = applied(value)
         except SkipRecord as exc:
             log.warning("ignoring undecodable changelog record for key %r: %s", key, exc)
             continue
@@ -50,7 +50,7 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
     puts: list[tuple[bytes, bytes | None]] = []
     for key, current in zip(keys, store.get_many(keys)):
         off, value, after_tombstone = latest[key]
-        if value is not None and not after_tombstone and current is not None and applied(decode(current)) > off:
+        if value is not None and not after_tombstone and current is not None and applied(current) > off:
             continue  # the stored value is newer: a stale (zombie) write
         puts.append((key, value))
     store.write(puts, meta)

@@ -3,13 +3,18 @@
 A :class:`TablePartition` is one partition of a group table: its store, the
 changelog position the store reflects, and the changelog topic's id (so a table
 whose topic was deleted and recreated is detected and rebuilt, not trusted).
-A :class:`Transaction` is the write-back cache of one processed batch: reads go
-through it, writes stay in it until the batch is flushed, and every changed key
-yields exactly one changelog record per batch.
+A :class:`Transaction` is one processed batch: reads go through the partition's
+cache of decoded values, writes stay in it until the batch is flushed, and every
+changed key yields exactly one changelog record per batch.
+
+The cache of decoded values outlives batches, so a hot key is decoded once, not
+once per batch. It always equals what the store holds plus the current batch's
+writes: a batch that is rewound, and a restore, clear it.
 """
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from walletkit.stream.codec import TableCodec
@@ -24,10 +29,25 @@ INPUT_TOPIC_ID = "input_topic_id"  # the input topic incarnation the table was b
 class TablePartition:
     """Partition ``partition`` of a group table, kept in its own store."""
 
-    def __init__(self, store: Store, codec: TableCodec, partition: int) -> None:
+    def __init__(self, store: Store, codec: TableCodec, partition: int, cache_entries: int = 10_000) -> None:
         self.store = store
         self.codec = codec
         self.partition = partition
+        #: Decoded values by key (``None`` for a key without a value); see the module doc.
+        self.cache: dict[str, Any] = {}
+        self.cache_entries = cache_entries
+
+    def trim_cache(self) -> None:
+        """Keep the cache within ``cache_entries``: drop the longest-cached keys first.
+
+        Only between batches: a dirty value must stay cached until it is flushed.
+        """
+        cache = self.cache
+        over = len(cache) - self.cache_entries
+        if over > 0:
+            # Evict a quarter more than needed, so a full cache is not trimmed every batch.
+            for key in list(islice(cache, over + self.cache_entries // 4)):
+                del cache[key]
 
     @property
     def changelog_offset(self) -> int:
@@ -51,7 +71,7 @@ class TablePartition:
 
 
 class Transaction:
-    """Write-back cache over a :class:`TablePartition` for one batch."""
+    """One batch's reads and writes of a :class:`TablePartition`, through its cache."""
 
     __slots__ = ("table", "_codec", "_cache", "_dirty", "first_offset", "last_offset")
 
@@ -59,7 +79,7 @@ class Transaction:
         #: The partition this transaction reads and will write.
         self.table = part
         self._codec = part.codec
-        self._cache: dict[str, Any] = {}
+        self._cache = part.cache
         self._dirty: set[str] = set()
         #: Input offsets of the first and last record this batch consumed.
         self.first_offset = -1

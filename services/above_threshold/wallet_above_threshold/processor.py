@@ -24,18 +24,64 @@ log = logging.getLogger(__name__)
 FLAGGED = Counter("wallet_flagged_total", "Wallets flagged above the threshold (each wallet once).")
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_LIST_TAG = b"\x0a"  # WalletInfoList.List: field 1, length-delimited
+
+
 class WindowStateCodec:
-    """Table codec: ``WindowState`` ⇄ ``WalletInfoList`` bytes."""
+    """Table codec: ``WindowState`` ⇄ ``WalletInfoList`` bytes.
+
+    Encoding is the hot path (once per changed wallet per batch) and a state holds
+    up to window + lateness worth of deposits, most unchanged since the last
+    encoding. So each entry keeps its own encoded ``List`` element, valid while the
+    fields it was made from are unchanged, and a value is those elements followed
+    by the top-level fields: the same bytes protobuf would write (a test checks).
+    """
 
     def encode(self, state: WindowState) -> bytes:
+        flagged = state.flagged
+        wallet_id = state.wallet_id
+        chunks = []
+        for e in state.entries:
+            wire = e.wire
+            ident = (e.at, e.offset, e.amount, e.cumulative, flagged, wallet_id)
+            if wire is None or wire[0] != ident:
+                item = WalletInfo(
+                    WalletID=wallet_id,
+                    LastDepositAmount=money.micros_to_float(e.amount),
+                    RollingPeriodCumulative=money.micros_to_float(e.cumulative),
+                    AboveThreshold=flagged,
+                    CreatedAt=e.at // MICROS,
+                    LastDepositMicros=e.amount,
+                    RollingPeriodCumulativeMicros=e.cumulative,
+                    CreatedAtMicros=e.at,
+                    DepositOffset=e.offset,
+                ).SerializeToString()
+                wire = e.wire = (ident, _LIST_TAG + _varint(len(item)) + item)
+            chunks.append(wire[1])
+        top = WalletInfoList(AppliedOffset=state.applied_offset, AboveThreshold=flagged)
+        if state.recent:
+            top.Recent.extend(state.recent)
+        chunks.append(top.SerializeToString())
+        return b"".join(chunks)
+
+    def encode_plain(self, state: WindowState) -> bytes:
+        """The same value through protobuf's own serializer (reference for tests)."""
         msg = WalletInfoList()
         msg.AppliedOffset = state.applied_offset
         msg.AboveThreshold = state.flagged
         msg.Recent.extend(state.recent)
-        wallet_id = state.wallet_id
         for e in state.entries:
             msg.List.append(WalletInfo(
-                WalletID=wallet_id,
+                WalletID=state.wallet_id,
                 LastDepositAmount=money.micros_to_float(e.amount),
                 RollingPeriodCumulative=money.micros_to_float(e.cumulative),
                 AboveThreshold=state.flagged,
@@ -71,6 +117,15 @@ class WindowStateCodec:
 
     def applied_offset(self, state: WindowState) -> int:
         return state.applied_offset
+
+    def applied_offset_of(self, data: bytes) -> int:
+        """``applied_offset(decode(data))`` without building the state (restores, views)."""
+        msg = WalletInfoList()
+        try:
+            msg.ParseFromString(data)
+        except Exception as exc:
+            raise SkipRecord("undecodable", f"not a WalletInfoList: {exc}") from exc
+        return msg.AppliedOffset if msg.HasField("AppliedOffset") else -1
 
     def stamp(self, state: WindowState, offset: int) -> None:
         state.applied_offset = offset

@@ -46,6 +46,8 @@ class Entry:
     amount: int = field(compare=False)
     #: Sum of the wallet's deposits in (at - window, at].
     cumulative: int = field(default=0, compare=False)
+    #: Opaque to the rule: the table codec caches this entry's encoding here.
+    wire: tuple | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
