@@ -31,6 +31,7 @@ def _settings(args):
 
 
 def run_processor(args) -> None:
+    from walletkit.service.runtime import tune_gc
     from walletkit.stream import Processor, TopicManager
     from walletkit.wallet.topology import DEPOSIT_TOPIC
 
@@ -49,6 +50,7 @@ def run_processor(args) -> None:
     topics = TopicManager(settings)
     partitions = topics.partitions([DEPOSIT_TOPIC])[DEPOSIT_TOPIC]
     topics.ensure_table(spec.table_topic, partitions)
+    tune_gc()  # as the console scripts do
     proc = Processor(spec, settings, args.state_dir, batch_size=args.batch_size)
     signal.signal(signal.SIGTERM, lambda *_: proc.stop())
     signal.signal(signal.SIGINT, lambda *_: proc.stop())

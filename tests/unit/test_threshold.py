@@ -313,6 +313,8 @@ def test_out_of_order_within_lateness_matches_oracle(seed, rule):
     for _ in range(120):
         deposits = random_deposits(rng, rule)
         expected = flagged_by_definition(sorted(deposits), rule)
+        # in time order every add() takes the append fast path; shuffled ones mix both paths
+        assert assert_matches_oracle_on_every_prefix(sorted(deposits), rule) == expected
         for _ in range(4):
             order = arrival_order(rng, deposits, rule.lateness)
             assert assert_matches_oracle_on_every_prefix(order, rule) == expected

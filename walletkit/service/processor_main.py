@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
+from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.faults import CrashInjector
@@ -35,6 +36,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         log.error("%s", exc)
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
+    tune_gc()
     processor = Processor(spec, settings, args.state_dir, cache_entries=args.cache_entries,
                           faults=CrashInjector(faults) if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,

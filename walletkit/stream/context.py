@@ -16,17 +16,21 @@ class Context:
     offset, which is what makes a replayed record a no-op.
     """
 
-    __slots__ = ("key", "offset", "partition", "timestamp", "_txn", "_codec")
+    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec")
 
-    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, timestamp: int) -> None:
+    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, msg: Any) -> None:
         self._txn = txn
         self._codec = codec
         #: The record's key (the table key).
         self.key = key
         self.partition = partition
         self.offset = offset
-        #: Kafka record timestamp in milliseconds.
-        self.timestamp = timestamp
+        self._msg = msg
+
+    @property
+    def timestamp(self) -> int:
+        """Kafka record timestamp in milliseconds (read only when asked: most callbacks never do)."""
+        return self._msg.timestamp()[1]
 
     def value(self) -> Any | None:
         """The key's current value. It is the table's cached object: change it only

@@ -285,11 +285,11 @@ class Processor:
                 if part is None:
                     continue  # revoked meanwhile: its new owner processes it
                 txn = txns[p] = part.begin()
+                txn.first_offset = m.offset()
                 ts_type, ts_ms = m.timestamp()
                 if ts_type and ts_ms > 0 and (not oldest_ms or ts_ms < oldest_ms):
                     oldest_ms = ts_ms
-            offset = m.offset()
-            txn.consumed(offset)
+            offset = txn.last_offset = m.offset()
             raw_key = m.key()
             try:
                 key = raw_key.decode() if raw_key is not None else None
@@ -306,7 +306,7 @@ class Processor:
             try:
                 # Only SkipRecord is tolerated: any other error (a bug) stops the processor
                 # without committing, so the record is retried rather than lost.
-                callback(Context(txn, codec, key, p, offset, m.timestamp()[1]), decode(m.value()))
+                callback(Context(txn, codec, key, p, offset, m), decode(m.value()))
                 processed += 1
             except SkipRecord as exc:
                 skipped += 1

@@ -97,11 +97,6 @@ class Transaction:
         self._cache[key] = value
         self._dirty.add(key)
 
-    def consumed(self, offset: int) -> None:
-        if self.first_offset < 0:
-            self.first_offset = offset
-        self.last_offset = offset
-
     @property
     def dirty(self) -> bool:
         return bool(self._dirty)

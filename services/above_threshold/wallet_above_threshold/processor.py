@@ -25,6 +25,8 @@ FLAGGED = Counter("wallet_flagged_total", "Wallets flagged above the threshold (
 
 
 def _varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # int64: two's complement, ten bytes
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -34,6 +36,8 @@ def _varint(n: int) -> bytes:
 
 
 _LIST_TAG = b"\x0a"  # WalletInfoList.List: field 1, length-delimited
+_APPLIED_TAG = b"\x10"  # WalletInfoList.AppliedOffset: field 2, varint
+_FLAG = (b"\x18\x00", b"\x18\x01")  # WalletInfoList.AboveThreshold: field 3, varint (explicit presence)
 
 
 class WindowStateCodec:
@@ -67,10 +71,10 @@ class WindowStateCodec:
                 ).SerializeToString()
                 wire = e.wire = (ident, _LIST_TAG + _varint(len(item)) + item)
             chunks.append(wire[1])
-        top = WalletInfoList(AppliedOffset=state.applied_offset, AboveThreshold=flagged)
+        chunks.append(_APPLIED_TAG + _varint(state.applied_offset))
+        chunks.append(_FLAG[flagged])
         if state.recent:
-            top.Recent.extend(state.recent)
-        chunks.append(top.SerializeToString())
+            chunks.append(WalletInfoList(Recent=state.recent).SerializeToString())
         return b"".join(chunks)
 
     def encode_plain(self, state: WindowState) -> bytes:

@@ -71,6 +71,8 @@ class WindowState:
                 entry.cumulative = entry.amount
                 self.entries = [entry]
             return False
+        if not entries or entries[-1].at < entry.at or (entries[-1].at == entry.at and entries[-1].offset < entry.offset):
+            return self._append(entry, rule)
         insort(entries, entry)
         times = [e.at for e in entries]
         # Its own window: every deposit in (at - window, at], equal times included.
@@ -91,6 +93,34 @@ class WindowState:
             return True
         horizon = entries[-1].at - rule.window - rule.lateness
         cut = bisect_right(times, horizon)
+        if cut:
+            del entries[:cut]
+        return False
+
+    def _append(self, entry: Entry, rule: Rule) -> bool:
+        """``add`` for a deposit that sorts after every kept one (deposits arrive in time
+        order almost always): the same result without sorting or building index lists."""
+        entries = self.entries
+        entries.append(entry)
+        at = entry.at
+        start = at - rule.window
+        own = 0
+        i = len(entries) - 1
+        while i >= 0 and entries[i].at > start:  # its own window (at - window, at]
+            own += entries[i].amount
+            i -= 1
+        i = len(entries) - 1
+        while i >= 0 and entries[i].at == at:  # no later anchors: only itself and equal times
+            entries[i].cumulative = own
+            i -= 1
+        if own > rule.threshold:
+            self.flagged = True
+            self._compact()
+            return True
+        horizon = at - rule.window - rule.lateness
+        cut = 0
+        while entries[cut].at <= horizon:  # stops at the latest entry at the latest
+            cut += 1
         if cut:
             del entries[:cut]
         return False

@@ -10,6 +10,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from walletkit.service.logs import setup_logging
+from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
 from walletkit.stream import StreamError
 from walletkit.wallet import money
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                                    delivery_timeout_ms=int(args.deposit_timeout_seconds * 1000))
     ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
                     create_topics=args.create_topics, replication_factor=args.replication_factor)
+    tune_gc()
     loop = None
     try:
         import uvloop
