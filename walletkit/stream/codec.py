@@ -77,5 +77,17 @@ class ProtobufTableCodec(ProtobufCodec):
     def applied_offset(self, value: Any) -> int:
         return getattr(value, self.offset_field) if value.HasField(self.offset_field) else -1
 
+    def applied_offset_of(self, data: bytes) -> int:
+        """``applied_offset(decode(data))`` in one call (restores and views read every record)."""
+        msg = self.message_type()
+        try:
+            msg.ParseFromString(data)
+        except Exception as exc:
+            from walletkit.stream.errors import SkipRecord
+
+            raise SkipRecord("undecodable", f"not a {self.message_type.__name__}: {exc}") from exc
+        field = self.offset_field
+        return getattr(msg, field) if msg.HasField(field) else -1
+
     def stamp(self, value: Any, offset: int) -> None:
         setattr(value, self.offset_field, offset)

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
 _DATA = b"d"
 _META = b"m"
@@ -22,7 +22,12 @@ _META = b"m"
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
-    # Point lookups by key dominate; a bloom-filtered table keeps them cheap.
+    # Point lookups by key dominate, many of them for keys not stored yet (a new
+    # wallet, every key of a restore from scratch): a bloom filter answers those
+    # without reading the table files.
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
     opts.set_max_background_jobs(2)
     opts.increase_parallelism(2)
     return opts
