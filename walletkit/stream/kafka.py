@@ -39,28 +39,39 @@ class KafkaSettings:
         conf.update(self.extra)
         return conf
 
-    def producer(self, **overrides: Any) -> dict[str, Any]:
+    def _build(self, defaults: dict[str, Any], required: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+        """Tunable defaults, then ``extra`` (an operator may change any of them), then the
+        settings the guarantees rest on and what the calling code asks for."""
         conf = self.common()
-        conf.update({
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 2,
-            "message.timeout.ms": self.delivery_timeout_ms,
-            "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
-        })
+        conf.update(defaults)
+        conf.update(self.extra)
+        conf.update(required)
         conf.update(overrides)
         return conf
 
+    def producer(self, **overrides: Any) -> dict[str, Any]:
+        return self._build({
+            "linger.ms": 2,
+            "message.timeout.ms": self.delivery_timeout_ms,
+            "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
+        }, {
+            # An acknowledged record is on every in-sync replica, once and in order.
+            "acks": "all",
+            "enable.idempotence": True,
+        }, overrides)
+
     def group_consumer(self, group: str, **overrides: Any) -> dict[str, Any]:
-        conf = self.common()
-        conf.update({
+        required: dict[str, Any] = {
             "group.id": group,
             # Eager range assignment keeps partition p of every co-partitioned
             # topic on the same member (cooperative protocols are not needed:
             # a processor drains and commits on every revocation anyway).
             "partition.assignment.strategy": "range",
+            # Offsets are committed only for durable batches.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+        }
+        defaults: dict[str, Any] = {
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
@@ -71,26 +82,25 @@ class KafkaSettings:
             # embedded Tansu) add up to this much to every deposit's way to a view.
             # librdkafka's default (500 ms) made deposit->visible p99 ~330 ms there.
             "fetch.wait.max.ms": 50,
-        })
+        }
         if self.instance_id:
-            conf["group.instance.id"] = self.instance_id
-        conf.update(overrides)
-        return conf
+            defaults["group.instance.id"] = self.instance_id
+        return self._build(defaults, required, overrides)
 
     def reader(self, **overrides: Any) -> dict[str, Any]:
         """A consumer that reads assigned partitions outside any group (restores, views)."""
-        conf = self.common()
-        conf.update({
+        return self._build({
+            "fetch.wait.max.ms": 50,
+        }, {
             # librdkafka needs a group.id even for manual assignment; nothing is committed.
             "group.id": f"{self.client_id}-reader",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            # End of partition tells restores and views they caught up; an offset out of
+            # range tells them their checkpoint is not in the topic any more.
             "enable.partition.eof": True,
             "auto.offset.reset": "error",
-            "fetch.wait.max.ms": 50,
-        })
-        conf.update(overrides)
-        return conf
+        }, overrides)
 
     def admin(self) -> dict[str, Any]:
         return self.common()

@@ -1,0 +1,40 @@
+"""Client configuration (walletkit.stream.kafka.KafkaSettings): what KAFKA_CONFIG may tune."""
+
+from __future__ import annotations
+
+from walletkit.stream.kafka import KafkaSettings
+
+EXTRA = {"fetch.wait.max.ms": "10", "linger.ms": "7", "security.protocol": "SSL",
+         # the guarantees rest on these: KAFKA_CONFIG must not weaken them
+         "acks": "1", "enable.idempotence": "false", "enable.auto.commit": "true",
+         "enable.auto.offset.store": "true", "partition.assignment.strategy": "cooperative-sticky",
+         "auto.offset.reset": "latest"}
+
+
+def test_extra_properties_tune_the_defaults():
+    s = KafkaSettings("127.0.0.1:9092", extra=EXTRA)
+    assert s.group_consumer("g")["fetch.wait.max.ms"] == "10"
+    assert s.reader()["fetch.wait.max.ms"] == "10"
+    assert s.producer()["linger.ms"] == "7"
+    assert s.group_consumer("g")["auto.offset.reset"] == "latest"
+    for conf in (s.producer(), s.group_consumer("g"), s.reader(), s.admin()):
+        assert conf["security.protocol"] == "SSL"
+
+
+def test_extra_properties_cannot_weaken_the_guarantees():
+    s = KafkaSettings("127.0.0.1:9092", extra=EXTRA)
+    producer, group, reader = s.producer(), s.group_consumer("g"), s.reader()
+    assert (producer["acks"], producer["enable.idempotence"]) == ("all", True)
+    assert (group["enable.auto.commit"], group["enable.auto.offset.store"]) == (False, False)
+    assert group["partition.assignment.strategy"] == "range"
+    assert (reader["enable.auto.commit"], reader["auto.offset.reset"], reader["enable.partition.eof"]) == (False, "error", True)
+
+
+def test_code_overrides_win_and_defaults_hold_without_extra():
+    s = KafkaSettings("127.0.0.1:9092", extra=EXTRA)
+    assert s.producer(**{"linger.ms": 1})["linger.ms"] == 1
+    plain = KafkaSettings("127.0.0.1:9092")
+    assert plain.group_consumer("g")["fetch.wait.max.ms"] == 50
+    assert plain.producer()["linger.ms"] == 2
+    assert "group.instance.id" not in plain.group_consumer("g")
+    assert KafkaSettings("b:1", instance_id="pod-0").group_consumer("g")["group.instance.id"] == "pod-0"
