@@ -99,8 +99,9 @@ def run_raw(args) -> None:
         if last:
             if producer.flush(30):
                 raise SystemExit("raw loop: records unacknowledged")
+            # Asynchronous, like the processor's commits: the loop never waits for the coordinator.
             consumer.commit(offsets=[TopicPartition(args.topic, p, o + 1) for p, o in last.items()],
-                            asynchronous=False)
+                            asynchronous=True)
     consumer.close()
     producer.flush(5)
 
