@@ -55,9 +55,10 @@ class WindowStateCodec:
         wallet_id = state.wallet_id
         chunks = []
         for e in state.entries:
+            # The rule changes only an entry's cumulative sum (and the state's flag);
+            # time, offset and amount are fixed when the entry is made.
             wire = e.wire
-            ident = (e.at, e.offset, e.amount, e.cumulative, flagged, wallet_id)
-            if wire is None or wire[0] != ident:
+            if wire is None or wire[0] != e.cumulative or wire[1] is not flagged or wire[2] != wallet_id:
                 item = WalletInfo(
                     WalletID=wallet_id,
                     LastDepositAmount=money.micros_to_float(e.amount),
@@ -69,8 +70,8 @@ class WindowStateCodec:
                     CreatedAtMicros=e.at,
                     DepositOffset=e.offset,
                 ).SerializeToString()
-                wire = e.wire = (ident, _LIST_TAG + _varint(len(item)) + item)
-            chunks.append(wire[1])
+                wire = e.wire = (e.cumulative, flagged, wallet_id, _LIST_TAG + _varint(len(item)) + item)
+            chunks.append(wire[3])
         chunks.append(_APPLIED_TAG + _varint(state.applied_offset))
         chunks.append(_FLAG[flagged])
         if state.recent:
