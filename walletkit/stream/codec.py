@@ -47,6 +47,18 @@ def raw_applied_offset(codec: TableCodec) -> Callable[[bytes], int]:
     return lambda data: applied(decode(data))
 
 
+def parse_message(message_type: type, data: bytes) -> Any:
+    """``data`` parsed as a ``message_type``; SkipRecord if it is not one."""
+    msg = message_type()
+    try:
+        msg.ParseFromString(data)
+    except Exception as exc:  # DecodeError, or None/garbage input
+        from walletkit.stream.errors import SkipRecord
+
+        raise SkipRecord("undecodable", f"not a {message_type.__name__}: {exc}") from exc
+    return msg
+
+
 class ProtobufCodec:
     """Codec for one protobuf message type."""
 
@@ -57,14 +69,7 @@ class ProtobufCodec:
         return value.SerializeToString()
 
     def decode(self, data: bytes) -> Any:
-        msg = self.message_type()
-        try:
-            msg.ParseFromString(data)
-        except Exception as exc:  # DecodeError, or None/garbage input
-            from walletkit.stream.errors import SkipRecord
-
-            raise SkipRecord("undecodable", f"not a {self.message_type.__name__}: {exc}") from exc
-        return msg
+        return parse_message(self.message_type, data)
 
 
 class ProtobufTableCodec(ProtobufCodec):
@@ -78,16 +83,8 @@ class ProtobufTableCodec(ProtobufCodec):
         return getattr(value, self.offset_field) if value.HasField(self.offset_field) else -1
 
     def applied_offset_of(self, data: bytes) -> int:
-        """``applied_offset(decode(data))`` in one call (restores and views read every record)."""
-        msg = self.message_type()
-        try:
-            msg.ParseFromString(data)
-        except Exception as exc:
-            from walletkit.stream.errors import SkipRecord
-
-            raise SkipRecord("undecodable", f"not a {self.message_type.__name__}: {exc}") from exc
-        field = self.offset_field
-        return getattr(msg, field) if msg.HasField(field) else -1
+        """``applied_offset(decode(data))``, for restores and views."""
+        return self.applied_offset(parse_message(self.message_type, data))
 
     def stamp(self, value: Any, offset: int) -> None:
         setattr(value, self.offset_field, offset)

@@ -12,6 +12,7 @@ import logging
 from prometheus_client import Counter
 
 from walletkit.stream import Context, GroupSpec, SkipRecord
+from walletkit.stream.codec import parse_message
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, DepositRequest, WalletInfo, WalletInfoList, deposit_amount_micros, deposit_time_micros,
@@ -99,11 +100,7 @@ class WindowStateCodec:
         return msg.SerializeToString()
 
     def decode(self, data: bytes) -> WindowState:
-        msg = WalletInfoList()
-        try:
-            msg.ParseFromString(data)
-        except Exception as exc:
-            raise SkipRecord("undecodable", f"not a WalletInfoList: {exc}") from exc
+        msg = parse_message(WalletInfoList, data)
         state = WindowState(
             entries=[Entry(at=i.CreatedAtMicros if i.HasField("CreatedAtMicros") else i.CreatedAt * MICROS,
                            offset=i.DepositOffset if i.HasField("DepositOffset") else -1,
@@ -125,11 +122,7 @@ class WindowStateCodec:
 
     def applied_offset_of(self, data: bytes) -> int:
         """``applied_offset(decode(data))`` without building the state (restores, views)."""
-        msg = WalletInfoList()
-        try:
-            msg.ParseFromString(data)
-        except Exception as exc:
-            raise SkipRecord("undecodable", f"not a WalletInfoList: {exc}") from exc
+        msg = parse_message(WalletInfoList, data)
         return msg.AppliedOffset if msg.HasField("AppliedOffset") else -1
 
     def stamp(self, state: WindowState, offset: int) -> None:
