@@ -17,7 +17,7 @@ from walletkit.stream.partitioner import partition_for
 from wallet_bench import http_load, profiling
 from wallet_bench.contenders import env, pyspy_binary, stop, worker_cmd
 from wallet_bench.kafka_io import CommittedOffsets, wallet_id
-from wallet_bench.machine import rss_mb
+from wallet_bench.machine import cpu_seconds, rss_mb
 from wallet_bench.progress import Progress
 
 
@@ -149,11 +149,43 @@ def _visible(opts, work: Path, progress: Progress) -> dict:
         time.sleep(1.0)
         progress.say(f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
                      f"every {opts.visible_sample}th read back with its ConsistencyToken")
+        pids = {name: svc.proc.pid for name, svc in cluster.services.items()}
+        pids["broker"] = cluster.broker.pid
+        cpu_before, started = {n: cpu_seconds(pid) for n, pid in pids.items()}, time.monotonic()
         v = http_load.deposit_to_visible(base, opts.visible_rate, opts.visible_seconds, opts.api_wallets,
                                          opts.visible_sample, opts.seed, progress.tick)
+        elapsed = time.monotonic() - started
+        v["cpu_pct"] = {n: 100 * (cpu_seconds(pid) - cpu_before[n]) / elapsed for n, pid in pids.items()}
+        v["stages_ms"] = _stages(cluster)
         progress.say(f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
                      + (f"; failures {v['failures']}" if v["failures"] else ""))
         return {"visible": v}
     finally:
         progress.say("visible: stopping the stack")
         cluster.stop()
+
+
+#: Where a deposit's time goes, from the services' own histograms (mean of each, ms).
+_STAGES = (("processor wait", "balance-0", "stream_processor_record_delay_seconds"),
+           ("processor flush", "balance-0", "stream_processor_flush_seconds"),
+           ("view wait", "api-0", "stream_view_record_delay_seconds"),
+           ("POST ack", "api-0", "stream_emitter_ack_seconds"))
+
+
+def _stages(cluster: LocalCluster) -> dict[str, float]:
+    """Means of the stage histograms (the processors' record delay is the oldest record of each
+    batch: the time it waited to be fetched and consumed)."""
+    out: dict[str, float] = {}
+    for stage, service, metric in _STAGES:
+        status, text = http_get(f"http://127.0.0.1:{cluster.services[service].port}/metrics", timeout=10)
+        if status != 200:
+            continue
+        total = count = 0.0
+        for line in text.decode().splitlines():
+            if line.startswith(f"{metric}_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith(f"{metric}_count"):
+                count += float(line.rsplit(" ", 1)[1])
+        if count:
+            out[stage] = 1000 * total / count
+    return out

@@ -65,6 +65,10 @@ def rows(r: dict) -> list[Row]:
                     f"{_n(v['p50_ms'])} / {_n(v['p99_ms'])} ms", "", "", "p99 ≤ 100 ms at 1k/s",
                     _verdict(v["p99_ms"] <= 100 and v["achieved_rate"] >= 0.95 * 1000 and not v["failures"])
                     if v["offered_rate"] >= 1000 else "n/a"))
+        if v.get("stages_ms"):
+            stages = ", ".join(f"{k} {_n(ms)}" for k, ms in v["stages_ms"].items())
+            cpu = ", ".join(f"{k.split('-')[0]} {pct:.0f} %" for k, pct in v["cpu_pct"].items())
+            out.append(("deposit→visible stages, mean ms (CPU)", stages, cpu, "", "(info)", ""))
         out.append(("API RSS, empty views", _n(a["api_rss_empty_mb"], "MiB"), "", "", "(info)", ""))
     t = r.get("tables")
     if t:
