@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from walletkit.stream import (
@@ -261,3 +261,28 @@ def test_a_bug_in_the_callback_stops_the_processor_and_the_record_is_retried(bro
     run.wait_ready()
     view_values(broker, tmp_path / "view", {"a": 18}).stop()
     run.stop()
+
+
+def committed_total(broker, group: str = "counter", topic: str = "events", partitions: int = 4) -> int:
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return sum(max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                                         timeout=10))
+    finally:
+        c.close()
+
+
+def test_offsets_are_committed_while_running_not_only_on_stop(broker, tmp_path):
+    """Commits are asynchronous and batched: once the input goes idle the processor commits
+    what it made durable, without waiting for a rebalance or a shutdown."""
+    make_topics(broker)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    produce(broker, [(f"k{i % 7}", b"1") for i in range(300)])
+    deadline = time.monotonic() + 30
+    while (done := committed_total(broker)) < 300 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert done == 300, f"only {done} of 300 offsets committed while running"
+    assert run.thread.is_alive() and run.error is None
+    run.stop()
+    assert committed_total(broker) == 300

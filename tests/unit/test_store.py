@@ -183,3 +183,22 @@ def test_close_persists_what_was_in_memory(tmp_path):
     reopened = Store(tmp_path / "db")
     assert (reopened.get(b"a"), reopened.meta_int("changelog_offset")) == (b"1", 5)
     reopened.close()
+
+
+def test_table_cache_is_trimmed_oldest_first_with_headroom(tmp_path):
+    from walletkit.stream.table import TablePartition
+    from walletkit.wallet.codecs import WALLET
+
+    part = TablePartition(Store(tmp_path / "db"), WALLET, 0, cache_entries=8)
+    try:
+        for i in range(8):
+            part.cache[f"k{i}"] = i
+        part.trim_cache()
+        assert len(part.cache) == 8  # within the bound: nothing dropped
+        for i in range(8, 12):
+            part.cache[f"k{i}"] = i
+        part.trim_cache()
+        # over by 4: those 4 plus a quarter of the bound go, the oldest first
+        assert list(part.cache) == [f"k{i}" for i in range(6, 12)]
+    finally:
+        part.close()
