@@ -7,6 +7,7 @@ from pathlib import Path
 
 from walletkit.devstack.broker import TansuBroker
 from walletkit.stream import KafkaSettings, TopicManager
+from walletkit.stream.kafka import CONSUMER_PREFETCH
 from wallet_bench import profiling
 from wallet_bench.contenders import QUIX_PYTHON, Throughput, pyspy_binary, time_to_end, worker_cmd
 from wallet_bench.kafka_io import load_deposits
@@ -40,7 +41,8 @@ def run(opts, work: Path, progress: Progress) -> dict:
                     str(QUIX_PYTHON), "-m", "wallet_bench.quix_app", "--bootstrap", bs, "--kind", kind,
                     "--group", f"quix-{kind}", "--state-dir", str(work / "state" / f"quix-{kind}"),
                     "--commit-interval", str(opts.quix_commit_interval), "--commit-every", str(opts.batch_size),
-                    "--session-timeout-ms", str(opts.session_timeout_ms)]))
+                    "--session-timeout-ms", str(opts.session_timeout_ms),
+                    "--consumer-config", ",".join(f"{k}={v}" for k, v in CONSUMER_PREFETCH.items())]))
         for name, group, cmd in contenders:
             progress.say(f"processors: running {name} over the input")
             t: Throughput = time_to_end(name, cmd, bs, group, TOPIC, ends, progress,

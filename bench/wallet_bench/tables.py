@@ -66,10 +66,11 @@ def run(opts, work: Path, progress: Progress) -> dict:
             if r["keys"] != n:
                 raise RuntimeError(f"restore of {topic} has {r['keys']:,} keys, expected {n:,}")
         if opts.profile and pyspy_binary() is not None:
-            progress.say("profile: restore of balance-table under py-spy")
-            _restore(opts, bs, BALANCE_TABLE, "balance", work, progress, profile=True)
-            results["profile_restore"] = profiling.summarize(work / "profiles" / "restore-balance.txt",
-                                                             opts.profile_top)
+            for topic, kind in ((BALANCE_TABLE, "balance"), (ABOVE_THRESHOLD_TABLE, "above_threshold")):
+                progress.say(f"profile: restore of {topic} under py-spy")
+                _restore(opts, bs, topic, kind, work, progress, profile=True)
+                results[f"profile_restore_{kind}"] = profiling.summarize(work / "profiles" / f"restore-{kind}.txt",
+                                                                         opts.profile_top)
 
         progress.say(f"views: starting wallet-api with empty state; its views follow {n:,} wallets each")
         api = cluster.service("api")

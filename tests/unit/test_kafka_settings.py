@@ -38,3 +38,14 @@ def test_code_overrides_win_and_defaults_hold_without_extra():
     assert plain.producer()["linger.ms"] == 2
     assert "group.instance.id" not in plain.group_consumer("g")
     assert KafkaSettings("b:1", instance_id="pod-0").group_consumer("g")["group.instance.id"] == "pod-0"
+
+
+def test_consumers_refill_their_prefetch_promptly_and_operators_can_tune_it():
+    # librdkafka's defaults pause a partition's fetching for a second whenever 100k records
+    # wait locally: slow consumers (restores, views catching up) starved (docs/performance.md).
+    plain = KafkaSettings("127.0.0.1:9092")
+    for conf in (plain.group_consumer("g"), plain.reader()):
+        assert conf["fetch.queue.backoff.ms"] < 1000 and conf["queued.min.messages"] < 100_000
+    tuned = KafkaSettings("127.0.0.1:9092", extra={"fetch.queue.backoff.ms": "5", "queued.min.messages": "1000"})
+    for conf in (tuned.group_consumer("g"), tuned.reader()):
+        assert (conf["fetch.queue.backoff.ms"], conf["queued.min.messages"]) == ("5", "1000")
