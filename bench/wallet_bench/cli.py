@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from walletkit.stream.processor import DEFAULT_BATCH_SIZE
 from wallet_bench import machine, profiling, report
 from wallet_bench.contenders import pyspy_binary, quix_available
 from wallet_bench.http_load import wrk_available
@@ -26,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
                    help="deposits pre-loaded for the processors (the fast contenders need a few seconds of steady work)")
     p.add_argument("--wallets", type=int, default=10_000, help="wallets those deposits go to")
     p.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
-    p.add_argument("--batch-size", type=int, default=2000, help="consume batch of the processors and the raw loop")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="consume batch of the processors, the raw loop and Quix's commit_every (the services' default)")
     p.add_argument("--session-timeout-ms", type=int, default=6000,
                    help="consumer-group session timeout (the embedded broker's first join takes half)")
     p.add_argument("--kafka-config", default="",

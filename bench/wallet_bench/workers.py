@@ -164,13 +164,15 @@ def run_bare_http(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from walletkit.stream.processor import DEFAULT_BATCH_SIZE
+
     p = argparse.ArgumentParser(prog="wallet_bench.workers")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("processor", "raw", "restore"):
         s = sub.add_parser(name)
         s.add_argument("--bootstrap", required=True)
         s.add_argument("--session-timeout-ms", type=int, default=6000)
-        s.add_argument("--batch-size", type=int, default=2000)
+        s.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
         s.add_argument("--state-dir", default="")
         s.add_argument("--group", default="")
         s.add_argument("--kind", choices=("balance", "above_threshold"), default="balance")

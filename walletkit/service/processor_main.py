@@ -15,6 +15,7 @@ from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.faults import CrashInjector
+from walletkit.stream.processor import DEFAULT_BATCH_SIZE
 from walletkit.wallet.topology import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
     tune_gc()
-    processor = Processor(spec, settings, args.state_dir, cache_entries=args.cache_entries,
+    processor = Processor(spec, settings, args.state_dir, batch_size=args.batch_size, cache_entries=args.cache_entries,
                           faults=CrashInjector(faults) if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
                     status=lambda: {"state": processor.state.value, "partitions": processor.partitions})
@@ -69,4 +70,12 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
     env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
              "table values kept decoded in memory across batches (hot wallets skip RocksDB and decoding)",
              default=50_000, type=int)
-    sys.exit(run_processor(service, parse(parser, argv), make_spec))
+    env_flag(parser, "--batch-size", "WALLET_BATCH_SIZE",
+             "records processed and made durable together at most (repeated keys in a batch cost one write)",
+             default=DEFAULT_BATCH_SIZE, type=int)
+    args = parse(parser, argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.cache_entries < 0:
+        parser.error("--cache-entries must be 0 (no cache across batches) or more")
+    sys.exit(run_processor(service, args, make_spec))
