@@ -178,6 +178,8 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
     with caplog.at_level(logging.WARNING):
         view = View(settings(broker), "counter-table", CounterCodec(), tmp_path / "view")
         assert view.get("x") == {"n": 1, "o": view.get("x")["o"]}  # the old replica, before it starts
+        announced: list[object] = []
+        view.subscribe(lambda records: announced.append(None if records is None else len(records)))
         view.start()
         run = Running(broker, tmp_path / "proc")
         run.wait_ready()
@@ -193,6 +195,8 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
     assert "rebuilding from the beginning" in messages, "the view trusted stale local state"
     assert x is not None and x["n"] == 10, x  # 11 would mean the processor trusted its stale state
     assert y is None, y  # the view dropped what the recreated topic no longer has
+    # Subscribers (the API's details cache) hear of the wipe before the first rebuilt batch.
+    assert announced and announced[0] is None and all(isinstance(n, int) for n in announced[1:]), announced
 
 
 def test_processor_refuses_topics_that_are_not_copartitioned(broker, tmp_path):

@@ -60,7 +60,7 @@ class View:
         self._thread: threading.Thread | None = None
         self._wipe_lock = threading.Lock()
         self.error: BaseException | None = None
-        self._listeners: list[Callable[[list[tuple[bytes, bytes | None]]], None]] = []
+        self._listeners: list[Callable[[list[tuple[bytes, bytes | None]] | None], None]] = []
         self._m_records = metrics.VIEW_RECORDS.labels(topic)
         self._m_caught_up = metrics.VIEW_CAUGHT_UP.labels(topic)
         self._m_delay = metrics.VIEW_RECORD_DELAY.labels(topic)
@@ -87,10 +87,11 @@ class View:
         """Next offset to read, per partition (what the replica reflects)."""
         return dict(self._positions)
 
-    def subscribe(self, listener: Callable[[list[tuple[bytes, bytes | None]]], None]) -> None:
+    def subscribe(self, listener: Callable[[list[tuple[bytes, bytes | None]] | None], None]) -> None:
         """Call ``listener(records)`` (on the view's thread) after each applied batch.
 
         ``records`` is the batch's (key, value) list; listeners must not keep it.
+        ``None`` means the replica was wiped to be rebuilt: any key may have changed.
         """
         self._listeners.append(listener)
 
@@ -122,6 +123,8 @@ class View:
                     self.state = ViewState.CATCHING_UP
                     with self._wipe_lock:
                         self._store.wipe()
+                    for listener in self._listeners:
+                        listener(None)
         except BaseException as exc:  # surfaced through state/readiness, never silently
             self.error = exc
             self.state = ViewState.FAILED

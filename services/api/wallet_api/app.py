@@ -156,7 +156,7 @@ async def details(request: web.Request) -> web.Response:
         response = json_error(503, f"{exc}; retry, or read without the token")
         response.headers["Retry-After"] = "1"
         return response
-    found = ledger.details(wallet_id)
+    found = ledger.details(wallet_id, fresh=token is not None)
     if found is None:
         return json_error(404, f"wallet {wallet_id} not found")
     # Wallet ids are checked to [A-Za-z0-9._:-]: nothing in them needs JSON escaping.
