@@ -6,6 +6,7 @@ started from their console scripts by ``walletkit.devstack.LocalCluster`` on a f
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -55,6 +56,33 @@ def _wait_processed(cluster: LocalCluster, base: str, wallets: int, partitions: 
                    max(deadline - time.monotonic(), 10), what=f"deposit {token} visible")
 
 
+def _pids(cluster: LocalCluster) -> dict[str, int]:
+    pids = {name: svc.proc.pid for name, svc in cluster.services.items() if svc.proc and svc.proc.poll() is None}
+    pids["broker"] = cluster.broker.pid
+    return pids
+
+
+def _with_cpu(cluster: LocalCluster, run) -> dict:
+    """``run()``'s result (a dict) with ``cpu_pct``: each process's CPU (% of one core) while
+    it ran, and the load generator's if it was a child process (wrk) that ended meanwhile."""
+    pids = _pids(cluster)
+    before, started = {n: cpu_seconds(pid) for n, pid in pids.items()}, time.monotonic()
+    children = _children_cpu()
+    result = run()
+    elapsed = time.monotonic() - started
+    cpu = {n: 100 * (cpu_seconds(pid) - before[n]) / elapsed for n, pid in pids.items()}
+    load = _children_cpu() - children
+    if load > 0:
+        cpu["wrk"] = 100 * load / elapsed
+    result["cpu_pct"] = cpu
+    return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _bare_http(work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(work / "logs" / "bare-http.log", "ab")
@@ -94,7 +122,7 @@ def run(opts, work: Path, progress: Progress) -> dict:
                         wallets=opts.api_wallets)
 
         progress.say(f"api: POST /deposit under wrk for {opts.api_seconds:g}s ({opts.connections} connections)")
-        results["post_api"] = http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args)
+        results["post_api"] = _with_cpu(cluster, lambda: http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args))
         progress.say(f"api: POST {results['post_api']['rps']:,.0f}/s; waiting for the processors to catch up")
         _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
         progress.say(f"api: GET /details under wrk for {opts.api_seconds:g}s")
@@ -131,6 +159,15 @@ def run(opts, work: Path, progress: Progress) -> dict:
             for svc in ("balance-0", "above_threshold-0"):
                 results[f"profile_service_{svc}_under_post"] = profiling.summarize(
                     work / "profiles" / f"service-{svc}-under-post.txt", opts.profile_top)
+
+        # The API's own ceiling: with the processors (and so the changelogs the views
+        # follow) stopped, the broker serves only the deposits' produce requests.
+        progress.say("api: POST /deposit once more with the processors stopped (wallet-api and the broker only)")
+        for svc in ("balance-0", "above_threshold-0"):
+            cluster.services[svc].stop()
+        results["post_api_alone"] = _with_cpu(cluster, lambda: http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args))
+        progress.say(f"api: POST without processors {results['post_api_alone']['rps']:,.0f}/s")
+
     finally:
         if bare is not None:
             stop(bare)
@@ -149,13 +186,9 @@ def _visible(opts, work: Path, progress: Progress) -> dict:
         time.sleep(1.0)
         progress.say(f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
                      f"every {opts.visible_sample}th read back with its ConsistencyToken")
-        pids = {name: svc.proc.pid for name, svc in cluster.services.items()}
-        pids["broker"] = cluster.broker.pid
-        cpu_before, started = {n: cpu_seconds(pid) for n, pid in pids.items()}, time.monotonic()
-        v = http_load.deposit_to_visible(base, opts.visible_rate, opts.visible_seconds, opts.api_wallets,
-                                         opts.visible_sample, opts.seed, progress.tick)
-        elapsed = time.monotonic() - started
-        v["cpu_pct"] = {n: 100 * (cpu_seconds(pid) - cpu_before[n]) / elapsed for n, pid in pids.items()}
+        v = _with_cpu(cluster, lambda: http_load.deposit_to_visible(
+            base, opts.visible_rate, opts.visible_seconds, opts.api_wallets, opts.visible_sample, opts.seed,
+            progress.tick))
         v["stages_ms"] = _stages(cluster)
         progress.say(f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
                      + (f"; failures {v['failures']}" if v["failures"] else ""))

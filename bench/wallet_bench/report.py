@@ -23,6 +23,10 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT MET")
 
 
+def _cpu(pct: dict[str, float]) -> str:
+    return ", ".join(f"{name.split('-')[0]} {p:.0f} %" for name, p in pct.items())
+
+
 def rows(r: dict) -> list[Row]:
     out: list[Row] = []
     p = r.get("processors")
@@ -60,6 +64,13 @@ def rows(r: dict) -> list[Row]:
                         f"{ratio:.2f}×", f"≥ {target:g}×", _verdict(ratio >= target)))
             out.append((f"{name} latency p50 / p99", f"{_n(mine['p50_ms'])} / {_n(mine['p99_ms'])} ms",
                         f"{_n(bare['p50_ms'])} / {_n(bare['p99_ms'])} ms", "", "(info)", ""))
+            if route == "post" and mine.get("cpu_pct"):
+                out.append(("POST /deposit run: CPU, % of one core", _cpu(mine["cpu_pct"]), "", "", "(info)", ""))
+            alone = a.get("post_api_alone")
+            if route == "post" and alone:
+                out.append(("POST /deposit, processors stopped (API + broker only)", _n(alone["rps"], "req/s"),
+                            _n(bare["rps"], "req/s"), f"{alone['rps'] / bare['rps']:.2f}×", "(info)", ""))
+                out.append(("  its CPU, % of one core", _cpu(alone["cpu_pct"]), "", "", "(info)", ""))
         v = a["visible"]
         out.append((f"deposit→visible p50 / p99 at {v['achieved_rate']:,.0f}/s",
                     f"{_n(v['p50_ms'])} / {_n(v['p99_ms'])} ms", "", "", "p99 ≤ 100 ms at 1k/s",
@@ -67,8 +78,7 @@ def rows(r: dict) -> list[Row]:
                     if v["offered_rate"] >= 1000 else "n/a"))
         if v.get("stages_ms"):
             stages = ", ".join(f"{k} {_n(ms)}" for k, ms in v["stages_ms"].items())
-            cpu = ", ".join(f"{k.split('-')[0]} {pct:.0f} %" for k, pct in v["cpu_pct"].items())
-            out.append(("deposit→visible stages, mean ms (CPU)", stages, cpu, "", "(info)", ""))
+            out.append(("deposit→visible stages, mean ms (CPU)", stages, _cpu(v["cpu_pct"]), "", "(info)", ""))
         out.append(("API RSS, empty views", _n(a["api_rss_empty_mb"], "MiB"), "", "", "(info)", ""))
     t = r.get("tables")
     if t:
