@@ -24,6 +24,15 @@ CONSUMER_PREFETCH: dict[str, Any] = {
 }
 
 
+#: How long the broker may hold a fetch that finds no new records. Apache Kafka
+#: answers as soon as a record arrives, so there this only sets how often an idle
+#: consumer polls; brokers that hold the fetch for the whole wait (the embedded Tansu)
+#: add up to this much to each hop of a deposit's way to a view (processor, then view).
+#: librdkafka's default (500 ms) made deposit->visible p99 ~330 ms there; 50 ms gave
+#: 120-127 ms and 20 ms 101-111 ms in three runs each (make bench --phases api).
+FETCH_WAIT_MS = 20
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Where the cluster is and how to talk to it.
@@ -91,12 +100,7 @@ class KafkaSettings:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
             "isolation.level": "read_committed",
-            # How long the broker may hold a fetch that finds no new records. Apache
-            # Kafka answers as soon as a record arrives, so there this only sets the
-            # idle polling rate; brokers that hold the fetch for the whole wait (the
-            # embedded Tansu) add up to this much to every deposit's way to a view.
-            # librdkafka's default (500 ms) made deposit->visible p99 ~330 ms there.
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
             **CONSUMER_PREFETCH,
         }
         if self.instance_id:
@@ -106,7 +110,7 @@ class KafkaSettings:
     def reader(self, **overrides: Any) -> dict[str, Any]:
         """A consumer that reads assigned partitions outside any group (restores, views)."""
         return self._build({
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
             **CONSUMER_PREFETCH,
         }, {
             # librdkafka needs a group.id even for manual assignment; nothing is committed.
