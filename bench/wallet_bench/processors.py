@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def run(opts, work: Path, progress: Progress) -> dict:
                     "--group", f"quix-{kind}", "--state-dir", str(work / "state" / f"quix-{kind}"),
                     "--commit-interval", str(opts.quix_commit_interval), "--commit-every", str(opts.batch_size),
                     "--session-timeout-ms", str(opts.session_timeout_ms),
-                    "--consumer-config", ",".join(f"{k}={v}" for k, v in CONSUMER_PREFETCH.items())]))
+                    "--consumer-config", json.dumps(CONSUMER_PREFETCH)]))
         for name, group, cmd in contenders:
             progress.say(f"processors: running {name} over the input")
             t: Throughput = time_to_end(name, cmd, bs, group, TOPIC, ends, progress,

@@ -14,6 +14,7 @@ the arithmetic is the processors' own; state and changelog are Quix's (RocksDB,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--commit-every", type=int, default=0, help="also checkpoint every N messages (0: only by time)")
     p.add_argument("--session-timeout-ms", type=int, default=6000)
-    p.add_argument("--consumer-config", default="", help="extra librdkafka consumer properties, key=value,...")
+    p.add_argument("--consumer-config", type=json.loads, default={},
+                   help="extra librdkafka consumer properties, a JSON object")
     args = p.parse_args(argv)
 
     from quixstreams import Application, State
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                      "partition.assignment.strategy": "range",
                      # the bench passes walletkit's prefetch tuning: the ratios compare
                      # frameworks, not librdkafka settings
-                     **dict(item.split("=", 1) for item in filter(None, args.consumer_config.split(",")))}
+                     **args.consumer_config}
     app = Application(broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
                       commit_interval=args.commit_interval, commit_every=args.commit_every, state_dir=args.state_dir, use_changelog_topics=True,
                       loglevel="WARNING", consumer_extra_config=consumer_conf,

@@ -27,6 +27,19 @@ def _cpu(pct: dict[str, float]) -> str:
     return ", ".join(f"{name.split('-')[0]} {p:.0f} %" for name, p in pct.items())
 
 
+def _post_detail_rows(a: dict) -> list[Row]:
+    """What limits POST: each process's CPU during it, and the API without the processors."""
+    out: list[Row] = []
+    if a["post_api"].get("cpu_pct"):
+        out.append(("POST /deposit run: CPU, % of one core", _cpu(a["post_api"]["cpu_pct"]), "", "", "(info)", ""))
+    alone, bare = a.get("post_api_alone"), a["post_bare"]
+    if alone:
+        out.append(("POST /deposit, processors stopped (API + broker only)", _n(alone["rps"], "req/s"),
+                    _n(bare["rps"], "req/s"), f"{alone['rps'] / bare['rps']:.2f}×", "(info)", ""))
+        out.append(("  its CPU, % of one core", _cpu(alone["cpu_pct"]), "", "", "(info)", ""))
+    return out
+
+
 def rows(r: dict) -> list[Row]:
     out: list[Row] = []
     p = r.get("processors")
@@ -64,13 +77,8 @@ def rows(r: dict) -> list[Row]:
                         f"{ratio:.2f}×", f"≥ {target:g}×", _verdict(ratio >= target)))
             out.append((f"{name} latency p50 / p99", f"{_n(mine['p50_ms'])} / {_n(mine['p99_ms'])} ms",
                         f"{_n(bare['p50_ms'])} / {_n(bare['p99_ms'])} ms", "", "(info)", ""))
-            if route == "post" and mine.get("cpu_pct"):
-                out.append(("POST /deposit run: CPU, % of one core", _cpu(mine["cpu_pct"]), "", "", "(info)", ""))
-            alone = a.get("post_api_alone")
-            if route == "post" and alone:
-                out.append(("POST /deposit, processors stopped (API + broker only)", _n(alone["rps"], "req/s"),
-                            _n(bare["rps"], "req/s"), f"{alone['rps'] / bare['rps']:.2f}×", "(info)", ""))
-                out.append(("  its CPU, % of one core", _cpu(alone["cpu_pct"]), "", "", "(info)", ""))
+            if route == "post":
+                out.extend(_post_detail_rows(a))
         v = a["visible"]
         out.append((f"deposit→visible p50 / p99 at {v['achieved_rate']:,.0f}/s",
                     f"{_n(v['p50_ms'])} / {_n(v['p99_ms'])} ms", "", "", "p99 ≤ 100 ms at 1k/s",

@@ -23,11 +23,10 @@ from pathlib import Path
 
 
 def _settings(args):
-    from walletkit.stream.kafka import KafkaSettings
+    from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 
-    extra = dict(item.split("=", 1) for item in filter(None, args.kafka_config.split(",")))
     return KafkaSettings(args.bootstrap, client_id=f"bench-{args.cmd}", session_timeout_ms=args.session_timeout_ms,
-                         extra=extra)
+                         extra=parse_kafka_config(args.kafka_config))
 
 
 def run_processor(args) -> None:

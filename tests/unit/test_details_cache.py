@@ -6,9 +6,12 @@ batch does and calls the listener a view calls after each batch. Nothing connect
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.partitioner import partition_for
 from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST, Wallet, WalletInfoList
 from wallet_api.ledger import Ledger
 
@@ -16,16 +19,19 @@ from wallet_api.ledger import Ledger
 @pytest.fixture
 def ledger(tmp_path):
     led = Ledger(KafkaSettings("127.0.0.1:1"), tmp_path, partitions=8, create_topics=False)
+    led.emitter._partitions = 8  # what start() learns from the broker; tokens name a partition
     yield led
     led.balances.stop()
     led.flags.stop()
 
 
-def apply(ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = False, *, notify: bool = True) -> None:
+def apply(ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = False, *, notify: bool = True,
+          applied: int = 0) -> None:
     """What a batch of both views does: write the stores, then tell the listeners."""
     key = wallet_id.encode()
-    wallet = WALLET.encode(Wallet(WalletID=wallet_id, Balance=balance_micros / 1e6, BalanceMicros=balance_micros))
-    info = WALLET_INFO_LIST.encode(WalletInfoList(AboveThreshold=flagged))
+    wallet = WALLET.encode(Wallet(WalletID=wallet_id, Balance=balance_micros / 1e6, BalanceMicros=balance_micros,
+                                  AppliedOffset=applied))
+    info = WALLET_INFO_LIST.encode(WalletInfoList(AboveThreshold=flagged, AppliedOffset=applied))
     ledger.balances._store.write([(key, wallet)])
     ledger.flags._store.write([(key, info)])
     if notify:
@@ -33,17 +39,20 @@ def apply(ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = F
         ledger._on_view_batch([(key, info)])
 
 
-def balance(ledger: Ledger, wallet_id: str, **kw) -> int | None:
-    found = ledger.details(wallet_id, **kw)
+def balance(ledger: Ledger, wallet_id: str, token: str | None = None) -> int | None:
+    """What GET /details answers: ``details()``, or with a consistency token ``details_reflecting()``."""
+    found = (ledger.details(wallet_id) if token is None
+             else asyncio.run(ledger.details_reflecting(wallet_id, token, timeout=1.0)))
     return None if found is None else found.balance_micros
 
 
 def test_repeated_reads_come_from_memory_until_a_view_batch_changes_the_wallet(ledger):
     apply(ledger, "w1", 1_000_000)
     assert balance(ledger, "w1") == 1_000_000
-    apply(ledger, "w1", 2_000_000, notify=False)  # the store changed, no batch was announced
+    apply(ledger, "w1", 2_000_000, notify=False, applied=5)  # the store changed, no batch was announced
     assert balance(ledger, "w1") == 1_000_000  # so this read was served from the cache
-    assert balance(ledger, "w1", fresh=True) == 2_000_000  # token reads bypass it
+    token = f"{partition_for(b'w1', 8)}-5"
+    assert balance(ledger, "w1", token) == 2_000_000  # token reads bypass it
     ledger._on_view_batch([(b"w1", None)])
     assert balance(ledger, "w1") == 2_000_000
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from walletkit.stream.kafka import KafkaSettings
+import pytest
+
+from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 
 EXTRA = {"fetch.wait.max.ms": "10", "linger.ms": "7", "security.protocol": "SSL",
          # the guarantees rest on these: KAFKA_CONFIG must not weaken them
@@ -49,3 +51,11 @@ def test_consumers_refill_their_prefetch_promptly_and_operators_can_tune_it():
     tuned = KafkaSettings("127.0.0.1:9092", extra={"fetch.queue.backoff.ms": "5", "queued.min.messages": "1000"})
     for conf in (tuned.group_consumer("g"), tuned.reader()):
         assert (conf["fetch.queue.backoff.ms"], conf["queued.min.messages"]) == ("5", "1000")
+
+
+def test_kafka_config_text_is_key_value_pairs_and_anything_else_is_refused():
+    assert parse_kafka_config(" linger.ms=7, security.protocol = SSL ,") == {"linger.ms": "7",
+                                                                             "security.protocol": "SSL"}
+    assert parse_kafka_config("") == {}
+    with pytest.raises(ValueError, match="'acks' is not key=value"):
+        parse_kafka_config("linger.ms=7,acks")

@@ -15,7 +15,7 @@ from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.processor import DEFAULT_BATCH_SIZE
+from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES
 from walletkit.wallet.topology import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
 
     env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
              "table values kept decoded in memory across batches (hot wallets skip RocksDB and decoding)",
-             default=50_000, type=int)
+             default=DEFAULT_CACHE_ENTRIES, type=int)
     env_flag(parser, "--batch-size", "WALLET_BATCH_SIZE",
              "records processed and made durable together at most (repeated keys in a batch cost one write)",
              default=DEFAULT_BATCH_SIZE, type=int)

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from walletkit.wallet.topology import DEFAULT_PARTITIONS
 
 #: Environment variables mapped onto librdkafka properties (TLS / SASL).
@@ -89,11 +89,10 @@ def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
     for env, prop in KAFKA_ENV_PROPERTIES.items():
         if os.environ.get(env):
             extra[prop] = os.environ[env]
-    for item in filter(None, (s.strip() for s in (args.kafka_config or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--kafka-config: {item!r} is not key=value")
-        extra[key.strip()] = value.strip()
+    try:
+        extra.update(parse_kafka_config(args.kafka_config))
+    except ValueError as exc:
+        sys.exit(f"--kafka-config: {exc}")
     return KafkaSettings(
         bootstrap_servers=args.bootstrap_servers,
         client_id=client_id,

@@ -33,6 +33,17 @@ CONSUMER_PREFETCH: dict[str, Any] = {
 FETCH_WAIT_MS = 20
 
 
+def parse_kafka_config(text: str) -> dict[str, str]:
+    """librdkafka properties written ``key=value,key=value`` (KAFKA_CONFIG, --kafka-config)."""
+    extra: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not key=value")
+        extra[key.strip()] = value.strip()
+    return extra
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Where the cluster is and how to talk to it.

@@ -78,6 +78,8 @@ class ProcessorState(enum.Enum):
 #: 2,000 -> 10,000 took balance from ~150k to ~240k records/s and above_threshold from
 #: ~90k to ~170k (``make bench``); a batch then takes tens of milliseconds.
 DEFAULT_BATCH_SIZE = 10_000
+#: Decoded table values kept across batches, over all assigned partitions.
+DEFAULT_CACHE_ENTRIES = 50_000
 
 
 class Processor:
@@ -85,7 +87,7 @@ class Processor:
 
     def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
                  batch_size: int = DEFAULT_BATCH_SIZE, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
-                 commit_interval: float = 0.1, cache_entries: int = 50_000,
+                 commit_interval: float = 0.1, cache_entries: int = DEFAULT_CACHE_ENTRIES,
                  faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._settings = settings

@@ -26,6 +26,18 @@ CHANGELOG_TOPIC_ID = "changelog_topic_id"
 INPUT_TOPIC_ID = "input_topic_id"  # the input topic incarnation the table was built from
 
 
+def trim_oldest(cache: dict[Any, Any], limit: int) -> None:
+    """Keep an insertion-ordered cache within ``limit`` entries: drop the longest-cached first.
+
+    A quarter of ``limit`` more than needed goes, so a full cache is not trimmed on
+    every insertion.
+    """
+    over = len(cache) - limit
+    if over > 0:
+        for key in list(islice(cache, over + limit // 4)):
+            del cache[key]
+
+
 class TablePartition:
     """Partition ``partition`` of a group table, kept in its own store."""
 
@@ -42,12 +54,7 @@ class TablePartition:
 
         Only between batches: a dirty value must stay cached until it is flushed.
         """
-        cache = self.cache
-        over = len(cache) - self.cache_entries
-        if over > 0:
-            # Evict a quarter more than needed, so a full cache is not trimmed every batch.
-            for key in list(islice(cache, over + self.cache_entries // 4)):
-                del cache[key]
+        trim_oldest(self.cache, self.cache_entries)
 
     @property
     def changelog_offset(self) -> int:

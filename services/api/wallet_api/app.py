@@ -148,15 +148,14 @@ async def details(request: web.Request) -> web.Response:
         token = request.query.get("token") if request.query_string else None
         if token is None:
             token = request.headers.get("Consistency-Token")
-        if token is not None:
-            await ledger.wait_reflected(wallet_id, token, request.app[LIMITS].consistency_timeout)
+        found = (ledger.details(wallet_id) if token is None
+                 else await ledger.details_reflecting(wallet_id, token, request.app[LIMITS].consistency_timeout))
     except (InvalidRequest, InvalidToken) as exc:
         return json_error(400, str(exc))
     except NotReflected as exc:
         response = json_error(503, f"{exc}; retry, or read without the token")
         response.headers["Retry-After"] = "1"
         return response
-    found = ledger.details(wallet_id, fresh=token is not None)
     if found is None:
         return json_error(404, f"wallet {wallet_id} not found")
     # Wallet ids are checked to [A-Za-z0-9._:-]: nothing in them needs JSON escaping.

@@ -13,10 +13,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
-from itertools import islice
 from pathlib import Path
 
 from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
+from walletkit.stream.table import trim_oldest
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
@@ -191,7 +191,14 @@ class Ledger:
         return Receipt(original.DepositID, wallet_id, original.AmountMicros, original.CreatedAtMicros,
                        self.emitter.partition_of(wallet_id), original.Offset, replayed=True)
 
-    async def wait_reflected(self, wallet_id: str, token: str, timeout: float) -> None:
+    async def details_reflecting(self, wallet_id: str, token: str, timeout: float) -> Details | None:
+        """``details()`` once both views reflect the deposit of ``token`` (NotReflected after
+        ``timeout``), read from the views themselves: the cache may still hold the value
+        from before the batch that carried the deposit, until that batch's notification."""
+        await self._wait_reflected(wallet_id, token, timeout)
+        return self._read(wallet_id)
+
+    async def _wait_reflected(self, wallet_id: str, token: str, timeout: float) -> None:
         """Wait until both views reflect the deposit of ``token`` (NotReflected after ``timeout``)."""
         partition, offset = parse_token(token)
         if partition != self.emitter.partition_of(wallet_id):
@@ -250,28 +257,24 @@ class Ledger:
             if event is not None:
                 event.set()
 
-    def details(self, wallet_id: str, *, fresh: bool = False) -> Details | None:
-        """The wallet's balance and flag, None if the balance view does not know it.
-
-        ``fresh`` reads the views themselves, neither using nor filling the cache: after
-        waiting for a consistency token, the answer must be what the views hold now.
-        """
-        if not fresh:
-            cached = self._details.get(wallet_id, _UNCACHED)
-            if cached is not _UNCACHED:
-                return cached
+    def details(self, wallet_id: str) -> Details | None:
+        """The wallet's balance and flag, None if the balance view does not know it (cached)."""
+        cached = self._details.get(wallet_id, _UNCACHED)
+        if cached is not _UNCACHED:
+            return cached
         generation = self._details_generation
-        wallet = self.balances.get(wallet_id)
-        info = self.flags.get(wallet_id) if wallet is not None else None
-        found = None if wallet is None else Details(
-            wallet_id, wallet_balance_micros(wallet), wallet_flagged(info) if info is not None else False)
-        if not fresh:
-            # Unknown wallets are cached too (None): the batch that creates one drops the entry.
-            with self._details_lock:
-                if generation == self._details_generation:
-                    cache = self._details
-                    if len(cache) >= DETAILS_CACHE_ENTRIES:  # the longest-cached quarter goes
-                        for key in list(islice(cache, DETAILS_CACHE_ENTRIES // 4)):
-                            del cache[key]
-                    cache[wallet_id] = found
+        found = self._read(wallet_id)
+        # Unknown wallets are cached too (None): the batch that creates one drops the entry.
+        with self._details_lock:
+            if generation == self._details_generation:
+                self._details[wallet_id] = found
+                trim_oldest(self._details, DETAILS_CACHE_ENTRIES)
         return found
+
+    def _read(self, wallet_id: str) -> Details | None:
+        """``details()`` from the views themselves."""
+        wallet = self.balances.get(wallet_id)
+        if wallet is None:
+            return None
+        info = self.flags.get(wallet_id)
+        return Details(wallet_id, wallet_balance_micros(wallet), wallet_flagged(info) if info is not None else False)
