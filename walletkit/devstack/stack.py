@@ -1,6 +1,7 @@
 """``wallet-stack``: the whole service on one machine (``make run``).
 
-Starts the embedded broker, creates the topics, starts the three services with
+Starts a broker (Tansu, embedded and instant, by default; ``--kafka apache`` for a real
+Apache Kafka node, fetched with Maven the first time), starts the three services with
 their state under one directory, waits until all are ready and prints how to use
 them; Ctrl-C stops the services gracefully (drain, flush, commit), then the broker.
 """
@@ -8,13 +9,14 @@ them; Ctrl-C stops the services gracefully (drain, flush, commit), then the brok
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.broker import BROKER_KINDS, make_broker
 from walletkit.devstack.net import wait_until
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.prometheus import (
@@ -30,7 +32,7 @@ Wallet service is up (state and logs in {state}).
   API            http://localhost:{port}   (/metrics /healthz /readyz)
   balance        http://localhost:{bal}/metrics
   above_threshold http://localhost:{thr}/metrics
-  Kafka (Tansu)  {bootstrap}
+  Kafka ({kind})  {bootstrap}
 
 {prometheus}Ctrl-C stops everything.
 """
@@ -48,7 +50,10 @@ def say(msg: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="wallet-stack", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
-    p.add_argument("--broker-port", type=int, default=9092, help="embedded broker port (default 9092)")
+    p.add_argument("--kafka", choices=BROKER_KINDS, default=os.environ.get("KAFKA", "tansu") or "tansu",
+                   help="the broker: tansu (embedded, memory-only, starts at once) or apache (Apache Kafka, "
+                        "a KRaft node with its data under the state dir) (default tansu; env KAFKA)")
+    p.add_argument("--broker-port", type=int, default=9092, help="broker port (default 9092)")
     p.add_argument("--state-dir", default=".state", help="state and logs (default .state; emptied at start)")
     p.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
     p.add_argument("--with-prometheus", action="store_true",
@@ -64,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
 
     state = Path(args.state_dir).resolve()
-    # The embedded broker keeps its data in memory only: state from an earlier run
-    # describes topics that no longer exist, so start empty.
+    # Tansu keeps its data in memory only, and the Apache Kafka node's data lives under the
+    # state dir: state from an earlier run describes topics of a broker that is gone, so
+    # start empty either way.
     shutil.rmtree(state, ignore_errors=True)
 
     stopping = False
@@ -77,9 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    say(f"starting the embedded Kafka-protocol broker on 127.0.0.1:{args.broker_port}")
-    cluster = LocalCluster(state, broker=TansuBroker(port=args.broker_port, log_path=state / "logs" / "broker.log"),
-                           partitions=args.partitions)
+    name = {"tansu": "the embedded broker (Tansu)", "apache": "Apache Kafka"}[args.kafka]
+    say(f"starting {name} on 127.0.0.1:{args.broker_port}")
+    broker = make_broker(args.kafka, port=args.broker_port, log_path=state / "logs" / "broker.log",
+                         data_dir=state / "kafka")
+    cluster = LocalCluster(state, broker=broker, partitions=args.partitions)
     try:
         cluster.start_broker()
     except RuntimeError as exc:
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 alerts="the chart's rules" if rules else "none: the Helm SDK (requirements/chart.txt) renders them")
         if not stopping:
             print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap,
-                                prometheus=prometheus_text), flush=True)
+                                kind=args.kafka, prometheus=prometheus_text), flush=True)
         while not stopping:
             for svc in services:
                 svc.check_running()
