@@ -36,7 +36,8 @@ def test_code_overrides_win_and_defaults_hold_without_extra():
     s = KafkaSettings("127.0.0.1:9092", extra=EXTRA)
     assert s.producer(**{"linger.ms": 1})["linger.ms"] == 1
     plain = KafkaSettings("127.0.0.1:9092")
-    assert plain.group_consumer("g")["fetch.wait.max.ms"] == plain.reader()["fetch.wait.max.ms"] <= 50
+    # Apache Kafka answers a fetch as soon as a record arrives: librdkafka's wait stays.
+    assert "fetch.wait.max.ms" not in plain.group_consumer("g") and "fetch.wait.max.ms" not in plain.reader()
     assert plain.producer()["linger.ms"] == 2
     assert "group.instance.id" not in plain.group_consumer("g")
     assert KafkaSettings("b:1", instance_id="pod-0").group_consumer("g")["group.instance.id"] == "pod-0"

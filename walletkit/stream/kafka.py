@@ -24,15 +24,6 @@ CONSUMER_PREFETCH: dict[str, Any] = {
 }
 
 
-#: How long the broker may hold a fetch that finds no new records. Apache Kafka
-#: answers as soon as a record arrives, so there this only sets how often an idle
-#: consumer polls; brokers that hold the fetch for the whole wait (the embedded Tansu)
-#: add up to this much to each hop of a deposit's way to a view (processor, then view).
-#: librdkafka's default (500 ms) made deposit->visible p99 ~330 ms there; 50 ms gave
-#: 120-127 ms and 20 ms 101-111 ms in three runs each (make bench --phases api).
-FETCH_WAIT_MS = 20
-
-
 def parse_kafka_config(text: str) -> dict[str, str]:
     """librdkafka properties written ``key=value,key=value`` (KAFKA_CONFIG, --kafka-config)."""
     extra: dict[str, str] = {}
@@ -54,8 +45,7 @@ class KafkaSettings:
 
     bootstrap_servers: str
     client_id: str = "wallet"
-    #: Consumer-group session timeout. A SIGKILLed member holds its partitions
-    #: this long; the group's first join takes about half of it on some brokers.
+    #: Consumer-group session timeout. A SIGKILLed member holds its partitions this long.
     session_timeout_ms: int = 10_000
     #: Static group membership (``group.instance.id``), e.g. a StatefulSet pod
     #: name: a restarted member gets its partitions back without a rebalance.
@@ -111,7 +101,6 @@ class KafkaSettings:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
             "isolation.level": "read_committed",
-            "fetch.wait.max.ms": FETCH_WAIT_MS,
             **CONSUMER_PREFETCH,
         }
         if self.instance_id:
@@ -121,7 +110,6 @@ class KafkaSettings:
     def reader(self, **overrides: Any) -> dict[str, Any]:
         """A consumer that reads assigned partitions outside any group (restores, views)."""
         return self._build({
-            "fetch.wait.max.ms": FETCH_WAIT_MS,
             **CONSUMER_PREFETCH,
         }, {
             # librdkafka needs a group.id even for manual assignment; nothing is committed.

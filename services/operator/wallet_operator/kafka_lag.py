@@ -4,23 +4,13 @@ Three reads per call, all bounded by one timeout:
 
 1. the topic's partitions: ``AdminClient.list_topics`` (cluster metadata);
 2. the group's committed offsets: ``AdminClient.list_consumer_group_offsets``;
-3. each partition's end offset, from a **fetch**, not from ListOffsets.
+3. each partition's end and start offsets: ``AdminClient.list_offsets`` (ListOffsets, latest and
+   earliest) with ``read_committed`` isolation, so the end is the last stable offset the
+   processors (which read committed records only) can reach; equal to the high watermark when
+   no transaction is open. This is what ``kafka-consumer-groups --describe`` reports as lag.
 
-Why the fetch: the end offset is usually read with ListOffsets(latest) (``list_offsets`` /
-``get_watermark_offsets``). The embedded broker the tests run on (Tansu) answers that request
-wrongly (the last batch's base offset + 1: after one batch of 10 records it says 1), while every
-fetch response carries the partition's true high watermark. So a short-lived consumer, outside any
-group (``assign()``, never ``subscribe()``, nothing committed), starts each partition at the group's
-committed offset with ``enable.partition.eof``: the first record (or the end-of-partition event)
-of each partition arrives with the fetch response's high watermark in librdkafka's cache
-(``get_watermark_offsets(cached=True)``); the partition is then paused. It reads at most about
-1 KiB per partition (``max.partition.fetch.bytes``), and it is just as correct on Apache Kafka, so
-production and tests share one code path. librdkafka's statistics (``hi_offset``) would also carry
-the fetched high watermark, but only after a statistics interval; the fetch answer is immediate.
-
-A partition without a committed offset starts at offset 0 with ``auto.offset.reset=earliest``:
-the first record's offset (or the cached low watermark) is then the log start, and all records
-from there on are lag, which is what the processors (``auto.offset.reset=earliest``) will read.
+A partition without a committed offset counts from the log start: all its records are lag,
+which is what the processors (``auto.offset.reset=earliest``) will read.
 
 The calls block; the operator runs them on a thread pool with this timeout.
 """
@@ -31,8 +21,8 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from wallet_operator.decision import LagSnapshot, PartitionOffsets
 from wallet_operator.errors import KafkaUnavailable, TopicNotFound
@@ -104,59 +94,23 @@ class LagReader:
 
     def _end_offsets(self, topic: str, committed: dict[int, int | None],
                      deadline: float) -> tuple[dict[int, int], dict[int, int]]:
-        """(end, start) offsets per partition from one fetch answer each (see the module doc)."""
-        consumer = Consumer({
-            **self._config,
-            # Needed by librdkafka even for assign(); nothing joins this group or commits to it.
-            "group.id": f"{self._config['client.id']}-lag-probe",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            # The processors read committed records only: measure against the same end (the
-            # last stable offset; equal to the high watermark without open transactions).
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 50,
-            "max.partition.fetch.bytes": 1024,
-            "socket.connection.setup.timeout.ms": max(1000, int(self.timeout * 1000)),
-        })
-        ends: dict[int, int] = {}
-        starts: dict[int, int] = {}
-        try:
-            consumer.assign([TopicPartition(topic, p, 0 if c is None else c) for p, c in committed.items()])
-            pending = set(committed)
-            while pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise KafkaUnavailable(f"no fetch answer for {topic} partitions {sorted(pending)} "
-                                           f"within {self.timeout:g}s")
-                for message in consumer.consume(num_messages=len(pending), timeout=min(left, 0.2)):
-                    partition = message.partition()
-                    error = message.error()
-                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                        if error.fatal() or not error.retriable():
-                            raise KafkaUnavailable(f"fetching {topic}: {error.str()}")
-                        continue
-                    if partition not in pending:
-                        continue
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-                    if error is not None:  # end of partition: its offset is the end offset
-                        end = message.offset()
-                        first = end
-                    else:
-                        end = high
-                        first = message.offset()
-                    if end is None or end < 0:
-                        continue  # no watermark yet; the next answer will carry it
-                    ends[partition] = end
-                    starts[partition] = low if 0 <= low <= first else first
-                    pending.discard(partition)
-                    consumer.pause([TopicPartition(topic, partition)])
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"fetching {topic}: {_describe(exc)}") from exc
-        finally:
-            consumer.close()
+        """(end, start) offsets per partition: ListOffsets latest and earliest, read_committed."""
+        ends = self._list_offsets(topic, committed, OffsetSpec.latest(), deadline)
+        starts = self._list_offsets(topic, committed, OffsetSpec.earliest(), deadline)
         return ends, starts
+
+    def _list_offsets(self, topic: str, partitions: dict[int, int | None], spec: OffsetSpec,
+                      deadline: float) -> dict[int, int]:
+        request = {TopicPartition(topic, p): spec for p in partitions}
+        try:
+            futures = self._admin_client().list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED,
+                                                        request_timeout=_remaining(deadline))
+            return {tp.partition: future.result(timeout=_remaining(deadline)).offset
+                    for tp, future in futures.items()}
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot list offsets of {topic}: {_describe(exc)}") from exc
+        except TimeoutError as exc:
+            raise KafkaUnavailable(f"offsets of {topic}: no answer within {self.timeout:g}s") from exc
 
     def close(self) -> None:
         self._admin = None  # AdminClient has no close(); dropping it stops its threads
