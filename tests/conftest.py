@@ -1,7 +1,7 @@
 """Fixtures shared by the test suite.
 
-Integration tests run real components: the Tansu broker (Kafka protocol) on a free
-loopback port, the services as processes started from their console scripts, real
+Integration tests run real components: Apache Kafka (KRaft nodes, walletkit.devstack.kafka)
+on free loopback ports, the services as processes started from their console scripts, real
 RocksDB, real HTTP. Nothing is mocked.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 
 
@@ -34,7 +34,7 @@ def module_cluster(request, tmp_path_factory):
     """One broker and cluster shared by a module's tests (for tests that only add data)."""
     root = tmp_path_factory.mktemp("cluster")
     (root / "logs").mkdir(exist_ok=True)
-    c = LocalCluster(root, broker=TansuBroker(log_path=root / "logs" / "broker.log")).start_broker()
+    c = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log")).start_broker()
     yield c
     if request.session.testsfailed:
         _dump_logs(root)
@@ -45,13 +45,13 @@ def module_cluster(request, tmp_path_factory):
 def broker(tmp_path: Path):
     """A fresh, empty broker for one test."""
     (tmp_path / "logs").mkdir(exist_ok=True)
-    b = TansuBroker(log_path=tmp_path / "logs" / "broker.log").start()
+    b = ApacheKafka(log_path=tmp_path / "logs" / "broker.log").start()
     yield b
     b.stop()
 
 
 @pytest.fixture
-def cluster(request, tmp_path: Path, broker: TansuBroker):
+def cluster(request, tmp_path: Path, broker: ApacheKafka):
     """A LocalCluster on the test's broker; services are started by the test."""
     c = LocalCluster(tmp_path, broker=broker)
     yield c

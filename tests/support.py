@@ -27,9 +27,9 @@ class Deposit:
 class DepositWriter:
     """Writes deposits straight to the ``deposit`` topic, as an emitter would."""
 
-    def __init__(self, bootstrap: str, partitions: int = 8) -> None:
+    def __init__(self, bootstrap: str, partitions: int = 8, **config) -> None:
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                                  "linger.ms": 5})
+                                  "linger.ms": 5, **config})
         self.partitions = partitions
         self.acked: list[Deposit] = []
         self.failed = 0

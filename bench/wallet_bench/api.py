@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
 from walletkit.stream.partitioner import partition_for
@@ -94,7 +94,7 @@ def _bare_http(work: Path) -> tuple[subprocess.Popen, str]:
 
 def _stack(opts, work: Path, name: str, progress: Progress) -> LocalCluster:
     """A fresh broker and the three services, ready."""
-    broker = TansuBroker(log_path=work / "logs" / f"broker-{name}.log")
+    broker = ApacheKafka(log_path=work / "logs" / f"broker-{name}.log")
     cluster = LocalCluster(work / f"stack-{name}", broker=broker, partitions=opts.partitions,
                            session_timeout_ms=opts.session_timeout_ms,
                            extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)

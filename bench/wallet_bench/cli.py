@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help="consume batch of the processors, the raw loop and Quix's commit_every (the services' default)")
     p.add_argument("--session-timeout-ms", type=int, default=6000,
-                   help="consumer-group session timeout (the embedded broker's first join takes half)")
+                   help="consumer-group session timeout")
     p.add_argument("--kafka-config", default="",
                    help="extra librdkafka properties (key=value,...) for the walletkit side: processors, raw loop, "
                         "restore and the services (their KAFKA_CONFIG), e.g. to try fetch.wait.max.ms=10")
@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 QUICK = dict(deposits=3000, wallets=300, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
-             session_timeout_ms=3000, quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
+             quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
              catch_up_timeout=30)
 
 

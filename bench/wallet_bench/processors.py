@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.kafka import ApacheKafka
 from walletkit.stream import KafkaSettings, TopicManager
 from walletkit.stream.kafka import CONSUMER_PREFETCH
 from wallet_bench import profiling
@@ -19,7 +19,7 @@ TOPIC = "deposit"
 
 def run(opts, work: Path, progress: Progress) -> dict:
     results: dict = {}
-    with TansuBroker(log_path=work / "logs" / "broker-processors.log") as broker:
+    with ApacheKafka(log_path=work / "logs" / "broker-processors.log") as broker:
         bs = broker.bootstrap
         TopicManager(KafkaSettings(bs)).ensure_stream(TOPIC, opts.partitions)
         progress.say(f"processors: loading {opts.deposits:,} deposits over {opts.wallets:,} wallets "

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from walletkit.devstack.broker import TansuBroker
+from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.net import wait_until
 from walletkit.stream import KafkaSettings, TopicManager
@@ -48,7 +48,7 @@ def _restore(opts, bs: str, topic: str, kind: str, work: Path, progress: Progres
 def run(opts, work: Path, progress: Progress) -> dict:
     results: dict = {"wallets": opts.table_wallets}
     n = opts.table_wallets
-    broker = TansuBroker(log_path=work / "logs" / "broker-tables.log")
+    broker = ApacheKafka(log_path=work / "logs" / "broker-tables.log")
     cluster = LocalCluster(work / "tables", broker=broker, partitions=opts.partitions,
                            session_timeout_ms=opts.session_timeout_ms,
                            extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)

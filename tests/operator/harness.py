@@ -1,5 +1,5 @@
 """The operator under test: kopf running our handlers against the kmock Kubernetes emulator, with a
-real (embedded) Kafka broker for the lag. Helpers to build lag and to watch the emulator's objects."""
+real Apache Kafka broker for the lag. Helpers to build lag and to watch the emulator's objects."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The operator end to end: kopf running the real handlers against the kmock Kubernetes API
-emulator, with a real (embedded) Kafka broker for the lag.
+emulator, with a real Apache Kafka broker for the lag.
 
 What the emulator is: an in-memory API server (discovery, list/watch, create, merge patches,
 finalizers). What it is not: no admission, no schema or CEL validation, no controllers (a
@@ -30,9 +30,9 @@ DOWN_WINDOW = 3     # scale-down stabilization window in these tests
 
 @pytest.fixture
 def broker(tmp_path):
-    from walletkit.devstack.broker import TansuBroker
+    from walletkit.devstack.kafka import ApacheKafka
 
-    b = TansuBroker(log_path=tmp_path / "broker.log").start()
+    b = ApacheKafka(log_path=tmp_path / "broker.log").start()
     yield b
     b.stop()
 
@@ -202,7 +202,7 @@ async def test_kafka_down_or_a_missing_statefulset_is_degraded_with_a_message(km
         await wait_for(lambda: condition_of(kmock, "wallet-balance", "Ready").get("status") == "True", 10,
                        "a healthy scaler")
 
-        await asyncio.to_thread(broker.stop)  # Tansu takes seconds to stop with clients connected
+        await asyncio.to_thread(broker.stop)  # a controlled shutdown takes a moment
         degraded = await wait_for(
             lambda: (c := condition_of(kmock, "wallet-balance", "Degraded")).get("status") == "True" and c,
             15, "Degraded once Kafka is gone")

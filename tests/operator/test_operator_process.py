@@ -1,7 +1,7 @@
 """The operator as the chart runs it: the container's command and environment are taken from the
 rendered chart and run as a local process (the real ``main()``: flags from the environment, JSON
 logs, the metrics server, kopf's liveness endpoint, SIGTERM), against the kmock emulator and the
-embedded broker. Substituted, each checked against the chart first: the broker address, the two
+Apache Kafka node. Substituted, each checked against the chart first: the broker address, the two
 ports (free loopback ones), the API server URL (the emulator instead of the in-cluster
 ServiceAccount), the downward-API values, a short sync period and no scale-up window."""
 
@@ -66,7 +66,7 @@ async def http_get(url: str) -> tuple[int, str]:
 
 
 async def test_the_chart_s_operator_container_scales_serves_metrics_and_health_and_stops_cleanly(kmock, tmp_path):
-    from walletkit.devstack.broker import TansuBroker
+    from walletkit.devstack.kafka import ApacheKafka
     from walletkit.devstack.net import free_port
 
     rendered = render(VALUES)
@@ -79,7 +79,7 @@ async def test_the_chart_s_operator_container_scales_serves_metrics_and_health_a
     assert scaler["spec"]["scaleUp"]["stabilizationWindowSeconds"] == 60
     scaler["spec"]["scaleUp"]["stabilizationWindowSeconds"] = 0
 
-    broker = TansuBroker(log_path=tmp_path / "broker.log").start()
+    broker = ApacheKafka(log_path=tmp_path / "broker.log").start()
     metrics_port, health_port = free_port(), free_port()
     log = tmp_path / "operator.log"
     proc = None
