@@ -18,6 +18,7 @@ from support import (
     Deposit, DepositWriter, balances_in_table, create_topics, balances_match, details, expected_balances, flags_in_table, wait_for,
 )
 from walletkit.devstack.net import http_get
+from walletkit.stream.changelog import stored_position
 from walletkit.stream.store import Store
 from wallet_above_threshold.threshold import Rule, flagged_by_definition
 
@@ -194,7 +195,7 @@ def test_api_view_resumes_from_its_checkpoint_after_restart(cluster):
     wait_for(lambda: details(api.port, "v39")[0] == 200, 20, "views to see the deposits")
     assert api.stop() == 0
     store = Store(cluster.state_dir("api") / "balance-table")
-    checkpointed = sum(max(store.meta_int(f"offset:{p}", 0), 0) for p in range(8))
+    checkpointed = sum(stored_position(store, p) for p in range(8))
     store.close()
     assert checkpointed == 40, f"the view checkpointed {checkpointed} of 40 changelog records"
     api.start().wait_ready(60)

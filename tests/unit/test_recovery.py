@@ -1,4 +1,4 @@
-"""merge_changelog (walletkit.stream.recovery) on a real RocksDB, with the balance-table codec."""
+"""merge_changelog (walletkit.stream.changelog) on a real RocksDB, with the balance-table codec."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import random
 
 import pytest
 
-from walletkit.stream.recovery import merge_changelog
+from walletkit.stream.changelog import CHANGELOG_TOPIC_ID, merge_changelog, position_key
 from walletkit.stream.store import Store
-from walletkit.stream.table import CHANGELOG_OFFSET, CHANGELOG_TOPIC_ID
 from walletkit.wallet.codecs import WALLET, Wallet, wallet_balance_micros
+
+CHANGELOG_OFFSET = position_key(0)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store
-from walletkit.stream.table import CHANGELOG_OFFSET, INPUT_TOPIC_ID, TablePartition, Transaction
+from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
 from walletkit.stream.topics import TopicManager, table_topic
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class Processor:
                 log.warning("closing consumer: %s", exc)
         restorer = getattr(self, "_restorer", None)
         if restorer is not None:
-            restorer._consumer.close()
+            restorer.close()
         producer = getattr(self, "_producer", None)
         if producer is not None:
             producer.flush(5)
@@ -360,7 +360,7 @@ class Processor:
             self._faults.maybe_crash("after_changelog")
         for p, kvs in changes.items():
             if kvs:  # a batch of only replays or skips changes nothing locally
-                txns[p].table.store.write(kvs, {CHANGELOG_OFFSET: self._delivered[p] + 1})
+                txns[p].table.store.write(kvs, txns[p].table.checkpoint(self._delivered[p] + 1))
         metrics.CHANGELOG_RECORDS.labels(spec.group).inc(count)
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if self._faults:

@@ -17,13 +17,12 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
+from walletkit.stream.changelog import position_key, stored_position, stored_topic_id
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.store import Store
 
-#: Metadata names in a table store.
-CHANGELOG_OFFSET = "changelog_offset"  # next changelog offset to read
-CHANGELOG_TOPIC_ID = "changelog_topic_id"
-INPUT_TOPIC_ID = "input_topic_id"  # the input topic incarnation the table was built from
+#: Metadata name of the input topic incarnation a processor's table was built from.
+INPUT_TOPIC_ID = "input_topic_id"
 
 
 def trim_oldest(cache: dict[Any, Any], limit: int) -> None:
@@ -59,12 +58,15 @@ class TablePartition:
     @property
     def changelog_offset(self) -> int:
         """Next changelog offset this store has not seen (0 when empty)."""
-        return max(self.store.meta_int(CHANGELOG_OFFSET, 0), 0)
+        return stored_position(self.store, self.partition)
 
     @property
     def changelog_topic_id(self) -> str | None:
-        raw = self.store.meta(CHANGELOG_TOPIC_ID)
-        return raw.decode() if raw is not None else None
+        return stored_topic_id(self.store)
+
+    def checkpoint(self, next_offset: int) -> dict[str, int]:
+        """The metadata that records ``next_offset`` as this partition's changelog position."""
+        return {position_key(self.partition): next_offset}
 
     def get(self, key: str) -> Any | None:
         raw = self.store.get(key.encode())

@@ -1,9 +1,10 @@
 """View: a local replica of a group table, followed from its changelog (Goka's View).
 
-A background thread reads every partition of the changelog topic into one local
-RocksDB, with the next offset of each partition checkpointed in the same atomic
-write as the values it covers, so a restarted view resumes where it stopped. The
-view is *caught up* once it reached the end of every partition since it started.
+A background thread follows every partition of the changelog topic with a
+:class:`~walletkit.stream.changelog.ChangelogFollower` (the reader restores use) into
+one local RocksDB, each partition's next offset checkpointed in the same atomic write
+as the values it covers, so a restarted view resumes where it stopped. The view is
+*caught up* once it reached the end of every partition since it started.
 """
 
 from __future__ import annotations
@@ -16,23 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from walletkit.stream import metrics
+from walletkit.stream.changelog import ChangelogFollower, stored_topic_id
 from walletkit.stream.codec import TableCodec
-from walletkit.stream.errors import StreamError
-from walletkit.stream.kafka import KafkaSettings, consume_ready
-from walletkit.stream.recovery import merge_changelog
+from walletkit.stream.kafka import KafkaSettings
 from walletkit.stream.store import Store
 from walletkit.stream.topics import TopicManager
 
 log = logging.getLogger(__name__)
-
-_TOPIC_ID = "topic_id"
-
-
-def _offset_key(partition: int) -> str:
-    return f"offset:{partition}"
 
 
 class ViewState(enum.Enum):
@@ -146,73 +140,42 @@ class View:
             partitions, topic_id = self._topic_layout()
         except _Stopped:
             return
-        stored_id = self._store.meta(_TOPIC_ID)
-        if stored_id is not None and stored_id.decode() != topic_id:
-            raise _Rebuild(f"local replica belongs to topic id {stored_id.decode()}, the topic now has {topic_id}")
-        positions = {p: max(self._store.meta_int(_offset_key(p), 0), 0) for p in range(partitions)}
-        self._positions = positions
-        pending_eof = set(positions)
-        consumer = Consumer(self._settings.reader())
-        consumer.assign([TopicPartition(self.topic, p, off if off > 0 else OFFSET_BEGINNING)
-                         for p, off in positions.items()])
-        log.info("view %s: following %d partitions from %s", self.topic, partitions, positions)
-        merge, store, codec = merge_changelog, self._store, self.codec
+        stored_id = stored_topic_id(self._store)
+        if stored_id is not None and stored_id != topic_id:
+            raise _Rebuild(f"local replica belongs to topic id {stored_id}, the topic now has {topic_id}")
+        follower = ChangelogFollower(Consumer(self._settings.reader()), self.topic, self.codec,
+                                     batch_size=self._batch)
+        self._follower = follower
+        pending_eof = set(range(partitions))
         try:
+            follower.assign({p: self._store for p in range(partitions)}, topic_id)
+            self._positions = follower.positions
+            log.info("view %s: following %d partitions from %s", self.topic, partitions, dict(follower.positions))
             while not self._stop.is_set():
-                msgs = consume_ready(consumer, self._batch, 0.1)
-                if not msgs:
-                    continue
-                records: list[tuple[bytes, bytes | None]] = []
-                touched: dict[str, int | str] = {}
-                first_ts: dict[int, int] = {}  # partition -> timestamp (ms) of its first record in this batch
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        code = err.code()
-                        if code == KafkaError._PARTITION_EOF:
-                            p = m.partition()
-                            metrics.VIEW_LAG.labels(self.topic, str(p)).set(0)
-                            if pending_eof:
-                                pending_eof.discard(p)
-                                if not pending_eof:
-                                    self._mark_caught_up()
-                            continue
-                        if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
-                            raise _Rebuild(f"offset out of range on partition {m.partition()}")
-                        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                            raise _Rebuild("the topic disappeared")
-                        if err.fatal():
-                            raise StreamError(f"view {self.topic}: {err.str()}")
-                        log.warning("view %s: %s", self.topic, err.str())
-                        continue
-                    records.append((m.key(), m.value()))
-                    p = m.partition()
-                    if p not in first_ts:
-                        first_ts[p] = m.timestamp()[1]
-                    nxt = m.offset() + 1
-                    positions[p] = nxt
-                    touched[_offset_key(p)] = nxt
-                if records:
-                    touched[_TOPIC_ID] = topic_id
-                    with self._wipe_lock:
-                        merge(store, codec, records, touched)
-                    self._m_records.inc(len(records))
-                    self._observe_batch(consumer, positions, first_ts)
+                batch = follower.poll(0.1, apply_lock=self._wipe_lock)
+                if batch.out_of_range:
+                    raise _Rebuild(f"offset out of range on partitions {sorted(batch.out_of_range)}")
+                if batch.topic_gone:
+                    raise _Rebuild("the topic disappeared")
+                for p in batch.ended:
+                    metrics.VIEW_LAG.labels(self.topic, str(p)).set(0)
+                if pending_eof and batch.ended:
+                    pending_eof -= batch.ended
+                    if not pending_eof:
+                        self._mark_caught_up()
+                if batch.records:
+                    self._m_records.inc(len(batch.records))
+                    self._observe_batch(follower, batch.first_timestamps)
                     for listener in self._listeners:
-                        listener(records)
+                        listener(batch.records)
         finally:
-            consumer.close()
+            follower.close()
 
-    def _observe_batch(self, consumer: Consumer, positions: dict[int, int], first_ts: dict[int, int]) -> None:
+    def _observe_batch(self, follower: ChangelogFollower, first_ts: dict[int, int]) -> None:
         """Lag of the partitions a batch touched (from the fetch's high watermark) and, once caught
         up, the delay of the batch's oldest record."""
-        for p in first_ts:
-            try:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
-            except KafkaException:
-                continue
-            if high >= 0:
-                metrics.VIEW_LAG.labels(self.topic, str(p)).set(max(high - positions[p], 0))
+        for p, high in follower.end_offsets(first_ts).items():
+            metrics.VIEW_LAG.labels(self.topic, str(p)).set(max(high - follower.positions[p], 0))
         oldest = min((ts for ts in first_ts.values() if ts > 0), default=0)
         if oldest and self._caught_up.is_set():
             self._m_delay.observe(max(time.time() - oldest / 1000, 0.0))
