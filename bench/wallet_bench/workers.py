@@ -32,6 +32,7 @@ def _settings(args):
 def run_processor(args) -> None:
     from walletkit.service.runtime import tune_gc
     from walletkit.stream import Processor, TopicManager
+    from walletkit.stream.checkpoint import Guarantee
     from walletkit.wallet.topology import DEPOSIT_TOPIC
 
     if args.kind == "balance":
@@ -50,7 +51,8 @@ def run_processor(args) -> None:
     partitions = topics.partitions([DEPOSIT_TOPIC])[DEPOSIT_TOPIC]
     topics.ensure_table(spec.table_topic, partitions)
     tune_gc()  # as the console scripts do
-    proc = Processor(spec, settings, args.state_dir, batch_size=args.batch_size)
+    proc = Processor.create(spec, settings, args.state_dir, batch_size=args.batch_size,
+                            guarantee=Guarantee(args.guarantee))
     signal.signal(signal.SIGTERM, lambda *_: proc.stop())
     signal.signal(signal.SIGINT, lambda *_: proc.stop())
     proc.run()
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--topic", default="deposit")
         s.add_argument("--out-topic", default="bench-raw-out")
         s.add_argument("--kafka-config", default="", help="extra librdkafka properties, key=value,...")
+        s.add_argument("--guarantee", default="exactly_once", choices=("exactly_once", "applied_offsets"))
     s = sub.add_parser("bare-http")
     s.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)

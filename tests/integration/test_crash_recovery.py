@@ -103,12 +103,17 @@ def test_sigkill_mid_stream_and_restart_leaves_every_balance_and_flag_exact(clus
     assert kills == 6
 
 
-def test_crashes_between_changelog_write_and_commit_never_count_twice(cluster):
-    """Crash exactly where a replay follows: after the changelog write, after the store write."""
+@pytest.mark.parametrize("guarantee", ["exactly_once", "applied_offsets"])
+def test_crashes_between_changelog_write_and_commit_never_count_twice(cluster, guarantee):
+    """Crash exactly where a replay follows: after the changelog write (a transaction still
+    open under exactly-once), after the transaction committed, after the store write."""
     from walletkit.stream.faults import CRASH_EXIT_CODE
 
     rng = random.Random(42)
-    faulty = {"WALLET_FAULT_INJECTION": "after_changelog=0.15,after_store=0.15"}
+    cluster.extra_env["WALLET_PROCESSING_GUARANTEE"] = guarantee
+    # Each process crashes at one point; the next start crashes at the next one.
+    points = ["after_changelog", "after_commit", "after_store"]
+    faulty = {"WALLET_FAULT_INJECTION": f"{points[0]}=0.15"}
     create_topics(cluster.broker.bootstrap)
     for name in ("balance", "above_threshold"):
         cluster.start(name, wait=False, env=faulty)
@@ -130,13 +135,20 @@ def test_crashes_between_changelog_write_and_commit_never_count_twice(cluster):
                 assert proc.proc.returncode == CRASH_EXIT_CODE, f"{name} died for real; see {proc.log_path}"
                 crashes[name] += 1
                 # Like a restarting pod; after a few crashes it runs clean so the test ends.
-                proc.env.pop("WALLET_FAULT_INJECTION", None) if crashes[name] >= 3 else None
+                if crashes[name] >= len(points):
+                    proc.env.pop("WALLET_FAULT_INJECTION", None)
+                else:
+                    proc.env["WALLET_FAULT_INJECTION"] = f"{points[crashes[name]]}=0.15"
                 proc.start()
         time.sleep(0.2)
     feeder.join(30)
     for name in crashes:
         cluster.services[f"{name}-0"].env.pop("WALLET_FAULT_INJECTION", None)
     assert min(crashes.values()) >= 3, f"too few injected crashes: {crashes}"
+    log = cluster.services["balance-0"].log_path.read_text()
+    assert f"processing guarantee {guarantee}" in log
+    for point in points:
+        assert f"injected crash at {point}" in log, point
     expected = expected_balances(writer.acked)
     wait_for(lambda: balances_match(cluster.broker.bootstrap, expected), 90, "balances to match the acknowledged deposits")
     want = expected_flags(writer.acked)

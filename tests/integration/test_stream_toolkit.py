@@ -91,7 +91,7 @@ class Running:
     """A processor on a thread."""
 
     def __init__(self, broker, state_dir: Path, spec: GroupSpec = SPEC) -> None:
-        self.processor = Processor(spec, settings(broker), state_dir)
+        self.processor = Processor.create(spec, settings(broker), state_dir)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -201,7 +201,7 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
 
 def test_processor_refuses_topics_that_are_not_copartitioned(broker, tmp_path):
     make_topics(broker, input_partitions=4, table_partitions=8)
-    processor = Processor(SPEC, settings(broker), tmp_path / "proc")
+    processor = Processor.create(SPEC, settings(broker), tmp_path / "proc")
     with pytest.raises(CoPartitioningError, match="events=4, counter-table=8"):
         processor.run()
     assert processor.state is ProcessorState.FAILED
@@ -236,7 +236,7 @@ def test_a_recreated_input_topic_is_refused_not_silently_skipped(broker, tmp_pat
     run.stop()
     delete_topic(broker, tm, "events")
     tm.ensure_stream("events", 4)
-    processor = Processor(SPEC, settings(broker), tmp_path / "proc")
+    processor = Processor.create(SPEC, settings(broker), tmp_path / "proc")
     with pytest.raises(StreamError, match="deleted and recreated"):
         processor.run()
     assert processor.state is ProcessorState.FAILED

@@ -15,6 +15,8 @@ class Broker(Protocol):
     kind: str
     #: librdkafka properties the services need on this broker (KAFKA_CONFIG); empty on Apache Kafka.
     client_config: dict[str, str]
+    #: Further environment of the services on this broker; empty on Apache Kafka.
+    service_env: dict[str, str]
 
     @property
     def bootstrap(self) -> str: ...

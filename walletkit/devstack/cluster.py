@@ -32,6 +32,7 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         env = {
+            **getattr(self.broker, "service_env", {}),
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "WALLET_PARTITIONS": str(self.partitions),
             # A SIGKILLed member holds its partitions this long; 6 s is the shortest session

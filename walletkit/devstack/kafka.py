@@ -210,6 +210,7 @@ class ApacheKafka:
 
     kind = "apache"
     client_config: dict[str, str] = {}
+    service_env: dict[str, str] = {}
 
     def __init__(self, nodes: int = 1, *, host: str = "127.0.0.1", port: int | None = None,
                  log_path: str | Path | None = None, data_dir: str | Path | None = None,

@@ -23,6 +23,9 @@ class TansuBroker:
     #: (Apache Kafka answers as soon as a record arrives), so librdkafka's 500 ms default
     #: adds up to half a second to each hop of a deposit's way to a view there.
     client_config = {"fetch.wait.max.ms": "20"}
+    #: Environment the services get on this broker: Tansu does not hide aborted records
+    #: from read_committed readers, so transactions cannot fence anything there.
+    service_env = {"WALLET_PROCESSING_GUARANTEE": "applied_offsets"}
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: str | Path | None = None) -> None:
         self.host = host

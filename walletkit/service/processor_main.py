@@ -14,6 +14,7 @@ from walletkit.service.ops import OpsServer
 from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
+from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES
 from walletkit.wallet.topology import ensure_topics
@@ -38,10 +39,13 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
     tune_gc()
-    processor = Processor(spec, settings, args.state_dir, batch_size=args.batch_size, cache_entries=args.cache_entries,
-                          faults=CrashInjector(faults) if faults else None)
+    processor = Processor.create(spec, settings, args.state_dir, guarantee=Guarantee(args.processing_guarantee),
+                                 batch_size=args.batch_size, cache_entries=args.cache_entries,
+                                 faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
+                                 if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
-                    status=lambda: {"state": processor.state.value, "partitions": processor.partitions})
+                    status=lambda: {"state": processor.state.value, "partitions": processor.partitions,
+                                    "guarantee": processor.guarantee.value})
     ops.start()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -70,10 +74,18 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
     env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
              "table values kept decoded in memory across batches (hot wallets skip RocksDB and decoding)",
              default=DEFAULT_CACHE_ENTRIES, type=int)
+    env_flag(parser, "--processing-guarantee", "WALLET_PROCESSING_GUARANTEE",
+             "exactly_once: a batch's changelog records and input offsets commit in one Kafka transaction, "
+             "which fences a member whose partitions moved on; applied_offsets: for brokers without working "
+             "transactions, replays are recognised by the input offset each table value carries",
+             default=Guarantee.EXACTLY_ONCE.value, choices=[g.value for g in Guarantee])
     env_flag(parser, "--batch-size", "WALLET_BATCH_SIZE",
              "records processed and made durable together at most (repeated keys in a batch cost one write)",
              default=DEFAULT_BATCH_SIZE, type=int)
     args = parse(parser, argv)
+    if args.processing_guarantee not in {g.value for g in Guarantee}:
+        parser.error(f"--processing-guarantee / WALLET_PROCESSING_GUARANTEE must be one of "
+                     f"{', '.join(g.value for g in Guarantee)}, not {args.processing_guarantee!r}")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.cache_entries < 0:

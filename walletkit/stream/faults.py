@@ -10,11 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 
 log = logging.getLogger(__name__)
 
 #: Points of a processor batch where a crash can be injected.
-POINTS = ("after_changelog", "after_store")
+#: after_changelog: the changelog acknowledged (in a transaction still open under
+#: exactly-once); after_commit: the transaction committed, the store not yet written;
+#: after_store: the store written, the input offsets not yet committed (applied-offsets
+#: mode commits them later); pause_before_changelog: the process stops itself
+#: (SIGSTOP) with the batch computed and nothing written, a zombie once its session expires.
+POINTS = ("after_changelog", "after_commit", "after_store", "pause_before_changelog")
 #: Exit code of an injected crash (tells it apart from real failures).
 CRASH_EXIT_CODE = 86
 
@@ -22,7 +28,10 @@ CRASH_EXIT_CODE = 86
 class CrashInjector:
     """``spec`` like ``"after_changelog=0.05,after_store=0.05"``: probability per batch."""
 
-    def __init__(self, spec: str, seed: int | None = None) -> None:
+    def __init__(self, spec: str, seed: int | None = None, trigger: str | None = None) -> None:
+        #: A pause point fires only once this file exists, when one is given (the test
+        #: chooses the moment: ``WALLET_FAULT_TRIGGER``).
+        self.trigger = trigger
         self.odds: dict[str, float] = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
             point, _, odds = item.partition("=")
@@ -36,6 +45,15 @@ class CrashInjector:
     def maybe_crash(self, point: str) -> None:
         odds = self.odds.get(point)
         if odds and self._rng.random() < odds:
+            if point.startswith("pause_"):
+                if self.trigger and not os.path.exists(self.trigger):
+                    return
+                # Once: the test sends SIGCONT and the batch goes on as a zombie's would.
+                self.odds.pop(point)
+                log.warning("injected pause at %s (SIGSTOP)", point)
+                os.kill(os.getpid(), signal.SIGSTOP)
+                log.warning("resumed after the injected pause at %s", point)
+                return
             log.warning("injected crash at %s", point)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)

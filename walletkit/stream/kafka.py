@@ -79,6 +79,10 @@ class KafkaSettings:
             "linger.ms": 2,
             "message.timeout.ms": self.delivery_timeout_ms,
             "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
+            # A transaction left open by a member that died or froze blocks readers of its
+            # partitions (read_committed) until the broker aborts it after this long; Kafka
+            # Streams uses the same 10 s under exactly-once.
+            "transaction.timeout.ms": 10_000,
         }, {
             # An acknowledged record is on every in-sync replica, once and in order.
             "acks": "all",
@@ -95,12 +99,14 @@ class KafkaSettings:
             # Offsets are committed only for durable batches.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            # Only committed deposits are processed (a transactional emitter's aborted
+            # records never count).
+            "isolation.level": "read_committed",
         }
         defaults: dict[str, Any] = {
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
-            "isolation.level": "read_committed",
             **CONSUMER_PREFETCH,
         }
         if self.instance_id:
@@ -112,6 +118,8 @@ class KafkaSettings:
         return self._build({
             **CONSUMER_PREFETCH,
         }, {
+            # Records of aborted or still open transactions are never part of a table.
+            "isolation.level": "read_committed",
             # librdkafka needs a group.id even for manual assignment; nothing is committed.
             "group.id": f"{self.client_id}-reader",
             "enable.auto.commit": False,
@@ -143,3 +151,34 @@ def consume_ready(consumer: Any, max_messages: int, timeout: float) -> list[Any]
     if max_messages <= 1:
         return [first]
     return [first, *consumer.consume(max_messages - 1, 0)]
+
+
+class KafkaClients:
+    """Builds the Kafka clients a processor or view uses (Goka's options builders inject them).
+
+    The default builds confluent-kafka clients from :class:`KafkaSettings`; a test can pass
+    a subclass that wraps or replaces them.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+
+    def group_consumer(self, group: str, **overrides: Any) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer(self.settings.group_consumer(group, **overrides))
+
+    def reader(self, **overrides: Any) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer(self.settings.reader(**overrides))
+
+    def producer(self, **overrides: Any) -> Any:
+        from confluent_kafka import Producer
+
+        return Producer(self.settings.producer(**overrides))
+
+    def topics(self) -> Any:
+        from walletkit.stream.topics import TopicManager
+
+        return TopicManager(self.settings)

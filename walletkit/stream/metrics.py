@@ -178,12 +178,36 @@ EMITTER_CONNECTED = Gauge(
 # -- helpers used by the instrumented components -------------------------------
 
 
-def init_processor(group: str, ready: Callable[[], bool]) -> None:
+GUARANTEE = Gauge(
+    "stream_processor_guarantee",
+    "1 for the processing guarantee in force: exactly_once (Kafka transactions fence zombies) or "
+    "applied_offsets (idempotent writes, replays recognised by the offset each table value carries).",
+    ["group", "guarantee"],
+)
+TRANSACTIONS = Counter(
+    "stream_processor_transactions_total",
+    "Batches' transactions (changelog records and input offsets together) by outcome: committed or aborted.",
+    ["group", "outcome"],
+)
+FENCED = Counter(
+    "stream_processor_fenced_total",
+    "Batches the broker refused because this member was fenced: its partitions had moved to another "
+    "member (a new group generation) or its transactional id was taken over. The batch is aborted: "
+    "none of its writes become visible.",
+    ["group"],
+)
+
+
+def init_processor(group: str, ready: Callable[[], bool], guarantee: str = "exactly_once") -> None:
     """Create a processor's series up front (0 rather than absent) and bind its readiness."""
     for outcome in ("processed", "duplicate", "skipped"):
         RECORDS.labels(group, outcome)
-    for metric in (COMMIT_FAILURES, FLUSH_FAILURES, CHANGELOG_RECORDS, PARTITIONS, STATE_BYTES):
+    for metric in (COMMIT_FAILURES, FLUSH_FAILURES, CHANGELOG_RECORDS, PARTITIONS, STATE_BYTES, FENCED):
         metric.labels(group)
+    for outcome in ("committed", "aborted"):
+        TRANSACTIONS.labels(group, outcome)
+    for name in ("exactly_once", "applied_offsets"):
+        GUARANTEE.labels(group, name).set(1 if name == guarantee else 0)
     READY.labels(group).set_function(lambda: 1.0 if ready() else 0.0)
 
 

@@ -1,21 +1,22 @@
 """Processor: consumes an input stream as a consumer group and keeps a group table.
 
-The life of one batch (``_process``):
+``Processor`` keeps group membership and cadence; everything else is passed in or
+lives in its own module:
 
-1. consume up to ``batch_size`` records; for each, skip it if the key's table value
-   already reflects its offset (a replay), else run the callback, whose writes land
-   in the partition's write-back cache;
-2. write one changelog record per changed key and wait for the broker's acks;
-3. write the changed values and the changelog checkpoint to RocksDB atomically;
-4. remember the input offsets; they are committed asynchronously at most every
-   ``commit_interval`` seconds, when the input goes idle, and synchronously on
-   revocation and shutdown.
+- the clients (:class:`~walletkit.stream.kafka.KafkaClients`) and the stores
+  (:class:`LocalStores`) come from the options, not from ``run()``;
+- a batch's way to durability is a :class:`~walletkit.stream.checkpoint.Checkpoint`
+  (prepare the changelog, commit, flush the stores; or abort and rewind), under the
+  processing guarantee in force (:class:`~walletkit.stream.checkpoint.Guarantee`);
+- restoring a partition is the :class:`~walletkit.stream.recovery.Restorer`'s.
 
-A crash between any two steps is harmless: the changelog and the local store are
-reconciled by restore (highest applied offset wins), and records after the last
-commit replay as no-ops for the keys they already changed. If step 2 fails the
-batch is dropped and the consumer rewinds to its first record. No step relies on
-Kafka transactions.
+The life of one batch (``_process``): consume up to ``batch_size`` records; for each,
+skip it if the key's table value already reflects its offset (a replay), else run the
+callback, whose writes land in the partition's write-back cache; then the checkpoint
+makes the batch durable. Under applied-offsets the input offsets are then committed
+asynchronously, at most every ``commit_interval`` seconds, when the input goes idle,
+and synchronously on revocation and shutdown; under exactly-once they were part of
+the batch's transaction.
 """
 
 from __future__ import annotations
@@ -24,23 +25,25 @@ import enum
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from walletkit.stream import metrics
+from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
 from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import SkipRecord, StreamError
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import KafkaSettings, consume_ready
+from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store
 from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
-from walletkit.stream.topics import TopicManager, table_topic
+from walletkit.stream.topics import table_topic
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +85,45 @@ DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_CACHE_ENTRIES = 50_000
 
 
-class Processor:
-    """Runs one member of ``spec.group``; ``run()`` blocks until ``stop()``."""
+class LocalStores:
+    """Where a processor member keeps its state: one RocksDB per partition under ``root``,
+    and the member's persistent id (its transactional id when no instance id is set, so
+    a restart on the same disk fences whatever its predecessor left open)."""
 
-    def __init__(self, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, *,
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def open(self, partition: int) -> Store:
+        return Store(self.root / str(partition))
+
+    def member_id(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "member-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            member = uuid.uuid4().hex[:12]
+            path.write_text(member + "\n")
+            return member
+
+
+class Processor:
+    """Runs one member of ``spec.group``; ``run()`` blocks until ``stop()``.
+
+    ``Processor.create(spec, settings, state_dir, ...)`` builds the default clients and
+    stores; the constructor takes them ready-made.
+    """
+
+    def __init__(self, spec: GroupSpec, clients: KafkaClients, stores: LocalStores, *,
+                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
                  batch_size: int = DEFAULT_BATCH_SIZE, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
                  commit_interval: float = 0.1, cache_entries: int = DEFAULT_CACHE_ENTRIES,
                  faults: CrashInjector | None = None) -> None:
         self.spec = spec
-        self._settings = settings
-        self._state_dir = Path(state_dir) / spec.group
+        self._clients = clients
+        self._settings = clients.settings
+        self._stores_factory = stores
+        self.guarantee = Guarantee(guarantee)
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
@@ -107,14 +139,23 @@ class Processor:
         self._owned: dict[int, TablePartition] = {}    # currently assigned partitions
         self._assigned_once = False
         self._last_tick = time.monotonic()
-        self._delivered: dict[int, int] = {}
-        self._delivery_errors: list[str] = []
         self._m_processed = metrics.RECORDS.labels(spec.group, "processed")
         self._m_duplicate = metrics.RECORDS.labels(spec.group, "duplicate")
         self._m_skipped = metrics.RECORDS.labels(spec.group, "skipped")
         self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
         self._lag_reported: set[int] = set()
-        metrics.init_processor(spec.group, lambda: self.ready)
+        metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
+
+    @classmethod
+    def create(cls, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, **options: Any) -> "Processor":
+        """A processor with the default Kafka clients and its stores under ``state_dir/<group>``."""
+        return cls(spec, KafkaClients(settings), LocalStores(Path(state_dir) / spec.group), **options)
+
+    @property
+    def transactional_id(self) -> str:
+        """This member's transactional id: stable across restarts of the same instance."""
+        member = self._settings.instance_id or self._stores_factory.member_id()
+        return f"{self.spec.group}-{member}"
 
     # -- health ----------------------------------------------------------------
 
@@ -143,16 +184,23 @@ class Processor:
         self.state = ProcessorState.STARTING
         spec = self.spec
         try:
-            topics = TopicManager(self._settings)
+            clients = self._clients
+            topics = clients.topics()
             topics.ensure_copartitioned([spec.input_topic, spec.table_topic])
             ids = topics.topic_ids([spec.input_topic, spec.table_topic])
             self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
-            self._producer = self._new_producer()
-            self._restorer = Restorer(Consumer(self._settings.reader()), spec.table_topic, spec.table_codec,
+            transactional = self.guarantee is Guarantee.EXACTLY_ONCE
+            self._writer = ChangelogWriter(clients.producer, spec.group, self.guarantee,
+                                           transactional_id=self.transactional_id if transactional else None,
+                                           timeout=self._flush_timeout)
+            self._writer.start()
+            log.info("group %s: processing guarantee %s%s", spec.group, self.guarantee.value,
+                     f" (transactional id {self._writer.transactional_id})" if transactional else "")
+            self._restorer = Restorer(clients.reader(), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
-            self._consumer = Consumer(self._settings.group_consumer(
+            self._consumer = clients.group_consumer(
                 spec.group, on_commit=self._on_commit,
-                **metrics.statistics_config(self._settings.extra, self._on_stats)))
+                **metrics.statistics_config(self._settings.extra, self._on_stats))
             self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.state = ProcessorState.RUNNING
@@ -186,9 +234,9 @@ class Processor:
         restorer = getattr(self, "_restorer", None)
         if restorer is not None:
             restorer.close()
-        producer = getattr(self, "_producer", None)
-        if producer is not None:
-            producer.flush(5)
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
         for part in self._stores.values():
             part.close()
         self._stores.clear()
@@ -214,7 +262,7 @@ class Processor:
             for p in assigned:
                 part = self._stores.get(p)
                 if part is None:
-                    part = self._stores[p] = TablePartition(Store(self._state_dir / str(p)), self.spec.table_codec, p)
+                    part = self._stores[p] = TablePartition(self._stores_factory.open(p), self.spec.table_codec, p)
                 part.cache.clear()  # another owner may have changed the table meanwhile
                 part.cache_entries = per_partition
                 parts.append(part)
@@ -334,40 +382,22 @@ class Processor:
                 self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
 
     def _flush(self, txns: dict[int, Transaction]) -> bool:
-        """Make a batch durable and queue its offsets for commit; on a changelog failure rewind it."""
+        """Make a batch durable through its checkpoint; on failure abort and rewind it."""
         spec = self.spec
         started = time.perf_counter()
-        changes = {p: txn.changes() for p, txn in txns.items()}
-        self._delivered = {}
-        self._delivery_errors = []
-        produce = self._producer.produce
-        topic = spec.table_topic
-        count = 0
-        for p, kvs in changes.items():
-            for key, value in kvs:
-                while True:
-                    try:
-                        produce(topic, value, key, partition=p, on_delivery=self._on_delivery)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
-                count += 1
-        remaining = self._producer.flush(self._flush_timeout) if count else 0
-        if remaining or self._delivery_errors:
-            self._rewind(txns, remaining)
+        checkpoint = Checkpoint(txns, self._writer, self._consumer, input_topic=spec.input_topic,
+                                table_topic=spec.table_topic, faults=self._faults)
+        try:
+            checkpoint.prepare()
+            checkpoint.commit()
+        except CheckpointFailed as exc:
+            checkpoint.abort(exc, set(self._owned))
+            self._stop.wait(0.2 if exc.fenced else 1.0)
             return False
-        if self._faults:
-            self._faults.maybe_crash("after_changelog")
-        for p, kvs in changes.items():
-            if kvs:  # a batch of only replays or skips changes nothing locally
-                txns[p].table.store.write(kvs, txns[p].table.checkpoint(self._delivered[p] + 1))
-        metrics.CHANGELOG_RECORDS.labels(spec.group).inc(count)
+        to_commit = checkpoint.flush()
+        metrics.CHANGELOG_RECORDS.labels(spec.group).inc(checkpoint.records)
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
-        if self._faults:
-            self._faults.maybe_crash("after_store")
-        for p, txn in txns.items():
-            self._to_commit[p] = txn.last_offset + 1
-            txn.table.trim_cache()
+        self._to_commit.update(to_commit)
         return True
 
     def _commit(self, *, asynchronous: bool, partitions: list[int] | None = None) -> None:
@@ -416,40 +446,3 @@ class Processor:
         self._lag_reported = metrics.set_partition_gauges(
             metrics.CONSUMER_LAG, self.spec.group, {p: v for p, v in lag.items() if p in owned}, self._lag_reported)
         metrics.STATE_BYTES.labels(self.spec.group).set(sum(part.store.size_bytes() for part in owned.values()))
-
-    def _new_producer(self) -> Producer:
-        self._producer_fatal = False
-        return Producer(self._settings.producer(**{"linger.ms": 1, "error_cb": self._on_producer_error}))
-
-    def _on_producer_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._producer_fatal = True
-        log.warning("group %s changelog producer: %s", self.spec.group, err.str())
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(err.str())
-            return
-        p = msg.partition()
-        off = msg.offset()
-        if off > self._delivered.get(p, -1):
-            self._delivered[p] = off
-
-    def _rewind(self, txns: dict[int, Transaction], remaining: int) -> None:
-        metrics.FLUSH_FAILURES.labels(self.spec.group).inc()
-        reason = self._delivery_errors[0] if self._delivery_errors else f"{remaining} records unacknowledged"
-        log.error("group %s: changelog write failed (%s); rewinding the batch", self.spec.group, reason)
-        if remaining:
-            self._producer.purge(in_queue=True, in_flight=False)
-            self._producer.flush(1)
-        if self._producer_fatal:
-            log.warning("group %s: recreating the changelog producer after a fatal error", self.spec.group)
-            self._producer = self._new_producer()
-        for p, txn in txns.items():
-            txn.table.cache.clear()  # it holds the batch's writes, which were not made durable
-            if p in self._owned and txn.first_offset >= 0:
-                try:
-                    self._consumer.seek(TopicPartition(self.spec.input_topic, p, txn.first_offset))
-                except KafkaException as exc:
-                    log.warning("rewinding %s[%d]: %s", self.spec.input_topic, p, exc)
-        self._stop.wait(1.0)

@@ -1,0 +1,336 @@
+"""A processor batch's way to durability: the checkpoint, and the producer it writes with.
+
+The processing guarantee is one setting (:class:`Guarantee`), as in Kafka Streams:
+
+- ``exactly_once`` (Kafka transactions, in the shape of Kafka Streams' ``exactly_once_v2``,
+  KIP-447): each member owns one transactional producer; a batch's changelog records and
+  its input offsets, sent with the consumer's group metadata, commit in one transaction.
+  A member whose partitions moved on (a new group generation) cannot commit: the broker
+  refuses its offsets, the transaction aborts and none of its changelog records are ever
+  seen by a ``read_committed`` reader. That fences a paused ("zombie") member.
+- ``applied_offsets`` (brokers without working transactions, such as the embedded
+  default of ``make run``): an idempotent producer; every table value carries the input
+  offset it reflects, so a replayed record is recognised and skipped, and readers keep
+  the value with the highest applied offset. Input offsets are committed after the
+  batch is durable, asynchronously. The applied-offset check stays on in both modes as a
+  second line of defence.
+
+A :class:`Checkpoint` owns one batch and goes through numbered steps, each a state:
+
+1. ``prepare()``: OPEN -> PREPARED. One changelog record per changed key, acknowledged by
+   every in-sync replica (inside the member's transaction under exactly-once).
+2. ``commit()``: PREPARED -> COMMITTED. Exactly-once: the input offsets join the
+   transaction and it commits; changelog and offsets become visible together or not at
+   all. Applied-offsets: nothing more to do (the acks of step 1 made the changelog
+   durable; the offsets follow in step 4).
+3. ``flush()``: COMMITTED -> FLUSHED. The local stores: values and changelog position in
+   one atomic RocksDB write per partition. Under exactly-once the store is written only
+   once the transaction committed, so it never holds what the changelog may lose.
+4. Applied-offsets only: the processor commits the returned input offsets later.
+
+``abort()`` (any state before FLUSHED -> ABORTED): the transaction is aborted, the
+partitions' caches (which hold the batch's writes) are dropped and the consumer rewinds
+to the batch's first offsets; callbacks are deterministic, so the re-run produces the
+same values. A crash between any two steps is reconciled by restore (the changelog from
+the store's position, ``read_committed``) and by the committed offsets.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from walletkit.stream import metrics
+from walletkit.stream.errors import StreamError
+from walletkit.stream.faults import CrashInjector
+from walletkit.stream.table import Transaction
+
+log = logging.getLogger(__name__)
+
+
+class Guarantee(str, enum.Enum):
+    """The processing guarantee of a processor (``WALLET_PROCESSING_GUARANTEE``)."""
+
+    EXACTLY_ONCE = "exactly_once"
+    APPLIED_OFFSETS = "applied_offsets"
+
+
+class CheckpointState(enum.Enum):
+    OPEN = "open"
+    PREPARED = "prepared"
+    COMMITTED = "committed"
+    FLUSHED = "flushed"
+    ABORTED = "aborted"
+
+
+class CheckpointFailed(StreamError):
+    """A batch could not be made durable; it is aborted and re-run. ``fenced`` marks a
+    refusal because this member no longer owns its partitions (or its producer id)."""
+
+    def __init__(self, reason: str, *, fenced: bool = False) -> None:
+        super().__init__(reason)
+        self.fenced = fenced
+
+
+#: Broker answers that mean "another member owns this now": the batch can never commit.
+_FENCED_CODES = {
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID,
+    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED,
+}
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return err if isinstance(err, KafkaError) else None
+
+
+class ChangelogWriter:
+    """The member's changelog producer: transactional under exactly-once, idempotent otherwise.
+
+    ``make_producer(config_overrides)`` builds the client (the processor's options inject
+    it); a producer that hit a fatal error (fenced by a newer instance of the same
+    transactional id) is replaced by a new one.
+    """
+
+    def __init__(self, make_producer: Callable[..., Producer], group: str, guarantee: Guarantee, *,
+                 transactional_id: str | None = None, timeout: float = 30.0) -> None:
+        if guarantee is Guarantee.EXACTLY_ONCE and not transactional_id:
+            raise ValueError("exactly-once needs a transactional id")
+        self._make_producer = make_producer
+        self.group = group
+        self.guarantee = guarantee
+        self.transactional_id = transactional_id
+        self.timeout = timeout
+        self.producer: Producer | None = None
+        self._fatal = False
+        self._in_transaction = False
+        self.delivered: dict[int, int] = {}
+        self.errors: list[KafkaError] = []
+
+    @property
+    def transactional(self) -> bool:
+        return self.guarantee is Guarantee.EXACTLY_ONCE
+
+    def start(self) -> None:
+        """Create the producer; under exactly-once, register the transactional id (this fences
+        and aborts whatever an earlier instance with the same id left open)."""
+        overrides: dict[str, Any] = {"linger.ms": 1, "error_cb": self._on_error}
+        if self.transactional:
+            overrides["transactional.id"] = self.transactional_id
+        self._fatal = False
+        self._in_transaction = False
+        self.producer = self._make_producer(**overrides)
+        if self.transactional:
+            deadline = time.monotonic() + max(self.timeout, 60.0)
+            while True:
+                try:
+                    self.producer.init_transactions(self.timeout)
+                    break
+                except KafkaException as exc:
+                    err = _kafka_error(exc)
+                    if err is None or not err.retriable() or time.monotonic() > deadline:
+                        raise StreamError(f"group {self.group}: cannot register transactional id "
+                                          f"{self.transactional_id!r}: {exc}") from exc
+                    log.warning("group %s: init_transactions: %s; retrying", self.group, err.str())
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = True
+        log.warning("group %s changelog producer: %s", self.group, err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err)
+            return
+        p, off = msg.partition(), msg.offset()
+        if off > self.delivered.get(p, -1):
+            self.delivered[p] = off
+
+    def begin(self) -> None:
+        self.delivered = {}
+        self.errors = []
+        if self.transactional:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise self._failed("begin transaction", exc) from exc
+            self._in_transaction = True
+
+    def send(self, topic: str, changes: dict[int, list[tuple[bytes, bytes]]]) -> int:
+        """Queue every change; wait until all are acknowledged; return how many."""
+        producer = self.producer
+        produce = producer.produce
+        on_delivery = self._on_delivery
+        count = 0
+        try:
+            for p, kvs in changes.items():
+                for key, value in kvs:
+                    while True:
+                        try:
+                            produce(topic, value, key, partition=p, on_delivery=on_delivery)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                    count += 1
+        except KafkaException as exc:
+            raise self._failed("produce", exc) from exc
+        remaining = producer.flush(self.timeout) if count else 0
+        if remaining or self.errors:
+            reason = self.errors[0].str() if self.errors else f"{remaining} records unacknowledged"
+            raise CheckpointFailed(f"changelog write failed: {reason}",
+                                   fenced=any(e.code() in _FENCED_CODES for e in self.errors))
+        return count
+
+    def commit(self, offsets: list[TopicPartition], consumer: Consumer) -> None:
+        """Exactly-once: send the input offsets with the group metadata and commit the transaction."""
+        if not self.transactional:
+            return
+        producer = self.producer
+        try:
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), self.timeout)
+        except KafkaException as exc:
+            raise self._failed("send offsets", exc) from exc
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                producer.commit_transaction(self.timeout)
+                self._in_transaction = False
+                metrics.TRANSACTIONS.labels(self.group, "committed").inc()
+                return
+            except KafkaException as exc:
+                err = _kafka_error(exc)
+                if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
+                    continue  # the outcome is unknown: committing again is how to learn it
+                raise self._failed("commit transaction", exc) from exc
+
+    def _failed(self, step: str, exc: KafkaException) -> CheckpointFailed:
+        err = _kafka_error(exc)
+        if err is not None and err.fatal():
+            self._fatal = True
+        fenced = err is not None and (err.code() in _FENCED_CODES or "fenced" in err.str().lower())
+        return CheckpointFailed(f"{step}: {err.str() if err is not None else exc}", fenced=fenced)
+
+    def abort(self) -> None:
+        """Drop what the batch wrote: abort the transaction (or purge unsent records)."""
+        producer = self.producer
+        if producer is None:
+            return
+        if self.transactional:
+            if self._in_transaction and not self._fatal:
+                try:
+                    producer.abort_transaction(self.timeout)
+                    metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
+                except KafkaException as exc:
+                    err = _kafka_error(exc)
+                    if err is not None and err.fatal():
+                        self._fatal = True
+                    log.warning("group %s: abort transaction: %s", self.group, exc)
+            elif self._in_transaction:
+                metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
+            self._in_transaction = False
+        else:
+            producer.purge(in_queue=True, in_flight=False)
+            producer.flush(1)
+        if self._fatal:
+            log.warning("group %s: replacing the changelog producer after a fatal error", self.group)
+            self.close()
+            self.start()
+
+    def close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is None:
+            return
+        if self._in_transaction and not self._fatal:
+            try:
+                producer.abort_transaction(5)
+            except KafkaException:
+                pass
+        producer.flush(5)
+
+
+class Checkpoint:
+    """One batch of a processor on its way to durability (see the module doc for the steps)."""
+
+    def __init__(self, txns: dict[int, Transaction], writer: ChangelogWriter, consumer: Consumer, *,
+                 input_topic: str, table_topic: str, faults: CrashInjector | None = None) -> None:
+        self.txns = txns
+        self.writer = writer
+        self.consumer = consumer
+        self.input_topic = input_topic
+        self.table_topic = table_topic
+        self.faults = faults
+        self.state = CheckpointState.OPEN
+        self.changes = {p: txn.changes() for p, txn in txns.items()}
+        self.records = 0
+
+    def _expect(self, state: CheckpointState) -> None:
+        if self.state is not state:
+            raise RuntimeError(f"checkpoint is {self.state.value}, expected {state.value}")
+
+    @property
+    def next_offsets(self) -> dict[int, int]:
+        """Input offset to resume from, per partition, once this batch is durable."""
+        return {p: txn.last_offset + 1 for p, txn in self.txns.items()}
+
+    # 1.
+    def prepare(self) -> None:
+        self._expect(CheckpointState.OPEN)
+        if self.faults:
+            self.faults.maybe_crash("pause_before_changelog")
+        self.writer.begin()
+        self.records = self.writer.send(self.table_topic, self.changes)
+        self.state = CheckpointState.PREPARED
+        if self.faults:
+            self.faults.maybe_crash("after_changelog")
+
+    # 2.
+    def commit(self) -> None:
+        self._expect(CheckpointState.PREPARED)
+        self.writer.commit([TopicPartition(self.input_topic, p, off) for p, off in self.next_offsets.items()],
+                           self.consumer)
+        self.state = CheckpointState.COMMITTED
+        if self.faults:
+            self.faults.maybe_crash("after_commit")
+
+    # 3.
+    def flush(self) -> dict[int, int]:
+        """Write the stores; return the input offsets still to commit (applied-offsets mode)."""
+        self._expect(CheckpointState.COMMITTED)
+        delivered = self.writer.delivered
+        for p, kvs in self.changes.items():
+            if kvs:  # a batch of only replays or skips changes nothing locally
+                part = self.txns[p].table
+                part.store.write(kvs, part.checkpoint(delivered[p] + 1))
+        self.state = CheckpointState.FLUSHED
+        if self.faults:
+            self.faults.maybe_crash("after_store")
+        for txn in self.txns.values():
+            txn.table.trim_cache()
+        return {} if self.writer.transactional else self.next_offsets
+
+    def abort(self, reason: CheckpointFailed, owned: set[int]) -> None:
+        """Undo the batch: abort its transaction, drop the caches, rewind the owned partitions."""
+        if self.state is CheckpointState.FLUSHED:
+            raise RuntimeError("a flushed checkpoint cannot be aborted")
+        self.state = CheckpointState.ABORTED
+        group = self.writer.group
+        metrics.FLUSH_FAILURES.labels(group).inc()
+        if reason.fenced:
+            metrics.FENCED.labels(group).inc()
+            log.error("group %s: fenced, the batch's writes are refused and aborted (%s): another member "
+                      "owns these partitions now", group, reason)
+        else:
+            log.error("group %s: batch not made durable (%s); aborting and rewinding it", group, reason)
+        self.writer.abort()
+        for p, txn in self.txns.items():
+            txn.table.cache.clear()  # it holds the batch's writes, which were not made durable
+            if p in owned and txn.first_offset >= 0:
+                try:
+                    self.consumer.seek(TopicPartition(self.input_topic, p, txn.first_offset))
+                except KafkaException as exc:
+                    log.warning("rewinding %s[%d]: %s", self.input_topic, p, exc)
