@@ -14,19 +14,14 @@ import pytest
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 
+from support import dump_logs
+
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-def _dump_logs(root: Path, lines: int = 40) -> None:
-    for log in sorted((root / "logs").glob("*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        print(f"\n===== {log.name} (last {len(tail)} lines) =====")
-        print("\n".join(tail))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def module_cluster(request, tmp_path_factory):
     c = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log")).start_broker()
     yield c
     if request.session.testsfailed:
-        _dump_logs(root)
+        dump_logs(root)
     c.stop()
 
 
@@ -57,7 +52,7 @@ def cluster(request, tmp_path: Path, broker: ApacheKafka):
     yield c
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
-        _dump_logs(tmp_path)
+        dump_logs(tmp_path)
     c.stop()
 
 

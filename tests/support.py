@@ -117,6 +117,26 @@ def expected_balances(deposits: Iterable[Deposit]) -> dict[str, int]:
     return dict(out)
 
 
+def expected_flags(deposits: Iterable[Deposit]) -> dict[str, bool]:
+    """The threshold flag of every wallet, by the rule as DESIGN.md states it."""
+    from wallet_above_threshold.threshold import Rule, flagged_by_definition
+
+    per_wallet: dict[str, list[tuple[int, int]]] = {}
+    for d in deposits:
+        per_wallet.setdefault(d.wallet, []).append((d.at_micros, d.micros))
+    return {w: flagged_by_definition(ds, Rule()) for w, ds in per_wallet.items()}
+
+
+def dump_logs(root, lines: int = 40) -> None:
+    """Print the tail of every log under ``root/logs`` (for a failed test's report)."""
+    from pathlib import Path
+
+    for log in sorted((Path(root) / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n===== {log.name} (last {len(tail)} lines) =====")
+        print("\n".join(tail))
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     last = None

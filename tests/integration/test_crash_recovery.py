@@ -15,12 +15,12 @@ import time
 import pytest
 
 from support import (
-    Deposit, DepositWriter, balances_in_table, create_topics, balances_match, details, expected_balances, flags_in_table, wait_for,
+    Deposit, DepositWriter, balances_in_table, create_topics, balances_match, details, expected_balances, expected_flags,
+    flags_in_table, wait_for,
 )
 from walletkit.devstack.net import http_get
 from walletkit.stream.changelog import stored_position
 from walletkit.stream.store import Store
-from wallet_above_threshold.threshold import Rule, flagged_by_definition
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,6 @@ class BackgroundWriter(threading.Thread):
             self.writer.write(self.deposits[i:i + chunk])
             time.sleep(chunk / self.rate)
         self.writer.flush()
-
-
-def expected_flags(deposits: list[Deposit]) -> dict[str, bool]:
-    per_wallet: dict[str, list[tuple[int, int]]] = {}
-    for d in deposits:
-        per_wallet.setdefault(d.wallet, []).append((d.at_micros, d.micros))
-    return {w: flagged_by_definition(ds, Rule()) for w, ds in per_wallet.items()}
 
 
 def test_sigkill_mid_stream_and_restart_leaves_every_balance_and_flag_exact(cluster):

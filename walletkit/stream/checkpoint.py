@@ -186,13 +186,14 @@ class ChangelogWriter:
                                    fenced=any(e.code() in _FENCED_CODES for e in self.errors))
         return count
 
-    def commit(self, offsets: list[TopicPartition], consumer: Consumer) -> None:
-        """Exactly-once: send the input offsets with the group metadata and commit the transaction."""
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Exactly-once: send the input offsets with the group metadata the batch was consumed
+        under, and commit the transaction."""
         if not self.transactional:
             return
         producer = self.producer
         try:
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), self.timeout)
+            producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
         except KafkaException as exc:
             raise self._failed("send offsets", exc) from exc
         deadline = time.monotonic() + self.timeout
@@ -257,10 +258,13 @@ class Checkpoint:
     """One batch of a processor on its way to durability (see the module doc for the steps)."""
 
     def __init__(self, txns: dict[int, Transaction], writer: ChangelogWriter, consumer: Consumer, *,
-                 input_topic: str, table_topic: str, faults: CrashInjector | None = None) -> None:
+                 input_topic: str, table_topic: str, member: tuple[str | None, Any],
+                 faults: CrashInjector | None = None) -> None:
         self.txns = txns
         self.writer = writer
         self.consumer = consumer
+        #: (member id, group metadata) of the consumer when it handed out the batch's records.
+        self.member_id, self.group_metadata = member
         self.input_topic = input_topic
         self.table_topic = table_topic
         self.faults = faults
@@ -277,9 +281,25 @@ class Checkpoint:
         """Input offset to resume from, per partition, once this batch is durable."""
         return {p: txn.last_offset + 1 for p, txn in self.txns.items()}
 
+    def _check_membership(self) -> None:
+        """The member that consumed the batch must still be this consumer's identity.
+
+        librdkafka forgets its member id as soon as a heartbeat learns the member was
+        removed (its session expired while it was paused), before the application hears
+        of the lost partitions. Group metadata without a member would be accepted by the
+        broker's transactional offset commit (as from a producer outside any group), so
+        a batch whose member is gone is refused here; one whose member is only stale
+        carries the metadata it was consumed under and the broker refuses it.
+        """
+        current = self.consumer.memberid()
+        if not self.member_id or current != self.member_id:
+            raise CheckpointFailed(f"the group membership changed during the batch (member {self.member_id!r} "
+                                   f"is now {current!r})", fenced=True)
+
     # 1.
     def prepare(self) -> None:
         self._expect(CheckpointState.OPEN)
+        self._check_membership()
         if self.faults:
             self.faults.maybe_crash("pause_before_changelog")
         self.writer.begin()
@@ -291,8 +311,10 @@ class Checkpoint:
     # 2.
     def commit(self) -> None:
         self._expect(CheckpointState.PREPARED)
+        if self.writer.transactional:
+            self._check_membership()
         self.writer.commit([TopicPartition(self.input_topic, p, off) for p, off in self.next_offsets.items()],
-                           self.consumer)
+                           self.group_metadata)
         self.state = CheckpointState.COMMITTED
         if self.faults:
             self.faults.maybe_crash("after_commit")

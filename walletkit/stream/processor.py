@@ -37,7 +37,7 @@ from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
 from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
-from walletkit.stream.errors import SkipRecord, StreamError
+from walletkit.stream.errors import RestoreError, SkipRecord, StreamError
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
@@ -270,7 +270,12 @@ class Processor:
             for part in parts:
                 self._check_input_incarnation(part)
             self._owned.update({part.partition: part for part in parts})
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, RestoreError) and self._stop.is_set():
+                # Asked to stop while restoring: nothing was processed, nothing is lost; the
+                # loop ends and the process exits cleanly (SIGTERM drains, it does not fail).
+                log.info("group %s: restore interrupted by shutdown", self.spec.group)
+                return
             self.state = ProcessorState.FAILED
             log.exception("group %s: restore failed", self.spec.group)
             self._stop.set()
@@ -319,6 +324,10 @@ class Processor:
 
     def _process(self, msgs: list[Message]) -> None:
         spec = self.spec
+        # Who consumed these records, and under which generation (see Checkpoint).
+        consumer = self._consumer
+        member = (consumer.memberid(), consumer.consumer_group_metadata()
+                  if self.guarantee is Guarantee.EXACTLY_ONCE else None)
         codec = spec.table_codec
         applied = codec.applied_offset
         decode = spec.input_codec.decode
@@ -374,19 +383,19 @@ class Processor:
         if not txns:
             return
         metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
-        if self._flush(txns):
+        if self._flush(txns, member):
             self._m_processed.inc(processed)
             self._m_duplicate.inc(duplicates)
             self._m_skipped.inc(skipped)
             if oldest_ms:
                 self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
 
-    def _flush(self, txns: dict[int, Transaction]) -> bool:
+    def _flush(self, txns: dict[int, Transaction], member: tuple[str | None, Any]) -> bool:
         """Make a batch durable through its checkpoint; on failure abort and rewind it."""
         spec = self.spec
         started = time.perf_counter()
         checkpoint = Checkpoint(txns, self._writer, self._consumer, input_topic=spec.input_topic,
-                                table_topic=spec.table_topic, faults=self._faults)
+                                table_topic=spec.table_topic, member=member, faults=self._faults)
         try:
             checkpoint.prepare()
             checkpoint.commit()

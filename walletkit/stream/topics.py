@@ -46,10 +46,20 @@ class TopicManager:
         """A compacted changelog topic of a group table."""
         self._ensure(topic, partitions, {"cleanup.policy": "compact"})
 
-    def ensure_copartitioned(self, topics: list[str]) -> int:
-        """Return the common partition count; CoPartitioningError if the counts differ."""
-        counts = self.partitions(topics)
-        missing = [t for t in topics if t not in counts]
+    def ensure_copartitioned(self, topics: list[str], settle_seconds: float = 5.0) -> int:
+        """Return the common partition count; CoPartitioningError if the counts differ.
+
+        Each metadata request may go to another broker, and a topic just created on one
+        reaches the others' metadata a moment later: a missing topic is looked for again
+        for up to ``settle_seconds`` before it counts as missing.
+        """
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            counts = self.partitions(topics)
+            missing = [t for t in topics if t not in counts]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if missing:
             raise StreamError(f"topics missing: {', '.join(missing)}")
         if len(set(counts.values())) != 1:

@@ -1,0 +1,143 @@
+"""A zombie processor cannot win, on a three-node Apache Kafka cluster.
+
+balance-0 stops itself (SIGSTOP) with a batch computed and nothing written, exactly where
+a paused member is most dangerous. Its session expires; balance-1 takes every partition
+and keeps processing new deposits of the same wallets. Then balance-0 gets SIGCONT and
+finishes its stale batch. Under exactly-once the broker refuses the batch's transaction
+(its group generation is gone): the writes are aborted, never visible, seen in its log
+and in ``stream_processor_fenced_total``. Then compaction runs on the changelog and a
+processor restores from an empty disk: every balance and flag must be exact.
+
+With fencing off (``ZOMBIE_GUARANTEE=applied_offsets``) the stale values are the last
+records of their keys, compaction keeps them, and the restored balances are wrong: that is
+the hole transactions close, and how this test was checked to be able to fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from support import (
+    Deposit, DepositWriter, balances_match, create_topics, expected_balances, expected_flags, flags_in_table,
+    read_topic, wait_for,
+)
+from walletkit.devstack.net import http_get
+
+pytestmark = pytest.mark.integration
+
+UNIT = 1_000_000
+GUARANTEE = os.environ.get("ZOMBIE_GUARANTEE", "exactly_once")
+WALLETS = [f"z{i}" for i in range(40)]
+
+
+def stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def compact_fast(bootstrap: str, topic: str) -> None:
+    """Roll segments after 1 s and clean as soon as anything is dirty."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("segment.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("min.cleanable.dirty.ratio", "0.01", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("delete.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+    ])
+    admin.incremental_alter_configs([res])[res].result(15)
+
+
+def metric(port: int, name: str) -> float:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    found = re.search(rf'^{name}{{group="balance"}} ([0-9.e+]+)$', body.decode(), flags=re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def deposits(rng: random.Random, n: int, start: int) -> list[Deposit]:
+    return [Deposit(rng.choice(WALLETS), rng.randint(1, 3000) * UNIT, start + i * 1000) for i in range(n)]
+
+
+def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_cluster, tmp_path):
+    cluster = three_node_cluster
+    bootstrap = cluster.broker.bootstrap
+    cluster.extra_env["WALLET_PROCESSING_GUARANTEE"] = GUARANTEE
+    create_topics(bootstrap)
+    compact_fast(bootstrap, "balance-table")
+    rng = random.Random(4471)
+    now = int(time.time() * UNIT)
+    trigger = tmp_path / "pause-now"
+    zombie = cluster.start("balance", 0, env={"WALLET_FAULT_INJECTION": "pause_before_changelog=1",
+                                              "WALLET_FAULT_TRIGGER": str(trigger)})
+    cluster.start("above_threshold")
+    writer = DepositWriter(bootstrap)
+
+    # 1. balance-0 alone builds the table.
+    writer.write(deposits(rng, 1500, now))
+    writer.flush()
+    wait_for(lambda: balances_match(bootstrap, expected_balances(writer.acked)), 60, "the first deposits")
+
+    # 2. It stops itself in its next batch, with new values computed and nothing written.
+    trigger.touch()
+    writer.write(deposits(rng, 200, now + 2_000_000_000))
+    writer.flush()
+    wait_for(lambda: stopped(zombie.proc.pid), 30, "balance-0 to stop itself mid-batch")
+
+    # 3. Its session expires; balance-1 takes every partition and moves the same wallets on.
+    successor = cluster.start("balance", 1, wait=False)
+    successor.wait_ready(90)
+    writer.write(deposits(rng, 600, now + 4_000_000_000))
+    writer.flush()
+    wait_for(lambda: balances_match(bootstrap, expected_balances(writer.acked)), 90,
+             "balance-1 to apply every deposit while balance-0 is frozen")
+
+    # 4. The zombie wakes up and finishes its stale batch.
+    os.kill(zombie.proc.pid, signal.SIGCONT)
+    wait_for(lambda: "resumed after the injected pause" in zombie.log_path.read_text(), 30, "balance-0 to resume")
+    time.sleep(3.0)  # its batch is written (or refused) well within this
+    log = zombie.log_path.read_text()
+    if GUARANTEE == "exactly_once":
+        assert "fenced" in log, "the zombie's batch should have been refused"
+        zombie.wait_ready(90)  # it rejoined the group as a new member
+        assert metric(zombie.port, "stream_processor_fenced_total") >= 1
+
+    # 5. New deposits to other wallets roll every changelog segment; compaction then runs.
+    sentinels = [Deposit(f"roll-{i}", UNIT, now + 6_000_000_000 + i) for i in range(64)]
+    time.sleep(1.5)
+    writer.write(sentinels)
+    writer.flush()
+    expected = expected_balances(writer.acked)
+    wait_for(lambda: balances_match(bootstrap, expected), 90, "every deposit, zombie or not")
+
+    def compacted():
+        records = read_topic(bootstrap, "balance-table")
+        seen = [r[2] for r in records if r[2] is not None and not r[2].startswith(b"roll-")]
+        return len(seen) == len(set(seen)) or f"{len(seen) - len(set(seen))} superseded records left"
+    wait_for(compacted, 90, "the log cleaner to compact balance-table", interval=1.0)
+
+    # 6. A processor restored from an empty disk, and an API view built from scratch, are exact.
+    for name in ("balance-0", "balance-1"):
+        assert cluster.services[name].stop() == 0
+    shutil.rmtree(cluster.state_dir("balance", 0))
+    cluster.services["balance-0"].env.pop("WALLET_FAULT_INJECTION")
+    cluster.start("balance", 0)
+    extra = [Deposit(w, UNIT, now + 8_000_000_000 + i) for i, w in enumerate(WALLETS)]
+    writer.write(extra)
+    writer.flush()
+    expected = expected_balances(writer.acked)
+    wait_for(lambda: balances_match(bootstrap, expected), 90,
+             "balances after a restore from the compacted changelog to equal the acknowledged deposits")
+    api = cluster.start("api")
+    for wallet in WALLETS:
+        status, body = http_get(f"http://127.0.0.1:{api.port}/details/{wallet}")
+        assert status == 200
+        assert round(json.loads(body)["Balance"] * UNIT) == expected[wallet], (wallet, body)
+    wait_for(lambda: flags_in_table(bootstrap) == expected_flags(writer.acked), 60, "flags to match the model")
