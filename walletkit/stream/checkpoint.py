@@ -246,12 +246,13 @@ class ChangelogWriter:
         producer, self.producer = self.producer, None
         if producer is None:
             return
-        if self._in_transaction and not self._fatal:
-            try:
+        try:
+            if self._in_transaction and not self._fatal:
                 producer.abort_transaction(5)
-            except KafkaException:
-                pass
-        producer.flush(5)
+            # A producer in a fatal state raises here too; it has nothing left to deliver.
+            producer.flush(5)
+        except KafkaException as exc:
+            log.info("group %s: closing the changelog producer: %s", self.group, exc)
 
 
 class Checkpoint:

@@ -209,7 +209,10 @@ class Emitter:
 
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err.str()
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        # Only "all brokers down" means unreachable: a transport or resolve error names one
+        # broker, and with three of them a dead one is replaced as leader within seconds
+        # while the others keep acknowledging (a single broker's failure raises both).
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self._connected:
                 log.warning("emitter lost Kafka: %s", err.str())
             self._connected = False
