@@ -14,7 +14,7 @@ import pytest
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 
-from support import dump_logs
+from support import dump_logs, serve_cluster
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -48,12 +48,7 @@ def broker(tmp_path: Path):
 @pytest.fixture
 def cluster(request, tmp_path: Path, broker: ApacheKafka):
     """A LocalCluster on the test's broker; services are started by the test."""
-    c = LocalCluster(tmp_path, broker=broker)
-    yield c
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        dump_logs(tmp_path)
-    c.stop()
+    yield from serve_cluster(request, tmp_path, LocalCluster(tmp_path, broker=broker))
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,15 @@ def expected_flags(deposits: Iterable[Deposit]) -> dict[str, bool]:
     return {w: flagged_by_definition(ds, Rule()) for w, ds in per_wallet.items()}
 
 
+def serve_cluster(request, root, cluster):
+    """Yield ``cluster`` to a test; print its logs if the test failed; stop it."""
+    yield cluster
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        dump_logs(root)
+    cluster.stop()
+
+
 def dump_logs(root, lines: int = 40) -> None:
     """Print the tail of every log under ``root/logs`` (for a failed test's report)."""
     from pathlib import Path

@@ -7,7 +7,7 @@ import pytest
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.kafka import ApacheKafka
 
-from support import dump_logs
+from support import serve_cluster
 
 
 @pytest.fixture
@@ -15,9 +15,4 @@ def three_node_cluster(request, tmp_path):
     """Three KRaft nodes (replication 3, min.insync.replicas 2) and a LocalCluster on them."""
     (tmp_path / "logs").mkdir(exist_ok=True)
     broker = ApacheKafka(3, log_path=tmp_path / "logs" / "broker.log").start()
-    cluster = LocalCluster(tmp_path, broker=broker)
-    yield cluster
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        dump_logs(tmp_path)
-    cluster.stop()
+    yield from serve_cluster(request, tmp_path, LocalCluster(tmp_path, broker=broker))

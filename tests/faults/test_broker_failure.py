@@ -81,17 +81,13 @@ def test_killed_leaders_lose_no_acknowledged_deposit_and_nothing_restarts(three_
     async def scenario() -> None:
         load = asyncio.create_task(offer_load(api.port, answers, accepted, latencies))
         await asyncio.sleep(4)
-        deposit_leader = kafka.leader_of("deposit", 0)
-        kafka.kill_node(deposit_leader)
-        print(f"killed node {deposit_leader}, leader of deposit[0]")
-        await asyncio.sleep(6)
-        await asyncio.to_thread(kafka.start_node, deposit_leader)
-        await asyncio.sleep(2)
-        table_leader = kafka.leader_of("balance-table", 1)
-        kafka.kill_node(table_leader)
-        print(f"killed node {table_leader}, leader of balance-table[1]")
-        await asyncio.sleep(6)
-        await asyncio.to_thread(kafka.start_node, table_leader)
+        for topic, partition in (("deposit", 0), ("balance-table", 1)):
+            leader = kafka.leader_of(topic, partition)
+            kafka.kill_node(leader)
+            print(f"killed node {leader}, leader of {topic}[{partition}]")
+            await asyncio.sleep(6)
+            await asyncio.to_thread(kafka.start_node, leader)
+            await asyncio.sleep(2)
         await load
 
     asyncio.run(scenario())
