@@ -192,6 +192,7 @@ class ChangelogWriter:
         if not self.transactional:
             return
         producer = self.producer
+        started = time.monotonic()
         try:
             producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
         except KafkaException as exc:
@@ -202,6 +203,7 @@ class ChangelogWriter:
                 producer.commit_transaction(self.timeout)
                 self._in_transaction = False
                 metrics.TRANSACTIONS.labels(self.group, "committed").inc()
+                metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
                 return
             except KafkaException as exc:
                 err = _kafka_error(exc)

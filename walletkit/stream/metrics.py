@@ -57,7 +57,8 @@ FLUSH_SECONDS = Histogram(
 )
 COMMIT_SECONDS = Histogram(
     "stream_processor_commit_seconds",
-    "Time from an input offset commit's request to the coordinator's answer.",
+    "Time to commit a batch's input offsets: under exactly_once sending them to the transaction and "
+    "committing it, under applied_offsets from the commit request to the coordinator's answer.",
     ["group"],
     buckets=_BATCH_SECONDS,
 )
