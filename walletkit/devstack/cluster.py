@@ -32,7 +32,7 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         env = {
-            **getattr(self.broker, "service_env", {}),
+            **self.broker.service_env,
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "WALLET_PARTITIONS": str(self.partitions),
             # A SIGKILLed member holds its partitions this long; 6 s is the shortest session
@@ -40,7 +40,7 @@ class LocalCluster:
             "WALLET_KAFKA_SESSION_TIMEOUT_MS": str(self.session_timeout_ms),
             **self.extra_env,
         }
-        broker_config = ",".join(f"{k}={v}" for k, v in getattr(self.broker, "client_config", {}).items())
+        broker_config = ",".join(f"{k}={v}" for k, v in self.broker.client_config.items())
         if broker_config:
             env["KAFKA_CONFIG"] = ",".join(filter(None, (broker_config, env.get("KAFKA_CONFIG", ""))))
         return env

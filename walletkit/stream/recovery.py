@@ -16,7 +16,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 
 from walletkit.stream import metrics
-from walletkit.stream.changelog import ChangelogFollower, merge_changelog  # noqa: F401  (merge is re-exported)
+from walletkit.stream.changelog import ChangelogFollower
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.errors import RestoreError
 from walletkit.stream.table import TablePartition
