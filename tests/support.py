@@ -75,7 +75,8 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed"})  # what processors and views read
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out, pending = [], set(range(partitions))
     deadline = time.monotonic() + timeout

@@ -103,10 +103,26 @@ def _stack(opts, work: Path, name: str, progress: Progress) -> LocalCluster:
         cluster.start_broker()
         cluster.start("balance")  # creates the topics before the others check them
         cluster.start_all(("above_threshold", "api"))
+        _warm_up(opts, cluster, progress)
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _warm_up(opts, cluster: LocalCluster, progress: Progress) -> None:
+    """Deposits for ``--warmup-seconds``, not measured: a fresh broker's JVM interprets the
+    produce, fetch and transaction paths before its JIT compiles them (a transaction
+    costs it several times more CPU in its first seconds), so without this the first
+    figures measure the broker's start, not the service."""
+    if opts.warmup_seconds <= 0:
+        return
+    api = cluster.services["api-0"]
+    base = f"http://127.0.0.1:{api.port}"
+    progress.say(f"warm-up: POST /deposit for {opts.warmup_seconds:g}s (not measured)")
+    http_load.wrk(f"{base}/deposit", "post.lua", seconds=opts.warmup_seconds, connections=opts.connections,
+                  threads=opts.wrk_threads, wallets=opts.api_wallets)
+    _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
 
 
 def run(opts, work: Path, progress: Progress) -> dict:
@@ -186,10 +202,11 @@ def _visible(opts, work: Path, progress: Progress) -> dict:
         time.sleep(1.0)
         progress.say(f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
                      f"every {opts.visible_sample}th read back with its ConsistencyToken")
+        before = _stage_sums(cluster)
         v = _with_cpu(cluster, lambda: http_load.deposit_to_visible(
             base, opts.visible_rate, opts.visible_seconds, opts.api_wallets, opts.visible_sample, opts.seed,
             progress.tick))
-        v["stages_ms"] = _stages(cluster)
+        v["stages_ms"] = _stages(cluster, before)
         progress.say(f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
                      + (f"; failures {v['failures']}" if v["failures"] else ""))
         return {"visible": v}
@@ -205,10 +222,9 @@ _STAGES = (("processor wait", "balance-0", "stream_processor_record_delay_second
            ("POST ack", "api-0", "stream_emitter_ack_seconds"))
 
 
-def _stages(cluster: LocalCluster) -> dict[str, float]:
-    """Means of the stage histograms (the processors' record delay is the oldest record of each
-    batch: the time it waited to be fetched and consumed)."""
-    out: dict[str, float] = {}
+def _stage_sums(cluster: LocalCluster) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each stage histogram now."""
+    out: dict[str, tuple[float, float]] = {}
     for stage, service, metric in _STAGES:
         status, text = http_get(f"http://127.0.0.1:{cluster.services[service].port}/metrics", timeout=10)
         if status != 200:
@@ -219,6 +235,16 @@ def _stages(cluster: LocalCluster) -> dict[str, float]:
                 total += float(line.rsplit(" ", 1)[1])
             elif line.startswith(f"{metric}_count"):
                 count += float(line.rsplit(" ", 1)[1])
-        if count:
-            out[stage] = 1000 * total / count
+        out[stage] = (total, count)
+    return out
+
+
+def _stages(cluster: LocalCluster, before: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Means of the stage histograms since ``before`` (the processors' record delay is the
+    oldest record of each batch: the time it waited to be fetched and consumed)."""
+    out: dict[str, float] = {}
+    for stage, (total, count) in _stage_sums(cluster).items():
+        total0, count0 = before.get(stage, (0.0, 0.0))
+        if count > count0:
+            out[stage] = 1000 * (total - total0) / (count - count0)
     return out

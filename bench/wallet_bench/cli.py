@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quix", action="store_true", help="skip the Quix Streams baseline")
     p.add_argument("--processor-timeout", type=float, default=900, help="bound of one contender's run, seconds")
     p.add_argument("--api-seconds", type=float, default=10, help="duration of each wrk run")
+    p.add_argument("--warmup-seconds", type=float, default=8,
+                   help="unmeasured POST load on each fresh stack first (the broker's JIT warms up)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
     p.add_argument("--api-wallets", type=int, default=1000, help="wallets the HTTP load spreads over")
@@ -62,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
 QUICK = dict(deposits=3000, wallets=300, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
              quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
-             catch_up_timeout=30)
+             catch_up_timeout=30, warmup_seconds=1)
 
 
 def main(argv: list[str] | None = None) -> None:

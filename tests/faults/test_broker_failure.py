@@ -4,8 +4,8 @@ min.insync.replicas 2, unclean leader election off).
 Deposits go through the API at a constant arrival rate (open loop, bounded in count and
 time) while the leader of deposit partitions is SIGKILLed, later the leader of a changelog
 partition, and both are restarted. Every answer must be 202 or 503 (429 under overload);
-every deposit answered 202 must be in the ledger exactly once and in both tables exactly
-once; the processors and the API's views recover without being restarted.
+every deposit answered 202 must be in the ledger exactly once (the API emits in
+transactions) and in both tables exactly once; the processors and the API's views recover without being restarted.
 """
 
 from __future__ import annotations
@@ -106,9 +106,13 @@ def test_killed_leaders_lose_no_acknowledged_deposit_and_nothing_restarts(three_
         ledger_deposits.append(Deposit(d.WalletID, d.AmountMicros, d.CreatedAtMicros))
     lost = [k for k in accepted if k not in where]
     twice = {k: places for k, places in where.items() if len(places) > 1}
-    assert not lost, f"{len(lost)} acknowledged deposits are not in the ledger, e.g. {lost[:3]}"
     print(f"ledger: {len(where)} deposits, {len(accepted)} answered 202, "
           f"{len(where) - len(accepted)} answered 503 yet stored, {len(twice)} written twice")
+    assert not lost, f"{len(lost)} acknowledged deposits are not in the ledger, e.g. {lost[:3]}"
+    # The API emits in transactions (exactly-once): a batch re-sent during a leader change
+    # is in an aborted transaction, which read_committed readers (this one too) never see.
+    assert not twice, (f"{len(twice)} deposits are in the ledger twice, e.g. {list(twice.items())[:2]} "
+                       "(partition, offset, CreatedAtMicros)")
 
     # Both tables equal the ledger exactly (each of its records applied once), and nothing
     # was restarted.
@@ -123,14 +127,6 @@ def test_killed_leaders_lose_no_acknowledged_deposit_and_nothing_restarts(three_
     expected = expected_balances(ledger_deposits)
     for wallet in sample:
         wait_for(lambda w=wallet: _api_balance(api.port, w) == expected[w], 30, f"the API's view of {wallet}")
-    if twice:
-        # A known, open defect (see docs/architecture.md): librdkafka's idempotent producer
-        # re-sends in-flight batches with a bumped epoch during a leader transition, so the
-        # broker cannot recognise them (librdkafka issue 4953). The ledger then holds the
-        # same deposit twice and both copies are applied. Not fixed yet: processors must
-        # recognise a repeated DepositID, or the API must emit transactionally.
-        pytest.xfail(f"{len(twice)} deposits written twice to the ledger by the producer during the leader "
-                     f"change, e.g. {list(twice.items())[:2]} (partition, offset, CreatedAtMicros)")
 
 
 def _api_balance(port: int, wallet: str) -> int | None:

@@ -226,6 +226,48 @@ def test_emitter_resolves_on_ack_and_fails_clearly_without_a_broker(broker):
     asyncio.run(scenario())
 
 
+def test_transactional_emitter_commits_each_record_once_and_its_successor_fences_it(broker):
+    """Records of a transactional emitter become visible (read_committed) once, each where its
+    delivery says; a successor with the same transactional id fences the old one's lanes,
+    which take their ids back on the next emit (the old process stays usable), and records
+    of the aborted side never show."""
+    make_topics(broker)
+
+    def committed() -> list[tuple[int, int, bytes]]:
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "txn-check", "enable.partition.eof": True,
+                      "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("events", p, 0) for p in range(4)])
+        out, ends = [], set()
+        deadline = time.monotonic() + 30
+        while len(ends) < 4 and time.monotonic() < deadline:
+            for m in c.consume(500, 0.2):
+                if m.error():
+                    ends.add(m.partition())
+                else:
+                    out.append((m.partition(), m.offset(), m.value()))
+        c.close()
+        return out
+
+    async def scenario() -> None:
+        first = Emitter(settings(broker), "events", IntCodec(), transactional_id="toolkit-emitter", lanes=2)
+        await first.start()
+        deliveries = await asyncio.gather(*(first.emit(f"k{i}", i) for i in range(300)))
+        second = Emitter(settings(broker), "events", IntCodec(), transactional_id="toolkit-emitter", lanes=2)
+        await second.start()  # registers the same ids: the first's producers are fenced
+        more = await asyncio.gather(*(second.emit(f"k{i}", 1000 + i) for i in range(50)))
+        again = await first.emit("k0", 5000)  # fenced lane: re-registers, then commits
+        await second.close()
+        await first.close()
+        records = committed()
+        values = sorted(int(v) for _, _, v in records)
+        assert values == sorted([*range(300), *range(1000, 1050), 5000]), "each record exactly once"
+        where = {(p, o) for p, o, _ in records}
+        assert {(d.partition, d.offset) for d in [*deliveries, *more, again]} <= where
+        assert all(d.partition == partition_for(f"k{i}".encode(), 4) for i, d in enumerate(deliveries))
+
+    asyncio.run(scenario())
+
+
 def test_a_recreated_input_topic_is_refused_not_silently_skipped(broker, tmp_path):
     """Offsets of a recreated input restart at 0: they would look like replays."""
     tm = make_topics(broker)

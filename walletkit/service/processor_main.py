@@ -74,18 +74,10 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
     env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
              "table values kept decoded in memory across batches (hot wallets skip RocksDB and decoding)",
              default=DEFAULT_CACHE_ENTRIES, type=int)
-    env_flag(parser, "--processing-guarantee", "WALLET_PROCESSING_GUARANTEE",
-             "exactly_once: a batch's changelog records and input offsets commit in one Kafka transaction, "
-             "which fences a member whose partitions moved on; applied_offsets: for brokers without working "
-             "transactions, replays are recognised by the input offset each table value carries",
-             default=Guarantee.EXACTLY_ONCE.value, choices=[g.value for g in Guarantee])
     env_flag(parser, "--batch-size", "WALLET_BATCH_SIZE",
              "records processed and made durable together at most (repeated keys in a batch cost one write)",
              default=DEFAULT_BATCH_SIZE, type=int)
     args = parse(parser, argv)
-    if args.processing_guarantee not in {g.value for g in Guarantee}:
-        parser.error(f"--processing-guarantee / WALLET_PROCESSING_GUARANTEE must be one of "
-                     f"{', '.join(g.value for g in Guarantee)}, not {args.processing_guarantee!r}")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.cache_entries < 0:

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from walletkit.wallet.topology import DEFAULT_PARTITIONS
 
@@ -73,6 +74,12 @@ def base_parser(prog: str, description: str, default_port: int, default_state_di
              "static group membership id (e.g. the StatefulSet pod name)", default=None)
     env_flag(p, "--kafka-config", "KAFKA_CONFIG",
              "extra librdkafka properties, comma-separated key=value", default="")
+    env_flag(p, "--processing-guarantee", "WALLET_PROCESSING_GUARANTEE",
+             "exactly_once: Kafka transactions (the API's deposits commit in transactions; a processor's "
+             "changelog records and input offsets commit in one, which fences a member whose partitions moved "
+             "on); applied_offsets: for brokers without working transactions, replays are recognised by the "
+             "input offset each table value carries", default=Guarantee.EXACTLY_ONCE.value,
+             choices=[g.value for g in Guarantee])
     env_flag(p, "--log-level", "WALLET_LOG_LEVEL", "log level: debug, info, warning, error", default="info")
     return p
 
@@ -81,6 +88,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     args = parser.parse_args(argv)
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
+    if args.processing_guarantee not in {g.value for g in Guarantee}:
+        parser.error(f"--processing-guarantee / WALLET_PROCESSING_GUARANTEE must be one of "
+                     f"{', '.join(g.value for g in Guarantee)}, not {args.processing_guarantee!r}")
     return args
 
 

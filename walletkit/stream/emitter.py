@@ -1,18 +1,38 @@
 """Emitter: writes records to a topic, keyed by string (Goka's Emitter).
 
-``emit()`` resolves only once the broker acknowledged the record (``acks=all``,
-idempotent producer): an acknowledged deposit is in the log. The producer is
-served by one background thread; deliveries are handed to the event loop.
+``emit()`` resolves only once the broker acknowledged the record (``acks=all``): an
+acknowledged record is in the log, on every in-sync replica. Two ways to get there,
+chosen by ``transactional_id``:
+
+- **Transactional** (a transactional id; the API under exactly-once). Records wait in a
+  queue; each of a few *lanes* (a thread with its own transactional producer) takes
+  everything waiting into one transaction and commits it, and only then are its records
+  acknowledged (group commit: while some lanes commit, the queue fills for the next). A transaction that fails is aborted, which makes its
+  records invisible to ``read_committed`` readers, and its records are produced again
+  in the next one until their deadline passes. So a record is stored once however the
+  brokers fail: an idempotent producer alone cannot promise that, because librdkafka
+  re-sends in-flight batches under a bumped epoch during some leader changes, and the
+  broker then stores them twice (librdkafka issue 4953).
+- **Idempotent** (no transactional id; brokers without working transactions): each
+  record is produced on its own, ordered and deduplicated by the idempotent producer
+  as far as it can.
+
+Lanes run their transactions side by side because one producer's transactions cannot
+overlap, and each costs a few broker round trips (registering partitions, the produce,
+the commit; a broker refuses the next registration until the last commit's markers are
+written, and librdkafka retries it 20 ms later). Producers are served by background
+threads; results are handed to the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -41,35 +61,88 @@ class EmitterState(enum.Enum):
     CLOSED = "closed"
 
 
-class Emitter:
-    """Emits records with ``codec``-encoded values to ``topic``."""
+#: Records a transactional emitter holds waiting for a transaction; more fail at once
+#: (the API answers 503) rather than queue without bound.
+MAX_WAITING = 50_000
+#: Records per transaction at most (the rest wait for the next one).
+MAX_TRANSACTION_RECORDS = 10_000
+#: Transactional producers working side by side (see the module doc).
+DEFAULT_LANES = 4
 
-    def __init__(self, settings: KafkaSettings, topic: str, codec: Codec, *, connect_timeout: float = 10.0) -> None:
+
+@dataclass(slots=True, eq=False)
+class _Waiting:
+    """A record of a transactional emitter on its way into a transaction."""
+
+    key: bytes
+    value: bytes
+    partition: int
+    headers: list[tuple[str, bytes]] | None
+    fut: asyncio.Future
+    deadline: float                  # monotonic; after it the record fails (503)
+    delivery: Delivery | None = None
+    error: KafkaError | None = field(default=None)
+
+
+class _Abort(Exception):
+    """The transaction failed. ``aborted``: it certainly was aborted, so its records are
+    invisible and may be produced again; otherwise its outcome is unknown (it may have
+    committed), and producing them again could store them twice."""
+
+    def __init__(self, reason: str, aborted: bool) -> None:
+        super().__init__(reason)
+        self.aborted = aborted
+
+
+def _error_of(exc: KafkaException) -> KafkaError | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
+class Emitter:
+    """Emits records with ``codec``-encoded values to ``topic``; transactional with a
+    ``transactional_id`` (its lanes use ``<id>-0`` .. ``<id>-<lanes - 1>``)."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, codec: Codec, *, connect_timeout: float = 10.0,
+                 transactional_id: str | None = None, lanes: int = DEFAULT_LANES) -> None:
+        if lanes < 1:
+            raise ValueError("an emitter needs at least one lane")
         self.topic = topic
         self.codec = codec
+        self.transactional_id = transactional_id
         self.state = EmitterState.CREATED
         self._m_ack = metrics.EMIT_SECONDS.labels(topic)
         self._m_failures = metrics.EMIT_FAILURES.labels(topic)
         metrics.EMITTER_CONNECTED.labels(topic).set_function(lambda: 1.0 if self.connected else 0.0)
         self._settings = settings
         self._connect_timeout = connect_timeout
-        self._producer: Producer | None = None
+        self._timeout = settings.delivery_timeout_ms / 1000
+        self._producer: Producer | None = None   # idempotent mode; metadata and probes in both
         self._partitions = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._connected = False
         self._fatal = False
         self._last_error: str | None = None
+        self._lanes = [_Lane(self, f"{transactional_id}-{i}") for i in range(lanes)] if transactional_id else []
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._wake = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_probe = 0.0
+
+    @property
+    def transactional(self) -> bool:
+        return self.transactional_id is not None
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
         """Connect and learn the topic's partitions; BrokerUnavailable if unreachable."""
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._start_sync)
 
     def _start_sync(self) -> None:
-        conf = self._settings.producer(error_cb=self._on_error)
-        self._producer = Producer(conf)
+        # Idempotent: the producer of the records. Transactional: metadata and probes only.
+        self._producer = Producer(self._settings.producer(error_cb=self._on_error))
         deadline = time.monotonic() + self._connect_timeout
         while True:
             try:
@@ -87,10 +160,17 @@ class Emitter:
                     f"within {self._connect_timeout:.0f}s ({reason}); check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
                 )
             time.sleep(0.2)
+        for lane in self._lanes:
+            lane.start(deadline=max(deadline, time.monotonic() + 10))
         self._connected = True
         self.state = EmitterState.RUNNING
-        self._thread = threading.Thread(target=self._serve, name=f"emitter-{self.topic}", daemon=True)
-        self._thread.start()
+        if self.transactional:
+            self._threads = [threading.Thread(target=lane.serve, name=f"emitter-{self.topic}-{i}", daemon=True)
+                             for i, lane in enumerate(self._lanes)]
+        else:
+            self._threads = [threading.Thread(target=self._serve, name=f"emitter-{self.topic}", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Wait for outstanding deliveries (up to ``timeout``), then stop."""
@@ -100,12 +180,25 @@ class Emitter:
 
     def _close_sync(self, timeout: float) -> None:
         assert self._producer is not None
-        remaining = self._producer.flush(timeout)
-        if remaining:
-            log.warning("emitter closed with %d records unacknowledged", remaining)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self.transactional:
+            self.state = EmitterState.CLOSED  # no new records; the lanes commit those waiting, then end
+            self._stop.set()
+            with self._wake:
+                self._wake.notify_all()
+            for thread in self._threads:
+                thread.join(timeout=timeout + 5)
+            left = list(self._waiting)
+            self._waiting.clear()
+            self._settle_all(left, EmitError("the emitter closed before the record was committed"))
+            for lane in self._lanes:
+                lane.close()
+        else:
+            remaining = self._producer.flush(timeout)
+            if remaining:
+                log.warning("emitter closed with %d records unacknowledged", remaining)
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(timeout=5)
         self.state = EmitterState.CLOSED
 
     # -- emitting ------------------------------------------------------------
@@ -125,9 +218,17 @@ class Emitter:
     async def emit(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None = None) -> Delivery:
         """Emit and wait for the broker's acknowledgement; EmitError if it fails.
 
-        A record refused because the producer was fenced (the broker rejected it:
-        it is not stored) is produced once more with the replacement producer.
+        Idempotent: a record refused because the producer was fenced (the broker rejected
+        it: it is not stored) is produced once more with the replacement producer.
         """
+        if self.state is not EmitterState.RUNNING or self._producer is None:
+            raise EmitError(f"emitter for {self.topic!r} is {self.state.value}")
+        if not self._connected:
+            # Fail fast: a record produced now would wait out the delivery timeout.
+            self._m_failures.inc()
+            raise EmitError(f"Kafka at {self._settings.bootstrap_servers} is unreachable ({self._last_error or 'no answer'})")
+        if self.transactional:
+            return await self._emit_transactional(key, value, headers)
         try:
             return await self._emit_once(key, value, headers)
         except EmitError as exc:
@@ -140,13 +241,26 @@ class Emitter:
             log.info("emitter: producing again after the producer was fenced")
             return await self._emit_once(key, value, headers)
 
-    async def _emit_once(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None) -> Delivery:
-        if self.state is not EmitterState.RUNNING or self._producer is None:
-            raise EmitError(f"emitter for {self.topic!r} is {self.state.value}")
-        if not self._connected:
-            # Fail fast: a record produced now would wait out the delivery timeout.
+    async def _emit_transactional(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None) -> Delivery:
+        if len(self._waiting) >= MAX_WAITING:
             self._m_failures.inc()
-            raise EmitError(f"Kafka at {self._settings.bootstrap_servers} is unreachable ({self._last_error or 'no answer'})")
+            raise EmitError("too many records are waiting for a transaction; retry shortly")
+        kb = key.encode()
+        started = time.perf_counter()
+        fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(kb, self.codec.encode(value), partition_for(kb, self._partitions), headers,
+                                      fut, time.monotonic() + self._timeout))
+        with self._wake:
+            self._wake.notify()
+        try:
+            delivery = await fut
+        except EmitError:
+            self._m_failures.inc()
+            raise
+        self._m_ack.observe(time.perf_counter() - started)
+        return delivery
+
+    async def _emit_once(self, key: str, value: Any, headers: list[tuple[str, bytes]] | None) -> Delivery:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Delivery] = loop.create_future()
 
@@ -180,24 +294,29 @@ class Emitter:
         self._m_ack.observe(time.perf_counter() - started)
         return delivery
 
-    # -- background --------------------------------------------------------
+    # -- background ------------------------------------------------------------
 
     def _serve(self) -> None:
-        next_probe = 0.0
+        """Idempotent mode's thread: serves the producer's callbacks."""
         while not self._stop.is_set():
             if self._fatal:
                 self._replace_producer()
             producer = self._producer
             assert producer is not None
             producer.poll(0.05)
-            if not self._connected and time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + 1.0
-                try:
-                    producer.list_topics(topic=self.topic, timeout=1.0)
-                    self._connected = True
-                    log.info("emitter reconnected to Kafka")
-                except KafkaException:
-                    pass
+            self._probe()
+
+    def _probe(self) -> None:
+        """While Kafka is known to be unreachable, ask for metadata about once a second."""
+        if self._connected or time.monotonic() < self._next_probe:
+            return
+        self._next_probe = time.monotonic() + 1.0
+        try:
+            self._producer.list_topics(topic=self.topic, timeout=1.0)
+            self._connected = True
+            log.info("emitter reconnected to Kafka")
+        except KafkaException:
+            pass
 
     def _replace_producer(self) -> None:
         old = self._producer
@@ -206,6 +325,28 @@ class Emitter:
         if old is not None:
             old.purge()
             old.poll(0)  # deliver the failures of what it still held
+
+    def _take(self, lane: "_Lane") -> list[_Waiting] | None:
+        """For ``lane``: everything waiting (up to a transaction's worth); None once closed.
+        While idle, a lane serves its producer's callbacks, and the first one also the
+        metadata producer's (which notice a lost broker) and the reconnection probe."""
+        waiting = self._waiting
+        while True:
+            with self._wake:
+                if not waiting:
+                    if self._stop.is_set():
+                        return None
+                    self._wake.wait(0.05)
+                if waiting:
+                    return [waiting.popleft() for _ in range(min(len(waiting), MAX_TRANSACTION_RECORDS))]
+            lane.producer.poll(0)
+            if lane is self._lanes[0]:
+                self._producer.poll(0)
+                self._probe()
+
+    def _settle_all(self, batch: list[_Waiting], error: EmitError | None) -> None:
+        if self._loop is not None and batch:
+            self._loop.call_soon_threadsafe(_settle_batch, batch, error)
 
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err.str()
@@ -216,7 +357,7 @@ class Emitter:
             if self._connected:
                 log.warning("emitter lost Kafka: %s", err.str())
             self._connected = False
-        elif err.fatal():
+        elif err.fatal() and not self.transactional:
             # e.g. the idempotent producer fenced after a broker outage: this producer is
             # finished; its pending records fail (never acknowledged) and a new one takes over.
             log.error("emitter fatal error: %s; replacing the producer", err.str())
@@ -224,6 +365,176 @@ class Emitter:
             self._connected = False
         else:
             log.info("emitter: %s", err.str())
+
+
+class _Lane:
+    """One transactional producer of an emitter and the thread that commits with it."""
+
+    def __init__(self, emitter: Emitter, transactional_id: str) -> None:
+        self.emitter = emitter
+        self.transactional_id = transactional_id
+        self.producer: Producer | None = None
+        self.fatal = False
+        self._m_committed = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "committed")
+        self._m_aborted = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "aborted")
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("emitter lane %s: fatal error: %s; replacing its producer", self.transactional_id, err.str())
+            self.fatal = True
+        self.emitter._on_error(err)
+
+    def start(self, deadline: float) -> None:
+        """Create the producer and register the transactional id: fences an earlier producer
+        with the same id and ends what it left open. Retried while the coordinator loads."""
+        self.producer = Producer(self.emitter._settings.producer(
+            error_cb=self._on_error, **{"transactional.id": self.transactional_id}))
+        while True:
+            try:
+                self.producer.init_transactions(max(1.0, deadline - time.monotonic()))
+                self.fatal = False
+                return
+            except KafkaException as exc:
+                err = _error_of(exc)
+                if err is None or not err.retriable() or time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"cannot register transactional id {self.transactional_id!r} with Kafka at "
+                        f"{self.emitter._settings.bootstrap_servers}: {exc}") from exc
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(1)
+
+    def serve(self) -> None:
+        while (batch := self.emitter._take(self)) is not None:
+            self.commit(batch)
+
+    def commit(self, batch: list[_Waiting]) -> None:
+        """Commit ``batch`` in one transaction, in as many attempts as its deadlines allow."""
+        settle = self.emitter._settle_all
+        failure = "no attempt"
+        while True:
+            now = time.monotonic()
+            late = {w for w in batch if w.deadline <= now or w.fut.cancelled()}
+            if late:
+                settle(list(late), EmitError(f"not acknowledged by Kafka in time ({failure})"))
+                batch = [w for w in batch if w not in late]
+            if not batch:
+                return
+            deadline = min(w.deadline for w in batch)
+            try:
+                if self.fatal:
+                    self.start(deadline)
+                self._transaction(batch, deadline)
+            except _Abort as exc:
+                failure = str(exc)
+                if not exc.aborted:
+                    log.warning("emitter lane %s: transaction of %d records failed with an unknown outcome (%s)",
+                                self.transactional_id, len(batch), failure)
+                    settle(batch, EmitError(f"the outcome is unknown ({failure}); retry with an Idempotency-Key"))
+                    return
+                self._m_aborted.inc()
+                log.info("emitter lane %s: transaction of %d records aborted (%s); producing them again",
+                         self.transactional_id, len(batch), failure)
+                continue
+            except BrokerUnavailable as exc:
+                failure = str(exc)
+                continue
+            self._m_committed.inc()
+            unreported = [w for w in batch if w.delivery is None]
+            if unreported:  # committed, but where to is unknown: never acknowledge blindly
+                settle(unreported, EmitError("committed without a delivery report; the outcome is unknown"))
+                batch = [w for w in batch if w.delivery is not None]
+            settle(batch, None)
+            return
+
+    def _transaction(self, batch: list[_Waiting], deadline: float) -> None:
+        producer = self.producer
+        topic = self.emitter.topic
+        committing = False  # once the commit was asked for, a failure's outcome may be "committed"
+        try:
+            producer.begin_transaction()
+            refused = []
+            for w in batch:
+                w.delivery = w.error = None
+                while True:
+                    try:
+                        producer.produce(topic, w.value, w.key, partition=w.partition, headers=w.headers,
+                                         on_delivery=lambda err, msg, w=w: _delivered(w, err, msg))
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                    except KafkaException as exc:
+                        err = _error_of(exc)
+                        if err is None or err.txn_requires_abort() or err.fatal():
+                            raise
+                        refused.append(w)  # this record only (e.g. too large): the others go on
+                        self.emitter._settle_all([w], EmitError(f"refused by the producer: {err.str()}"))
+                        break
+            if refused:
+                batch[:] = [w for w in batch if w not in refused]
+            # Every record acknowledged (or failed) before the commit is asked for: a failure
+            # up to here (a fenced producer, a lost leader) certainly leaves it uncommitted.
+            remaining = producer.flush(max(0.1, deadline - time.monotonic()))
+            failed = next((w.error for w in batch if w.error is not None), None)
+            if remaining or failed is not None:
+                reason = failed.str() if failed is not None else f"{remaining} records unacknowledged in time"
+                self._abandon(failed if failed is not None and failed.fatal() else None)
+                raise _Abort(reason, aborted=True)
+            committing = True
+            while True:
+                try:
+                    producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                    break
+                except KafkaException as exc:
+                    err = _error_of(exc)
+                    if err is not None and err.retriable() and not err.txn_requires_abort() and not err.fatal() \
+                            and time.monotonic() < deadline:
+                        continue  # the outcome is unknown: committing again is how to learn it
+                    raise
+        except KafkaException as exc:
+            err = _error_of(exc)
+            aborted = self._abandon(err) or not committing
+            raise _Abort(err.str() if err is not None else str(exc), aborted) from exc
+        producer.poll(0)  # any delivery report not yet served
+
+    def _abandon(self, err: KafkaError | None) -> bool:
+        """End a failed transaction so the next can begin; True if it certainly aborted.
+
+        Aborts it, or replaces the producer when it is fenced, fatally failed or cannot
+        abort: a new producer with the same transactional id ends the old one's
+        transaction when it registers, committing it if its commit had begun, so then
+        the outcome is unknown."""
+        if err is None or not err.fatal():
+            try:
+                self.producer.abort_transaction(self.emitter._timeout)
+                return True
+            except KafkaException as exc:
+                log.warning("emitter lane %s: abort transaction: %s; replacing the producer",
+                            self.transactional_id, exc)
+        else:
+            log.warning("emitter lane %s: producer failed (%s); replacing it", self.transactional_id, err.str())
+        self.fatal = True
+        self.producer.purge()
+        return False
+
+
+def _delivered(w: _Waiting, err: KafkaError | None, msg: Any) -> None:  # on a lane's thread
+    if err is None:
+        w.delivery = Delivery(msg.topic(), msg.partition(), msg.offset())
+    else:
+        w.error = err
+
+
+def _settle_batch(batch: list[_Waiting], error: EmitError | None) -> None:  # on the loop
+    for w in batch:
+        if w.fut.done():
+            continue
+        if error is None:
+            w.fut.set_result(w.delivery)
+        else:
+            w.fut.set_exception(error)
 
 
 def _settle(fut: asyncio.Future[Delivery], err: KafkaError | None, msg: Any) -> None:  # on the loop

@@ -174,6 +174,13 @@ EMITTER_CONNECTED = Gauge(
     "1 while the emitter's producer can reach Kafka, else 0.",
     ["topic"],
 )
+EMIT_TRANSACTIONS = Counter(
+    "stream_emitter_transactions_total",
+    "A transactional emitter's transactions (each carries every record waiting when it began) by outcome: "
+    "committed (its records are acknowledged), aborted (its records are invisible to read_committed readers "
+    "and are produced again, or fail once their deadline passed).",
+    ["topic", "outcome"],
+)
 
 
 # -- helpers used by the instrumented components -------------------------------

@@ -25,7 +25,6 @@ import enum
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from walletkit.stream.errors import RestoreError, SkipRecord, StreamError
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
-from walletkit.stream.store import Store
+from walletkit.stream.store import Store, persistent_id
 from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
 from walletkit.stream.topics import table_topic
 
@@ -97,14 +96,7 @@ class LocalStores:
         return Store(self.root / str(partition))
 
     def member_id(self) -> str:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "member-id"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            member = uuid.uuid4().hex[:12]
-            path.write_text(member + "\n")
-            return member
+        return persistent_id(self.root)
 
 
 class Processor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +23,24 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 
 _DATA = b"d"
 _META = b"m"
+
+
+def persistent_id(root: str | Path, name: str = "member-id") -> str:
+    """An id kept in ``root/name``, made once: the same across restarts on the same disk.
+
+    A process's transactional id is built from it when no instance id is set, so a
+    restart fences (and aborts) whatever its predecessor left open."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        made = uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(made + "\n")
+        os.replace(tmp, path)
+        return made
 
 
 def _options() -> Options:

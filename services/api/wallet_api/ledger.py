@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
+from walletkit.stream.checkpoint import Guarantee
+from walletkit.stream.store import persistent_id
 from walletkit.stream.table import trim_oldest
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
@@ -86,13 +88,20 @@ class Ledger:
     """Emits deposits and answers wallet details from the local views."""
 
     def __init__(self, settings: KafkaSettings, state_dir: str | Path, *, partitions: int, create_topics: bool,
-                 replication_factor: int = -1) -> None:
+                 replication_factor: int = -1, guarantee: Guarantee = Guarantee.EXACTLY_ONCE) -> None:
         self._settings = settings
         self._partitions = partitions
         self._create_topics = create_topics
         self._replication = replication_factor
+        self.guarantee = Guarantee(guarantee)
         state = Path(state_dir)
-        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT)
+        # Exactly-once: deposits commit in transactions, so one is stored once whatever the
+        # brokers do. The id is stable across restarts on the same disk (or the instance id),
+        # so a restart fences and aborts what its predecessor left open.
+        transactional_id = None
+        if self.guarantee is Guarantee.EXACTLY_ONCE:
+            transactional_id = f"wallet-api-{settings.instance_id or persistent_id(state, 'emitter-id')}"
+        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id)
         self.balances = View(settings, BALANCE_TABLE, WALLET, state / BALANCE_TABLE)
         self.flags = View(settings, ABOVE_THRESHOLD_TABLE, WALLET_INFO_LIST, state / ABOVE_THRESHOLD_TABLE)
         # Idempotent deposits being emitted by this process, by (wallet, key).
@@ -131,6 +140,7 @@ class Ledger:
     def status(self) -> dict[str, object]:
         return {
             "producer_connected": self.emitter.connected,
+            "processing_guarantee": self.guarantee.value,
             "balance_view": self.balances.state.value,
             "above_threshold_view": self.flags.state.value,
         }

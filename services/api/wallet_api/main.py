@@ -13,6 +13,7 @@ from walletkit.service.logs import setup_logging
 from walletkit.service.runtime import tune_gc
 from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
 from walletkit.stream import StreamError
+from walletkit.stream.checkpoint import Guarantee
 from walletkit.wallet import money
 from wallet_api.app import make_app
 from wallet_api.ledger import Ledger
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = dataclasses.replace(kafka_settings(args, client_id="wallet-api"),
                                    delivery_timeout_ms=int(args.deposit_timeout_seconds * 1000))
     ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
-                    create_topics=args.create_topics, replication_factor=args.replication_factor)
+                    create_topics=args.create_topics, replication_factor=args.replication_factor,
+                    guarantee=Guarantee(args.processing_guarantee))
     tune_gc()
     loop = None
     try:
