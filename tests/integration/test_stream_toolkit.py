@@ -163,7 +163,7 @@ def test_malformed_records_are_skipped_and_the_rest_processed(broker, tmp_path, 
     assert any("skipping record events" in r.getMessage() and "not_an_int" in r.getMessage() for r in caplog.records)
 
 
-def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broker, tmp_path, caplog):
+def test_a_deleted_and_recreated_changelog_is_rebuilt_from_the_input_not_reset(broker, tmp_path, caplog):
     tm = make_topics(broker)
     run = Running(broker, tmp_path / "proc")
     run.wait_ready()
@@ -183,9 +183,9 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
         view.start()
         run = Running(broker, tmp_path / "proc")
         run.wait_ready()
-        produce(broker, [("x", b"10")])  # the input's committed offsets survive: only new records count
+        produce(broker, [("x", b"10")])
         deadline = time.monotonic() + 20
-        while (view.get("x") or {}).get("n") != 10 and time.monotonic() < deadline:
+        while (view.get("x") or {}).get("n") != 11 and time.monotonic() < deadline:
             time.sleep(0.1)
     run.stop()
     x, y = view.get("x"), view.get("y")
@@ -193,10 +193,32 @@ def test_state_of_a_deleted_and_recreated_changelog_is_rebuilt_not_trusted(broke
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "another topic incarnation; rebuilding" in messages, "the processor trusted stale local state"
     assert "rebuilding from the beginning" in messages, "the view trusted stale local state"
-    assert x is not None and x["n"] == 10, x  # 11 would mean the processor trusted its stale state
-    assert y is None, y  # the view dropped what the recreated topic no longer has
+    assert "rebuilding it from events" in messages, "the processor resumed an empty table at the committed offset"
+    # Rebuilt from the input's first record: 10 alone (and no y) would be a reset table.
+    assert x is not None and x["n"] == 11, x
+    assert y is not None and y["n"] == 2, y
     # Subscribers (the API's details cache) hear of the wipe before the first rebuilt batch.
     assert announced and announced[0] is None and all(isinstance(n, int) for n in announced[1:]), announced
+
+
+def test_a_lost_table_whose_input_no_longer_starts_at_zero_is_refused_with_instructions(broker, tmp_path):
+    """Nothing to rebuild from: starting from an empty table would serve reset values."""
+    tm = make_topics(broker)
+    run = Running(broker, tmp_path / "proc")
+    run.wait_ready()
+    produce(broker, [("x", b"1"), ("x", b"2")])
+    view_values(broker, tmp_path / "view", {"x": 3}).stop()
+    run.stop()
+    delete_topic(broker, tm, "counter-table")
+    tm.ensure_table("counter-table", 4)
+    p = partition_for(b"x", 4)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for fut in admin.delete_records([TopicPartition("events", p, 1)]).values():
+        fut.result()  # the ledger's first record of x is gone (retention)
+    processor = Processor.create(SPEC, settings(broker), tmp_path / "proc")
+    with pytest.raises(StreamError, match=rf"counter-table' partition {p} is empty.*now starts at offset 1.*backup"):
+        processor.run()
+    assert not processor.ready
 
 
 def test_processor_refuses_topics_that_are_not_copartitioned(broker, tmp_path):

@@ -122,6 +122,7 @@ class Processor:
         self._commit_interval = commit_interval
         self._cache_entries = cache_entries  # decoded values kept across batches, per processor
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
+        self._rebuilding: dict[int, int] = {}  # partition -> input offset its lost table is rebuilt up to
         self._last_commit = 0.0
         self._commit_sent = 0.0
         self._faults = faults
@@ -153,8 +154,8 @@ class Processor:
 
     @property
     def ready(self) -> bool:
-        """Joined the group and every assigned partition is restored."""
-        return self.state is ProcessorState.RUNNING and self._assigned_once
+        """Joined the group, every assigned partition is restored and none is being rebuilt."""
+        return self.state is ProcessorState.RUNNING and self._assigned_once and not self._rebuilding
 
     def alive(self, stall_seconds: float = 60.0) -> bool:
         """The loop is turning (or restoring, which reports its own progress)."""
@@ -262,6 +263,7 @@ class Processor:
             for part in parts:
                 self._check_input_incarnation(part)
             self._owned.update({part.partition: part for part in parts})
+            self._rebuild_lost_tables(consumer, partitions, parts)
         except Exception as exc:
             if isinstance(exc, RestoreError) and self._stop.is_set():
                 # Asked to stop while restoring: nothing was processed, nothing is lost; the
@@ -276,6 +278,42 @@ class Processor:
         self._assigned_once = True
         if self.state is ProcessorState.RESTORING:
             self.state = ProcessorState.RUNNING
+
+    def _rebuild_lost_tables(self, consumer: Consumer, partitions: list[TopicPartition],
+                             parts: list[TablePartition]) -> None:
+        """Rebuild from the input's first record a table partition that is empty although the
+        group consumed its input: its changelog was deleted and recreated (or emptied), so
+        resuming at the committed offset would reset every value to what the newer records
+        alone make. A rebuilt partition is not ready until it passed that offset again. If
+        the input no longer holds its first records, refuse: there is nothing to rebuild from.
+        """
+        empty = [part.partition for part in parts if not part.store.has_values()]
+        if not empty:
+            return
+        topic = self.spec.input_topic
+        committed = consumer.committed([TopicPartition(topic, p) for p in empty], timeout=10)
+        starts: dict[int, int] = {}
+        for tp in committed:
+            if tp.offset <= 0:
+                continue  # nothing consumed yet: an empty table is right
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if low > 0:
+                raise StreamError(
+                    f"table {self.spec.table_topic!r} partition {tp.partition} is empty, but group "
+                    f"{self.spec.group!r} already consumed {topic!r}[{tp.partition}] up to offset {tp.offset}, and "
+                    f"that partition now starts at offset {low}: the table cannot be rebuilt from it. Restore "
+                    f"{self.spec.table_topic!r} from a backup, or, if starting from an empty table is intended, "
+                    "delete the group's committed offsets")
+            log.warning("group %s: table %s[%d] is empty but the input was consumed up to offset %d (its changelog "
+                        "was recreated?): rebuilding it from %s[%d] offset %d; not ready until done",
+                        self.spec.group, self.spec.table_topic, tp.partition, tp.offset, topic, tp.partition, low)
+            starts[tp.partition] = low
+            self._rebuilding[tp.partition] = tp.offset
+        if starts:
+            for tp in partitions:
+                if tp.partition in starts:
+                    tp.offset = starts[tp.partition]
+            consumer.assign(partitions)
 
     def _check_input_incarnation(self, part: TablePartition) -> None:
         """Refuse a table built from another incarnation of the input topic.
@@ -302,6 +340,7 @@ class Processor:
         self._commit(asynchronous=False, partitions=[tp.partition for tp in partitions])
         for tp in partitions:
             self._owned.pop(tp.partition, None)
+            self._rebuilding.pop(tp.partition, None)  # its next owner finishes the rebuild
         log.info("group %s: revoked partitions %s", self.spec.group, sorted(tp.partition for tp in partitions))
         metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
 
@@ -399,6 +438,10 @@ class Processor:
         metrics.CHANGELOG_RECORDS.labels(spec.group).inc(checkpoint.records)
         metrics.FLUSH_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         self._to_commit.update(to_commit)
+        for p, next_offset in checkpoint.next_offsets.items():
+            if next_offset >= self._rebuilding.get(p, next_offset + 1):
+                del self._rebuilding[p]
+                log.info("group %s: table %s[%d] rebuilt from the input", spec.group, spec.table_topic, p)
         return True
 
     def _commit(self, *, asynchronous: bool, partitions: list[int] | None = None) -> None:

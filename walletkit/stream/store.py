@@ -112,6 +112,12 @@ class Store:
                 break
             yield key[1:], value
 
+    def has_values(self) -> bool:
+        """Whether the table holds any value (metadata aside)."""
+        for _ in self.items():
+            return True
+        return False
+
     def is_empty(self) -> bool:
         for _ in self.db.keys():
             return False
