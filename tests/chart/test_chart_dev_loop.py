@@ -60,7 +60,10 @@ def test_the_kind_profile_sets_only_values_the_chart_accepts():
     profile = next(p for p in config["profiles"] if p["name"] == "kind")
     assert {"kubeContext": "kind-wallet"} in profile["activation"]
     patch = next(p for p in profile["patches"] if p["path"].endswith("/setValues"))
-    values: dict = {}
+    files = next(p for p in profile["patches"] if p["path"].endswith("/valuesFiles"))["value"]
+    assert files == ["charts/wallet/values-kind.yaml"]
+    values: dict = load_yaml(files[0])
+    assert values["kafka"]["durability"]["allowUnsafe"] is True, "one broker: the opt-in is explicit"
     for dotted, value in patch["value"].items():
         node = values
         *parents, leaf = dotted.split(".")

@@ -26,6 +26,9 @@ BOOTSTRAP_PLACEHOLDER = "kafka.chart-e2e.invalid:9092"
 # default, so the test's processors settle fast.
 E2E_VALUES = {
     "kafka": {
+        # One local broker: the chart refuses that unless told it is disposable.
+        "durability": {"allowUnsafe": True},
+        "topics": {"replicas": 1, "minInsyncReplicas": 1},
         "strimzi": {"enabled": False},
         "external": {"bootstrapServers": BOOTSTRAP_PLACEHOLDER},
         "sessionTimeoutMs": 6000,

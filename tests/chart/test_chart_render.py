@@ -394,3 +394,74 @@ def test_prometheus_rules_pass_promtool(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     found = re.search(r"SUCCESS: (\d+) rules found", result.stdout)
     assert found and int(found.group(1)) >= 2, result.stdout
+
+
+# ---------------------------------------------------------------- durability
+
+
+def test_defaults_cannot_lose_an_acknowledged_deposit():
+    rendered = render()
+    (pool,) = rendered.of_kind("KafkaNodePool")
+    assert pool.doc["spec"]["replicas"] == 3
+    (kafka,) = rendered.of_kind("Kafka")
+    config = kafka.doc["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3 and config["min.insync.replicas"] == 2
+    assert config["offsets.topic.replication.factor"] == 3 and config["transaction.state.log.replication.factor"] == 3
+    assert config["transaction.state.log.min.isr"] == 2
+    assert config["unclean.leader.election.enable"] is False and config["auto.create.topics.enable"] is False
+    topics = rendered.of_kind("KafkaTopic")
+    assert len(topics) == 3
+    for topic in topics:
+        spec = topic.doc["spec"]
+        assert spec["replicas"] == 3, spec
+        assert spec["config"]["min.insync.replicas"] == 2 and spec["config"]["unclean.leader.election.enable"] is False
+    # Topics the services create themselves (an external cluster) get the same.
+    env = env_of(containers(rendered.one("StatefulSet", f"{RELEASE}-balance"))[-1])
+    assert env["WALLET_REPLICATION_FACTOR"]["value"] == "3" and env["WALLET_MIN_INSYNC_REPLICAS"]["value"] == "2"
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"kafka": {"strimzi": {"nodePool": {"replicas": 1}}}}, "kafka.strimzi.nodePool.replicas is 1"),
+    ({"kafka": {"topics": {"replicas": 2}}}, "kafka.topics.replicas is 2"),
+    ({"kafka": {"topics": {"replicas": -1}}}, "kafka.topics.replicas is -1"),
+    ({"kafka": {"topics": {"minInsyncReplicas": 1}}}, "kafka.topics.minInsyncReplicas is 1"),
+    ({"kafka": {"topics": {"tableConfig": {"unclean.leader.election.enable": True}}}},
+     "kafka.topics.tableConfig enables unclean leader election"),
+    ({"kafka": {"topics": {"depositConfig": {"min.insync.replicas": 1}}}},
+     "kafka.topics.depositConfig sets min.insync.replicas 1"),
+    ({"kafka": {"strimzi": {"config": {"default.replication.factor": 1}}}},
+     "default.replication.factor is 1"),
+    ({"kafka": {"strimzi": {"config": {"transaction.state.log.min.isr": 1}}}}, "transaction.state.log.min.isr is 1"),
+    ({"kafka": {"strimzi": {"config": {"unclean.leader.election.enable": True}}}},
+     "enables unclean.leader.election.enable"),
+    ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": True}}}}, "auto.create.topics.enable: false"),
+    ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": None}}}}, "auto.create.topics.enable: false"),
+])
+def test_an_unsafe_kafka_setting_is_refused_unless_explicitly_allowed(values, named):
+    h = helm()
+    with pytest.raises(h.HelmRenderError) as failure:
+        render(values)
+    message = str(failure.value)
+    assert "can lose acknowledged deposits" in message and named in message, message
+    assert "kafka.durability.allowUnsafe=true" in message
+    opted_in = json.loads(json.dumps(values))
+    opted_in["kafka"]["durability"] = {"allowUnsafe": True}
+    render(opted_in)  # the same values render once the risk is accepted
+
+
+def test_a_min_insync_above_the_replicas_is_refused_even_when_unsafe_is_allowed():
+    h = helm()
+    with pytest.raises(h.HelmRenderError, match=r"minInsyncReplicas \(3\) is above kafka.topics.replicas \(2\)"):
+        render({"kafka": {"durability": {"allowUnsafe": True}, "topics": {"replicas": 2, "minInsyncReplicas": 3}}})
+
+
+def test_the_kind_values_file_opts_in_to_one_broker():
+    yaml = require_module("yaml", "pip install -c constraints.txt -r requirements/chart.txt")
+    values = yaml.safe_load((CHART / "values-kind.yaml").read_text())
+    rendered = render(values)
+    (pool,) = rendered.of_kind("KafkaNodePool")
+    assert pool.doc["spec"]["replicas"] == 1
+    assert all(t.doc["spec"]["replicas"] == 1 for t in rendered.of_kind("KafkaTopic"))
+    values["kafka"]["durability"]["allowUnsafe"] = False
+    with pytest.raises(helm().HelmRenderError, match="can lose acknowledged deposits"):
+        render(values)

@@ -32,7 +32,8 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     settings = kafka_settings(args, client_id=service)
     spec = make_spec(args)
     try:
-        ensure_topics(TopicManager(settings, replication_factor=args.replication_factor), args.partitions,
+        ensure_topics(TopicManager(settings, replication_factor=args.replication_factor,
+                                   min_insync_replicas=args.min_insync_replicas), args.partitions,
                       create=args.create_topics)
     except StreamError as exc:
         log.error("%s", exc)

@@ -66,6 +66,8 @@ def base_parser(prog: str, description: str, default_port: int, default_state_di
              default=DEFAULT_PARTITIONS, type=int)
     env_flag(p, "--replication-factor", "WALLET_REPLICATION_FACTOR",
              "replication of topics this process creates (-1: the broker's default)", default=-1, type=int)
+    env_flag(p, "--min-insync-replicas", "WALLET_MIN_INSYNC_REPLICAS",
+             "min.insync.replicas of topics this process creates (-1: the broker's default)", default=-1, type=int)
     env_flag(p, "--create-topics", "WALLET_CREATE_TOPICS",
              "create missing topics (off when an operator such as Strimzi owns them)", default=True, type=bool)
     env_flag(p, "--session-timeout-ms", "WALLET_KAFKA_SESSION_TIMEOUT_MS",

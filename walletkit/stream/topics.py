@@ -22,10 +22,12 @@ def table_topic(group: str) -> str:
 class TopicManager:
     """Creates missing topics with the right policy and checks partition counts."""
 
-    def __init__(self, settings: KafkaSettings, *, replication_factor: int = -1, timeout: float = 30.0) -> None:
+    def __init__(self, settings: KafkaSettings, *, replication_factor: int = -1, min_insync_replicas: int = -1,
+                 timeout: float = 30.0) -> None:
         self._settings = settings
         self._admin = AdminClient(settings.admin())
         self._replication = replication_factor  # -1: the broker's default
+        self._min_insync = min_insync_replicas  # -1: the broker's default
         self._timeout = timeout
 
     def partitions(self, topics: list[str]) -> dict[str, int]:
@@ -74,6 +76,11 @@ class TopicManager:
         existing = self.partitions([topic])
         if topic in existing:
             return
+        # Durability is the topic's, not left to broker defaults: an acknowledged record is
+        # never given up for an out-of-sync replica's history.
+        config = {**config, "unclean.leader.election.enable": "false"}
+        if self._min_insync > 0:
+            config["min.insync.replicas"] = str(self._min_insync)
         futures = self._admin.create_topics(
             [NewTopic(topic, partitions, self._replication, config=config)], request_timeout=self._timeout
         )

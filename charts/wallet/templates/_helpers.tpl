@@ -167,6 +167,8 @@ Call with (dict "root" $ "component" "api" "port" 8080).
   value: {{ $v.kafka.topics.partitions | int64 | quote }}
 - name: WALLET_REPLICATION_FACTOR
   value: {{ $v.kafka.topics.replicas | int64 | quote }}
+- name: WALLET_MIN_INSYNC_REPLICAS
+  value: {{ $v.kafka.topics.minInsyncReplicas | int64 | quote }}
 - name: WALLET_CREATE_TOPICS
   value: {{ include "wallet.kafka.createTopics" $root | quote }}
 - name: WALLET_STATE_DIR
@@ -268,7 +270,65 @@ Call with (dict "root" $ "component" "api" "port" 8080).
 {{- if and $v.kafka.sasl.enabled (not $v.kafka.strimzi.enabled) (not $v.kafka.external.sasl.existingSecret) }}
 {{- fail "kafka.sasl.enabled with an external cluster needs kafka.external.sasl.existingSecret: the name of a Secret holding the username and password (secrets are never chart values)" }}
 {{- end }}
+{{- include "wallet.validateDurability" . -}}
 {{- if and $v.api.autoscaling.enabled (gt (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above api.autoscaling.maxReplicas (%d)" (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- end -}}
+
+{{- /*
+Settings under which Kafka may lose an acknowledged deposit are refused unless
+kafka.durability.allowUnsafe says so (a disposable cluster: values-kind.yaml).
+*/ -}}
+{{- define "wallet.validateDurability" -}}
+{{- $v := .Values -}}
+{{- $t := $v.kafka.topics -}}
+{{- $problems := list -}}
+{{- $replicas := int $t.replicas -}}
+{{- $minIsr := int $t.minInsyncReplicas -}}
+{{- if and (gt $replicas 0) (gt $minIsr $replicas) }}
+{{- fail (printf "kafka.topics.minInsyncReplicas (%d) is above kafka.topics.replicas (%d): no deposit could ever be acknowledged" $minIsr $replicas) }}
+{{- end }}
+{{- if lt $replicas 3 }}
+{{- $problems = append $problems (printf "kafka.topics.replicas is %d (3 or more keep a deposit through a broker's loss)" $replicas) -}}
+{{- end }}
+{{- if lt $minIsr 2 }}
+{{- $problems = append $problems (printf "kafka.topics.minInsyncReplicas is %d (2 or more: an acknowledged deposit is on two brokers)" $minIsr) -}}
+{{- end }}
+{{- range $name, $config := dict "depositConfig" $t.depositConfig "tableConfig" $t.tableConfig }}
+{{- if hasKey $config "min.insync.replicas" }}
+{{- if lt (int (index $config "min.insync.replicas")) 2 }}
+{{- $problems = append $problems (printf "kafka.topics.%s sets min.insync.replicas %v" $name (index $config "min.insync.replicas")) -}}
+{{- end }}
+{{- end }}
+{{- if eq (toString (index $config "unclean.leader.election.enable" | default false)) "true" }}
+{{- $problems = append $problems (printf "kafka.topics.%s enables unclean leader election" $name) -}}
+{{- end }}
+{{- end }}
+{{- if $v.kafka.strimzi.enabled }}
+{{- $s := $v.kafka.strimzi -}}
+{{- $c := $s.config -}}
+{{- if lt (int $s.nodePool.replicas) 3 }}
+{{- $problems = append $problems (printf "kafka.strimzi.nodePool.replicas is %d (3 or more)" (int $s.nodePool.replicas)) -}}
+{{- end }}
+{{- range $key := list "offsets.topic.replication.factor" "transaction.state.log.replication.factor" "default.replication.factor" }}
+{{- if lt (int (index $c $key | default 1)) 3 }}
+{{- $problems = append $problems (printf "kafka.strimzi.config %s is %v (3 or more)" $key (index $c $key | default "unset")) -}}
+{{- end }}
+{{- end }}
+{{- range $key := list "min.insync.replicas" "transaction.state.log.min.isr" }}
+{{- if lt (int (index $c $key | default 1)) 2 }}
+{{- $problems = append $problems (printf "kafka.strimzi.config %s is %v (2 or more)" $key (index $c $key | default "unset")) -}}
+{{- end }}
+{{- end }}
+{{- if eq (toString (index $c "unclean.leader.election.enable" | default false)) "true" }}
+{{- $problems = append $problems "kafka.strimzi.config enables unclean.leader.election.enable" -}}
+{{- end }}
+{{- if ne (toString (index $c "auto.create.topics.enable")) "false" }}
+{{- $problems = append $problems "kafka.strimzi.config does not set auto.create.topics.enable: false (a mistyped topic name would be created with the broker's defaults)" -}}
+{{- end }}
+{{- end }}
+{{- if and $problems (not $v.kafka.durability.allowUnsafe) }}
+{{- fail (printf "these Kafka settings can lose acknowledged deposits: %s. Fix them, or set kafka.durability.allowUnsafe=true for a disposable cluster (see values-kind.yaml)" (join "; " $problems)) }}
 {{- end }}
 {{- end -}}

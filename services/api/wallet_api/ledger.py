@@ -88,11 +88,13 @@ class Ledger:
     """Emits deposits and answers wallet details from the local views."""
 
     def __init__(self, settings: KafkaSettings, state_dir: str | Path, *, partitions: int, create_topics: bool,
-                 replication_factor: int = -1, guarantee: Guarantee = Guarantee.EXACTLY_ONCE) -> None:
+                 replication_factor: int = -1, min_insync_replicas: int = -1,
+                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE) -> None:
         self._settings = settings
         self._partitions = partitions
         self._create_topics = create_topics
         self._replication = replication_factor
+        self._min_insync = min_insync_replicas
         self.guarantee = Guarantee(guarantee)
         state = Path(state_dir)
         # Exactly-once: deposits commit in transactions, so one is stored once whatever the
@@ -120,7 +122,8 @@ class Ledger:
     async def start(self) -> None:
         """Check the topics, connect the emitter, start following both tables."""
         await asyncio.to_thread(
-            ensure_topics, TopicManager(self._settings, replication_factor=self._replication), self._partitions,
+            ensure_topics, TopicManager(self._settings, replication_factor=self._replication,
+                                          min_insync_replicas=self._min_insync), self._partitions,
             create=self._create_topics)
         await self.emitter.start()
         self._loop = asyncio.get_running_loop()

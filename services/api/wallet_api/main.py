@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                                    delivery_timeout_ms=int(args.deposit_timeout_seconds * 1000))
     ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
                     create_topics=args.create_topics, replication_factor=args.replication_factor,
+                    min_insync_replicas=args.min_insync_replicas,
                     guarantee=Guarantee(args.processing_guarantee))
     tune_gc()
     loop = None
