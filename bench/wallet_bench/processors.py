@@ -36,6 +36,12 @@ def run(opts, work: Path, progress: Progress) -> dict:
              worker_cmd("processor", *common, "--kind", "above_threshold",
                         "--state-dir", str(work / "state" / "processor"))),
         ]
+        # The same processors without transactions (the applied-offsets mode): the cost of
+        # exactly-once, measured in the same run on the same input and broker.
+        for kind in ("balance", "above_threshold"):
+            contenders.append((f"{kind}_applied_offsets", f"{kind}-ao", worker_cmd(
+                "processor", *common, "--kind", kind, "--group", f"{kind}-ao", "--guarantee", "applied_offsets",
+                "--state-dir", str(work / "state" / "processor-ao"))))
         if not opts.no_quix:
             for kind in ("balance", "above_threshold"):
                 contenders.append((f"quix_{kind}", f"quix-{kind}", [

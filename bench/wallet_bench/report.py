@@ -53,6 +53,11 @@ def rows(r: dict) -> list[Row]:
             mine = p[kind]
             out.append((f"{kind} processor (Processor, own process)", _n(mine["rate"], "rec/s"),
                         "", "", "", ""))
+            unfenced = p.get(f"{kind}_applied_offsets")
+            if unfenced:
+                ratio = mine["rate"] / unfenced["rate"]
+                out.append((f"{kind}: exactly_once vs applied_offsets (cost of transactions)",
+                            _n(mine["rate"], "rec/s"), _n(unfenced["rate"], "rec/s"), f"{ratio:.2f}×", "(info)", ""))
             quix = p.get(f"quix_{kind}")
             if quix:
                 ratio = mine["rate"] / quix["rate"]
