@@ -207,7 +207,8 @@ def test_every_setting_the_chart_passes_is_one_the_operator_reads():
     for action in operator_main.parser()._actions:
         if action.help and "[env " in action.help:
             read.add(action.help.split("[env ", 1)[1].split(",")[0].rstrip("]"))
-    shared_but_unused = {"WALLET_PARTITIONS", "WALLET_REPLICATION_FACTOR", "WALLET_CREATE_TOPICS", "WALLET_STATE_DIR"}
+    shared_but_unused = {"WALLET_PARTITIONS", "WALLET_REPLICATION_FACTOR", "WALLET_MIN_INSYNC_REPLICAS",
+                         "WALLET_CREATE_TOPICS", "WALLET_STATE_DIR"}
     for name in env:
         if name.startswith("WALLET_"):
             assert name in read or name in shared_but_unused, f"{name} is set by the chart but not read"

@@ -253,7 +253,13 @@ class Emitter:
         with self._wake:
             self._wake.notify()
         try:
-            delivery = await fut
+            # Bounded here too: while every lane is busy ending a failed transaction (an abort,
+            # a new producer's registration), a record still waiting must not wait longer.
+            delivery = await asyncio.wait_for(asyncio.shield(fut), self._timeout + 1.0)
+        except TimeoutError:
+            self._m_failures.inc()
+            fut.cancel()  # a lane that has not taken it drops it; one that has may still commit it
+            raise EmitError("not acknowledged by Kafka in time; the outcome is unknown") from None
         except EmitError:
             self._m_failures.inc()
             raise
@@ -480,6 +486,11 @@ class _Lane:
             failed = next((w.error for w in batch if w.error is not None), None)
             if remaining or failed is not None:
                 reason = failed.str() if failed is not None else f"{remaining} records unacknowledged in time"
+                if remaining and self.emitter._connected:
+                    # As in idempotent mode: fail new records fast until a probe reaches Kafka.
+                    log.warning("emitter: records unacknowledged in time; treating Kafka as unreachable "
+                                "until a probe succeeds")
+                    self.emitter._connected = False
                 self._abandon(failed if failed is not None and failed.fatal() else None)
                 raise _Abort(reason, aborted=True)
             committing = True
@@ -508,7 +519,9 @@ class _Lane:
         the outcome is unknown."""
         if err is None or not err.fatal():
             try:
-                self.producer.abort_transaction(self.emitter._timeout)
+                # Short: an abort that cannot reach the coordinator soon is settled by
+                # replacing the producer (its successor's registration ends the transaction).
+                self.producer.abort_transaction(min(self.emitter._timeout, 2.0))
                 return True
             except KafkaException as exc:
                 log.warning("emitter lane %s: abort transaction: %s; replacing the producer",
