@@ -317,12 +317,17 @@ class Emitter:
         if self._connected or time.monotonic() < self._next_probe:
             return
         self._next_probe = time.monotonic() + 1.0
-        try:
-            self._producer.list_topics(topic=self.topic, timeout=1.0)
+        if self._answers():
             self._connected = True
             log.info("emitter reconnected to Kafka")
+
+    def _answers(self) -> bool:
+        """Whether any broker answers a metadata request within a second."""
+        try:
+            self._producer.list_topics(topic=self.topic, timeout=1.0)
+            return True
         except KafkaException:
-            pass
+            return False
 
     def _replace_producer(self) -> None:
         old = self._producer
@@ -486,10 +491,11 @@ class _Lane:
             failed = next((w.error for w in batch if w.error is not None), None)
             if remaining or failed is not None:
                 reason = failed.str() if failed is not None else f"{remaining} records unacknowledged in time"
-                if remaining and self.emitter._connected:
-                    # As in idempotent mode: fail new records fast until a probe reaches Kafka.
-                    log.warning("emitter: records unacknowledged in time; treating Kafka as unreachable "
-                                "until a probe succeeds")
+                if remaining and self.emitter._connected and not self.emitter._answers():
+                    # No broker answers (not just a leader moving between brokers): fail new
+                    # records fast until a probe reaches Kafka.
+                    log.warning("emitter: records unacknowledged in time and no broker answers; treating "
+                                "Kafka as unreachable until a probe succeeds")
                     self.emitter._connected = False
                 self._abandon(failed if failed is not None and failed.fatal() else None)
                 raise _Abort(reason, aborted=True)
