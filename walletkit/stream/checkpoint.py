@@ -48,6 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from walletkit.stream import metrics
 from walletkit.stream.errors import StreamError
 from walletkit.stream.faults import CrashInjector
+from walletkit.stream.kafka import init_transactions, kafka_error
 from walletkit.stream.table import Transaction
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,6 @@ _FENCED_CODES = {
     KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED,
 }
 
-
-def _kafka_error(exc: BaseException) -> KafkaError | None:
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return err if isinstance(err, KafkaError) else None
 
 
 class ChangelogWriter:
@@ -126,17 +123,8 @@ class ChangelogWriter:
         self._in_transaction = False
         self.producer = self._make_producer(**overrides)
         if self.transactional:
-            deadline = time.monotonic() + max(self.timeout, 60.0)
-            while True:
-                try:
-                    self.producer.init_transactions(self.timeout)
-                    break
-                except KafkaException as exc:
-                    err = _kafka_error(exc)
-                    if err is None or not err.retriable() or time.monotonic() > deadline:
-                        raise StreamError(f"group {self.group}: cannot register transactional id "
-                                          f"{self.transactional_id!r}: {exc}") from exc
-                    log.warning("group %s: init_transactions: %s; retrying", self.group, err.str())
+            init_transactions(self.producer, self.transactional_id, time.monotonic() + max(self.timeout, 60.0),
+                              self.timeout)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -206,13 +194,13 @@ class ChangelogWriter:
                 metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
                 return
             except KafkaException as exc:
-                err = _kafka_error(exc)
+                err = kafka_error(exc)
                 if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
                     continue  # the outcome is unknown: committing again is how to learn it
                 raise self._failed("commit transaction", exc) from exc
 
     def _failed(self, step: str, exc: KafkaException) -> CheckpointFailed:
-        err = _kafka_error(exc)
+        err = kafka_error(exc)
         if err is not None and err.fatal():
             self._fatal = True
         fenced = err is not None and (err.code() in _FENCED_CODES or "fenced" in err.str().lower())
@@ -229,7 +217,7 @@ class ChangelogWriter:
                     producer.abort_transaction(self.timeout)
                     metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
                 except KafkaException as exc:
-                    err = _kafka_error(exc)
+                    err = kafka_error(exc)
                     if err is not None and err.fatal():
                         self._fatal = True
                     log.warning("group %s: abort transaction: %s", self.group, exc)

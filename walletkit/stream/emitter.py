@@ -32,7 +32,7 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -40,7 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from walletkit.stream import metrics
 from walletkit.stream.codec import Codec
 from walletkit.stream.errors import BrokerUnavailable, EmitError
-from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.kafka import KafkaSettings, init_transactions, kafka_error
 from walletkit.stream.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class _Waiting:
     fut: asyncio.Future
     deadline: float                  # monotonic; after it the record fails (503)
     delivery: Delivery | None = None
-    error: KafkaError | None = field(default=None)
+    error: KafkaError | None = None
 
 
 class _Abort(Exception):
@@ -92,10 +92,6 @@ class _Abort(Exception):
     def __init__(self, reason: str, aborted: bool) -> None:
         super().__init__(reason)
         self.aborted = aborted
-
-
-def _error_of(exc: KafkaException) -> KafkaError | None:
-    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
 
 
 class Emitter:
@@ -247,22 +243,23 @@ class Emitter:
             raise EmitError("too many records are waiting for a transaction; retry shortly")
         kb = key.encode()
         started = time.perf_counter()
-        fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Delivery] = loop.create_future()
         self._waiting.append(_Waiting(kb, self.codec.encode(value), partition_for(kb, self._partitions), headers,
                                       fut, time.monotonic() + self._timeout))
         with self._wake:
             self._wake.notify()
+        # Bounded here too: while every lane is busy ending a failed transaction (an abort, a
+        # new producer's registration), a record still waiting must not wait longer. A lane
+        # that has not taken it yet drops it; one that has may still commit it (503, unknown).
+        expiry = loop.call_later(self._timeout + 1.0, _expire, fut)
         try:
-            # Bounded here too: while every lane is busy ending a failed transaction (an abort,
-            # a new producer's registration), a record still waiting must not wait longer.
-            delivery = await asyncio.wait_for(asyncio.shield(fut), self._timeout + 1.0)
-        except TimeoutError:
-            self._m_failures.inc()
-            fut.cancel()  # a lane that has not taken it drops it; one that has may still commit it
-            raise EmitError("not acknowledged by Kafka in time; the outcome is unknown") from None
+            delivery = await fut
         except EmitError:
             self._m_failures.inc()
             raise
+        finally:
+            expiry.cancel()
         self._m_ack.observe(time.perf_counter() - started)
         return delivery
 
@@ -400,18 +397,8 @@ class _Lane:
         with the same id and ends what it left open. Retried while the coordinator loads."""
         self.producer = Producer(self.emitter._settings.producer(
             error_cb=self._on_error, **{"transactional.id": self.transactional_id}))
-        while True:
-            try:
-                self.producer.init_transactions(max(1.0, deadline - time.monotonic()))
-                self.fatal = False
-                return
-            except KafkaException as exc:
-                err = _error_of(exc)
-                if err is None or not err.retriable() or time.monotonic() >= deadline:
-                    raise BrokerUnavailable(
-                        f"cannot register transactional id {self.transactional_id!r} with Kafka at "
-                        f"{self.emitter._settings.bootstrap_servers}: {exc}") from exc
-                time.sleep(0.2)
+        init_transactions(self.producer, self.transactional_id, deadline, deadline - time.monotonic())
+        self.fatal = False
 
     def close(self) -> None:
         if self.producer is not None:
@@ -427,7 +414,7 @@ class _Lane:
         failure = "no attempt"
         while True:
             now = time.monotonic()
-            late = {w for w in batch if w.deadline <= now or w.fut.cancelled()}
+            late = {w for w in batch if w.deadline <= now or w.fut.done()}
             if late:
                 settle(list(late), EmitError(f"not acknowledged by Kafka in time ({failure})"))
                 batch = [w for w in batch if w not in late]
@@ -452,11 +439,7 @@ class _Lane:
             except BrokerUnavailable as exc:
                 failure = str(exc)
                 continue
-            self._m_committed.inc()
-            unreported = [w for w in batch if w.delivery is None]
-            if unreported:  # committed, but where to is unknown: never acknowledge blindly
-                settle(unreported, EmitError("committed without a delivery report; the outcome is unknown"))
-                batch = [w for w in batch if w.delivery is not None]
+            self._m_committed.inc()  # the flush before it reported every record's delivery
             settle(batch, None)
             return
 
@@ -477,7 +460,7 @@ class _Lane:
                     except BufferError:
                         producer.poll(0.01)
                     except KafkaException as exc:
-                        err = _error_of(exc)
+                        err = kafka_error(exc)
                         if err is None or err.txn_requires_abort() or err.fatal():
                             raise
                         refused.append(w)  # this record only (e.g. too large): the others go on
@@ -505,16 +488,15 @@ class _Lane:
                     producer.commit_transaction(max(0.1, deadline - time.monotonic()))
                     break
                 except KafkaException as exc:
-                    err = _error_of(exc)
+                    err = kafka_error(exc)
                     if err is not None and err.retriable() and not err.txn_requires_abort() and not err.fatal() \
                             and time.monotonic() < deadline:
                         continue  # the outcome is unknown: committing again is how to learn it
                     raise
         except KafkaException as exc:
-            err = _error_of(exc)
+            err = kafka_error(exc)
             aborted = self._abandon(err) or not committing
             raise _Abort(err.str() if err is not None else str(exc), aborted) from exc
-        producer.poll(0)  # any delivery report not yet served
 
     def _abandon(self, err: KafkaError | None) -> bool:
         """End a failed transaction so the next can begin; True if it certainly aborted.
@@ -544,6 +526,11 @@ def _delivered(w: _Waiting, err: KafkaError | None, msg: Any) -> None:  # on a l
         w.delivery = Delivery(msg.topic(), msg.partition(), msg.offset())
     else:
         w.error = err
+
+
+def _expire(fut: asyncio.Future[Delivery]) -> None:  # on the loop
+    if not fut.done():
+        fut.set_exception(EmitError("not acknowledged by Kafka in time; the outcome is unknown"))
 
 
 def _settle_batch(batch: list[_Waiting], error: EmitError | None) -> None:  # on the loop

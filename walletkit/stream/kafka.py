@@ -3,10 +3,38 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
+from walletkit.stream.errors import BrokerUnavailable
+
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+log = logging.getLogger(__name__)
+
+
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError a confluent-kafka exception carries (None for anything else)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return err if isinstance(err, KafkaError) else None
+
+
+def init_transactions(producer: Any, transactional_id: str, deadline: float, attempt_timeout: float) -> None:
+    """Register ``transactional_id``: fences an earlier producer with the same id and ends
+    what it left open. Retried while the coordinator loads or moves, until ``deadline``
+    (monotonic); BrokerUnavailable then, or at once on an error that is not retriable."""
+    while True:
+        try:
+            producer.init_transactions(max(1.0, min(attempt_timeout, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is None or not err.retriable() or time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"cannot register transactional id {transactional_id!r}: {exc}") from exc
+            log.warning("init_transactions %s: %s; retrying", transactional_id, err.str())
+            time.sleep(0.2)
 
 
 #: How consumers prefetch. librdkafka (>= 2.2) stops fetching a partition for
