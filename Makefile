@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/bench/.installed
 # The broker of `make run`: tansu (embedded, instant, memory-only) or apache (Apache Kafka).
 KAFKA ?= tansu
 
-.PHONY: run test bench proto clean kafka
+.PHONY: run test bench proto clean kafka images
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka
 bench: $(STAMP) $(BENCH_STAMP) kafka
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	PYTHONPATH=bench $(BIN)/python -m wallet_bench $(BENCH_ARGS)
+
+## images: build the three service images with buildah, no Docker engine needed (IMAGES_ARGS="save DIR" for kind load, "push REGISTRY")
+images: $(STAMP)
+	@command -v buildah >/dev/null || { echo "building images needs buildah (and debootstrap to make the base): apt-get install -y buildah debootstrap"; exit 1; }
+	$(BIN)/python -m walletkit.devstack.images $(or $(IMAGES_ARGS),build)
 
 ## proto: regenerate the Python code of proto/wallet.proto
 proto: $(STAMP)

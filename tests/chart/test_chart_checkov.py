@@ -78,11 +78,8 @@ def test_digest_pinned_images_pass_the_digest_check(manifest_findings):
 
 
 def test_dockerfiles_have_no_findings():
-    args = ["--framework", "dockerfile"]
-    for service in SERVICES:
-        args += ["-f", f"services/{service}/Dockerfile"]
-    reports = run_checkov(args)
-    assert sum(r["summary"]["resource_count"] for r in reports) == len(SERVICES), "checkov must scan all three"
+    reports = run_checkov(["--framework", "dockerfile", "-f", "services/Dockerfile"])
+    assert sum(r["summary"]["resource_count"] for r in reports) >= 1, "checkov must scan the Dockerfile"
     findings = failed_checks(reports)
     skips = checkov_skips()
     unaccepted = [f for f in findings if not any(s.matches(f[0], f[1]) for s in skips)]

@@ -30,7 +30,8 @@ def test_skaffold_builds_each_service_image_from_the_repository_root():
         artifact = artifacts[script]
         assert artifact.get("context", ".") == "."
         dockerfile = artifact["docker"]["dockerfile"]
-        assert dockerfile == f"services/{service}/Dockerfile" and (REPO / dockerfile).is_file()
+        assert dockerfile == "services/Dockerfile" and (REPO / dockerfile).is_file(), "one multi-target Dockerfile"
+        assert artifact["docker"]["target"] == service.replace("_", "-"), "each image is its service's target"
 
 
 def test_skaffold_wires_every_built_image_into_the_chart():

@@ -1,0 +1,298 @@
+"""The three service images, built and run without a Docker engine: buildah (Debian's package).
+
+``python -m walletkit.devstack.images build`` (``make images``) builds every artifact that
+skaffold.yaml lists, from services/Dockerfile, into buildah's local store; ``push`` or ``save``
+hands them on (to a registry, or to ``kind load image-archive``). Where no image registry can be
+reached, the Dockerfile's base (``debian:trixie-slim``) is made here from Debian's packages
+first: debootstrap ``--variant=minbase``, trimmed the way Debian's slim images are (no docs, man
+pages or locales), committed under the exact name the Dockerfile uses, and every build runs with
+``--pull=never`` so nothing but that local base can be used.
+
+buildah runs with the vfs storage driver and chroot isolation, which need neither a daemon nor
+kernel overlay support; ``buildah run`` then shares the host's network, so a container reaches
+a broker on loopback. The machine's CA bundle is handed to the build as the secret ``ca-bundle``
+(pip behind a TLS-intercepting proxy needs it): mounted for the RUN steps that ask for it, never
+part of a layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from walletkit.devstack.kafka import cache_root
+
+REPO = Path(__file__).resolve().parents[2]
+SKAFFOLD = REPO / "skaffold.yaml"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DEBIAN_MIRROR = os.environ.get("WALLET_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What Debian's slim images leave out (debuerreotype's --slim): dpkg never unpacks these paths.
+SLIM_EXCLUDES = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+
+
+class ImageToolMissing(RuntimeError):
+    pass
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ImageToolMissing(f"building images needs {tool}: apt-get install -y {package}")
+    return path
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One image of skaffold.yaml's build.artifacts."""
+    image: str
+    dockerfile: Path
+    target: str | None
+    context: Path
+
+
+def artifacts(skaffold: Path = SKAFFOLD) -> list[Artifact]:
+    doc = yaml.safe_load(skaffold.read_text())
+    out = []
+    for a in doc["build"]["artifacts"]:
+        context = (skaffold.parent / a.get("context", ".")).resolve()
+        docker = a.get("docker", {})
+        out.append(Artifact(a["image"], context / docker.get("dockerfile", "Dockerfile"), docker.get("target"), context))
+    return out
+
+
+def base_images(dockerfile: Path) -> set[str]:
+    """The external images the Dockerfile's FROM lines name, with ARG defaults substituted."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    bases: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "ARG" and "=" in words[1] and not stages:
+            key, _, value = words[1].partition("=")
+            args[key] = value
+        elif words[0].upper() == "FROM":
+            image = words[1]
+            for key, value in args.items():
+                image = image.replace("${%s}" % key, value).replace("$" + key, value)
+            if image not in stages:
+                bases.add(image)
+            if len(words) >= 4 and words[2].upper() == "AS":
+                stages.add(words[3])
+    return bases
+
+
+def qualified(image: str) -> str:
+    """The name buildah stores a short Docker Hub name under (debian:trixie-slim -> docker.io/library/...)."""
+    first = image.split("/")[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image if '/' in image else 'library/' + image}"
+
+
+class Buildah:
+    """buildah with its store under the wallet cache (kept between runs), vfs and chroot isolation."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.binary = _need("buildah", "buildah")
+        self.root = Path(root or cache_root() / "containers")
+        self.global_args = ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run"),
+                            "--storage-driver", "vfs"]
+
+    def command(self, *args: str) -> list[str]:
+        return [self.binary, *self.global_args, *args]
+
+    def __call__(self, *args: str, capture: bool = True, check: bool = True) -> str:
+        proc = subprocess.run(self.command(*args), text=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if capture else None,
+                              stderr=subprocess.PIPE if capture else None)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"buildah {' '.join(args[:3])} failed ({proc.returncode}):\n"
+                               f"{(proc.stderr or '')[-3000:]}")
+        return (proc.stdout or "").strip()
+
+    def exists(self, image: str) -> bool:
+        return subprocess.run(self.command("inspect", "--type", "image", image), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+
+    def config(self, image: str) -> dict:
+        """The OCI image config (Entrypoint, User, Env, WorkingDir, ExposedPorts, Labels)."""
+        return json.loads(self("inspect", "--type", "image", image))["OCIv1"]["config"]
+
+
+def make_debian_base(buildah: Buildah, image: str, *, log=print) -> None:
+    """Make ``debian:<suite>-slim`` from Debian's packages and commit it under that name."""
+    name, _, tag = image.rpartition("/")[2].partition(":")
+    suite = tag.removesuffix("-slim")
+    if name != "debian" or not suite:
+        raise RuntimeError(f"cannot make base image {image} here: only debian:<suite>[-slim] is made locally")
+    debootstrap = _need("debootstrap", "debootstrap")
+    work = Path(tempfile.mkdtemp(prefix="debian-base-", dir=buildah.root))
+    rootfs = work / "rootfs"
+    try:
+        log(f"making {image} from Debian's packages (debootstrap --variant=minbase {suite}, about a minute)")
+        # dpkg's excludes must be in place before the packages are unpacked.
+        (rootfs / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True)
+        (rootfs / "etc/dpkg/dpkg.cfg.d/docker-slim").write_text(SLIM_EXCLUDES)
+        proc = subprocess.run([debootstrap, "--variant=minbase", suite, str(rootfs), DEBIAN_MIRROR],
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"debootstrap {suite} failed:\n{proc.stdout[-3000:]}")
+        _slim(rootfs, suite)
+        ctr = buildah("from", "--pull=never", "scratch")
+        try:
+            buildah("copy", ctr, str(rootfs), "/")
+            buildah("config", "--cmd", "bash", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "--label", f"org.opencontainers.image.description=debian:{tag} made locally by debootstrap "
+                    f"--variant=minbase {suite} from {DEBIAN_MIRROR}", ctr)
+            buildah("commit", "--rm", ctr, qualified(image))
+        except BaseException:
+            buildah("rm", ctr, check=False)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _slim(rootfs: Path, suite: str) -> None:
+    """What Debian's container images do after debootstrap: their apt sources, apt kept clean."""
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
+        f"Types: deb\nURIs: {DEBIAN_MIRROR}\nSuites: {suite} {suite}-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        f"Types: deb\nURIs: {DEBIAN_MIRROR}-security\nSuites: {suite}-security\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    (rootfs / "etc/apt/apt.conf.d/docker-clean").write_text(
+        'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };\n'
+        'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n')
+    (rootfs / "etc/apt/apt.conf.d/docker-no-languages").write_text('Acquire::Languages "none";\n')
+    for path in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (rootfs / path).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    for path in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
+        for entry in (rootfs / path).glob("*"):
+            if entry.is_dir() and path == "usr/share/doc":
+                for f in entry.iterdir():
+                    if f.name != "copyright":
+                        shutil.rmtree(f) if f.is_dir() else f.unlink()
+            elif entry.name != "locale.alias":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def ensure_bases(buildah: Buildah, dockerfile: Path, *, pull: bool = False, log=print) -> None:
+    """Every base the Dockerfile names in the local store: pulled when ``pull`` and a registry
+    answers, else made from Debian's packages."""
+    for image in sorted(base_images(dockerfile)):
+        if buildah.exists(qualified(image)):
+            continue
+        if pull:
+            try:
+                subprocess.run(buildah.command("pull", "--quiet", qualified(image)), check=True, timeout=120,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                log(f"pulled {image}")
+                continue
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                log(f"cannot pull {image}; making it here instead")
+        make_debian_base(buildah, image, log=log)
+
+
+def tag_of(artifact: Artifact) -> str:
+    """A tag from the build inputs (what skaffold's inputDigest does): same sources, same tag."""
+    digest = hashlib.sha256()
+    ignore = artifact.context / ".dockerignore"
+    for path in [artifact.dockerfile, ignore, *sorted(_context_files(artifact.context))]:
+        digest.update(str(path.relative_to(artifact.context)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _context_files(context: Path):
+    """The files the Dockerfile copies (its context after .dockerignore, as the build sends it)."""
+    for top in ("pyproject.toml", "constraints.txt", "walletkit", "services"):
+        path = context / top
+        if path.is_file():
+            yield path
+        for f in path.rglob("*") if path.is_dir() else ():
+            if f.is_file() and "__pycache__" not in f.parts and not f.suffix in (".pyc", ".pyo") \
+                    and ".egg-info" not in str(f) and f.name != "Dockerfile":
+                yield f
+
+
+def build(buildah: Buildah, artifact: Artifact, tag: str | None = None, *, pull: bool = False, log=print) -> str:
+    """Build one artifact from its Dockerfile target, offline from the local base; its image name."""
+    name = f"localhost/{artifact.image}:{tag or tag_of(artifact)}"
+    if buildah.exists(name):
+        log(f"{name}: already built from these sources")
+        return name
+    ensure_bases(buildah, artifact.dockerfile, pull=pull, log=log)
+    args = ["bud", "--pull=never", "--layers", "--isolation", "chroot", "--network", "host",
+            "-f", str(artifact.dockerfile), "-t", name]
+    if artifact.target:
+        args += ["--target", artifact.target]
+    if CA_BUNDLE.is_file():
+        args += ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"]
+    log(f"building {name} (target {artifact.target}) with buildah")
+    buildah(*args, str(artifact.context), capture=log is not print)
+    return name
+
+
+def build_all(buildah: Buildah | None = None, *, pull: bool = False, log=print) -> dict[str, str]:
+    buildah = buildah or Buildah()
+    return {a.image: build(buildah, a, pull=pull, log=log) for a in artifacts()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m walletkit.devstack.images", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build the three images (skaffold.yaml's artifacts) into buildah's store")
+    push = sub.add_parser("push", help="build, then push each image to REGISTRY/<image>:<tag>")
+    push.add_argument("registry", help="e.g. registry.example.com/wallet")
+    save = sub.add_parser("save", help="build, then write each image as a docker-archive (for kind load image-archive)")
+    save.add_argument("directory", type=Path)
+    p.add_argument("--pull", action="store_true",
+                   help="pull a missing base image from its registry first (default: make it from Debian's packages)")
+    args = p.parse_args(argv)
+    try:
+        buildah = Buildah()
+        built = build_all(buildah, pull=args.pull)
+    except (ImageToolMissing, RuntimeError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for image, name in built.items():
+        if args.command == "push":
+            target = f"{args.registry.rstrip('/')}/{image}:{name.rpartition(':')[2]}"
+            buildah("push", name, f"docker://{target}", capture=False)
+            print(f"pushed {target}")
+        elif args.command == "save":
+            args.directory.mkdir(parents=True, exist_ok=True)
+            archive = args.directory / f"{image}.tar"
+            archive.unlink(missing_ok=True)
+            buildah("push", name, f"docker-archive:{archive}:{image}:{name.rpartition(':')[2]}", capture=False)
+            print(f"wrote {archive}  (kind load image-archive {archive} --name wallet)")
+        else:
+            print(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
