@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/bench/.installed
 # The broker of `make run`: tansu (embedded, instant, memory-only) or apache (Apache Kafka).
 KAFKA ?= tansu
 
-.PHONY: run test bench proto clean kafka images
+.PHONY: run test bench proto clean kafka images controlplane
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,13 @@ kafka: $(STAMP)
 run: $(STAMP) $(if $(filter apache,$(KAFKA)),kafka)
 	$(BIN)/wallet-stack --kafka $(KAFKA)
 
+## controlplane: build etcd, kube-apiserver, kube-controller-manager and helm from the Go module proxy for tests/kube (once per machine, about 15 minutes cold; needs Go)
+controlplane: $(STAMP)
+	@command -v go >/dev/null || test -x /usr/local/go/bin/go || { echo "tests/kube builds its control plane with Go 1.26+: install Go"; exit 1; }
+	@PATH="$$PATH:/usr/local/go/bin" $(BIN)/python tests/kube/controlplane.py
+
 ## test: install and run the whole test suite (starts its own Apache Kafka nodes on free loopback ports)
-test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka
+test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka controlplane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: install, then run the benchmark and print the table (BENCH_ARGS="--quick" for a one-minute run; needs wrk)

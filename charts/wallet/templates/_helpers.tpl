@@ -332,3 +332,41 @@ kafka.durability.allowUnsafe says so (a disposable cluster: values-kind.yaml).
 {{- fail (printf "these Kafka settings can lose acknowledged deposits: %s. Fix them, or set kafka.durability.allowUnsafe=true for a disposable cluster (see values-kind.yaml)" (join "; " $problems)) }}
 {{- end }}
 {{- end -}}
+
+{{/*
+A storage quantity in bytes (1Gi, 1024Mi, 500M, ...), as a number to compare: the API server
+stores quantities in canonical form (1024Mi comes back as 1Gi), so strings cannot be compared.
+*/}}
+{{- define "wallet.bytes" -}}
+{{- $q := toString . -}}
+{{- $n := regexFind "^[0-9.]+" $q -}}
+{{- $units := dict "" 1 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 -}}
+{{- mulf (float64 $n) (index $units (trimPrefix $n $q) | default 0) -}}
+{{- end -}}
+
+{{/*
+On `helm upgrade`: a StatefulSet's volumeClaimTemplates, serviceName and selector cannot change
+(the API server refuses the whole update). Say which value changed and what to do instead,
+before anything is applied. Args: root, key (values key), name (the StatefulSet). `helm template`
+has no cluster: lookup answers nothing and nothing is checked.
+*/}}
+{{- define "wallet.statefulset.immutable" -}}
+{{- $live := lookup "apps/v1" "StatefulSet" .root.Release.Namespace .name -}}
+{{- if and $live $live.spec.volumeClaimTemplates -}}
+{{- $v := index .root.Values .key -}}
+{{- $claim := (first $live.spec.volumeClaimTemplates).spec -}}
+{{- $how := printf "volumeClaimTemplates of StatefulSet %s are immutable: keep the old value, or resize each PVC (state-%s-N) where the storage class allows expansion, then `kubectl delete statefulset %s --cascade=orphan` and upgrade again (the pods and volumes stay)" .name .name .name -}}
+{{- if ne (include "wallet.bytes" $claim.resources.requests.storage) (include "wallet.bytes" $v.persistence.size) -}}
+{{- fail (printf "%s.persistence.size cannot change from %s to %s on an installed release: %s" .key $claim.resources.requests.storage $v.persistence.size $how) -}}
+{{- end -}}
+{{- if ne (toJson $claim.accessModes) (toJson $v.persistence.accessModes) -}}
+{{- fail (printf "%s.persistence.accessModes cannot change from %v to %v on an installed release: %s" .key $claim.accessModes $v.persistence.accessModes $how) -}}
+{{- end -}}
+{{- with $v.persistence.storageClass -}}
+{{- $wanted := ternary "" . (eq . "-") -}}
+{{- if ne ($claim.storageClassName | default "") $wanted -}}
+{{- fail (printf "%s.persistence.storageClass cannot change from %q to %q on an installed release: %s" $.key ($claim.storageClassName | default "") $wanted $how) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

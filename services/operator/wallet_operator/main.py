@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import kopf
 from prometheus_client import start_http_server
@@ -47,6 +48,11 @@ def parser() -> argparse.ArgumentParser:
     env_flag(p, "--kube-api", "WALLET_KUBE_API",
              "Kubernetes API URL (default: in-cluster with the pod's ServiceAccount; outside a pod e.g. "
              "http://127.0.0.1:8001 from `kubectl proxy`)", default=None)
+    env_flag(p, "--kube-token-file", "WALLET_KUBE_TOKEN_FILE",
+             "with --kube-api: a file holding the bearer token to send (re-read on every call, as a rotated "
+             "ServiceAccount token is)", default=None)
+    env_flag(p, "--kube-ca-file", "WALLET_KUBE_CA_FILE",
+             "with --kube-api: the CA bundle that signed the API server's certificate", default=None)
     env_flag(p, "--http-host", "WALLET_HTTP_HOST", "address the metrics and health servers bind", default="0.0.0.0")
     env_flag(p, "--http-port", "WALLET_HTTP_PORT", "port of the Prometheus metrics", default=DEFAULT_HTTP_PORT,
              type=int)
@@ -100,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(KopfRecords(debug=args.log_level.lower() == "debug"))
     try:
-        endpoint = KubeEndpoint(server=args.kube_api) if args.kube_api else KubeEndpoint.in_cluster()
+        endpoint = (KubeEndpoint(server=args.kube_api,
+                                 token_path=Path(args.kube_token_file) if args.kube_token_file else None,
+                                 ca_path=Path(args.kube_ca_file) if args.kube_ca_file else None)
+                    if args.kube_api else KubeEndpoint.in_cluster())
     except RuntimeError as exc:
         p.error(str(exc))
     namespace = args.namespace or endpoint.namespace
