@@ -372,6 +372,32 @@ def test_images_default_to_the_app_version_and_take_digests():
     assert image == "registry.example/wallet-balance@sha256:" + "b" * 64
 
 
+def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
+    """What `helm install` needs after `make images IMAGES_ARGS="push REGISTRY"`: one value."""
+    version = helm().Chart.load(str(CHART)).metadata["appVersion"]
+    rendered = render({"global": {"imageRegistry": "registry.example.com/wallet/"}, "operator": {"enabled": True},
+                       "aboveThreshold": {"image": {"registry": "mirror.example:5000"}}})
+    images = {d.name: containers(d.doc)[0]["image"] for d in rendered.manifests if d.kind in ("Deployment", "StatefulSet")}
+    assert images[f"{RELEASE}-api"] == f"registry.example.com/wallet/wallet-api:{version}"
+    assert images[f"{RELEASE}-balance"] == f"registry.example.com/wallet/wallet-balance:{version}"
+    assert images[f"{RELEASE}-above-threshold"] == f"mirror.example:5000/wallet-above-threshold:{version}"
+    assert images[f"{RELEASE}-operator"] == images[f"{RELEASE}-api"], "the operator runs from the API image"
+
+
+def test_runbook_urls_are_absolute_links_to_each_alerts_section_when_published():
+    base = "https://git.example.com/wallet/blob/v0.1.0/docs/observability.md"
+    rule = render({**SCENARIOS["monitoring"], "metrics": {**SCENARIOS["monitoring"]["metrics"], "prometheusRule": {
+        "enabled": True, "runbookBaseUrl": base}}}).one("PrometheusRule", RELEASE)
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith(base + "#runbook-"), url
+        assert alert["annotations"]["runbook"].startswith("docs/observability.md" + url.removeprefix(base))
+    with pytest.raises(Exception, match="runbookBaseUrl"):
+        render({"metrics": {"prometheusRule": {"enabled": True, "runbookBaseUrl": "docs/observability.md"}}})
+
+
 def test_long_release_names_still_make_valid_names():
     rendered = render(release="a-very-long-release-name-that-goes-on-and-on-x")
     for m in rendered.manifests:

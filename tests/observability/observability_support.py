@@ -243,7 +243,7 @@ def panels_table() -> str:
 def alerts_table(groups: list[dict[str, Any]]) -> str:
     rows = ["| alert | severity | for | fires when |", "|---|---|---|---|"]
     for name, rule in alerts(groups).items():
-        anchor = rule["annotations"]["runbook_url"].rpartition("#")[2]
+        anchor = rule["annotations"]["runbook"].partition("#")[2].split()[0]
         rows.append(f"| [{name}](#{anchor}) | {rule['labels']['severity']} | {rule.get('for', '0s')} "
                     f"| {_cell(rule['annotations']['summary'])} |")
     return "\n".join(rows)

@@ -104,10 +104,12 @@ Kafka names (contracts of DESIGN.md) their ACLs need.
 
 {{/* image reference of a component. Call with (dict "root" $ "image" .Values.api.image). */}}
 {{- define "wallet.image" -}}
+{{- $registry := default ((.root.Values.global).imageRegistry) .image.registry | trimSuffix "/" -}}
+{{- $repository := ternary (printf "%s/%s" $registry .image.repository) .image.repository (ne $registry "") -}}
 {{- if .image.digest -}}
-{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion .image.tag) -}}
 {{- end -}}
 {{- end -}}
 
@@ -369,4 +371,13 @@ has no cluster: lookup answers nothing and nothing is checked.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* An alert's runbook: always the section of docs/observability.md that holds it, and a link when
+the document's published address is known. Args: base (runbookBaseUrl), anchor (the alert, lower case). */}}
+{{- define "wallet.runbook" -}}
+runbook: {{ printf "docs/observability.md#runbook-%s in the wallet chart's source" .anchor | quote }}
+{{- if .base }}
+runbook_url: {{ printf "%s#runbook-%s" (trimSuffix "#" .base) .anchor | quote }}
+{{- end }}
 {{- end -}}
