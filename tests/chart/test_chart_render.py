@@ -384,6 +384,15 @@ def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
     assert images[f"{RELEASE}-operator"] == images[f"{RELEASE}-api"], "the operator runs from the API image"
 
 
+def test_monitoring_objects_follow_the_clusters_prometheus_operator_api_by_default():
+    """auto: on where the cluster serves monitoring.coreos.com/v1 (tests/kube installs on such a
+    server), off where it does not (this render, without that API), and true/false force it."""
+    kinds = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert not [m for m in render_scenario("defaults").manifests if m.kind in kinds]
+    forced = render({"metrics": {k: {"enabled": True} for k in ("serviceMonitor", "podMonitor", "prometheusRule")}})
+    assert {m.kind for m in forced.manifests} >= kinds
+
+
 def test_runbook_urls_are_absolute_links_to_each_alerts_section_when_published():
     base = "https://git.example.com/wallet/blob/v0.1.0/docs/observability.md"
     rule = render({**SCENARIOS["monitoring"], "metrics": {**SCENARIOS["monitoring"]["metrics"], "prometheusRule": {

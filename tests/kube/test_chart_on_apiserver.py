@@ -139,7 +139,11 @@ def test_install_upgrade_rollback_uninstall(plane):
     live = objects_in(plane, ns)
     for expected in ("Deployment/wallet-api", "StatefulSet/wallet-balance", "StatefulSet/wallet-above-threshold",
                      "Service/wallet-api", "Kafka/wallet", "KafkaNodePool/dual-role",
-                     "KafkaTopic/wallet-deposit", "NetworkPolicy/wallet-api"):
+                     "KafkaTopic/wallet-deposit", "NetworkPolicy/wallet-api",
+                     # The server serves monitoring.coreos.com/v1 (its CRDs are installed), so the
+                     # monitoring objects are on by default (auto).
+                     "ServiceMonitor/wallet-api", "PodMonitor/wallet-processors", "PrometheusRule/wallet",
+                     "ConfigMap/wallet-dashboard-wallet-overview"):
         assert any(o.lower() == expected.lower() for o in live), f"{expected} not installed: {sorted(live)}"
     # The StatefulSet controller acts on what helm created: pods and their claims exist (Pending).
     wait(lambda: {f"Pod/wallet-balance-{i}" for i in range(2)} <= objects_in(plane, ns) or "no pods", 60,

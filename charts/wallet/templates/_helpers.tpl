@@ -381,3 +381,14 @@ runbook: {{ printf "docs/observability.md#runbook-%s in the wallet chart's sourc
 runbook_url: {{ printf "%s#runbook-%s" (trimSuffix "#" .base) .anchor | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* "true" when a monitoring object is to be rendered: its value is true, or "auto" (the default)
+and the cluster serves the prometheus-operator API (.Capabilities, from the API server's
+discovery on install and upgrade). Args: root, value. */}}
+{{- define "wallet.monitoring.on" -}}
+{{- if eq (toString .value) "auto" -}}
+{{- if .root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end -}}
+{{- else if .value -}}
+true
+{{- end -}}
+{{- end -}}
