@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring the wallet service up on a local kind cluster, the way it runs in production:
-#   1. a kind cluster from kind-config.yaml (ingress on localhost:8080),
-#   2. ingress-nginx (kind's variant, on the node's port 80),
+#   1. a kind cluster from kind-config.yaml (the node's port 30080 on localhost:8080),
+#   2. Envoy Gateway (the Gateway API CRDs and a controller) and its GatewayClass `eg`, whose
+#      proxies listen on that node port (scripts/kind-gateway.yaml),
 #   3. the Strimzi operator (its Helm chart), watching the wallet namespace,
 #   4. kube-prometheus-stack (Prometheus, Grafana, the monitoring CRDs),
 #   5. `skaffold dev --profile kind`: builds the three images, loads them into kind, deploys
@@ -13,14 +14,14 @@
 #   CLUSTER_NAME           kind cluster name (default: wallet; skaffold's kind profile expects it)
 #   STRIMZI_CHART_VERSION  Strimzi operator chart version (default: 1.2.0, the CRDs the tests use)
 #   KPS_CHART_VERSION      kube-prometheus-stack chart version (default: the latest)
-#   INGRESS_NGINX_MANIFEST kind's ingress-nginx manifest (default: the one kind publishes)
+#   ENVOY_GATEWAY_VERSION  Envoy Gateway chart version (default: v1.6.0)
 set -euo pipefail
 
 CLUSTER_NAME=${CLUSTER_NAME:-wallet}
 NAMESPACE=wallet  # fixed by skaffold.yaml's release
 STRIMZI_CHART_VERSION=${STRIMZI_CHART_VERSION:-1.2.0}
 KPS_CHART_VERSION=${KPS_CHART_VERSION:-}
-INGRESS_NGINX_MANIFEST=${INGRESS_NGINX_MANIFEST:-https://kind.sigs.k8s.io/examples/ingress/deploy-ingress-nginx.yaml}
+ENVOY_GATEWAY_VERSION=${ENVOY_GATEWAY_VERSION:-v1.6.0}
 RUN_DEV=true
 
 for arg in "$@"; do
@@ -62,9 +63,12 @@ fi
 CONTEXT="kind-$CLUSTER_NAME"
 kubectl config use-context "$CONTEXT" >/dev/null
 
-step "ingress-nginx (localhost:8080 -> node port 80)"
-kubectl apply -f "$INGRESS_NGINX_MANIFEST"
-kubectl -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=300s
+step "Envoy Gateway $ENVOY_GATEWAY_VERSION (localhost:8080 -> node port 30080 -> the Gateway)"
+helm upgrade --install eg oci://docker.io/envoyproxy/gateway-helm \
+  --version "$ENVOY_GATEWAY_VERSION" \
+  --namespace envoy-gateway-system --create-namespace \
+  --wait --timeout 10m
+kubectl apply -f scripts/kind-gateway.yaml
 
 step "namespace '$NAMESPACE'"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -

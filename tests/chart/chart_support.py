@@ -91,6 +91,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}},
         "metrics": {"podMonitor": {"enabled": True}},
     },
+    # The way in through this release's own Gateway, with an HTTPS listener.
+    "gateway": {
+        "gateway": {"create": True, "className": "eg", "tls": {"enabled": True, "certificateRefs": [{"name": "wallet-tls"}]},
+                    "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
+        "api": {"httpRoute": {"enabled": True, "hostnames": ["wallet.example.com"]}},
+    },
+    # The optional Ingress instead (an ingress controller of your own).
+    "ingress": {
+        "api": {"httpRoute": {"enabled": False}, "ingress": {"enabled": True, "className": "nginx"}},
+    },
     # Images pinned by digest (what production should do).
     "pinned": {
         "api": {"image": {"repository": "registry.example/wallet-api", "digest": "sha256:" + "a" * 64}},

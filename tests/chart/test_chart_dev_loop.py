@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from chart_support import REPO, RELEASE, SERVICES, containers, render, require_module
 
@@ -76,19 +77,35 @@ def test_the_kind_profile_sets_only_values_the_chart_accepts():
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds, "kube-prometheus-stack runs on kind"
 
 
-def test_kind_cluster_publishes_the_ingress_on_localhost_8080():
+def test_kind_cluster_publishes_the_gateway_on_localhost_8080():
+    """kind maps the node port of Envoy Gateway's proxies to localhost:8080; the class the chart's
+    Gateway names on kind is the one kind-up.sh installs, with that node port; the HTTPRoute
+    attaches to that Gateway and matches every host (so localhost works)."""
     config = load_yaml("kind-config.yaml")
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4" and config["kind"] == "Cluster"
     assert config["name"] == "wallet", "skaffold's kind profile activates on the kind-wallet context"
-    ingress_nodes = [n for n in config["nodes"] if n.get("labels", {}).get("ingress-ready") == "true"]
-    assert len(ingress_nodes) == 1
-    mappings = ingress_nodes[0]["extraPortMappings"]
-    assert {"containerPort": 80, "hostPort": 8080} in [
-        {k: m[k] for k in ("containerPort", "hostPort")} for m in mappings]
+    mappings = [m for n in config["nodes"] for m in n.get("extraPortMappings", [])]
     assert all(m.get("listenAddress", "0.0.0.0") == "127.0.0.1" for m in mappings), "local only"
-    # The chart's Ingress defaults match: ingress-nginx's class, every host (so localhost works).
-    ingress = render().one("Ingress", f"{RELEASE}-api")["spec"]
-    assert ingress["ingressClassName"] == "nginx" and "host" not in ingress["rules"][0]
+    host_8080 = [m["containerPort"] for m in mappings if m["hostPort"] == 8080]
+    assert len(host_8080) == 1
+    gateway_docs = list(yaml.safe_load_all((REPO / "scripts" / "kind-gateway.yaml").read_text()))
+    proxy = next(d for d in gateway_docs if d["kind"] == "EnvoyProxy")
+    service = proxy["spec"]["provider"]["kubernetes"]["envoyService"]
+    assert service["type"] == "NodePort"
+    assert service["patch"]["value"]["spec"]["ports"][0]["nodePort"] == host_8080[0]
+    klass = next(d for d in gateway_docs if d["kind"] == "GatewayClass")
+    assert klass["spec"]["parametersRef"]["name"] == proxy["metadata"]["name"]
+
+    values = load_yaml("charts/wallet/values-kind.yaml")
+    rendered = render(values)
+    gateway = rendered.one("Gateway", RELEASE)
+    assert gateway["spec"]["gatewayClassName"] == klass["metadata"]["name"]
+    listener = gateway["spec"]["listeners"][0]
+    assert listener["port"] == service["patch"]["value"]["spec"]["ports"][0]["port"]
+    route = rendered.one("HTTPRoute", f"{RELEASE}-api")["spec"]
+    assert route["parentRefs"] == [{"name": RELEASE}] and "hostnames" not in route
+    assert route["rules"][0]["backendRefs"][0]["name"] == f"{RELEASE}-api"
+    assert not [m for m in rendered.manifests if m.kind == "Ingress"], "the Ingress is the optional way"
 
 
 def test_kind_up_script_is_strict_and_checks_its_tools():
@@ -98,14 +115,16 @@ def test_kind_up_script_is_strict_and_checks_its_tools():
     assert (REPO / "scripts" / "kind-up.sh").stat().st_mode & 0o111, "executable"
     for tool in ("docker", "kind", "kubectl", "helm", "skaffold"):
         assert re.search(rf"^need {tool} ", script, re.M), f"no clear message when {tool} is missing"
-    for step in ("kind create cluster", "ingress-nginx", "strimzi-kafka-operator", "kube-prometheus-stack",
+    for step in ("kind create cluster", "envoyproxy/gateway-helm", "kind-gateway.yaml", "strimzi-kafka-operator",
+                 "kube-prometheus-stack",
                  "skaffold dev --profile kind", "kind-config.yaml"):
         assert step in script
     # The namespaces it installs into are those the chart's NetworkPolicies admit by default.
     values = load_yaml("charts/wallet/values.yaml")["networkPolicy"]
     assert values["prometheus"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"
     assert "--namespace monitoring" in script
-    assert values["ingressController"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "ingress-nginx"
+    assert values["gateway"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == \
+        "envoy-gateway-system" and "--namespace envoy-gateway-system" in script
     subprocess.run(["bash", "-n", str(REPO / "scripts" / "kind-up.sh")], check=True)
 
 

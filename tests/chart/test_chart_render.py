@@ -282,17 +282,19 @@ def test_api_service_and_ingress_reach_port_8080():
     rendered = render_scenario("defaults")
     service = rendered.one("Service", f"{RELEASE}-api")["spec"]
     assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
-    ingress = rendered.one("Ingress", f"{RELEASE}-api")["spec"]
+    assert not [m for m in rendered.manifests if m.kind in ("Ingress", "HTTPRoute", "Gateway")], \
+        "no Gateway named and no Gateway API served here: no way in is invented"
+    ingress = render_scenario("ingress").one("Ingress", f"{RELEASE}-api")["spec"]
     assert ingress["ingressClassName"] == "nginx"
     backend = ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
-    assert "host" not in ingress["rules"][0], "no host: localhost works on kind"
+    assert "host" not in ingress["rules"][0], "no host: localhost works"
     api = rendered.one("Deployment", f"{RELEASE}-api")
     assert service["selector"] == api["spec"]["selector"]["matchLabels"]
     assert rendered.one("PodDisruptionBudget", f"{RELEASE}-api")["spec"]["maxUnavailable"] == 1
     volume = next(v for v in pod_spec(api)["volumes"] if v["name"] == "state")
     assert "emptyDir" in volume, "the views are a cache of the changelogs"
-    custom = render({"api": {"ingress": {"className": "traefik", "host": "wallet.example.com"}}})
+    custom = render({"api": {"ingress": {"enabled": True, "className": "traefik", "host": "wallet.example.com"}}})
     rule = custom.one("Ingress", f"{RELEASE}-api")
     assert rule["spec"]["ingressClassName"] == "traefik" and rule["spec"]["rules"][0]["host"] == "wallet.example.com"
     assert not render_scenario("minimal").of_kind("Ingress")
@@ -329,8 +331,9 @@ def test_network_policies_deny_by_default_and_allow_what_the_design_needs():
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
     api = policies[f"{RELEASE}-api"]
     sources = [peer for rule in api["ingress"] for peer in rule["from"]]
-    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "ingress-nginx"}
-               for p in sources), "ingress controller -> API"
+    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "envoy-gateway-system"}
+               and p.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "envoy"}
+               for p in sources), "the Gateway's proxies -> API"
     assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
                for p in sources), "Prometheus -> API metrics"
     assert all(port["port"] == "http" for rule in api["ingress"] for port in rule["ports"])
@@ -382,6 +385,29 @@ def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
     assert images[f"{RELEASE}-balance"] == f"registry.example.com/wallet/wallet-balance:{version}"
     assert images[f"{RELEASE}-above-threshold"] == f"mirror.example:5000/wallet-above-threshold:{version}"
     assert images[f"{RELEASE}-operator"] == images[f"{RELEASE}-api"], "the operator runs from the API image"
+
+
+def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
+    shared = render({"api": {"httpRoute": {"enabled": True, "hostnames": ["wallet.example.com"],
+                                           "parentRefs": [{"name": "public", "namespace": "gateways",
+                                                           "sectionName": "https"}]}}})
+    route = shared.one("HTTPRoute", f"{RELEASE}-api")["spec"]
+    assert route["parentRefs"] == [{"name": "public", "namespace": "gateways", "sectionName": "https"}]
+    assert route["hostnames"] == ["wallet.example.com"]
+    assert route["rules"] == [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                               "backendRefs": [{"name": f"{RELEASE}-api", "port": 8080}]}]
+    assert not [m for m in shared.manifests if m.kind == "Gateway"]
+    own = render_scenario("gateway")
+    gateway = own.one("Gateway", RELEASE)["spec"]
+    assert [(l["name"], l["protocol"], l["port"]) for l in gateway["listeners"]] == [("http", "HTTP", 80),
+                                                                                   ("https", "HTTPS", 443)]
+    assert gateway["listeners"][1]["tls"] == {"mode": "Terminate", "certificateRefs": [{"name": "wallet-tls"}]}
+    assert own.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
+    assert "through the Gateway" in own.notes
+    with pytest.raises(Exception, match="names no Gateway"):
+        render({"api": {"httpRoute": {"enabled": True}}})
+    with pytest.raises(Exception, match="certificateRefs"):
+        render({"gateway": {"create": True, "tls": {"enabled": True}}})
 
 
 def test_monitoring_objects_follow_the_clusters_prometheus_operator_api_by_default():

@@ -11,7 +11,7 @@ from chart_support import (
     KUBE_VERSIONS, RELEASE, SCENARIOS, load_crds, render_scenario, require_module, validate_custom_resource,
 )
 
-CUSTOM_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/", "scaling.wallet.dev/")
+CUSTOM_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/", "scaling.wallet.dev/", "gateway.networking.k8s.io/")
 
 
 def kubernetes_validate():
@@ -72,6 +72,7 @@ def test_every_custom_kind_the_chart_can_render_has_a_crd():
         ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("scaling.wallet.dev/v1alpha1", "ProcessorScaler"),
+        ("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     }
     assert rendered <= set(crds)
 

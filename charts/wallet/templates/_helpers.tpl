@@ -392,3 +392,32 @@ discovery on install and upgrade). Args: root, value. */}}
 true
 {{- end -}}
 {{- end -}}
+
+{{/* ---------------------------------------------------------------- Gateway API */}}
+
+{{/* The Gateways the API's HTTPRoute attaches to, as JSON: api.httpRoute.parentRefs, else this
+release's Gateway (gateway.create), else none. */}}
+{{- define "wallet.httpRoute.parents" -}}
+{{- if .Values.api.httpRoute.parentRefs -}}
+{{- toJson .Values.api.httpRoute.parentRefs -}}
+{{- else if .Values.gateway.create -}}
+{{- toJson (list (dict "name" (include "wallet.fullname" .))) -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the HTTPRoute is rendered: enabled true (then a Gateway must be named), or auto and
+the cluster serves gateway.networking.k8s.io/v1 and a Gateway is named. */}}
+{{- define "wallet.httpRoute.on" -}}
+{{- $enabled := .Values.api.httpRoute.enabled -}}
+{{- $parents := include "wallet.httpRoute.parents" . | fromJsonArray -}}
+{{- if eq (toString $enabled) "auto" -}}
+{{- if and $parents (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1") }}true{{ end -}}
+{{- else if $enabled -}}
+{{- if not $parents -}}
+{{- fail "api.httpRoute.enabled is true but names no Gateway: set api.httpRoute.parentRefs (e.g. [{name: public, namespace: gateways}]) or gateway.create=true" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
