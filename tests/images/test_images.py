@@ -205,7 +205,10 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
             def ready(ctr=ctr, port=ports[image]):
                 if ctr.proc.poll() is not None:
                     raise AssertionError(f"{ctr.image} exited {ctr.proc.returncode}:\n{ctr.tail()}")
-                return http_get(f"http://127.0.0.1:{port}/readyz", timeout=1)[0] == 200 or ctr.tail(3)
+                try:
+                    return http_get(f"http://127.0.0.1:{port}/readyz", timeout=1)[0] == 200 or ctr.tail(3)
+                except OSError as exc:  # not listening yet
+                    return f"{exc}; {ctr.tail(3)}"
             wait_for(ready, 120, f"{image} ready")
 
         api = ports["wallet-api"]
