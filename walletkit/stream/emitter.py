@@ -124,6 +124,8 @@ class Emitter:
         self._wake = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_probe = 0.0
+        # Set by an "all brokers down" report, cleared by the probe that confirms or refutes it.
+        self._suspect = False
 
     @property
     def transactional(self) -> bool:
@@ -310,11 +312,22 @@ class Emitter:
             self._probe()
 
     def _probe(self) -> None:
-        """While Kafka is known to be unreachable, ask for metadata about once a second."""
-        if self._connected or time.monotonic() < self._next_probe:
+        """While Kafka is unreachable or reported so, ask for metadata about once a second.
+
+        A report of "all brokers down" is checked here before deposits fail fast on it: the
+        report can arrive late (each producer's callbacks are served when it is polled, and a
+        frozen broker's connections time out one by one), after Kafka answered again."""
+        if (self._connected and not self._suspect) or time.monotonic() < self._next_probe:
             return
         self._next_probe = time.monotonic() + 1.0
-        if self._answers():
+        answered = self._answers()
+        if self._suspect:
+            self._suspect = False
+            if self._connected and not answered:
+                log.warning("emitter lost Kafka: %s", self._last_error)
+                self._connected = False
+            return
+        if answered:
             self._connected = True
             log.info("emitter reconnected to Kafka")
 
@@ -362,9 +375,10 @@ class Emitter:
         # broker, and with three of them a dead one is replaced as leader within seconds
         # while the others keep acknowledging (a single broker's failure raises both).
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            if self._connected:
-                log.warning("emitter lost Kafka: %s", err.str())
-            self._connected = False
+            # Confirmed (or not) by the next probe, within about a second; a delivery or commit
+            # that times out meanwhile marks Kafka unreachable on its own.
+            self._suspect = True
+            self._next_probe = 0.0
         elif err.fatal() and not self.transactional:
             # e.g. the idempotent producer fenced after a broker outage: this producer is
             # finished; its pending records fail (never acknowledged) and a new one takes over.
