@@ -177,6 +177,14 @@ class ControlPlane:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "ControlPlane":
+        """Start everything, or stop what was started and raise (no process outlives a failure)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "ControlPlane":
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         self.cert_dir.mkdir(exist_ok=True)
