@@ -18,6 +18,8 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from walletkit.devstack.images import DockerIgnore  # noqa: F401 (re-exported for the Dockerfile tests)
 from typing import Any
 
 import pytest
@@ -399,57 +401,6 @@ def copy_sources(instruction: Instruction) -> tuple[list[str], str, dict[str, st
         flags[flag] = value
     assert len(parts) >= 2, f"line {instruction.line}: COPY needs sources and a destination"
     return parts[:-1], parts[-1], flags
-
-
-class DockerIgnore:
-    """The build context filter with Docker's semantics: last matching rule wins, a rule that
-    matches a parent directory matches everything below it, `!` re-includes, `**` spans dirs."""
-
-    def __init__(self, text: str) -> None:
-        self.rules: list[tuple[bool, re.Pattern[str], str]] = []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
-            self.rules.append((negate, re.compile(self._translate(pattern)), line))
-
-    @staticmethod
-    def _translate(pattern: str) -> str:
-        out, i = [], 0
-        while i < len(pattern):
-            c = pattern[i]
-            if pattern.startswith("**", i):
-                i += 2
-                if pattern.startswith("/", i):
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            if c == "*":
-                out.append("[^/]*")
-            elif c == "?":
-                out.append("[^/]")
-            elif c == "[":
-                end = pattern.find("]", i)
-                body = pattern[i + 1:end]
-                out.append("[" + ("^" + body[1:] if body.startswith(("!", "^")) else body) + "]")
-                i = end
-            else:
-                out.append(re.escape(c))
-            i += 1
-        return "^" + "".join(out) + "$"
-
-    def excluded(self, path: str) -> bool:
-        parts = path.strip("/").split("/")
-        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-        result = False
-        for negate, regex, _ in self.rules:
-            if any(regex.match(c) for c in candidates):
-                result = not negate
-        return result
 
 
 def repo_files() -> list[str]:

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -245,22 +246,78 @@ def ensure_bases(buildah: Buildah, dockerfile: Path, *, pull: bool = False, log=
 def tag_of(artifact: Artifact) -> str:
     """A tag from the build inputs (what skaffold's inputDigest does): same sources, same tag."""
     digest = hashlib.sha256()
-    ignore = artifact.context / ".dockerignore"
-    for path in [artifact.dockerfile, ignore, *sorted(_context_files(artifact.context))]:
+    for path in [artifact.dockerfile, *context_files(artifact.context)]:
         digest.update(str(path.relative_to(artifact.context)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _context_files(context: Path):
-    """The files the Dockerfile copies (its context after .dockerignore, as the build sends it)."""
-    for top in ("pyproject.toml", "constraints.txt", "walletkit", "services"):
-        path = context / top
-        if path.is_file():
-            yield path
-        for f in path.rglob("*") if path.is_dir() else ():
-            if f.is_file() and "__pycache__" not in f.parts and not f.suffix in (".pyc", ".pyo") \
-                    and ".egg-info" not in str(f) and f.name != "Dockerfile":
-                yield f
+def context_files(context: Path) -> list[Path]:
+    """The files the build receives: the context after its .dockerignore, as the builder sends it."""
+    ignore_file = context / ".dockerignore"
+    ignore = DockerIgnore(ignore_file.read_text() if ignore_file.is_file() else "")
+    found = [ignore_file] if ignore_file.is_file() else []
+    for dirpath, dirnames, filenames in os.walk(context):
+        rel = Path(dirpath).relative_to(context)
+        dirnames[:] = sorted(d for d in dirnames
+                             if not ignore.excluded(str(rel / d)) or ignore.may_include_below(str(rel / d)))
+        found += [Path(dirpath) / f for f in sorted(filenames) if not ignore.excluded(str(rel / f))]
+    return found
+
+
+class DockerIgnore:
+    """The build context filter with Docker's semantics: last matching rule wins, a rule that
+    matches a parent directory matches everything below it, `!` re-includes, `**` spans dirs."""
+
+    def __init__(self, text: str) -> None:
+        self.rules: list[tuple[bool, re.Pattern[str], str]] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
+            self.rules.append((negate, re.compile(self._translate(pattern)), line))
+
+    @staticmethod
+    def _translate(pattern: str) -> str:
+        out, i = [], 0
+        while i < len(pattern):
+            c = pattern[i]
+            if pattern.startswith("**", i):
+                i += 2
+                if pattern.startswith("/", i):
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            if c == "*":
+                out.append("[^/]*")
+            elif c == "?":
+                out.append("[^/]")
+            elif c == "[":
+                end = pattern.find("]", i)
+                body = pattern[i + 1:end]
+                out.append("[" + ("^" + body[1:] if body.startswith(("!", "^")) else body) + "]")
+                i = end
+            else:
+                out.append(re.escape(c))
+            i += 1
+        return "^" + "".join(out) + "$"
+
+    def may_include_below(self, directory: str) -> bool:
+        """Whether a `!` rule could let back in something below an excluded directory."""
+        prefix = directory.strip("/") + "/"
+        return any(negate and raw.lstrip("!").strip().lstrip("/").startswith(prefix) for negate, _, raw in self.rules)
+
+    def excluded(self, path: str) -> bool:
+        parts = path.strip("/").split("/")
+        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        result = False
+        for negate, regex, _ in self.rules:
+            if any(regex.match(c) for c in candidates):
+                result = not negate
+        return result
 
 
 def build(buildah: Buildah, artifact: Artifact, tag: str | None = None, *, pull: bool = False, log=print) -> str:
