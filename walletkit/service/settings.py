@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from walletkit.wallet.topology import DEFAULT_PARTITIONS
 
-#: Environment variables mapped onto librdkafka properties (TLS / SASL).
+#: Environment variables mapped onto librdkafka properties (TLS / SASL). Each may instead be
+#: given as ``<NAME>_FILE``, the path of a file holding the value (a mounted Secret), so a
+#: password never has to sit in the process environment: see :func:`kafka_env_properties`.
 KAFKA_ENV_PROPERTIES = {
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
     "KAFKA_SASL_MECHANISM": "sasl.mechanism",
@@ -96,11 +100,62 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     return args
 
 
-def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
+class SettingError(ValueError):
+    """A setting from the environment that cannot be used; the message names the variable."""
+
+
+#: Suffix of the variable that names a file holding another variable's value.
+FILE_SUFFIX = "_FILE"
+
+
+def env_or_file(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``name`` from the environment, or read from the file ``<name>_FILE`` names.
+
+    The file's content is the value, less one trailing newline (what ``echo`` or an editor adds,
+    and what a Secret created from a file often keeps). Empty variables count as unset, as for
+    every other setting; an empty file does not. Both set is refused rather than resolved: which
+    one wins would be a guess, and a stale password silently preferred is hard to find. Raises
+    SettingError, naming the variable, when the file cannot be used.
+    """
+    environ = os.environ if environ is None else environ
+    direct = environ.get(name) or None
+    path = environ.get(name + FILE_SUFFIX) or None
+    if path is None:
+        return direct
+    if direct is not None:
+        raise SettingError(f"both {name} and {name}{FILE_SUFFIX} are set: set only one of them")
+    try:
+        value = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingError(f"{name}{FILE_SUFFIX}={path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingError(f"{name}{FILE_SUFFIX}={path}: cannot be read ({exc})") from None
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        # A file named on purpose but empty is a mistake (a wrong Secret key, a failed mount),
+        # not a request to leave the setting unset.
+        raise SettingError(f"{name}{FILE_SUFFIX}={path}: the file is empty")
+    return value
+
+
+def kafka_env_properties(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka properties from KAFKA_ENV_PROPERTIES' variables (each also as ``<NAME>_FILE``)."""
     extra: dict[str, str] = {}
     for env, prop in KAFKA_ENV_PROPERTIES.items():
-        if os.environ.get(env):
-            extra[prop] = os.environ[env]
+        value = env_or_file(env, environ)
+        if value:
+            extra[prop] = value
+    return extra
+
+
+def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
+    try:
+        extra = kafka_env_properties()
+    except SettingError as exc:
+        sys.exit(f"Kafka client settings: {exc}")
     try:
         extra.update(parse_kafka_config(args.kafka_config))
     except ValueError as exc:
