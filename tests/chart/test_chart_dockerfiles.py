@@ -117,13 +117,35 @@ def test_every_stage_starts_from_one_pinned_debian_slim_base():
     assert len(stages(instructions)) >= 3, "multi-stage: build tools stay out of the runtime image"
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
-def test_dependencies_come_from_the_lock_and_exclude_dev_extras(service):
-    runs = [i.args for i in dockerfile() if i.keyword == "RUN" and "pip install" in i.args]
-    assert runs, "no pip install"
-    for args in runs:
-        assert "-c constraints.txt" in args, f"pip install without the lock: {args}"
-        assert "[dev]" not in args, "the dev extra never enters an image"
+def pip_commands():
+    """Every pip install/wheel command of the Dockerfile's RUN instructions, one string each."""
+    found = []
+    for ins in dockerfile():
+        if ins.keyword == "RUN":
+            found += [part.strip() for part in re.split(r"&&|;", ins.args)
+                      if re.search(r"\bpip (install|wheel|download)\b", part)]
+    return found
+
+
+def test_everything_fetched_is_hash_locked_and_the_rest_is_offline():
+    """Each pip command either installs a hash-locked requirements file without resolving anything
+    (--require-hashes --no-deps, wheels only) or reaches no index at all (--no-index)."""
+    commands = pip_commands()
+    locked = [c for c in commands if "--require-hashes" in c]
+    assert {re.search(r"-r (\S+)", c).group(1) for c in locked} == {"requirements/image.txt",
+                                                                     "requirements/image-build.txt"}, commands
+    for command in commands:
+        assert "[dev]" not in command and "-e " not in command, "the dev extra never enters an image"
+        assert "--no-deps" in command, f"pip resolves dependencies beyond the lock: {command}"
+        if "--require-hashes" in command:
+            assert "--only-binary :all:" in command, f"an sdist would build (and fetch a backend): {command}"
+            assert re.search(r"-r requirements/image(-build)?\.txt$", command), command
+        else:
+            assert "--no-index" in command, f"pip may fetch something unhashed: {command}"
+    wheel = next(c for c in commands if " wheel " in c)
+    assert "--no-build-isolation" in wheel, "build isolation would fetch setuptools unhashed"
+    runtime = next(c for c in commands if c.startswith("/opt/wallet/bin/pip install") and "--no-index" in c)
+    assert runtime.endswith(".whl"), "the runtime venv gets the built wheel, not the build backend"
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -176,7 +198,7 @@ def test_copied_sources_hold_every_package_pyproject_installs():
                 sources, _, flags = copy_sources(ins)
                 if "from" not in flags:
                     copied |= {s.rstrip("/") for s in sources}
-    assert {"pyproject.toml", "constraints.txt"} <= copied
+    assert {"pyproject.toml", "requirements/image.txt", "requirements/image-build.txt"} <= copied
     for package, directory in package_dirs.items():
         assert any(directory == c or directory.startswith(c + "/") for c in copied), \
             f"package {package} ({directory}) is not copied into the build stage"
@@ -185,9 +207,12 @@ def test_copied_sources_hold_every_package_pyproject_installs():
 def test_dockerignore_keeps_the_context_small():
     ignore = DockerIgnore((REPO / ".dockerignore").read_text())
     for path in (".git/HEAD", ".venv/bin/python", "tests/chart/conftest.py", "charts/wallet/Chart.yaml",
-                 "walletkit/__pycache__/x.cpython-311.pyc", "services/Dockerfile", ".state/api/x"):
+                 "walletkit/__pycache__/x.cpython-311.pyc", "services/Dockerfile", ".state/api/x",
+                 # the dev lock and the other requirements files: the image installs only its own lock
+                 "constraints.txt", "requirements/chart.txt", "requirements/lock-image.sh"):
         assert ignore.excluded(path), f"{path} should not be sent to the builder"
-    for path in ("pyproject.toml", "constraints.txt", "walletkit/__init__.py", "services/api/wallet_api/app.py"):
+    for path in ("pyproject.toml", "requirements/image.txt", "requirements/image-build.txt", "walletkit/__init__.py",
+                 "services/api/wallet_api/app.py"):
         assert not ignore.excluded(path), f"{path} is needed by the build"
 
 
