@@ -84,9 +84,19 @@ def test_chart_runs_exactly_the_images_entrypoint(service):
     kind, component = COMPONENTS[service]
     container = containers(render_scenario("defaults").one(kind, f"{RELEASE}-{component}"))[0]
     assert container["command"] == entrypoint, "chart and image disagree on what runs"
-    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
-    exposed = last(final_stage(service), "EXPOSE").args.split()
-    assert exposed == [str(port)], f"EXPOSE {exposed} but the chart serves {port}"
+    # Every port the chart names (the API: public and operations) is one the image says it serves.
+    ports = sorted(str(p["containerPort"]) for p in container["ports"])
+    exposed = sorted(last(final_stage(service), "EXPOSE").args.split())
+    assert exposed == ports, f"EXPOSE {exposed} but the chart serves {ports}"
+
+
+def test_the_api_images_healthcheck_probes_the_operations_port():
+    """/healthz is served only on WALLET_OPS_PORT: the image's own check must look there."""
+    check = last(final_stage("api"), "HEALTHCHECK").args
+    assert "/healthz" in check and "WALLET_OPS_PORT" in check and "'8090'" in check, check
+    ops = next(p for p in containers(render_scenario("defaults").one("Deployment", f"{RELEASE}-api"))[0]["ports"]
+               if p["name"] == "ops")
+    assert ops["containerPort"] == 8090
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -6,6 +6,8 @@ that is no console script, or a setting the services reject fails here.
 Only the deployment-specific parts are substituted, each checked first against what the chart says:
 the broker address (an Apache Kafka node on a free loopback port), the HTTP ports (free loopback ports,
 bound to 127.0.0.1), the state directory (a temporary one per pod), and the downward-API pod name.
+Readiness is waited for where the chart's probe looks (the API: its operations port), and the API's
+public port is shown to serve the API and not the operations endpoints.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ E2E_VALUES = {
     },
 }
 INIT_WRAPPERS = (["tini", "--"],)
+# The variable that sets each named container port.
+PORT_ENV = {"http": "WALLET_HTTP_PORT", "ops": "WALLET_OPS_PORT"}
 SEED = {"WalletID": "walletID001", "Amount": 8000}
 EXPECTED_DETAILS = b'{"WalletID":"walletID001","Balance":8000,"AboveThreshold":false}'
 
@@ -105,21 +109,26 @@ def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
             assert env["KAFKA_BOOTSTRAP_SERVERS"] == BOOTSTRAP_PLACEHOLDER
             state_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "state")
             assert env["WALLET_STATE_DIR"] == state_mount
-            port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
-            assert env["WALLET_HTTP_PORT"] == str(port)
+            local_ports = {}
+            for port in container["ports"]:
+                assert env[PORT_ENV[port["name"]]] == str(port["containerPort"]), port
+                local_ports[port["name"]] = free_port()
             if workload["kind"] == "StatefulSet":
                 assert env["WALLET_INSTANCE_ID"] == pod_name
+            probed = container["readinessProbe"]["httpGet"]
+            assert probed["path"] == "/readyz" and probed["port"] in local_ports
             # Adapted: loopback only, free ports, temporary state.
-            local_port = free_port()
             env.update({
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 "WALLET_HTTP_HOST": "127.0.0.1",
-                "WALLET_HTTP_PORT": str(local_port),
                 "WALLET_STATE_DIR": str(tmp_path / "state" / pod_name),
+                **{PORT_ENV[name]: str(port) for name, port in local_ports.items()},  # ServiceProcess sets them too
             })
             script, args = local_command(container)
             grace = pod_spec(workload)["terminationGracePeriodSeconds"]
-            proc = ServiceProcess(script, env, local_port, tmp_path / f"{pod_name}.log", args=args).start()
+            # ServiceProcess waits for /readyz on its operations port: the one the chart's probe uses.
+            proc = ServiceProcess(script, env, local_ports["http"], tmp_path / f"{pod_name}.log", args=args,
+                                  ops_port=local_ports[probed["port"]]).start()
             services.append((pod_name, proc, grace))
             if script == "wallet-balance":
                 proc.wait_ready(60)
@@ -130,6 +139,10 @@ def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
                 pytest.fail(f"{pod_name} never became ready: {exc}\n{tail(proc.log_path)}")
 
         api = next(proc for pod_name, proc, _ in services if pod_name.startswith(f"{RELEASE}-api"))
+        # What the HTTPRoute routes to (port http) serves no operations endpoint; port ops does.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert http_get(api.url(path))[0] == 404, f"{path} is served on the public port"
+            assert http_get(api.ops_url(path))[0] == 200, f"{path} is not served on the operations port"
         status, reply = http_post_json(api.url("/deposit"), SEED)
         assert status == 202, f"POST /deposit: {status} {reply}"
         assert isinstance(reply, dict), "the reply is JSON"

@@ -190,14 +190,28 @@ def test_pods_meet_the_restricted_pod_security_standard(scenario):
 
 
 def test_probes_use_the_services_real_endpoints_on_the_served_port():
+    """A processor serves its operations endpoints on its only port (http, WALLET_HTTP_PORT); the
+    API serves them only on its operations listener (ops, WALLET_OPS_PORT), apart from the public API."""
     rendered = render_scenario("defaults")
     for kind, name in WORKLOADS:
         container = containers(rendered.one(kind, name))[0]
-        port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
-        assert env_of(container)["WALLET_HTTP_PORT"]["value"] == str(port), "the process serves the probed port"
-        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = env_of(container)
+        assert env["WALLET_HTTP_PORT"]["value"] == str(ports["http"]), "the process serves the named port"
+        probed = "ops" if kind == "Deployment" else "http"
+        if kind == "Deployment":
+            assert ports == {"http": 8080, "ops": 8090}
+            assert env["WALLET_OPS_PORT"]["value"] == str(ports["ops"]), "the process serves the probed port"
+        else:
+            assert set(ports) == {"http"} and "WALLET_OPS_PORT" not in env
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": probed}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": probed}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": probed}
+    moved = containers(render({"api": {"opsPort": 9100, "containerPort": 8000}}).one("Deployment", f"{RELEASE}-api"))[0]
+    assert {p["name"]: p["containerPort"] for p in moved["ports"]} == {"http": 8000, "ops": 9100}
+    assert env_of(moved)["WALLET_OPS_PORT"]["value"] == "9100" and env_of(moved)["WALLET_HTTP_PORT"]["value"] == "8000"
+    with pytest.raises(helm().HelmRenderError, match="need a listener each"):
+        render({"api": {"opsPort": 8080}})
 
 
 def test_processors_are_statefulsets_with_state_volumes_and_static_membership():
@@ -278,16 +292,25 @@ def test_hpa_replaces_the_fixed_replica_count():
     assert render_scenario("defaults").one("Deployment", f"{RELEASE}-api")["spec"]["replicas"] == 2
 
 
+PUBLIC_PATHS = [("Exact", "/deposit"), ("PathPrefix", "/details/"), ("Exact", "/openapi.yaml"),
+                ("Exact", "/openapi.json")]
+
+
 def test_api_service_and_ingress_reach_port_8080():
     rendered = render_scenario("defaults")
     service = rendered.one("Service", f"{RELEASE}-api")["spec"]
-    assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+                                {"name": "ops", "port": 8090, "targetPort": "ops", "protocol": "TCP"}]
     assert not [m for m in rendered.manifests if m.kind in ("Ingress", "HTTPRoute", "Gateway")], \
         "no Gateway named and no Gateway API served here: no way in is invented"
     ingress = render_scenario("ingress").one("Ingress", f"{RELEASE}-api")["spec"]
     assert ingress["ingressClassName"] == "nginx"
-    backend = ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
+    # Only the public API, to port http: /metrics, /healthz and /readyz stay inside the cluster.
+    paths = ingress["rules"][0]["http"]["paths"]
+    assert [(p["pathType"], p["path"]) for p in paths] == [("Prefix" if t == "PathPrefix" else t, v)
+                                                            for t, v in PUBLIC_PATHS]
+    for path in paths:
+        assert path["backend"]["service"] == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
     assert "host" not in ingress["rules"][0], "no host: localhost works"
     api = rendered.one("Deployment", f"{RELEASE}-api")
     assert service["selector"] == api["spec"]["selector"]["matchLabels"]
@@ -307,7 +330,8 @@ def test_monitoring_resources_exist_only_when_asked_and_select_the_right_pods():
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     api_service = rendered.one("Service", f"{RELEASE}-api")
     assert sm["spec"]["selector"]["matchLabels"].items() <= api_service["metadata"]["labels"].items()
-    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm["spec"]["endpoints"][0]["port"] == "ops" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "ops" in {p["name"] for p in api_service["spec"]["ports"]}, "the scraped port is on the Service"
     pm = rendered.one("PodMonitor", f"{RELEASE}-processors")["spec"]
     expr = pm["selector"]["matchExpressions"][0]
     assert expr["key"] == "app.kubernetes.io/component" and set(expr["values"]) == {"balance", "above-threshold"}
@@ -336,7 +360,17 @@ def test_network_policies_deny_by_default_and_allow_what_the_design_needs():
                for p in sources), "the Gateway's proxies -> API"
     assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
                for p in sources), "Prometheus -> API metrics"
-    assert all(port["port"] == "http" for rule in api["ingress"] for port in rule["ports"])
+    # The public port from the Gateway's proxies and labelled clients; the operations port from
+    # Prometheus and from nothing else.
+    def sources_of(port):
+        return [peer for rule in api["ingress"] if any(p["port"] == port for p in rule["ports"]) for peer in rule["from"]]
+    assert {p["port"] for rule in api["ingress"] for p in rule["ports"]} == {"http", "ops"}
+    assert all(len(rule["ports"]) == 1 for rule in api["ingress"]), "one port per rule: no rule opens both"
+    assert sources_of("ops") == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert not any(p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                   == "monitoring" for p in sources_of("http")), "Prometheus scrapes ops, not the public port"
+    assert len(sources_of("http")) == 2, "the Gateway's proxies and labelled clients"
     processors = policies[f"{RELEASE}-processors"]
     assert len(processors["ingress"]) == 1, "only Prometheus reaches a processor"
     for policy in (api, processors):
@@ -394,8 +428,9 @@ def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
     route = shared.one("HTTPRoute", f"{RELEASE}-api")["spec"]
     assert route["parentRefs"] == [{"name": "public", "namespace": "gateways", "sectionName": "https"}]
     assert route["hostnames"] == ["wallet.example.com"]
-    assert route["rules"] == [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                               "backendRefs": [{"name": f"{RELEASE}-api", "port": 8080}]}]
+    assert route["rules"] == [{"matches": [{"path": {"type": t, "value": v}} for t, v in PUBLIC_PATHS],
+                               "backendRefs": [{"name": f"{RELEASE}-api", "port": 8080}]}], \
+        "only the public API, to the public port: no /metrics, /healthz or /readyz from outside"
     assert not [m for m in shared.manifests if m.kind == "Gateway"]
     own = render_scenario("gateway")
     gateway = own.one("Gateway", RELEASE)["spec"]

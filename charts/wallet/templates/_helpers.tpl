@@ -102,6 +102,18 @@ Kafka names (contracts of DESIGN.md) their ACLs need.
  {"key": "aboveThreshold", "component": "above-threshold", "script": "wallet-above-threshold", "group": "above_threshold", "table": "above_threshold-table"}]
 {{- end -}}
 
+{{/*
+The public API's paths, as JSON: what the HTTPRoute and the Ingress route (to port http). Exact
+where the API has one resource, a prefix for /details/{wallet_id}. /metrics, /healthz and /readyz
+are not among them: they are served on port ops only.
+*/}}
+{{- define "wallet.api.publicPaths" -}}
+[{"type": "Exact", "path": "/deposit"},
+ {"type": "PathPrefix", "path": "/details/"},
+ {"type": "Exact", "path": "/openapi.yaml"},
+ {"type": "Exact", "path": "/openapi.json"}]
+{{- end -}}
+
 {{/* image reference of a component. Call with (dict "root" $ "image" .Values.api.image). */}}
 {{- define "wallet.image" -}}
 {{- $registry := default ((.root.Values.global).imageRegistry) .image.registry | trimSuffix "/" -}}
@@ -273,6 +285,12 @@ Call with (dict "root" $ "component" "api" "port" 8080).
 {{- fail "kafka.sasl.enabled with an external cluster needs kafka.external.sasl.existingSecret: the name of a Secret holding the username and password (secrets are never chart values)" }}
 {{- end }}
 {{- include "wallet.validateDurability" . -}}
+{{- if eq (int $v.api.containerPort) (int $v.api.opsPort) }}
+{{- fail (printf "api.containerPort and api.opsPort are both %d: the public API and the operations endpoints need a listener each" (int $v.api.opsPort)) }}
+{{- end }}
+{{- if eq (int $v.api.service.port) (int $v.api.service.opsPort) }}
+{{- fail (printf "api.service.port and api.service.opsPort are both %d: a Service port carries one listener" (int $v.api.service.opsPort)) }}
+{{- end }}
 {{- if and $v.api.autoscaling.enabled (gt (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above api.autoscaling.maxReplicas (%d)" (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- end }}

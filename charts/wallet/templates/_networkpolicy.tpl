@@ -28,14 +28,14 @@
   {{- end }}
 {{- end }}
 
-{{- /* Prometheus scraping a metrics port. */ -}}
+{{- /* Prometheus scraping a metrics port. Args: root, port (the port's name). */ -}}
 {{- define "wallet.networkPolicy.fromPrometheus" -}}
 - from:
     - namespaceSelector:
-        {{- toYaml .Values.networkPolicy.prometheus.namespaceSelector | nindent 8 }}
+        {{- toYaml .root.Values.networkPolicy.prometheus.namespaceSelector | nindent 8 }}
       podSelector:
-        {{- toYaml .Values.networkPolicy.prometheus.podSelector | nindent 8 }}
+        {{- toYaml .root.Values.networkPolicy.prometheus.podSelector | nindent 8 }}
   ports:
-    - port: http
+    - port: {{ .port }}
       protocol: TCP
 {{- end }}
