@@ -16,7 +16,7 @@ from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES
+from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_VALUE_BYTES
 from walletkit.wallet.topology import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     tune_gc()
     processor = Processor.create(spec, settings, args.state_dir, guarantee=Guarantee(args.processing_guarantee),
                                  batch_size=args.batch_size, cache_entries=args.cache_entries,
+                                 max_value_bytes=args.max_value_bytes,
                                  faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
                                  if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
@@ -78,7 +79,12 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
     env_flag(parser, "--batch-size", "WALLET_BATCH_SIZE",
              "records processed and made durable together at most (repeated keys in a batch cost one write)",
              default=DEFAULT_BATCH_SIZE, type=int)
+    env_flag(parser, "--max-value-bytes", "WALLET_MAX_VALUE_BYTES",
+             "largest table value a deposit may leave; a deposit that would exceed it is quarantined "
+             "(keep it below the table topics' max.message.bytes)", default=DEFAULT_MAX_VALUE_BYTES, type=int)
     args = parse(parser, argv)
+    if args.max_value_bytes < 1024:
+        parser.error("--max-value-bytes must be at least 1024")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.cache_entries < 0:

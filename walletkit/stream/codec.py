@@ -47,6 +47,19 @@ def raw_applied_offset(codec: TableCodec) -> Callable[[bytes], int]:
     return lambda data: applied(decode(data))
 
 
+def encoded_size(codec: Codec) -> Callable[[Any], int]:
+    """``value -> size of its encoding``, for the table's value-size limit.
+
+    A codec may provide ``encoded_size(value)`` that is cheaper than encoding (an upper
+    bound is fine); otherwise the value is encoded.
+    """
+    fast = getattr(codec, "encoded_size", None)
+    if fast is not None:
+        return fast
+    encode = codec.encode
+    return lambda value: len(encode(value))
+
+
 def parse_message(message_type: type, data: bytes) -> Any:
     """``data`` parsed as a ``message_type``; SkipRecord if it is not one."""
     msg = message_type()
@@ -70,6 +83,9 @@ class ProtobufCodec:
 
     def decode(self, data: bytes) -> Any:
         return parse_message(self.message_type, data)
+
+    def encoded_size(self, value: Any) -> int:
+        return value.ByteSize()
 
 
 class ProtobufTableCodec(ProtobufCodec):

@@ -40,3 +40,14 @@ class Context:
     def set_value(self, value: Any) -> None:
         self._codec.stamp(value, self.offset)
         self._txn.set(self.key, value)
+
+    def value_of(self, key: str) -> Any | None:
+        """The value of another key of this partition's table: a side entry of this
+        record's key (e.g. ``<key>\\0...``), which lives where the key's records go."""
+        return self._txn.get(key)
+
+    def set_value_of(self, key: str, value: Any) -> None:
+        """Replace a side entry's value (stamped like ``set_value``). Side entries keep a
+        key's bookkeeping that grows with its traffic out of its own value."""
+        self._codec.stamp(value, self.offset)
+        self._txn.set(key, value)

@@ -40,3 +40,18 @@ class SkipRecord(StreamError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class ValueTooLarge(SkipRecord):
+    """A record would make its key's table value larger than a changelog record may be.
+
+    Raised by the table, not by callbacks: the processor quarantines the record (its
+    group's ``quarantine`` hook notes it) and the rest of the partition keeps flowing,
+    instead of every restart failing on the same oversized write.
+    """
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__("value_too_large", f"the value of {key!r} would be {size} bytes, over the limit of {limit}")
+        self.key = key
+        self.size = size
+        self.limit = limit

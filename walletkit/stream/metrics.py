@@ -34,7 +34,8 @@ _DELAY_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 6
 
 RECORDS = Counter(
     "stream_processor_records_total",
-    "Input records consumed by a processor, by outcome: processed, duplicate (already applied, skipped), skipped (malformed).",
+    "Input records consumed by a processor, by outcome: processed, duplicate (already applied, skipped), skipped (malformed), "
+    "quarantined (its table value would exceed the value-size limit: not applied, noted for its key).",
     ["group", "outcome"],
 )
 BATCH_SIZE = Histogram(
@@ -208,7 +209,7 @@ FENCED = Counter(
 
 def init_processor(group: str, ready: Callable[[], bool], guarantee: str = "exactly_once") -> None:
     """Create a processor's series up front (0 rather than absent) and bind its readiness."""
-    for outcome in ("processed", "duplicate", "skipped"):
+    for outcome in ("processed", "duplicate", "skipped", "quarantined"):
         RECORDS.labels(group, outcome)
     for metric in (COMMIT_FAILURES, FLUSH_FAILURES, CHANGELOG_RECORDS, PARTITIONS, STATE_BYTES, FENCED):
         metric.labels(group)

@@ -36,12 +36,12 @@ from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
 from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
-from walletkit.stream.errors import RestoreError, SkipRecord, StreamError
+from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, ValueTooLarge
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store, persistent_id
-from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
+from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction, trim_oldest
 from walletkit.stream.topics import table_topic
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,22 @@ class GroupSpec:
     #: ``callback(ctx, value)`` for every input record, in offset order per key.
     #: It must be deterministic given the table value and the record.
     callback: Callable[[Context, Any], None]
+    #: ``quarantine(ctx, reason)`` for a record the table refused (ValueTooLarge): note it
+    #: for its key (say, in a side entry) so readers can learn it was not applied. None: only
+    #: counted and logged.
+    quarantine: Callable[[Context, str], None] | None = None
 
     @property
     def table_topic(self) -> str:
         return table_topic(self.group)
+
+
+class _Quarantine(Exception):
+    """A batch must run again without the record at (partition, offset)."""
+
+    def __init__(self, partition: int, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.partition, self.offset, self.reason = partition, offset, reason
 
 
 class ProcessorState(enum.Enum):
@@ -82,6 +94,12 @@ class ProcessorState(enum.Enum):
 DEFAULT_BATCH_SIZE = 10_000
 #: Decoded table values kept across batches, over all assigned partitions.
 DEFAULT_CACHE_ENTRIES = 50_000
+#: Largest table value a record may leave: half of Kafka's default record limit (1 MiB), so
+#: a value that passes is always accepted by a changelog topic with default settings.
+DEFAULT_MAX_VALUE_BYTES = 512 * 1024
+#: Quarantined records remembered (to skip when their batch is re-run); a forgotten one is
+#: found again the same way, since callbacks are deterministic.
+_QUARANTINE_MEMORY = 10_000
 
 
 class LocalStores:
@@ -110,7 +128,7 @@ class Processor:
                  guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
                  batch_size: int = DEFAULT_BATCH_SIZE, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
                  commit_interval: float = 0.1, cache_entries: int = DEFAULT_CACHE_ENTRIES,
-                 faults: CrashInjector | None = None) -> None:
+                 max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES, faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._clients = clients
         self._settings = clients.settings
@@ -121,6 +139,8 @@ class Processor:
         self._flush_timeout = flush_timeout
         self._commit_interval = commit_interval
         self._cache_entries = cache_entries  # decoded values kept across batches, per processor
+        self._max_value_bytes = max_value_bytes
+        self._quarantined: dict[tuple[int, int], str] = {}  # (partition, offset) -> why
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
         self._rebuilding: dict[int, int] = {}  # partition -> input offset its lost table is rebuilt up to
         self._last_commit = 0.0
@@ -135,6 +155,7 @@ class Processor:
         self._m_processed = metrics.RECORDS.labels(spec.group, "processed")
         self._m_duplicate = metrics.RECORDS.labels(spec.group, "duplicate")
         self._m_skipped = metrics.RECORDS.labels(spec.group, "skipped")
+        self._m_quarantined = metrics.RECORDS.labels(spec.group, "quarantined")
         self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
         self._lag_reported: set[int] = set()
         metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
@@ -255,7 +276,8 @@ class Processor:
             for p in assigned:
                 part = self._stores.get(p)
                 if part is None:
-                    part = self._stores[p] = TablePartition(self._stores_factory.open(p), self.spec.table_codec, p)
+                    part = self._stores[p] = TablePartition(self._stores_factory.open(p), self.spec.table_codec, p,
+                                                            max_value_bytes=self._max_value_bytes)
                 part.cache.clear()  # another owner may have changed the table meanwhile
                 part.cache_entries = per_partition
                 parts.append(part)
@@ -359,14 +381,42 @@ class Processor:
         consumer = self._consumer
         member = (consumer.memberid(), consumer.consumer_group_metadata()
                   if self.guarantee is Guarantee.EXACTLY_ONCE else None)
+        started = time.perf_counter()
+        while True:
+            try:
+                txns, counts, oldest_ms = self._apply(msgs)
+                break
+            except _Quarantine as q:
+                # Nothing of this batch left the process yet: drop its writes and run it again
+                # without the record, which the group's hook notes instead.
+                for part in self._owned.values():
+                    part.cache.clear()
+                self._quarantined[(q.partition, q.offset)] = q.reason
+                trim_oldest(self._quarantined, _QUARANTINE_MEMORY)
+        metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        if not txns:
+            return
+        metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
+        if self._flush(txns, member):
+            processed, duplicates, skipped, quarantined = counts
+            self._m_processed.inc(processed)
+            self._m_duplicate.inc(duplicates)
+            self._m_skipped.inc(skipped)
+            self._m_quarantined.inc(quarantined)
+            if oldest_ms:
+                self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
+
+    def _apply(self, msgs: list[Message]) -> tuple[dict[int, Transaction], tuple[int, int, int, int], int]:
+        """Run the callbacks of a batch into per-partition transactions (nothing durable yet)."""
+        spec = self.spec
         codec = spec.table_codec
         applied = codec.applied_offset
         decode = spec.input_codec.decode
         callback = spec.callback
+        quarantined_records = self._quarantined
         txns: dict[int, Transaction] = {}
-        processed = duplicates = skipped = 0
+        processed = duplicates = skipped = quarantined = 0
         oldest_ms = 0  # timestamp of the batch's oldest record (the first of each partition)
-        started = time.perf_counter()
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -401,25 +451,32 @@ class Processor:
             if current is not None and applied(current) >= offset:
                 duplicates += 1
                 continue
+            ctx = Context(txn, codec, key, p, offset, m)
+            reason = quarantined_records.get((p, offset)) if quarantined_records else None
+            if reason is not None:
+                quarantined += 1
+                if spec.quarantine is not None:
+                    try:
+                        spec.quarantine(ctx, reason)
+                    except ValueTooLarge as exc:  # even the note does not fit: counted and logged only
+                        log.error("group %s: cannot note the quarantine of %s[%d]@%d: %s", spec.group,
+                                  spec.input_topic, p, offset, exc)
+                continue
             try:
                 # Only SkipRecord is tolerated: any other error (a bug) stops the processor
                 # without committing, so the record is retried rather than lost.
-                callback(Context(txn, codec, key, p, offset, m), decode(m.value()))
+                callback(ctx, decode(m.value()))
                 processed += 1
+            except ValueTooLarge as exc:
+                log.error("group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
+                          spec.group, spec.input_topic, p, offset, exc,
+                          extra={"record_key": key, "partition": p, "offset": offset})
+                raise _Quarantine(p, offset, str(exc)) from exc
             except SkipRecord as exc:
                 skipped += 1
                 log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
                             extra={"record_key": key, "partition": p, "offset": offset})
-        metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
-        if not txns:
-            return
-        metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
-        if self._flush(txns, member):
-            self._m_processed.inc(processed)
-            self._m_duplicate.inc(duplicates)
-            self._m_skipped.inc(skipped)
-            if oldest_ms:
-                self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
+        return txns, (processed, duplicates, skipped, quarantined), oldest_ms
 
     def _flush(self, txns: dict[int, Transaction], member: tuple[str | None, Any]) -> bool:
         """Make a batch durable through its checkpoint; on failure abort and rewind it."""

@@ -18,7 +18,8 @@ from itertools import islice
 from typing import Any
 
 from walletkit.stream.changelog import position_key, stored_position, stored_topic_id
-from walletkit.stream.codec import TableCodec
+from walletkit.stream.codec import TableCodec, encoded_size
+from walletkit.stream.errors import ValueTooLarge
 from walletkit.stream.store import Store
 
 #: Metadata name of the input topic incarnation a processor's table was built from.
@@ -40,10 +41,14 @@ def trim_oldest(cache: dict[Any, Any], limit: int) -> None:
 class TablePartition:
     """Partition ``partition`` of a group table, kept in its own store."""
 
-    def __init__(self, store: Store, codec: TableCodec, partition: int, cache_entries: int = 10_000) -> None:
+    def __init__(self, store: Store, codec: TableCodec, partition: int, cache_entries: int = 10_000,
+                 max_value_bytes: int | None = None) -> None:
         self.store = store
         self.codec = codec
         self.partition = partition
+        #: Largest encoded value a write may leave (None: no limit); see ValueTooLarge.
+        self.max_value_bytes = max_value_bytes
+        self.size_of = encoded_size(codec)
         #: Decoded values by key (``None`` for a key without a value); see the module doc.
         self.cache: dict[str, Any] = {}
         self.cache_entries = cache_entries
@@ -103,6 +108,12 @@ class Transaction:
             return value
 
     def set(self, key: str, value: Any) -> None:
+        """Write ``value`` for ``key``; ValueTooLarge (nothing written) if it exceeds the limit."""
+        limit = self.table.max_value_bytes
+        if limit is not None:
+            size = self.table.size_of(value)
+            if size > limit:
+                raise ValueTooLarge(key, size, limit)
         self._cache[key] = value
         self._dirty.add(key)
 
