@@ -44,7 +44,20 @@ def wallet_balance_micros(w: Wallet) -> int:
     """Exact balance (a value written by the Go reference has only the double)."""
     if w.HasField("BalanceMicros"):
         return w.BalanceMicros
+    if w.HasField("BalanceMicrosText"):
+        return int(w.BalanceMicrosText)
     return money.stored_double_to_micros(w.Balance)
+
+
+def set_wallet_balance(w: Wallet, micros: int) -> None:
+    """Store an exact balance of any size: an int64 while it fits, else decimal digits."""
+    if micros <= money.MAX_BALANCE_MICROS:
+        w.BalanceMicros = micros
+        w.ClearField("BalanceMicrosText")
+    else:
+        w.BalanceMicrosText = str(micros)
+        w.ClearField("BalanceMicros")
+    w.Balance = money.micros_to_float(micros)
 
 
 def wallet_flagged(info: WalletInfoList) -> bool:

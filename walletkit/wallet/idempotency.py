@@ -1,23 +1,65 @@
 """Idempotency keys: a wallet's deposit with a given key counts once within a horizon.
 
-Both processors keep, in their table value, the keyed deposits of the last
-``horizon`` (measured back from the newest keyed deposit), so a retried deposit
-(same wallet, same key) that reaches the topic twice is applied once, across
-crashes and rebuilt disks too (the list travels in the changelog). The API reads
-the same list from its balance view to answer a retry like the original.
+Both processors keep the keyed deposits of the last ``horizon`` (measured back from
+the newest keyed deposit of the same shard), so a retried deposit (same wallet, same
+key) that reaches the topic twice is applied once, across crashes and rebuilt disks
+too (the entries travel in the changelog). The API reads the same entries from its
+balance view to answer a retry like the original.
 
-Cost: one entry (key, deposit id, amount, time, offset; about 60-100 bytes) per
-keyed deposit per wallet within the horizon, in each of the two tables.
+They are not kept in the wallet's own value, which would grow with the wallet's
+traffic until it no longer fits a Kafka record: each wallet's keys are spread over
+``SHARDS`` side entries of the same table, keyed ``<wallet>\\0k<shard>``, in the
+partition of the wallet's deposits. A wallet with tens of thousands of keyed deposits
+a day keeps a few hundred in each, and finding a key reads one of them.
+
+Cost: one entry (key, deposit id, amount, time, offset; about 60-100 bytes) per keyed
+deposit per wallet within the horizon, in each of the two tables.
+
+Keys are scoped to the principal that sent them (``scoped``): with authentication on,
+two clients using the same key for the same wallet make two deposits.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import MutableSequence
 
-from walletkit.wallet.wallet_pb2 import DepositRequest, KeyedDeposit
+from walletkit.wallet.wallet_pb2 import DepositRequest, KeyedDeposit, Quarantined
 
 #: Default horizon: retries later than this after the original are new deposits.
 DEFAULT_HORIZON_SECONDS = 24 * 3600
+#: Side entries a wallet's keys are spread over.
+SHARDS = 64
+#: Separates a wallet id from the name of one of its side entries. Wallet ids never
+#: contain it (the API allows [A-Za-z0-9._:-]; processors skip deposits whose key does).
+SEPARATOR = "\0"
+#: Quarantine notes kept per wallet (the newest).
+QUARANTINE_NOTES = 32
+
+
+def is_side_key(key: str) -> bool:
+    return SEPARATOR in key
+
+
+def owner(key: str) -> str:
+    """The wallet a table key belongs to (itself, or the owner of a side entry)."""
+    return key.split(SEPARATOR, 1)[0]
+
+
+def shard_key(wallet_id: str, idempotency_key: str) -> str:
+    """The side entry that holds ``idempotency_key`` of ``wallet_id`` (stable: crc32, not hash())."""
+    return f"{wallet_id}{SEPARATOR}k{zlib.crc32(idempotency_key.encode()) % SHARDS:02d}"
+
+
+def quarantine_key(wallet_id: str) -> str:
+    """The side entry that lists the wallet's quarantined deposits."""
+    return f"{wallet_id}{SEPARATOR}q"
+
+
+def scoped(idempotency_key: str, principal: str | None) -> str:
+    """The key as stored: ``<principal>/<key>`` when authenticated. Keys contain no ``/``, so
+    the last one splits it unambiguously."""
+    return f"{principal}/{idempotency_key}" if principal else idempotency_key
 
 
 def find(recent: MutableSequence[KeyedDeposit], key: str) -> KeyedDeposit | None:
@@ -32,7 +74,22 @@ def remember(recent: MutableSequence[KeyedDeposit], deposit: DepositRequest, amo
     """Add a keyed deposit and forget those older than the horizon."""
     recent.append(KeyedDeposit(IdempotencyKey=deposit.IdempotencyKey, DepositID=deposit.DepositID,
                                AmountMicros=amount_micros, CreatedAtMicros=at_micros, Offset=offset))
-    newest = max(e.CreatedAtMicros for e in recent)
-    stale = [e for e in recent if e.CreatedAtMicros < newest - horizon_micros]
+    forget_older(recent, max(e.CreatedAtMicros for e in recent) - horizon_micros)
+
+
+def forget_older(recent: MutableSequence[KeyedDeposit], oldest_micros: int) -> None:
+    stale = [e for e in recent if e.CreatedAtMicros < oldest_micros]
     for e in stale:
         recent.remove(e)
+
+
+def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str) -> None:
+    """Record that the deposit at ``offset`` was not applied, keeping the newest notes."""
+    if not any(n.Offset == offset for n in notes):
+        notes.append(Quarantined(Offset=offset, Reason=reason))
+    del notes[:-QUARANTINE_NOTES]
+
+
+def quarantined(notes: MutableSequence[Quarantined], offset: int) -> str | None:
+    """Why the deposit at ``offset`` was quarantined, or None."""
+    return next((n.Reason for n in notes if n.Offset == offset), None)

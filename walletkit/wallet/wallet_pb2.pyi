@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DepositRequest(_message.Message):
-    __slots__ = ("WalletID", "Amount", "CreatedAt", "AmountMicros", "DepositID", "CreatedAtMicros", "IdempotencyKey")
+    __slots__ = ("WalletID", "Amount", "CreatedAt", "AmountMicros", "DepositID", "CreatedAtMicros", "IdempotencyKey", "Principal")
     WALLETID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CREATEDAT_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class DepositRequest(_message.Message):
     DEPOSITID_FIELD_NUMBER: _ClassVar[int]
     CREATEDATMICROS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCYKEY_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     WalletID: str
     Amount: float
     CreatedAt: int
@@ -22,7 +23,8 @@ class DepositRequest(_message.Message):
     DepositID: str
     CreatedAtMicros: int
     IdempotencyKey: str
-    def __init__(self, WalletID: _Optional[str] = ..., Amount: _Optional[float] = ..., CreatedAt: _Optional[int] = ..., AmountMicros: _Optional[int] = ..., DepositID: _Optional[str] = ..., CreatedAtMicros: _Optional[int] = ..., IdempotencyKey: _Optional[str] = ...) -> None: ...
+    Principal: str
+    def __init__(self, WalletID: _Optional[str] = ..., Amount: _Optional[float] = ..., CreatedAt: _Optional[int] = ..., AmountMicros: _Optional[int] = ..., DepositID: _Optional[str] = ..., CreatedAtMicros: _Optional[int] = ..., IdempotencyKey: _Optional[str] = ..., Principal: _Optional[str] = ...) -> None: ...
 
 class KeyedDeposit(_message.Message):
     __slots__ = ("IdempotencyKey", "DepositID", "AmountMicros", "CreatedAtMicros", "Offset")
@@ -38,19 +40,31 @@ class KeyedDeposit(_message.Message):
     Offset: int
     def __init__(self, IdempotencyKey: _Optional[str] = ..., DepositID: _Optional[str] = ..., AmountMicros: _Optional[int] = ..., CreatedAtMicros: _Optional[int] = ..., Offset: _Optional[int] = ...) -> None: ...
 
+class Quarantined(_message.Message):
+    __slots__ = ("Offset", "Reason")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    Offset: int
+    Reason: str
+    def __init__(self, Offset: _Optional[int] = ..., Reason: _Optional[str] = ...) -> None: ...
+
 class Wallet(_message.Message):
-    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset", "Recent")
+    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset", "Recent", "BalanceMicrosText", "Quarantine")
     WALLETID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     BALANCEMICROS_FIELD_NUMBER: _ClassVar[int]
     APPLIEDOFFSET_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
+    BALANCEMICROSTEXT_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     WalletID: str
     Balance: float
     BalanceMicros: int
     AppliedOffset: int
     Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
-    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ...) -> None: ...
+    BalanceMicrosText: str
+    Quarantine: _containers.RepeatedCompositeFieldContainer[Quarantined]
+    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., BalanceMicrosText: _Optional[str] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ...) -> None: ...
 
 class WalletInfo(_message.Message):
     __slots__ = ("WalletID", "LastDepositAmount", "RollingPeriodCumulative", "AboveThreshold", "CreatedAt", "LastDepositMicros", "RollingPeriodCumulativeMicros", "CreatedAtMicros", "DepositOffset")
@@ -75,13 +89,17 @@ class WalletInfo(_message.Message):
     def __init__(self, WalletID: _Optional[str] = ..., LastDepositAmount: _Optional[float] = ..., RollingPeriodCumulative: _Optional[float] = ..., AboveThreshold: _Optional[bool] = ..., CreatedAt: _Optional[int] = ..., LastDepositMicros: _Optional[int] = ..., RollingPeriodCumulativeMicros: _Optional[int] = ..., CreatedAtMicros: _Optional[int] = ..., DepositOffset: _Optional[int] = ...) -> None: ...
 
 class WalletInfoList(_message.Message):
-    __slots__ = ("List", "AppliedOffset", "AboveThreshold", "Recent")
+    __slots__ = ("List", "AppliedOffset", "AboveThreshold", "Recent", "TimeResolutionMicros", "Quarantine")
     LIST_FIELD_NUMBER: _ClassVar[int]
     APPLIEDOFFSET_FIELD_NUMBER: _ClassVar[int]
     ABOVETHRESHOLD_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
+    TIMERESOLUTIONMICROS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     List: _containers.RepeatedCompositeFieldContainer[WalletInfo]
     AppliedOffset: int
     AboveThreshold: bool
     Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
-    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ...) -> None: ...
+    TimeResolutionMicros: int
+    Quarantine: _containers.RepeatedCompositeFieldContainer[Quarantined]
+    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., TimeResolutionMicros: _Optional[int] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ...) -> None: ...

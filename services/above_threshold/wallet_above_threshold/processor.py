@@ -75,9 +75,25 @@ class WindowStateCodec:
             chunks.append(wire[3])
         chunks.append(_APPLIED_TAG + _varint(state.applied_offset))
         chunks.append(_FLAG[flagged])
-        if state.recent:
-            chunks.append(WalletInfoList(Recent=state.recent).SerializeToString())
+        if state.recent or state.resolution > 1 or state.quarantine:
+            chunks.append(self._tail(state).SerializeToString())
         return b"".join(chunks)
+
+    @staticmethod
+    def _tail(state: WindowState) -> WalletInfoList:
+        """Fields 4-6, after the entries and the top-level scalars (protobuf's field order)."""
+        tail = WalletInfoList(Recent=state.recent, Quarantine=state.quarantine)
+        if state.resolution > 1:
+            tail.TimeResolutionMicros = state.resolution
+        return tail
+
+    def encoded_size(self, state: WindowState) -> int:
+        """An upper bound of ``len(encode(state))``, without encoding (the value-size limit)."""
+        per_entry = 90 + len(state.wallet_id.encode())
+        size = 32 + sum(len(e.wire[3]) if e.wire is not None else per_entry for e in state.entries)
+        if state.recent or state.quarantine:
+            size += sum(r.ByteSize() + 3 for r in state.recent) + sum(q.ByteSize() + 2 for q in state.quarantine)
+        return size
 
     def encode_plain(self, state: WindowState) -> bytes:
         """The same value through protobuf's own serializer (reference for tests)."""
@@ -85,6 +101,9 @@ class WindowStateCodec:
         msg.AppliedOffset = state.applied_offset
         msg.AboveThreshold = state.flagged
         msg.Recent.extend(state.recent)
+        msg.Quarantine.extend(state.quarantine)
+        if state.resolution > 1:
+            msg.TimeResolutionMicros = state.resolution
         for e in state.entries:
             msg.List.append(WalletInfo(
                 WalletID=state.wallet_id,
@@ -113,6 +132,8 @@ class WindowStateCodec:
             applied_offset=msg.AppliedOffset if msg.HasField("AppliedOffset") else -1,
             wallet_id=msg.List[0].WalletID if msg.List else "",
             recent=list(msg.Recent),
+            resolution=msg.TimeResolutionMicros if msg.HasField("TimeResolutionMicros") else 1,
+            quarantine=list(msg.Quarantine),
         )
         state.entries.sort()
         return state
@@ -132,10 +153,20 @@ class WindowStateCodec:
 WINDOW_STATE = WindowStateCodec()
 
 
+def note_quarantine(ctx: Context, reason: str) -> None:
+    """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
+    key = idempotency.quarantine_key(ctx.key)
+    notes: WindowState = ctx.value_of(key) or WindowState()
+    idempotency.note_quarantine(notes.quarantine, ctx.offset, reason)
+    ctx.set_value_of(key, notes)
+
+
 def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
     horizon = int(idempotency_horizon_seconds * MICROS)
 
     def on_deposit(ctx: Context, deposit: DepositRequest) -> None:
+        if idempotency.is_side_key(ctx.key):
+            raise SkipRecord("reserved_key", "a wallet id must not contain NUL")
         amount = deposit_amount_micros(deposit)
         at = deposit_time_micros(deposit)
         if at <= 0:
@@ -146,13 +177,21 @@ def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idemp
         state.wallet_id = ctx.key
         key = deposit.IdempotencyKey if deposit.HasField("IdempotencyKey") else ""
         if key:
-            if idempotency.find(state.recent, key) is not None:
-                return  # a retry of a deposit already counted
-            idempotency.remember(state.recent, deposit, amount, at, ctx.offset, horizon)
+            shard = idempotency.shard_key(ctx.key, key)
+            keys: WindowState = ctx.value_of(shard) or WindowState()
+            if idempotency.find(keys.recent, key) is not None or idempotency.find(state.recent, key) is not None:
+                # A retry of a deposit already counted: unchanged, but stamped, so the retry's
+                # consistency token resolves like the original's.
+                ctx.set_value(state)
+                return
+            idempotency.remember(keys.recent, deposit, amount, at, ctx.offset, horizon)
+            ctx.set_value_of(shard, keys)
+            if state.recent:  # kept in the value itself before side entries: they age out
+                idempotency.forget_older(state.recent, at - horizon)
         if state.add(Entry(at=at, offset=ctx.offset, amount=amount), rule):
             FLAGGED.inc()
             log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset})
         ctx.set_value(state)
 
     return GroupSpec(group=ABOVE_THRESHOLD_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,
-                     table_codec=WINDOW_STATE, callback=on_deposit)
+                     table_codec=WINDOW_STATE, callback=on_deposit, quarantine=note_quarantine)

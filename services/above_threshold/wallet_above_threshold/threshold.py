@@ -12,6 +12,15 @@ in time order. (Times are set by the API, so disorder is bounded by clock skew
 between API replicas and produce delays; a deposit later than ``lateness`` is
 evaluated against what is kept.) A flagged wallet needs no window any more, so its
 state shrinks to the newest deposit.
+
+A state is bounded: once it keeps more than ``MAX_ENTRIES`` deposits it is coalesced
+to a coarser time resolution (10 ms, then 100 ms, then whole seconds, the Go
+reference's own resolution, where a 180 s horizon holds at most 181 entries), and
+new deposits are floored to it, merging deposits of the same instant (which is exact:
+they share every window). Near a window's edge a coarsened wallet is judged to within
+that resolution. It returns to exact times once it keeps few deposits again. So a
+wallet sending thousands of deposits a minute neither outgrows a Kafka record nor
+makes each of its deposits cost more than ``MAX_ENTRIES`` steps.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ from dataclasses import dataclass, field
 from walletkit.wallet.money import SCALE
 
 MICROS = 1_000_000
+#: Deposits a wallet's state keeps at exact times at most (~85 bytes each, plus the wallet id).
+MAX_ENTRIES = 1024
+#: Time resolutions (microseconds) a crowded state is coalesced to, in turn.
+RESOLUTIONS = (1, 10_000, 100_000, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,10 @@ class WindowState:
     #: Keyed deposits within the idempotency horizon (bookkeeping of the processor;
     #: the rule does not look at it).
     recent: list = field(default_factory=list)
+    #: Time resolution of new entries, microseconds (1: exact); see the module doc.
+    resolution: int = 1
+    #: Quarantine notes (bookkeeping of the processor, in side entries).
+    quarantine: list = field(default_factory=list)
 
     def add(self, entry: Entry, rule: Rule) -> bool:
         """Apply one deposit; return True if it flagged the wallet now."""
@@ -71,6 +88,73 @@ class WindowState:
                 entry.cumulative = entry.amount
                 self.entries = [entry]
             return False
+        flagged_now = self._add_coarse(entry, rule) if self.resolution > 1 else self._add_exact(entry, rule)
+        if self.flagged:
+            return flagged_now
+        if len(self.entries) > MAX_ENTRIES:
+            self._coarsen()
+            if self._recompute(rule):
+                self.flagged = True
+                self._compact()
+                return True
+        elif self.resolution > 1 and len(self.entries) <= MAX_ENTRIES // 8:
+            self.resolution = 1  # few deposits again: new ones are exact
+        return flagged_now
+
+    def _coarsen(self) -> None:
+        """Coalesce the entries to the next resolutions until they fit ``MAX_ENTRIES``."""
+        while len(self.entries) > MAX_ENTRIES and self.resolution < RESOLUTIONS[-1]:
+            self.resolution = next(r for r in RESOLUTIONS if r > self.resolution)
+            merged: list[Entry] = []
+            for e in self.entries:
+                at = e.at - e.at % self.resolution
+                if merged and merged[-1].at == at:
+                    last = merged[-1]
+                    last.amount += e.amount
+                    last.offset = max(last.offset, e.offset)
+                else:
+                    merged.append(Entry(at=at, offset=e.offset, amount=e.amount))
+            self.entries = merged
+
+    def _recompute(self, rule: Rule) -> bool:
+        """Every entry's window sum again (two pointers, O(n)); True if one exceeds the threshold."""
+        entries = self.entries
+        n, lo, hi, total = len(entries), 0, 0, 0
+        for e in entries:
+            while hi < n and entries[hi].at <= e.at:
+                total += entries[hi].amount
+                hi += 1
+            while entries[lo].at <= e.at - rule.window:
+                total -= entries[lo].amount
+                lo += 1
+            e.cumulative = total
+        return any(e.cumulative > rule.threshold for e in entries)
+
+    def _add_coarse(self, entry: Entry, rule: Rule) -> bool:
+        """``add`` at a coarse resolution: floored, merged into an entry of the same instant."""
+        entry.at -= entry.at % self.resolution
+        entries = self.entries
+        i = bisect_left(entries, entry)
+        same = next((e for e in entries[max(i - 1, 0):i + 1] if e.at == entry.at), None)
+        if same is not None:
+            same.amount += entry.amount
+            same.offset = max(same.offset, entry.offset)
+        else:
+            entries.insert(i, entry)
+        if self._recompute(rule):
+            self.flagged = True
+            self._compact()
+            return True
+        horizon = entries[-1].at - rule.window - rule.lateness
+        cut = 0
+        while entries[cut].at <= horizon:
+            cut += 1
+        if cut:
+            del entries[:cut]
+        return False
+
+    def _add_exact(self, entry: Entry, rule: Rule) -> bool:
+        entries = self.entries
         if not entries or entries[-1].at < entry.at or (entries[-1].at == entry.at and entries[-1].offset < entry.offset):
             return self._append(entry, rule)
         insort(entries, entry)

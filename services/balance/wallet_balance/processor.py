@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from walletkit.stream import Context, GroupSpec, SkipRecord
-from walletkit.wallet import idempotency, money
+from walletkit.wallet import idempotency
 from walletkit.wallet.codecs import (
-    DEPOSIT, WALLET, DepositRequest, Wallet, deposit_amount_micros, deposit_time_micros, wallet_balance_micros,
+    DEPOSIT, WALLET, DepositRequest, Wallet, deposit_amount_micros, deposit_time_micros, set_wallet_balance,
+    wallet_balance_micros,
 )
 from walletkit.wallet.topology import BALANCE_GROUP, DEPOSIT_TOPIC
 
@@ -15,27 +16,41 @@ RETRIES = Counter("wallet_balance_retried_deposits_total",
                   "Deposits whose Idempotency-Key was already applied to the wallet (retries, not counted again).")
 
 
+def note_quarantine(ctx: Context, reason: str) -> None:
+    """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
+    key = idempotency.quarantine_key(ctx.key)
+    notes: Wallet = ctx.value_of(key) or Wallet(WalletID=ctx.key)
+    idempotency.note_quarantine(notes.Quarantine, ctx.offset, reason)
+    ctx.set_value_of(key, notes)
+
+
 def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
     horizon = int(idempotency_horizon_seconds * 1_000_000)
 
     def on_deposit(ctx: Context, deposit: DepositRequest) -> None:
         """Add the deposit's exact amount to the wallet's balance (once per idempotency key)."""
+        if idempotency.is_side_key(ctx.key):
+            raise SkipRecord("reserved_key", "a wallet id must not contain NUL")
         amount = deposit_amount_micros(deposit)
         wallet: Wallet | None = ctx.value()
         if wallet is None:
             wallet = Wallet(WalletID=ctx.key)
         key = deposit.IdempotencyKey if deposit.HasField("IdempotencyKey") else ""
-        if key and idempotency.find(wallet.Recent, key) is not None:
-            RETRIES.inc()
-            return
-        balance = wallet_balance_micros(wallet) + amount
-        if balance > money.MAX_BALANCE_MICROS:
-            raise SkipRecord("balance_overflow", f"wallet {ctx.key} would exceed the largest balance")
-        wallet.BalanceMicros = balance
-        wallet.Balance = money.micros_to_float(balance)
         if key:
-            idempotency.remember(wallet.Recent, deposit, amount, deposit_time_micros(deposit), ctx.offset, horizon)
+            at = deposit_time_micros(deposit)
+            shard = idempotency.shard_key(ctx.key, key)
+            keys: Wallet = ctx.value_of(shard) or Wallet(WalletID=ctx.key)
+            if idempotency.find(keys.Recent, key) is not None or idempotency.find(wallet.Recent, key) is not None:
+                RETRIES.inc()
+                # Unchanged, but stamped: the retry's consistency token resolves like the original's.
+                ctx.set_value(wallet)
+                return
+            idempotency.remember(keys.Recent, deposit, amount, at, ctx.offset, horizon)
+            ctx.set_value_of(shard, keys)
+            if wallet.Recent:  # kept in the value itself before side entries: they age out
+                idempotency.forget_older(wallet.Recent, at - horizon)
+        set_wallet_balance(wallet, wallet_balance_micros(wallet) + amount)
         ctx.set_value(wallet)
 
     return GroupSpec(group=BALANCE_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,
-                     table_codec=WALLET, callback=on_deposit)
+                     table_codec=WALLET, callback=on_deposit, quarantine=note_quarantine)
