@@ -226,7 +226,7 @@ def _stage_sums(cluster: LocalCluster) -> dict[str, tuple[float, float]]:
     """(sum, count) of each stage histogram now."""
     out: dict[str, tuple[float, float]] = {}
     for stage, service, metric in _STAGES:
-        status, text = http_get(f"http://127.0.0.1:{cluster.services[service].port}/metrics", timeout=10)
+        status, text = http_get(cluster.services[service].ops_url("/metrics"), timeout=10)
         if status != 200:
             continue
         total = count = 0.0

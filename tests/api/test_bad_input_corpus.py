@@ -400,7 +400,10 @@ ROUTES: list[Case] = [
     Case("POST /deposit with the fields in the query, no body", b"", path="/deposit?WalletID=corpus&Amount=5",
          message=BODY_OBJECT),
     Case("POST /details/{id}", VALID, status=405, path=f"/details/{SEED_WALLET}", message=NOT_ALLOWED),
-    Case("POST /healthz", b"", status=405, path="/healthz", message=NOT_ALLOWED),
+    Case("POST /healthz (operations are not on the public port)", b"", status=404, path="/healthz",
+         message=NO_ENDPOINT),
+    Case("GET /metrics (operations are not on the public port)", None, status=404, method="GET", path="/metrics",
+         message=NO_ENDPOINT),
     Case("GET /", None, status=404, method="GET", path="/", message=NO_ENDPOINT),
     Case("GET /detail/{id} (typo)", None, status=404, method="GET", path=f"/detail/{SEED_WALLET}", message=NO_ENDPOINT),
 ]
@@ -488,6 +491,7 @@ class Api:
     bootstrap: str
     vars: dict[str, str]        # placeholders in Case.path and header values -> their run-time values
     records_before: int         # records in the deposit topic before the corpus
+    ops_port: int = 0           # the operations listener (/healthz, /readyz, /metrics)
     sent: list[str] = field(default_factory=list)
 
 
@@ -504,7 +508,8 @@ def api(module_cluster) -> Api:
         assert reply.status == 200, reply
     partition = seed.doc["Partition"]
     variables = {"@OTHER_PARTITION@": str((partition + 1) % 8), "@SEED_DIGITS@": _arabic_indic(partition)}
-    return Api(port, module_cluster.broker.bootstrap, variables, len(read_topic(module_cluster.broker.bootstrap, "deposit")))
+    return Api(port, module_cluster.broker.bootstrap, variables, len(read_topic(module_cluster.broker.bootstrap, "deposit")),
+               ops_port=module_cluster.services["api-0"].ops_port)
 
 
 def _arabic_indic(number: int) -> str:
@@ -587,8 +592,8 @@ def test_corpus_emitted_nothing_and_the_api_keeps_serving(api: Api):
     excused_records = sum(1 for _p, _o, key, _v in records if key and key.decode() in excused)
     unexpected = len(records) - api.records_before - excused_records
     assert unexpected == 0, f"{unexpected} record(s) reached the deposit topic during the bad-input corpus"
-    assert get(api.port, "/healthz").status == 200
-    assert get(api.port, "/readyz").status == 200
+    assert get(api.ops_port, "/healthz").status == 200
+    assert get(api.ops_port, "/readyz").status == 200
     reply = post_json(api.port, {"WalletID": "corpus-after", "Amount": 12.34})
     assert reply.status == 202, reply
     details = get(api.port, f"/details/corpus-after?token={reply.doc['ConsistencyToken']}")

@@ -208,14 +208,17 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
     running: 202, then the balance and flag; /openapi.json and .yaml answer from the installed
     package; every service runs as uid 10001 and writes nothing outside its volume and /tmp."""
     ports = {"wallet-api": free_port(), "wallet-balance": free_port(), "wallet-above-threshold": free_port()}
+    # The API's probes are on its operations port; a processor serves them on its only port.
+    ops_ports = {**ports, "wallet-api": free_port()}
     containers: dict[str, Container] = {}
     try:
         for image in ("wallet-balance", "wallet-above-threshold", "wallet-api"):
             ctr = containers[image] = Container(buildah, built[image], tmp_path / image)
             ctr.start({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "WALLET_HTTP_PORT": str(ports[image]),
+                       "WALLET_OPS_PORT": str(ops_ports[image]),
                        "WALLET_HTTP_HOST": "127.0.0.1", "WALLET_PARTITIONS": "4", "WALLET_LOG_LEVEL": "info"})
         for image, ctr in containers.items():
-            def ready(ctr=ctr, port=ports[image]):
+            def ready(ctr=ctr, port=ops_ports[image]):
                 if ctr.proc.poll() is not None:
                     raise AssertionError(f"{ctr.image} exited {ctr.proc.returncode}:\n{ctr.tail()}")
                 try:

@@ -60,12 +60,15 @@ def test_operational_endpoints(running_api):
     from walletkit.devstack.net import http_get
 
     for proc in cluster.services.values():
-        assert http_get(proc.url("/healthz"))[0] == 200
-        assert http_get(proc.url("/readyz"))[0] == 200
-        status, body = http_get(proc.url("/metrics"))
+        assert http_get(proc.ops_url("/healthz"))[0] == 200
+        assert http_get(proc.ops_url("/readyz"))[0] == 200
+        status, body = http_get(proc.ops_url("/metrics"))
         assert status == 200 and b"# TYPE" in body
-    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    status, body = http_get(cluster.services["api-0"].ops_url("/metrics"))
     assert b"stream_view_caught_up" in body and b"http_requests_total" in body
+    # The public port serves the API only: no internals, no probes.
+    for path in ("/metrics", "/healthz", "/readyz"):
+        assert http_get(f"http://127.0.0.1:{port}{path}")[0] == 404, path
 
 
 def test_records_written_by_a_go_emitter_are_processed_like_the_reference(running_api):

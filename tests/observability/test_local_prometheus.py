@@ -13,14 +13,15 @@ from walletkit.devstack.prometheus import LOCAL_NAMESPACE, LocalPrometheus, clus
 
 
 def services():
-    return {name: SimpleNamespace(port=port) for name, port in
-            (("api-0", 18080), ("balance-0", 18081), ("above_threshold-1", 18082))}
+    # The API's operations endpoints are on a port of their own; a processor has one port.
+    return {name: SimpleNamespace(port=port, ops_port=ops) for name, port, ops in
+            (("api-0", 18080, 18090), ("balance-0", 18081, 18081), ("above_threshold-1", 18082, 18082))}
 
 
 def test_targets_are_labelled_as_kubernetes_would_label_the_chart_pods():
     targets = {t.job: t for t in cluster_targets(services())}
     assert set(targets) == {"wallet-api", "wallet-balance", "wallet-above-threshold"}
-    assert targets["wallet-api"].address == "127.0.0.1:18080"
+    assert targets["wallet-api"].address == "127.0.0.1:18090"
     assert targets["wallet-above-threshold"].labels == {
         "namespace": LOCAL_NAMESPACE, "pod": "wallet-above-threshold-1", "container": "above-threshold"}
     # the chart's alert rules select pods with these patterns (templates/metrics/prometheusrule.yaml)

@@ -152,7 +152,7 @@ def test_every_dashboard_panel_returns_data(observed, query):
 
 def test_dashboard_variables_find_the_stack(observed):
     cluster, prometheus, _, namespace = observed
-    instances = {f"127.0.0.1:{proc.port}" for proc in cluster.services.values()}
+    instances = {f"127.0.0.1:{proc.ops_port}" for proc in cluster.services.values()}
     for name, doc in dashboards().items():
         queries = variable_queries(doc)
         assert {"namespace", "instance"} <= queries.keys(), f"{name}: variables for namespace and instance"
@@ -204,7 +204,7 @@ def test_every_exposed_metric_is_documented(observed):
                   if line.startswith("| `")}
     undocumented: dict[str, set[str]] = {}
     for name, proc in cluster.services.items():
-        status, body = http_get(proc.url("/metrics"))
+        status, body = http_get(proc.ops_url("/metrics"))
         assert status == 200
         samples = {s.name for family in text_string_to_metric_families(body.decode()) for s in family.samples}
         assert any(s.startswith("process_") for s in samples), f"{name}: process metrics are on by default"

@@ -48,7 +48,7 @@ class LocalCluster:
     def state_dir(self, service: str, instance: int = 0) -> Path:
         return self.root / "state" / f"{service}-{instance}"
 
-    def service(self, service: str, instance: int = 0, *, port: int | None = None,
+    def service(self, service: str, instance: int = 0, *, port: int | None = None, ops_port: int | None = None,
                 env: dict[str, str] | None = None) -> ServiceProcess:
         """Create (not start) instance ``instance`` of ``service`` (api, balance, above_threshold)."""
         name = f"{service}-{instance}"
@@ -60,6 +60,8 @@ class LocalCluster:
             {**self.env(), "WALLET_STATE_DIR": str(self.state_dir(service, instance)), **(env or {})},
             port or free_port(),
             self.root / "logs" / f"{name}.log",
+            # The API keeps its operations endpoints off its public port.
+            ops_port=(ops_port or free_port()) if service == "api" else None,
         )
         self.services[name] = proc
         return proc

@@ -40,12 +40,18 @@ def console_script(name: str) -> str:
 
 
 class ServiceProcess:
-    """One service process with its environment, log file and HTTP port."""
+    """One service process with its environment, log file and HTTP port.
 
-    def __init__(self, script: str, env: dict[str, str], port: int, log_path: str | Path, args: list[str] = ()) -> None:
+    ``ops_port`` is where its operations endpoints (/metrics, /healthz, /readyz) are: the
+    API's own listener (WALLET_OPS_PORT); a processor serves them on its only port.
+    """
+
+    def __init__(self, script: str, env: dict[str, str], port: int, log_path: str | Path, args: list[str] = (),
+                 *, ops_port: int | None = None) -> None:
         self.script = script
         self.env = env
         self.port = port
+        self.ops_port = ops_port or port
         self.log_path = Path(log_path)
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,6 +60,8 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, "WALLET_HTTP_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        if self.ops_port != self.port:
+            env["WALLET_OPS_PORT"] = str(self.ops_port)
         self.proc = subprocess.Popen([console_script(self.script), *self.args], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -61,9 +69,13 @@ class ServiceProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def ops_url(self, path: str) -> str:
+        """URL of an operations endpoint (/metrics, /healthz, /readyz)."""
+        return f"http://127.0.0.1:{self.ops_port}{path}"
+
     def ready(self) -> bool:
         self.check_running()
-        return http_get(self.url("/readyz"), timeout=1)[0] == 200
+        return http_get(self.ops_url("/readyz"), timeout=1)[0] == 200
 
     def wait_ready(self, timeout: float = 60.0) -> "ServiceProcess":
         wait_until(self.ready, timeout, interval=0.2, what=f"{self.script} ready (log: {self.log_path})")

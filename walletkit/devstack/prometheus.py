@@ -62,7 +62,7 @@ def cluster_targets(services: Mapping[str, Any], *, namespace: str = LOCAL_NAMES
         service, _, ordinal = name.rpartition("-")
         component = service.replace("_", "-")
         targets.append(ScrapeTarget(
-            job=f"{release}-{component}", address=f"{host}:{proc.port}",
+            job=f"{release}-{component}", address=f"{host}:{proc.ops_port}",
             labels={"namespace": namespace, "pod": f"{release}-{component}-{ordinal}", "container": component},
         ))
     return targets

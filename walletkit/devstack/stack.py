@@ -29,7 +29,7 @@ Wallet service is up (state and logs in {state}).
   curl -X POST localhost:{port}/deposit -d '{{"WalletID": "walletID001", "Amount": 8000}}'
   curl localhost:{port}/details/walletID001
 
-  API            http://localhost:{port}   (/metrics /healthz /readyz)
+  API            http://localhost:{port}   (operations: http://localhost:{ops}/metrics /healthz /readyz)
   balance        http://localhost:{bal}/metrics
   above_threshold http://localhost:{thr}/metrics
   Kafka ({kind})  {bootstrap}
@@ -50,6 +50,7 @@ def say(msg: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="wallet-stack", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    p.add_argument("--ops-port", type=int, default=8090, help="API operations port (default 8090)")
     p.add_argument("--kafka", choices=BROKER_KINDS, default=os.environ.get("KAFKA", "tansu") or "tansu",
                    help="the broker: tansu (embedded, memory-only, starts at once) or apache (Apache Kafka, "
                         "a KRaft node with its data under the state dir) (default tansu; env KAFKA)")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         say(f"cannot start the broker: {exc}")
         sys.exit(1)
     services = [cluster.service("balance", port=8081), cluster.service("above_threshold", port=8082),
-                cluster.service("api", port=args.port)]
+                cluster.service("api", port=args.port, ops_port=args.ops_port)]
     prometheus: LocalPrometheus | None = None
     prometheus_text = ""
     code = 0
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 port=args.prometheus_port, interval=prometheus.scrape_interval, namespace=LOCAL_NAMESPACE,
                 alerts="the chart's rules" if rules else "none: the Helm SDK (requirements/chart.txt) renders them")
         if not stopping:
-            print(BANNER.format(state=state, port=args.port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap,
+            print(BANNER.format(state=state, port=args.port, ops=args.ops_port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap,
                                 kind=args.kafka, prometheus=prometheus_text), flush=True)
         while not stopping:
             for svc in services:

@@ -15,8 +15,11 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
 from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
 from walletkit.stream.checkpoint import Guarantee
+from walletkit.stream.view import ViewState
 from walletkit.stream.store import persistent_id
 from walletkit.stream.table import trim_oldest
 from walletkit.wallet import idempotency, money
@@ -41,6 +44,10 @@ class InvalidToken(ValueError):
 
 class NotReflected(Exception):
     """The views did not reflect a deposit within the allowed time."""
+
+
+class NotApplied(Exception):
+    """A processor quarantined the deposit of a consistency token: it will never be applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,12 @@ class Ledger:
         self._details: dict[str, Details | None] = {}
         self._details_lock = threading.Lock()
         self._details_generation = 0
+        # End offsets of the deposit partitions, as last learnt: a token at or beyond its
+        # partition's end names no deposit and is refused at once instead of waited for.
+        self._ends: dict[int, int] = {}
+        self._ends_asked: dict[int, float] = {}
+        self._ends_lookups: dict[int, asyncio.Future[None]] = {}
+        self._offsets_reader: Consumer | None = None
 
     async def start(self) -> None:
         """Check the topics, connect the emitter, start following both tables."""
@@ -135,10 +148,19 @@ class Ledger:
         await self.emitter.close()
         await asyncio.to_thread(self.balances.stop)
         await asyncio.to_thread(self.flags.stop)
+        if self._offsets_reader is not None:
+            await asyncio.to_thread(self._offsets_reader.close)
 
     @property
     def ready(self) -> bool:
-        return self.emitter.connected and self.balances.caught_up and self.flags.caught_up
+        """Able to serve reads: both views caught up and not failed. The producer's state does
+        not count: during a broker outage reads go on from the views and deposits answer 503."""
+        return all(v.caught_up and v.state is not ViewState.FAILED for v in (self.balances, self.flags))
+
+    @property
+    def alive(self) -> bool:
+        """False once a view failed: it does not recover by itself, a restart rebuilds it."""
+        return all(v.state is not ViewState.FAILED for v in (self.balances, self.flags))
 
     def status(self) -> dict[str, object]:
         return {
@@ -148,16 +170,19 @@ class Ledger:
             "above_threshold_view": self.flags.state.value,
         }
 
-    async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None) -> Receipt:
+    async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None, *,
+                      principal: str | None = None) -> Receipt:
         """Emit one deposit; returns once the broker acknowledged it (EmitError if not).
 
         With an ``idempotency_key``, a retry of a deposit already stored is answered
         with the original receipt and nothing is emitted; if the original is still
         on its way (another replica, not yet processed), the retry is emitted and
         the processors apply the key once. IdempotencyConflict if the key was used
-        for a different amount.
+        for a different amount. With a ``principal``, its keys are its own (see
+        ``idempotency.scoped``) and it is written into the record.
         """
         if idempotency_key:
+            idempotency_key = idempotency.scoped(idempotency_key, principal)
             original = self._stored_keyed(wallet_id, idempotency_key)
             if original is not None:
                 return self._replay(original, wallet_id, amount_micros)
@@ -170,7 +195,7 @@ class Ledger:
             fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
             self._in_flight[(wallet_id, idempotency_key)] = fut
             try:
-                receipt = await self._emit(wallet_id, amount_micros, idempotency_key)
+                receipt = await self._emit(wallet_id, amount_micros, idempotency_key, principal)
                 fut.set_result(receipt)
                 return receipt
             except BaseException as exc:
@@ -179,9 +204,9 @@ class Ledger:
                 raise
             finally:
                 del self._in_flight[(wallet_id, idempotency_key)]
-        return await self._emit(wallet_id, amount_micros, None)
+        return await self._emit(wallet_id, amount_micros, None, principal)
 
-    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None) -> Receipt:
+    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None, principal: str | None) -> Receipt:
         now = time.time_ns() // 1000
         # A key gives a deterministic id, so retries through any replica carry the same one.
         deposit_id = uuid.uuid5(_KEYED_IDS, f"{wallet_id}\0{key}").hex if key else uuid.uuid4().hex
@@ -191,12 +216,20 @@ class Ledger:
         )
         if key:
             record.IdempotencyKey = key
+        if principal:
+            record.Principal = principal
         delivery = await self.emitter.emit(wallet_id, record)
+        if delivery.offset >= self._ends.get(delivery.partition, 0):
+            self._ends[delivery.partition] = delivery.offset + 1
         return Receipt(deposit_id, wallet_id, amount_micros, now, delivery.partition, delivery.offset)
 
     def _stored_keyed(self, wallet_id: str, key: str) -> KeyedDeposit | None:
-        wallet = self.balances.get(wallet_id)
-        return idempotency.find(wallet.Recent, key) if wallet is not None else None
+        keys = self.balances.get(idempotency.shard_key(wallet_id, key))
+        found = idempotency.find(keys.Recent, key) if keys is not None else None
+        if found is None:  # kept in the wallet's own value before side entries
+            wallet = self.balances.get(wallet_id)
+            found = idempotency.find(wallet.Recent, key) if wallet is not None else None
+        return found
 
     def _replay(self, original: KeyedDeposit, wallet_id: str, amount_micros: int) -> Receipt:
         if original.AmountMicros != amount_micros:
@@ -216,6 +249,7 @@ class Ledger:
         partition, offset = parse_token(token)
         if partition != self.emitter.partition_of(wallet_id):
             raise InvalidToken("token belongs to a deposit of another wallet")
+        await self._check_exists(partition, offset)
         deadline = time.monotonic() + timeout
         self._waiting[wallet_id] += 1
         try:
@@ -237,7 +271,53 @@ class Ledger:
                 del self._waiting[wallet_id]
                 self._changed.pop(wallet_id, None)
 
+    async def _check_exists(self, partition: int, offset: int) -> None:
+        """InvalidToken if ``offset`` is at or beyond the end of its deposit partition."""
+        if offset < self._ends.get(partition, 0):
+            return
+        lookup = self._ends_lookups.get(partition)
+        if lookup is None:
+            if time.monotonic() - self._ends_asked.get(partition, 0.0) < 0.2:
+                end = self._ends.get(partition)
+                if end is not None and offset >= end:
+                    raise InvalidToken(f"token {partition}-{offset} names no deposit: partition {partition} "
+                                       f"ends at offset {end}")
+                return
+            lookup = self._ends_lookups[partition] = asyncio.get_running_loop().create_future()
+            try:
+                end = await asyncio.to_thread(self._end_offset, partition)
+                if end is not None:
+                    self._ends[partition] = max(end, self._ends.get(partition, 0))
+            finally:
+                self._ends_asked[partition] = time.monotonic()
+                del self._ends_lookups[partition]
+                lookup.set_result(None)
+        else:
+            await asyncio.shield(lookup)
+        end = self._ends.get(partition)
+        if end is not None and offset >= end:
+            raise InvalidToken(f"token {partition}-{offset} names no deposit: partition {partition} ends at offset {end}")
+
+    def _end_offset(self, partition: int) -> int | None:
+        """The deposit partition's high watermark (None when the broker does not answer: then
+        the token is waited for as usual, bounded by the consistency timeout)."""
+        try:
+            if self._offsets_reader is None:
+                self._offsets_reader = Consumer(self._settings.reader())
+            return self._offsets_reader.get_watermark_offsets(TopicPartition(DEPOSIT_TOPIC, partition),
+                                                              timeout=2, cached=False)[1]
+        except (KafkaException, RuntimeError) as exc:
+            log.info("end of %s[%d] unknown: %s", DEPOSIT_TOPIC, partition, exc)
+            return None
+
     def _reflects(self, wallet_id: str, offset: int) -> bool:
+        for view in (self.balances, self.flags):
+            notes = view.get(idempotency.quarantine_key(wallet_id))
+            if notes is not None:
+                reason = idempotency.quarantined(notes.Quarantine, offset)
+                if reason is not None:
+                    raise NotApplied(f"deposit {self.emitter.partition_of(wallet_id)}-{offset} was not applied: "
+                                     f"{reason}")
         wallet = self.balances.get(wallet_id)
         info = self.flags.get(wallet_id)
         return (wallet is not None and WALLET.applied_offset(wallet) >= offset
@@ -253,7 +333,7 @@ class Ledger:
                 cache.clear()
             elif cache:
                 for key, _ in records:
-                    cache.pop(key.decode(errors="replace"), None)
+                    cache.pop(idempotency.owner(key.decode(errors="replace")), None)
         # Only readers waiting on a token need to hear of a batch: most batches cost nothing here.
         if self._changed and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake, None if records is None else [key for key, _ in records])
@@ -266,7 +346,7 @@ class Ledger:
                 event.set()
             return
         for key in keys:
-            event = self._changed.pop(key.decode(errors="replace"), None)
+            event = self._changed.pop(idempotency.owner(key.decode(errors="replace")), None)
             if event is not None:
                 event.set()
 

@@ -1,9 +1,17 @@
-"""``wallet-api``: the API service (emitter + views + HTTP) on port 8080."""
+"""``wallet-api``: the API service (emitter + views + HTTP) on port 8080, operations on 8090.
+
+Authentication is configured by environment only (``WALLET_AUTH=jwt`` and the
+``WALLET_AUTH_*`` variables, see docs/security.md): it is off by default, so the
+seed's curl commands work as they are.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import os
+import signal
 import sys
 from decimal import Decimal
 
@@ -15,11 +23,36 @@ from walletkit.service.settings import base_parser, env_flag, kafka_settings, pa
 from walletkit.stream import StreamError
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.wallet import money
-from wallet_api.app import make_app
+from wallet_api.app import make_app, make_ops_app
+from wallet_api.auth import AuthConfigError, Authenticator, from_env
 from wallet_api.ledger import Ledger
+from wallet_api.ratelimit import RateLimit, RateLimiter
 from wallet_api.validation import Limits
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OPS_PORT = 8090
+
+
+async def serve(public: web.Application, ops: web.Application, host: str, port: int, ops_port: int) -> None:
+    """Serve both apps until SIGTERM/SIGINT, then drain and clean up (the ledger closes last)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runners = [web.AppRunner(public, access_log=None, shutdown_timeout=10),
+               web.AppRunner(ops, access_log=None, shutdown_timeout=2)]
+    try:
+        for runner, listen_port in zip(runners, (port, ops_port)):
+            await runner.setup()
+            await web.TCPSite(runner, host, listen_port).start()
+        log.info("listening on %s:%d (API), operations on %s:%d (/metrics /healthz /readyz)",
+                 host, port, host, ops_port)
+        await stop.wait()
+        log.info("received a signal: draining")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +67,15 @@ def main(argv: list[str] | None = None) -> None:
              "requests served at once on /deposit and /details; more get 429", default=1024, type=int)
     env_flag(parser, "--consistency-timeout-seconds", "WALLET_CONSISTENCY_TIMEOUT_SECONDS",
              "how long GET /details?token=... waits for the deposit to show", default=5.0, type=float)
+    env_flag(parser, "--ops-port", "WALLET_OPS_PORT", "port of the operations endpoints /metrics, /healthz, /readyz "
+             "(never on the public port)", default=DEFAULT_OPS_PORT, type=int)
+    env_flag(parser, "--body-timeout-seconds", "WALLET_BODY_TIMEOUT_SECONDS",
+             "how long a request body may take to arrive in full (408 after)", default=10.0, type=float)
+    env_flag(parser, "--rate-limit-rps", "WALLET_RATE_LIMIT_RPS",
+             "requests per second each client may make on average (by principal with authentication, else by "
+             "address); more get 429 with Retry-After; 0 turns it off", default=0.0, type=float)
+    env_flag(parser, "--rate-limit-burst", "WALLET_RATE_LIMIT_BURST",
+             "requests a client may make at once above its rate (default: one second's worth)", default=0, type=int)
     env_flag(parser, "--deposit-timeout-seconds", "WALLET_DEPOSIT_TIMEOUT_SECONDS",
              "how long a deposit may wait for Kafka's acknowledgement before it fails with 503", default=5.0,
              type=float)
@@ -42,10 +84,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--amount-decimals must be between 0 and {money.SCALE_DIGITS}")
     if not 0 < args.max_amount <= money.DEFAULT_MAX_AMOUNT:
         parser.error(f"--max-amount must be in (0, {money.DEFAULT_MAX_AMOUNT}]")
+    if args.ops_port == args.http_port:
+        parser.error("--ops-port must differ from --http-port: operations endpoints stay off the public port")
+    if args.body_timeout_seconds <= 0:
+        parser.error("--body-timeout-seconds must be more than 0")
+    if args.rate_limit_rps < 0 or args.rate_limit_burst < 0:
+        parser.error("--rate-limit-rps and --rate-limit-burst must not be negative")
+    try:
+        auth_settings = from_env(os.environ)
+    except AuthConfigError as exc:
+        parser.error(str(exc))
     setup_logging("wallet-api", args.log_level)
     limits = Limits(max_body_bytes=args.max_body_bytes, wallet_id_max_length=args.wallet_id_max_length,
                     amount_decimals=args.amount_decimals, max_amount=args.max_amount,
-                    max_in_flight=args.max_in_flight, consistency_timeout=args.consistency_timeout_seconds)
+                    max_in_flight=args.max_in_flight, consistency_timeout=args.consistency_timeout_seconds,
+                    body_timeout=args.body_timeout_seconds)
+    rate = RateLimit(args.rate_limit_rps, args.rate_limit_burst or max(1, round(args.rate_limit_rps)))
+    auth = Authenticator(auth_settings) if auth_settings is not None else None
+    log.info("authentication: %s; rate limit: %s", f"JWT, issuer {auth_settings.issuer}" if auth_settings else "off",
+             f"{rate.rate:g}/s per client, burst {rate.burst}" if rate.enabled else "off")
     settings = dataclasses.replace(kafka_settings(args, client_id="wallet-api"),
                                    delivery_timeout_ms=int(args.deposit_timeout_seconds * 1000))
     ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
@@ -60,10 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:
         pass
+    public = make_app(ledger, limits, auth=auth, rate_limiter=RateLimiter(rate) if rate.enabled else None)
     try:
-        web.run_app(make_app(ledger, limits), host=args.http_host, port=args.http_port, loop=loop,
-                    print=lambda *_: log.info("listening on %s:%d", args.http_host, args.http_port),
-                    access_log=None, shutdown_timeout=10)
+        with asyncio.Runner(loop_factory=(lambda: loop) if loop is not None else None) as runner:
+            runner.run(serve(public, make_ops_app(ledger), args.http_host, args.http_port, args.ops_port))
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        sys.exit(1)
     except StreamError as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -31,6 +31,8 @@ class Limits:
     max_in_flight: int = 1024
     #: How long GET /details with a consistency token waits for the deposit to show.
     consistency_timeout: float = 5.0
+    #: How long a request body may take to arrive in full (408 after; it holds no slot meanwhile).
+    body_timeout: float = 10.0
 
 
 #: Wallet ids: letters, digits and ``. _ : -`` (safe in URLs, logs and Kafka keys).
