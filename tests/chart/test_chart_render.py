@@ -130,7 +130,10 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
         assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
         assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
         assert env["KAFKA_SASL_USERNAME"]["value"] == name, "the username is the component's KafkaUser"
-        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
+        # The password: a read-only file of the KafkaUser's Secret (written by Strimzi), not an env var.
+        assert "KAFKA_SASL_PASSWORD" not in env
+        assert password_file_secret(workload, container) == {"secretName": name, "defaultMode": 0o440,
+                                                             "items": [{"key": "password", "path": "password"}]}
         ca_path = env["KAFKA_SSL_CA_LOCATION"]["value"]
         mount = next(v for v in container["volumeMounts"] if v["name"] == "kafka-ca")
         assert ca_path == f"{mount['mountPath']}/ca.crt" and mount["readOnly"]
@@ -146,21 +149,42 @@ def test_external_tls_sasl_takes_credentials_and_ca_from_named_secrets():
         env = env_of(containers(workload)[0])
         assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
         assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-256"
-        for var, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):
-            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wallet-kafka-credentials", "key": key}
+        assert env["KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "wallet-kafka-credentials",
+                                                                             "key": "username"}
+        assert "KAFKA_SASL_PASSWORD" not in env
+        assert password_file_secret(workload, containers(workload)[0]) == {
+            "secretName": "wallet-kafka-credentials", "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}]}
         assert env["WALLET_CREATE_TOPICS"]["value"] == "false"
         volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "kafka-ca")
         assert volume["secret"] == {"secretName": "corp-kafka-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+
+def password_file_secret(workload, container):
+    """The Secret volume KAFKA_SASL_PASSWORD_FILE points into (checked: a read-only mount of it)."""
+    path = env_of(container)["KAFKA_SASL_PASSWORD_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True, mount
+    volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"])
+    assert path == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    return volume["secret"]
 
 
 def test_no_secret_material_is_rendered_from_values():
     for scenario in SCENARIOS:
         rendered = render_scenario(scenario)
         assert not rendered.of_kind("Secret"), "the chart never carries secrets"
-        for kind, name in WORKLOADS:
-            for var in env_of(containers(rendered.one(kind, name))[0]).values():
-                if "PASSWORD" in var["name"]:
-                    assert "value" not in var and "secretKeyRef" in var["valueFrom"]
+        for m in rendered.manifests:
+            if m.kind not in ("Deployment", "StatefulSet", "Pod"):
+                continue
+            for container in containers(m.doc):
+                for var in env_of(container).values():
+                    if var["name"].endswith("PASSWORD"):
+                        # Only wallet-operator, which reads its KAFKA_* variables itself, still does this.
+                        assert m.name == f"{RELEASE}-operator", f"{m.name}: {var['name']} in the environment"
+                        assert "value" not in var and "secretKeyRef" in var["valueFrom"]
+                    elif var["name"].endswith("PASSWORD_FILE"):
+                        assert password_file_secret(m.doc, container)["secretName"]
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

@@ -168,6 +168,33 @@ are not among them: they are served on port ops only.
 {{/* Where the CA certificate is mounted in the containers. */}}
 {{- define "wallet.kafka.caDir" -}}/etc/wallet/kafka-ca{{- end -}}
 
+{{/* Where the SASL password is mounted (file "password"), read through KAFKA_SASL_PASSWORD_FILE. */}}
+{{- define "wallet.kafka.saslDir" -}}/etc/wallet/kafka-sasl{{- end -}}
+
+{{/*
+"true" when a component reads its SASL password from a mounted file rather than the environment,
+where a password would show in `kubectl describe`-style dumps, crash reports and /proc/<pid>/environ.
+The three services resolve KAFKA_SASL_PASSWORD_FILE (walletkit.service.settings); wallet-operator
+reads the KAFKA_* variables itself and takes the password from the environment still.
+Call with (dict "root" $ "component" "api").
+*/}}
+{{- define "wallet.kafka.saslPasswordFile" -}}
+{{- if and .root.Values.kafka.sasl.enabled (ne .component "operator") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Secret and key holding a component's SASL password: Strimzi's user Secret, or the one named. */}}
+{{- define "wallet.kafka.saslSecretName" -}}
+{{- if .root.Values.kafka.strimzi.enabled -}}
+{{- include "wallet.kafka.userName" . -}}
+{{- else -}}
+{{- .root.Values.kafka.external.sasl.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wallet.kafka.saslPasswordKey" -}}
+{{- if .root.Values.kafka.strimzi.enabled -}}password{{- else -}}{{ .root.Values.kafka.external.sasl.passwordKey }}{{- end -}}
+{{- end -}}
+
 {{/*
 Environment every service shares: where Kafka is, how to talk to it, where state goes.
 Call with (dict "root" $ "component" "api" "port" 8080).
@@ -209,12 +236,6 @@ Call with (dict "root" $ "component" "api" "port" 8080).
   value: SCRAM-SHA-512
 - name: KAFKA_SASL_USERNAME
   value: {{ include "wallet.kafka.userName" . | quote }}
-- name: KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      # Written by Strimzi's User Operator for the component's KafkaUser.
-      name: {{ include "wallet.kafka.userName" . }}
-      key: password
 {{- else }}
 - name: KAFKA_SASL_MECHANISM
   value: {{ $v.kafka.sasl.mechanism | quote }}
@@ -223,40 +244,69 @@ Call with (dict "root" $ "component" "api" "port" 8080).
     secretKeyRef:
       name: {{ $v.kafka.external.sasl.existingSecret }}
       key: {{ $v.kafka.external.sasl.usernameKey }}
+{{- end }}
+{{- if include "wallet.kafka.saslPasswordFile" . }}
+# The password as a file of the mounted Secret (wallet.volumes), never in the environment.
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "%s/password" (include "wallet.kafka.saslDir" $root) | quote }}
+{{- else }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $v.kafka.external.sasl.existingSecret }}
-      key: {{ $v.kafka.external.sasl.passwordKey }}
+      # Strimzi: written by the User Operator for the component's KafkaUser.
+      name: {{ include "wallet.kafka.saslSecretName" . }}
+      key: {{ include "wallet.kafka.saslPasswordKey" . }}
 {{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* Volume mounts every service container has: its state, /tmp, and the Kafka CA when TLS is on. */}}
+{{/* Volume mounts of the Kafka client files: the CA when TLS is on, the SASL password when it is
+read from a file. Call with (dict "root" $ "component" "api"). */}}
+{{- define "wallet.kafka.volumeMounts" -}}
+{{- if include "wallet.kafka.caSecretName" .root }}
+- name: kafka-ca
+  mountPath: {{ include "wallet.kafka.caDir" .root }}
+  readOnly: true
+{{- end }}
+{{- if include "wallet.kafka.saslPasswordFile" . }}
+- name: kafka-sasl
+  mountPath: {{ include "wallet.kafka.saslDir" .root }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volume mounts every service container has: its state, /tmp, and the Kafka client files.
+Call with (dict "root" $ "component" "api"). */}}
 {{- define "wallet.volumeMounts" -}}
 - name: state
   mountPath: /var/lib/wallet
 - name: tmp
   mountPath: /tmp
-{{- if include "wallet.kafka.caSecretName" . }}
-- name: kafka-ca
-  mountPath: {{ include "wallet.kafka.caDir" . }}
-  readOnly: true
-{{- end }}
+{{- include "wallet.kafka.volumeMounts" . }}
 {{- end -}}
 
-{{/* Pod volumes every service has besides its state volume. */}}
+{{/* Pod volumes every service has besides its state volume. Call with (dict "root" $ "component" "api"). */}}
 {{- define "wallet.volumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpVolumeSizeLimit }}
-{{- with include "wallet.kafka.caSecretName" . }}
+    sizeLimit: {{ .root.Values.tmpVolumeSizeLimit }}
+{{- with include "wallet.kafka.caSecretName" .root }}
 - name: kafka-ca
   secret:
     secretName: {{ . }}
     items:
-      - key: {{ include "wallet.kafka.caSecretKey" $ }}
+      - key: {{ include "wallet.kafka.caSecretKey" $.root }}
         path: ca.crt
+{{- end }}
+{{- if include "wallet.kafka.saslPasswordFile" . }}
+# Only the password key, readable by the pod's group (fsGroup) and nobody else.
+- name: kafka-sasl
+  secret:
+    secretName: {{ include "wallet.kafka.saslSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "wallet.kafka.saslPasswordKey" . }}
+        path: password
 {{- end }}
 {{- end -}}
 
