@@ -103,6 +103,21 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "ingress": {
         "api": {"httpRoute": {"enabled": False}, "ingress": {"enabled": True, "className": "nginx"}},
     },
+    # Bearer tokens checked against the issuer's JWKS URL, and a per-client rate limit.
+    "auth-jwks-url": {
+        "api": {"auth": {"enabled": True, "issuer": "https://id.example.com/realms/wallet", "audience": "wallet-api",
+                         "jwksUrl": "https://id.example.com/realms/wallet/protocol/openid-connect/certs",
+                         "algorithms": ["RS256", "PS256"], "leewaySeconds": 10},
+                "rateLimit": {"requestsPerSecond": 20, "burst": 40}},
+        "networkPolicy": {"jwks": {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}},
+    },
+    # Bearer tokens checked against a JWKS document from a ConfigMap; the helm test has a token.
+    "auth-jwks-file": {
+        "api": {"auth": {"enabled": True, "issuer": "https://id.example.com", "audience": "wallet",
+                         "jwks": {"configMap": "wallet-issuer-keys", "key": "keys.json"},
+                         "scopes": {"deposit": "payments:write", "read": "payments:read"}, "walletsClaim": "accounts"}},
+        "tests": {"bearerToken": {"secret": "wallet-helm-test-token"}},
+    },
     # Images pinned by digest (what production should do).
     "pinned": {
         "api": {"image": {"repository": "registry.example/wallet-api", "digest": "sha256:" + "a" * 64}},

@@ -585,3 +585,201 @@ def test_the_kind_values_file_opts_in_to_one_broker():
     values["kafka"]["durability"]["allowUnsafe"] = False
     with pytest.raises(helm().HelmRenderError, match="can lose acknowledged deposits"):
         render(values)
+
+
+# ---------------------------------------------------------------- authentication and rate limits
+
+
+def api_env(rendered):
+    return env_of(containers(rendered.one("Deployment", f"{RELEASE}-api"))[0])
+
+
+def test_authentication_is_off_by_default_and_said_so_explicitly():
+    env = api_env(render_scenario("defaults"))
+    # WALLET_AUTH=none, not absent: the API refuses WALLET_AUTH_* variables without WALLET_AUTH.
+    assert env["WALLET_AUTH"]["value"] == "none"
+    assert not [n for n in env if n.startswith("WALLET_AUTH_")]
+    assert (env["WALLET_RATE_LIMIT_RPS"]["value"], env["WALLET_RATE_LIMIT_BURST"]["value"]) == ("0", "0")
+
+
+def test_authentication_with_a_jwks_url_wires_every_setting_and_lets_the_api_reach_the_issuer():
+    rendered = render_scenario("auth-jwks-url")
+    env = {name: item["value"] for name, item in api_env(rendered).items()
+           if name.startswith(("WALLET_AUTH", "WALLET_RATE_LIMIT"))}
+    assert env == {
+        "WALLET_AUTH": "jwt",
+        "WALLET_AUTH_ISSUER": "https://id.example.com/realms/wallet",
+        "WALLET_AUTH_AUDIENCE": "wallet-api",
+        "WALLET_AUTH_JWKS_URL": "https://id.example.com/realms/wallet/protocol/openid-connect/certs",
+        "WALLET_AUTH_ALGORITHMS": "RS256,PS256",
+        "WALLET_AUTH_LEEWAY_SECONDS": "10",
+        "WALLET_AUTH_DEPOSIT_SCOPE": "wallet:deposit",
+        "WALLET_AUTH_READ_SCOPE": "wallet:read",
+        "WALLET_AUTH_WALLETS_CLAIM": "wallets",
+        "WALLET_RATE_LIMIT_RPS": "20",
+        "WALLET_RATE_LIMIT_BURST": "40",
+    }
+    api = rendered.one("Deployment", f"{RELEASE}-api")
+    assert not [v for v in pod_spec(api)["volumes"] if v["name"] == "auth-jwks"], "keys from the URL: no file"
+    egress = rendered.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"]
+    assert egress[-1] == {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}
+    own_port = render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a",
+                                        "jwksUrl": "https://keys.example:8443/jwks"}}})
+    assert own_port.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"][-1] == {
+        "ports": [{"port": 8443, "protocol": "TCP"}]}, "the URL's own port, to anywhere unless networkPolicy.jwks.to"
+    processors = rendered.one("NetworkPolicy", f"{RELEASE}-processors")["spec"]["egress"]
+    assert not [r for r in processors if r["ports"][0]["port"] == 443], "only the API fetches keys"
+
+
+def test_authentication_with_a_jwks_file_mounts_it_read_only():
+    rendered = render_scenario("auth-jwks-file")
+    api = rendered.one("Deployment", f"{RELEASE}-api")
+    container = containers(api)[0]
+    env = env_of(container)
+    assert "WALLET_AUTH_JWKS_URL" not in env
+    path = env["WALLET_AUTH_JWKS_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "auth-jwks")
+    assert mount["readOnly"] is True and path == mount["mountPath"] + "/jwks.json"
+    volume = next(v for v in pod_spec(api)["volumes"] if v["name"] == "auth-jwks")
+    assert volume == {"name": "auth-jwks", "configMap": {"name": "wallet-issuer-keys",
+                                                         "items": [{"key": "keys.json", "path": "jwks.json"}]}}
+    assert (env["WALLET_AUTH_DEPOSIT_SCOPE"]["value"], env["WALLET_AUTH_READ_SCOPE"]["value"],
+            env["WALLET_AUTH_WALLETS_CLAIM"]["value"]) == ("payments:write", "payments:read", "accounts")
+    egress = rendered.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"]
+    assert not [r for r in egress if r["ports"][0]["port"] == 443], "keys from a file: no egress to an issuer"
+    secret = render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a", "jwks": {"secret": "keys"}}}})
+    volume = next(v for v in pod_spec(secret.one("Deployment", f"{RELEASE}-api"))["volumes"] if v["name"] == "auth-jwks")
+    assert volume["secret"] == {"secretName": "keys", "items": [{"key": "jwks.json", "path": "jwks.json"}]}
+
+
+def test_the_helm_test_knows_whether_the_api_wants_a_token():
+    plain = containers(render_scenario("defaults").one("Pod", f"{RELEASE}-test-deposit"))[0]
+    assert env_of(plain)["WALLET_TEST_AUTH"]["value"] == "none" and "WALLET_TEST_TOKEN_FILE" not in env_of(plain)
+    no_token = render_scenario("auth-jwks-url").one("Pod", f"{RELEASE}-test-deposit")
+    assert env_of(containers(no_token)[0])["WALLET_TEST_AUTH"]["value"] == "jwt"
+    assert "WALLET_TEST_TOKEN_FILE" not in env_of(containers(no_token)[0])
+    pod = render_scenario("auth-jwks-file").one("Pod", f"{RELEASE}-test-deposit")
+    container = containers(pod)[0]
+    path = env_of(container)["WALLET_TEST_TOKEN_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
+    assert mount["readOnly"] and path == mount["mountPath"] + "/token"
+    assert next(v for v in pod["spec"]["volumes"] if v["name"] == "token")["secret"] == {
+        "secretName": "wallet-helm-test-token", "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]}
+
+
+@pytest.mark.parametrize("auth,expected", [
+    ({}, r"api.auth.enabled needs api.auth.issuer"),
+    ({"issuer": "https://id.example.com"}, r"api.auth.enabled needs api.auth.audience"),
+    ({"issuer": "https://id.example.com", "audience": "  "}, r"needs api.auth.audience"),
+    ({"issuer": "i", "audience": "a"}, r"exactly one source of the issuer's keys.*\(none is set\)"),
+    ({"issuer": "i", "audience": "a", "jwksUrl": "https://k.example/jwks", "jwks": {"secret": "keys"}},
+     r"api.auth.jwksUrl and api.auth.jwks.secret are set together"),
+    ({"issuer": "i", "audience": "a", "jwks": {"secret": "keys", "configMap": "keys"}},
+     r"api.auth.jwks.configMap and api.auth.jwks.secret are set together"),
+])
+def test_enabled_authentication_needs_issuer_audience_and_exactly_one_key_source(auth, expected):
+    with pytest.raises(helm().HelmRenderError, match=expected):
+        render({"api": {"auth": {"enabled": True, **auth}}})
+
+
+@pytest.mark.parametrize("values,path", [
+    ({"api": {"auth": {"jwksUrl": "http://id.example.com/jwks"}}}, "/api/auth/jwksUrl"),
+    ({"api": {"auth": {"algorithms": ["HS256"]}}}, "/api/auth/algorithms"),
+    ({"api": {"auth": {"algorithms": []}}}, "/api/auth/algorithms"),
+    ({"api": {"auth": {"leewaySeconds": 301}}}, "/api/auth/leewaySeconds"),
+    ({"api": {"auth": {"scopes": {"read": "wallet read"}}}}, "/api/auth/scopes/read"),
+    ({"api": {"rateLimit": {"requestsPerSecond": -1}}}, "/api/rateLimit/requestsPerSecond"),
+    ({"api": {"rateLimit": {"burst": 1.5}}}, "/api/rateLimit/burst"),
+])
+def test_the_schema_refuses_auth_values_the_api_would_refuse(values, path):
+    with pytest.raises(helm().HelmValuesError, match=path):
+        render(values)
+    # Loopback http is the one exception (a sidecar in the pod serving the keys).
+    render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a", "jwksUrl": "http://127.0.0.1:8089/jwks"}}})
+
+
+class _StubApi:
+    """A loopback stand-in for the API: 401 without the right bearer token (unless ``enforce`` is
+    false: an API that ignores WALLET_AUTH), else the HTTP contract."""
+
+    def __init__(self, token, *, enforce=True):
+        import http.server
+        import threading
+
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body):
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def authorized(self):
+                return not stub.enforce or (stub.token is not None
+                                            and self.headers.get("Authorization") == f"Bearer {stub.token}")
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self.authorized():
+                    return self.reply(401, '{"error":"no token"}')
+                stub.wallets.add(body["WalletID"])
+                self.reply(202, '{"accepted":true}')
+
+            def do_GET(self):
+                wallet = self.path.removeprefix("/details/")
+                if not self.authorized():
+                    return self.reply(401, '{"error":"no token"}')
+                if wallet not in stub.wallets:
+                    return self.reply(404, '{"error":"unknown wallet"}')
+                self.reply(200, json.dumps({"WalletID": wallet, "Balance": 8000, "AboveThreshold": False},
+                                           separators=(",", ":")))
+
+        self.token, self.enforce, self.wallets = token, enforce, set()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+def test_the_helm_test_script_checks_authentication_and_deposits_with_its_token(tmp_path, with_token):
+    import sys
+
+    script = containers(render_scenario("auth-jwks-file").one("Pod", f"{RELEASE}-test-deposit"))[0]["command"][2]
+    stub = _StubApi("good-token" if with_token else None)
+    env = {"WALLET_API_URL": stub.url, "WALLET_TEST_TIMEOUT_SECONDS": "10", "WALLET_TEST_AUTH": "jwt"}
+    if with_token:
+        (tmp_path / "token").write_text("good-token\n")
+        env["WALLET_TEST_TOKEN_FILE"] = str(tmp_path / "token")
+    try:
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        stub.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "requests without a token are refused (401)" in result.stdout
+    if with_token:
+        assert "read back" in result.stdout and len(stub.wallets) == 1
+    else:
+        assert "was not checked" in result.stdout and not stub.wallets
+
+
+def test_the_helm_test_script_fails_when_authentication_is_on_but_not_enforced(tmp_path):
+    import sys
+
+    script = containers(render_scenario("auth-jwks-file").one("Pod", f"{RELEASE}-test-deposit"))[0]["command"][2]
+    stub = _StubApi(None, enforce=False)
+    try:
+        env = {"WALLET_API_URL": stub.url, "WALLET_TEST_TIMEOUT_SECONDS": "5", "WALLET_TEST_AUTH": "jwt"}
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        stub.close()
+    assert result.returncode != 0 and "not [401, 401]" in result.stderr, result.stdout + result.stderr

@@ -114,6 +114,62 @@ are not among them: they are served on port ops only.
  {"type": "Exact", "path": "/openapi.json"}]
 {{- end -}}
 
+{{/* ---------------------------------------------------------------- API authentication */}}
+
+{{/* Where the JWKS document is mounted (file jwks.json), read through WALLET_AUTH_JWKS_FILE. */}}
+{{- define "wallet.api.jwksDir" -}}/etc/wallet/auth{{- end -}}
+
+{{/* The JWKS volume's source (configMap or secret), or nothing when the keys come from a URL. */}}
+{{- define "wallet.api.jwksVolume" -}}
+{{- $auth := .Values.api.auth -}}
+{{- if $auth.enabled -}}
+{{- $items := list (dict "key" $auth.jwks.key "path" "jwks.json") -}}
+{{- if $auth.jwks.configMap -}}
+{{- toYaml (dict "configMap" (dict "name" $auth.jwks.configMap "items" $items)) -}}
+{{- else if $auth.jwks.secret -}}
+{{- toYaml (dict "secret" (dict "secretName" $auth.jwks.secret "items" $items)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The API's WALLET_AUTH* variables. WALLET_AUTH is always set, so the API's own guard (auth
+variables without WALLET_AUTH are refused) never meets a half-configured pod. */}}
+{{- define "wallet.api.authEnv" -}}
+{{- $auth := .Values.api.auth -}}
+- name: WALLET_AUTH
+  value: {{ ternary "jwt" "none" $auth.enabled | quote }}
+{{- if $auth.enabled }}
+- name: WALLET_AUTH_ISSUER
+  value: {{ $auth.issuer | quote }}
+- name: WALLET_AUTH_AUDIENCE
+  value: {{ $auth.audience | quote }}
+{{- if $auth.jwksUrl }}
+- name: WALLET_AUTH_JWKS_URL
+  value: {{ $auth.jwksUrl | quote }}
+{{- else }}
+- name: WALLET_AUTH_JWKS_FILE
+  value: {{ printf "%s/jwks.json" (include "wallet.api.jwksDir" .) | quote }}
+{{- end }}
+- name: WALLET_AUTH_ALGORITHMS
+  value: {{ join "," $auth.algorithms | quote }}
+- name: WALLET_AUTH_LEEWAY_SECONDS
+  value: {{ $auth.leewaySeconds | int64 | quote }}
+- name: WALLET_AUTH_DEPOSIT_SCOPE
+  value: {{ $auth.scopes.deposit | quote }}
+- name: WALLET_AUTH_READ_SCOPE
+  value: {{ $auth.scopes.read | quote }}
+- name: WALLET_AUTH_WALLETS_CLAIM
+  value: {{ $auth.walletsClaim | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The port of api.auth.jwksUrl (its own, or the scheme's), for the API's egress rule. */}}
+{{- define "wallet.api.jwksPort" -}}
+{{- $url := urlParse .Values.api.auth.jwksUrl -}}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $url.host) -}}
+{{- default (ternary "443" "80" (eq $url.scheme "https")) $port -}}
+{{- end -}}
+
 {{/* image reference of a component. Call with (dict "root" $ "image" .Values.api.image). */}}
 {{- define "wallet.image" -}}
 {{- $registry := default ((.root.Values.global).imageRegistry) .image.registry | trimSuffix "/" -}}
@@ -341,8 +397,28 @@ Call with (dict "root" $ "component" "api"). */}}
 {{- if eq (int $v.api.service.port) (int $v.api.service.opsPort) }}
 {{- fail (printf "api.service.port and api.service.opsPort are both %d: a Service port carries one listener" (int $v.api.service.opsPort)) }}
 {{- end }}
+{{- include "wallet.validateAuth" . -}}
 {{- if and $v.api.autoscaling.enabled (gt (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above api.autoscaling.maxReplicas (%d)" (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- end -}}
+
+{{- /* api.auth: what the API would refuse at start, said at render time with the values' names. */ -}}
+{{- define "wallet.validateAuth" -}}
+{{- $auth := .Values.api.auth -}}
+{{- if $auth.enabled }}
+{{- range $key := list "issuer" "audience" }}
+{{- if not (trim (index $auth $key)) }}
+{{- fail (printf "api.auth.enabled needs api.auth.%s: the %s every token must carry" $key (ternary "iss (the issuer's URL)" "aud (this API's identifier at the issuer)" (eq $key "issuer"))) }}
+{{- end }}
+{{- end }}
+{{- $sources := list -}}
+{{- if $auth.jwksUrl }}{{ $sources = append $sources "api.auth.jwksUrl" }}{{ end -}}
+{{- if $auth.jwks.configMap }}{{ $sources = append $sources "api.auth.jwks.configMap" }}{{ end -}}
+{{- if $auth.jwks.secret }}{{ $sources = append $sources "api.auth.jwks.secret" }}{{ end -}}
+{{- if ne (len $sources) 1 }}
+{{- fail (printf "api.auth.enabled needs exactly one source of the issuer's keys: api.auth.jwksUrl, api.auth.jwks.configMap or api.auth.jwks.secret (%s)" (ternary "none is set" (printf "%s are set together" (join " and " $sources)) (empty $sources))) }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
