@@ -93,15 +93,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}},
         "metrics": {"podMonitor": {"enabled": True}},
     },
-    # The way in through this release's own Gateway, with an HTTPS listener.
+    # The way in through this release's own Gateway, with an HTTPS listener whose certificate
+    # cert-manager issues; plain HTTP only redirects.
     "gateway": {
-        "gateway": {"create": True, "className": "eg", "tls": {"enabled": True, "certificateRefs": [{"name": "wallet-tls"}]},
-                    "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
+        "gateway": {"create": True, "className": "eg",
+                    "tls": {"enabled": True, "hostname": "wallet.example.com",
+                            "certManager": {"clusterIssuer": "letsencrypt"}}},
         "api": {"httpRoute": {"enabled": True, "hostnames": ["wallet.example.com"]}},
     },
     # The optional Ingress instead (an ingress controller of your own).
     "ingress": {
         "api": {"httpRoute": {"enabled": False}, "ingress": {"enabled": True, "className": "nginx"}},
+    },
+    # The Ingress terminating TLS with a certificate cert-manager issues for its host.
+    "ingress-tls": {
+        "api": {"httpRoute": {"enabled": False},
+                "ingress": {"enabled": True, "className": "traefik", "host": "wallet.example.com",
+                            "certManager": {"clusterIssuer": "letsencrypt"}}},
     },
     # Bearer tokens checked against the issuer's JWKS URL, and a per-client rate limit.
     "auth-jwks-url": {

@@ -457,16 +457,82 @@ def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
         "only the public API, to the public port: no /metrics, /healthz or /readyz from outside"
     assert not [m for m in shared.manifests if m.kind == "Gateway"]
     own = render_scenario("gateway")
-    gateway = own.one("Gateway", RELEASE)["spec"]
-    assert [(l["name"], l["protocol"], l["port"]) for l in gateway["listeners"]] == [("http", "HTTP", 80),
-                                                                                   ("https", "HTTPS", 443)]
-    assert gateway["listeners"][1]["tls"] == {"mode": "Terminate", "certificateRefs": [{"name": "wallet-tls"}]}
-    assert own.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
-    assert "through the Gateway" in own.notes
+    gateway = own.one("Gateway", RELEASE)
+    listeners = gateway["spec"]["listeners"]
+    assert [(l["name"], l["protocol"], l["port"]) for l in listeners] == [("http", "HTTP", 80), ("https", "HTTPS", 443)]
+    # cert-manager issues for the listener's hostname into the Secret the listener names.
+    assert listeners[1]["hostname"] == "wallet.example.com"
+    assert listeners[1]["tls"] == {"mode": "Terminate", "certificateRefs": [{"name": f"{RELEASE}-gateway-tls"}]}
+    assert gateway["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    # The API only over HTTPS; plain HTTP is a redirect.
+    assert own.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE, "sectionName": "https"}]
+    redirect = own.one("HTTPRoute", f"{RELEASE}-api-https-redirect")["spec"]
+    assert redirect["parentRefs"] == [{"name": RELEASE, "sectionName": "http"}]
+    assert redirect["hostnames"] == ["wallet.example.com"]
+    assert redirect["rules"] == [{"filters": [{"type": "RequestRedirect",
+                                               "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]
+    assert "through the Gateway" in own.notes and "BASE=https://wallet.example.com" in own.notes
+    # Opting out of the redirect, or a TLS-less Gateway: one route on every listener, as before.
+    route_on = {"api": {"httpRoute": {"enabled": True}}}
+    both = render({**route_on, "gateway": {"create": True, "tls": {"enabled": True, "redirectHttp": False,
+                                                                   "certificateRefs": [{"name": "wallet-tls"}]}}})
+    assert both.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
+    assert both.one("Gateway", RELEASE)["spec"]["listeners"][1]["tls"]["certificateRefs"] == [{"name": "wallet-tls"}]
+    assert len(both.of_kind("HTTPRoute")) == 1
+    plain = render({**route_on, "gateway": {"create": True}})
+    assert plain.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
+    assert "BASE=http://localhost:8080" in plain.notes
+    # A shared Gateway is its owner's: parentRefs are taken as given, no redirect route is added.
+    shared_tls = render({"gateway": {"create": True, "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]}},
+                         "api": {"httpRoute": {"enabled": True,
+                                               "parentRefs": [{"name": "public", "sectionName": "https"}]}}})
+    assert [m.name for m in shared_tls.of_kind("HTTPRoute")] == [f"{RELEASE}-api"]
     with pytest.raises(Exception, match="names no Gateway"):
         render({"api": {"httpRoute": {"enabled": True}}})
     with pytest.raises(Exception, match="certificateRefs"):
         render({"gateway": {"create": True, "tls": {"enabled": True}}})
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"gateway": {"create": True, "tls": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}},
+     "set gateway.tls.hostname"),
+    ({"gateway": {"create": True, "annotations": {"cert-manager.io/issuer": "ca"},
+                  "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]}}}, "set gateway.tls.hostname"),
+    ({"gateway": {"create": True, "annotations": {"cert-manager.io/issuer": "ca"},
+                  "tls": {"enabled": True, "hostname": "w.example.com", "certManager": {"issuer": "ca"}}}},
+     "gateway.annotations sets cert-manager.io/issuer and gateway.tls.certManager names an issuer too"),
+    ({"gateway": {"create": True, "tls": {"enabled": True, "hostname": "a.example.com",
+                                          "certManager": {"clusterIssuer": "le", "issuer": "ca"}}}},
+     "gateway.tls.certManager: set clusterIssuer or issuer, not both"),
+    ({"gateway": {"create": True, "tls": {"enabled": True, "hostname": "a.example.com", "certificateRefs": [{"name": "t"}]}},
+      "api": {"httpRoute": {"enabled": True, "hostnames": ["b.example.com"]}}}, "would not attach to the HTTPS listener"),
+    ({"api": {"ingress": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}}, "set api.ingress.host"),
+    ({"api": {"ingress": {"enabled": True, "host": "a.example.com",
+                          "tls": [{"hosts": ["b.example.com"], "secretName": "s"}]}}}, "covers none of api.ingress.host"),
+    ({"api": {"ingress": {"enabled": True, "host": "a.example.com", "certManager": {"clusterIssuer": "le"},
+                          "annotations": {"cert-manager.io/cluster-issuer": "other"}}}}, "keep one"),
+])
+def test_tls_in_is_refused_where_it_could_not_work(values, expected):
+    with pytest.raises(helm().HelmRenderError, match=expected):
+        render(values)
+
+
+def test_the_ingress_terminates_tls_with_the_certificate_cert_manager_issues():
+    rendered = render_scenario("ingress-tls")
+    ingress = rendered.one("Ingress", f"{RELEASE}-api")
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ingress["spec"]["tls"] == [{"hosts": ["wallet.example.com"], "secretName": f"{RELEASE}-api-tls"}]
+    assert ingress["spec"]["rules"][0]["host"] == "wallet.example.com"
+    assert "BASE=https://wallet.example.com" in rendered.notes
+    # TLS blocks of your own are taken as given (a wildcard covers the host), with a namespaced Issuer.
+    own = render({"api": {"ingress": {"enabled": True, "host": "wallet.example.com", "certManager": {"issuer": "ca"},
+                                      "tls": [{"hosts": ["*.example.com"], "secretName": "wildcard-tls"}]}}})
+    ingress = own.one("Ingress", f"{RELEASE}-api")
+    assert ingress["spec"]["tls"] == [{"hosts": ["*.example.com"], "secretName": "wildcard-tls"}]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/issuer"] == "ca"
+    assert "cert-manager.io/cluster-issuer" not in ingress["metadata"]["annotations"]
+    plain = render_scenario("ingress").one("Ingress", f"{RELEASE}-api")
+    assert "tls" not in plain["spec"] and "annotations" not in plain["metadata"]
 
 
 def test_monitoring_objects_follow_the_clusters_prometheus_operator_api_by_default():

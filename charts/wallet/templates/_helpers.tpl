@@ -398,6 +398,7 @@ Call with (dict "root" $ "component" "api"). */}}
 {{- fail (printf "api.service.port and api.service.opsPort are both %d: a Service port carries one listener" (int $v.api.service.opsPort)) }}
 {{- end }}
 {{- include "wallet.validateAuth" . -}}
+{{- include "wallet.validateTls" . -}}
 {{- if and $v.api.autoscaling.enabled (gt (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above api.autoscaling.maxReplicas (%d)" (int $v.api.autoscaling.minReplicas) (int $v.api.autoscaling.maxReplicas)) }}
 {{- end }}
@@ -537,6 +538,116 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* ---------------------------------------------------------------- TLS in */}}
+
+{{/* cert-manager's annotation for an issuer, as YAML ({} when none). Call with a certManager value
+({clusterIssuer, issuer}); both set is refused by wallet.validateTls. */}}
+{{- define "wallet.certManager.annotations" -}}
+{{- if .clusterIssuer -}}
+{{- toYaml (dict "cert-manager.io/cluster-issuer" .clusterIssuer) -}}
+{{- else if .issuer -}}
+{{- toYaml (dict "cert-manager.io/issuer" .issuer) -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a certManager value names an issuer. */}}
+{{- define "wallet.certManager.on" -}}
+{{- if or .clusterIssuer .issuer }}true{{ end -}}
+{{- end -}}
+
+{{/* The Ingress's TLS blocks, as JSON: api.ingress.tls, or with a cert-manager issuer and none
+given, one for api.ingress.host into the Secret <fullname>-api-tls (cert-manager writes it). */}}
+{{- define "wallet.ingress.tls" -}}
+{{- $ing := .Values.api.ingress -}}
+{{- if $ing.tls -}}
+{{- toJson $ing.tls -}}
+{{- else if and (include "wallet.certManager.on" $ing.certManager) $ing.host -}}
+{{- toJson (list (dict "hosts" (list $ing.host) "secretName" (printf "%s-tls" (include "wallet.componentName" (dict "root" . "component" "api"))))) -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
+{{/* The Gateway's certificate Secrets, as JSON: gateway.tls.certificateRefs, or with a cert-manager
+issuer and none given, <fullname>-gateway-tls (cert-manager writes it). */}}
+{{- define "wallet.gateway.certificateRefs" -}}
+{{- $tls := .Values.gateway.tls -}}
+{{- if $tls.certificateRefs -}}
+{{- toJson $tls.certificateRefs -}}
+{{- else if include "wallet.certManager.on" $tls.certManager -}}
+{{- toJson (list (dict "name" (printf "%s-gateway-tls" (include "wallet.fullname" .)))) -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a TLS hostname pattern (exact, or "*." + suffix for one or more labels) covers a host. */}}
+{{- define "wallet.hostCovered" -}}
+{{- if eq .pattern .host -}}
+true
+{{- else if and (hasPrefix "*." .pattern) (hasSuffix (trimPrefix "*" .pattern) .host) (not (hasPrefix "*." .host)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* TLS in, checked for consistency: an issuer once, a certificate for the names served. */}}
+{{- define "wallet.validateTls" -}}
+{{- $ing := .Values.api.ingress -}}
+{{- $gw := .Values.gateway -}}
+{{- range $where, $cm := dict "api.ingress.certManager" $ing.certManager "gateway.tls.certManager" $gw.tls.certManager }}
+{{- if and $cm.clusterIssuer $cm.issuer }}
+{{- fail (printf "%s: set clusterIssuer or issuer, not both" $where) }}
+{{- end }}
+{{- end }}
+{{- range $where, $pair := dict "api.ingress" (list $ing.certManager $ing.annotations) "gateway" (list $gw.tls.certManager $gw.annotations) }}
+{{- $cm := index $pair 0 -}}
+{{- $annotations := index $pair 1 | default dict -}}
+{{- if include "wallet.certManager.on" $cm }}
+{{- range $key := list "cert-manager.io/cluster-issuer" "cert-manager.io/issuer" }}
+{{- if hasKey $annotations $key }}
+{{- fail (printf "%s.annotations sets %s and %s.certManager names an issuer too: keep one" $where $key (ternary "gateway.tls" $where (eq $where "gateway"))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $ing.enabled }}
+{{- if and (include "wallet.certManager.on" $ing.certManager) (not $ing.tls) (not $ing.host) }}
+{{- fail "api.ingress.certManager names an issuer but the Ingress has no host to issue for: set api.ingress.host (or api.ingress.tls with the hosts)" }}
+{{- end }}
+{{- if and $ing.tls $ing.host }}
+{{- $covered := false -}}
+{{- range $block := $ing.tls }}
+{{- range $h := $block.hosts | default list }}
+{{- if include "wallet.hostCovered" (dict "pattern" $h "host" $ing.host) }}{{ $covered = true }}{{ end -}}
+{{- end }}
+{{- end }}
+{{- if not $covered }}
+{{- fail (printf "api.ingress.tls covers none of api.ingress.host %q: list it in a block's hosts, or clients get the controller's default certificate" $ing.host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $gw.create $gw.tls.enabled }}
+{{- $annotations := $gw.annotations | default dict -}}
+{{- if and (or (include "wallet.certManager.on" $gw.tls.certManager) (hasKey $annotations "cert-manager.io/cluster-issuer") (hasKey $annotations "cert-manager.io/issuer")) (not $gw.tls.hostname) }}
+{{- fail "cert-manager issues a Gateway's certificates for its listeners' hostnames, and the HTTPS listener has none: set gateway.tls.hostname" }}
+{{- end }}
+{{- if not (include "wallet.gateway.certificateRefs" . | fromJsonArray) }}
+{{- fail "gateway.tls.enabled needs gateway.tls.certificateRefs: the Secret (type kubernetes.io/tls) with the certificate, e.g. [{name: wallet-tls}], or gateway.tls.certManager naming an issuer that writes it" }}
+{{- end }}
+{{- if and $gw.tls.hostname .Values.api.httpRoute.hostnames (not .Values.api.httpRoute.parentRefs) }}
+{{- $covered := false -}}
+{{- range $h := .Values.api.httpRoute.hostnames }}
+{{- if or (include "wallet.hostCovered" (dict "pattern" $gw.tls.hostname "host" $h)) (include "wallet.hostCovered" (dict "pattern" $h "host" $gw.tls.hostname)) }}{{ $covered = true }}{{ end -}}
+{{- end }}
+{{- if not $covered }}
+{{- fail (printf "api.httpRoute.hostnames %v share no name with gateway.tls.hostname %q: the route would not attach to the HTTPS listener" .Values.api.httpRoute.hostnames $gw.tls.hostname) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* ---------------------------------------------------------------- Gateway API */}}
 
 {{/* The Gateways the API's HTTPRoute attaches to, as JSON: api.httpRoute.parentRefs, else this
@@ -545,10 +656,21 @@ release's Gateway (gateway.create), else none. */}}
 {{- if .Values.api.httpRoute.parentRefs -}}
 {{- toJson .Values.api.httpRoute.parentRefs -}}
 {{- else if .Values.gateway.create -}}
+{{- if include "wallet.gateway.redirects" . -}}
+{{- toJson (list (dict "name" (include "wallet.fullname" .) "sectionName" "https")) -}}
+{{- else -}}
 {{- toJson (list (dict "name" (include "wallet.fullname" .))) -}}
+{{- end -}}
 {{- else -}}
 []
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when this release's Gateway answers plain HTTP with a redirect to https: it has the
+HTTPS listener, gateway.tls.redirectHttp, and the API's route attaches to it (no parentRefs). */}}
+{{- define "wallet.gateway.redirects" -}}
+{{- $gw := .Values.gateway -}}
+{{- if and $gw.create $gw.tls.enabled $gw.tls.redirectHttp (not .Values.api.httpRoute.parentRefs) }}true{{ end -}}
 {{- end -}}
 
 {{/* "true" when the HTTPRoute is rendered: enabled true (then a Gateway must be named), or auto and
