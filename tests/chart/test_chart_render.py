@@ -433,6 +433,37 @@ def test_images_default_to_the_app_version_and_take_digests():
     assert image == "registry.example/wallet-balance@sha256:" + "b" * 64
 
 
+def test_a_digest_wins_over_the_tag_for_every_image_the_operators_too():
+    digest = {c: "sha256:" + c * 64 for c in "abcd"}
+    rendered = render({
+        "global": {"imageRegistry": "registry.example.com/wallet"},
+        "api": {"image": {"tag": "1.2.3", "digest": digest["a"]}},
+        "balance": {"image": {"tag": "1.2.3", "digest": digest["b"]}},
+        "aboveThreshold": {"image": {"digest": digest["c"]}},
+        "operator": {"enabled": True, "image": {"repository": "wallet-operator", "tag": "9", "digest": digest["d"]}},
+    })
+    images = {m.name: containers(m.doc)[0]["image"] for m in rendered.manifests
+              if m.kind in ("Deployment", "StatefulSet", "Pod")}
+    assert images == {
+        f"{RELEASE}-api": f"registry.example.com/wallet/wallet-api@{digest['a']}",
+        f"{RELEASE}-balance": f"registry.example.com/wallet/wallet-balance@{digest['b']}",
+        f"{RELEASE}-above-threshold": f"registry.example.com/wallet/wallet-above-threshold@{digest['c']}",
+        f"{RELEASE}-operator": f"registry.example.com/wallet/wallet-operator@{digest['d']}",
+        f"{RELEASE}-test-deposit": f"registry.example.com/wallet/wallet-api@{digest['a']}",  # the API image
+    }
+    # Without its own repository the operator runs the API image, pinned as the API is.
+    shared = render({"api": {"image": {"digest": digest["a"]}}, "operator": {"enabled": True}})
+    assert containers(shared.one("Deployment", f"{RELEASE}-operator"))[0]["image"] == f"wallet-api@{digest['a']}"
+
+
+@pytest.mark.parametrize("digest", ["sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha512:" + "a" * 64, "a" * 64,
+                                    "sha256:" + "a" * 64 + "\n"])
+@pytest.mark.parametrize("component", ["api", "balance", "aboveThreshold", "operator"])
+def test_the_schema_accepts_only_sha256_digests(component, digest):
+    with pytest.raises(helm().HelmValuesError, match=f"/{component}/image/digest"):
+        render({component: {"image": {"digest": digest}}})
+
+
 def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
     """What `helm install` needs after `make images IMAGES_ARGS="push REGISTRY"`: one value."""
     version = helm().Chart.load(str(CHART)).metadata["appVersion"]
