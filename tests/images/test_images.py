@@ -257,3 +257,35 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
             ctr.remove()
     assert all(not w for w in written.values()), f"writes outside the state volume and /tmp: {written}"
     assert all(code == 0 for code in codes.values()), f"exit codes after SIGTERM: {codes}\n{tails}"
+
+
+def test_the_venv_holds_exactly_the_hash_locked_dependencies(buildah, built, tmp_path):
+    """What services/Dockerfile installed with --require-hashes is requirements/image.txt, all of it
+    and nothing more: every distribution in /opt/wallet is a locked one at its locked version (plus
+    the service itself and the venv's pip), `pip check` finds nothing missing, and the build
+    backend (setuptools, requirements/image-build.txt) stayed in the build stage."""
+    locked = {}
+    for line in (REPO / "requirements" / "image.txt").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith(("#", "--")):
+            name, _, version = line.split(" ")[0].partition("==")
+            locked[name.lower().replace("_", "-").replace(".", "-")] = version
+    assert locked, "requirements/image.txt pins nothing"
+    ctr = Container(buildah, built["wallet-api"], tmp_path)
+    try:
+        listing = subprocess.run(buildah.command(
+            "run", "--isolation", "chroot", ctr.name, "--", "/opt/wallet/bin/python", "-c",
+            "import importlib.metadata as m, json, re; print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower():"
+            " d.version for d in m.distributions()}))"), capture_output=True, text=True, check=True).stdout
+        check = subprocess.run(buildah.command("run", "--isolation", "chroot", ctr.name, "--",
+                                               "/opt/wallet/bin/python", "-m", "pip", "check"),
+                               capture_output=True, text=True)
+    finally:
+        ctr.remove()
+    installed = json.loads(listing)
+    import tomllib
+    assert installed.pop("wallet-service") == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    installed.pop("pip", None)
+    assert installed == locked, {n: (installed.get(n), locked.get(n)) for n in set(installed) | set(locked)
+                                 if installed.get(n) != locked.get(n)}
+    assert "setuptools" not in installed, "the build backend stays in the build stage"
+    assert check.returncode == 0, check.stdout + check.stderr
