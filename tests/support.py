@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from walletkit.devstack.net import http_get
@@ -43,8 +43,12 @@ class DepositWriter:
                                      AmountMicros=d.micros, CreatedAtMicros=d.at_micros)
             key = d.wallet.encode()
 
-            def delivered(err, _msg, d=d):
+            def delivered(err, msg, d=d, go_style=go_style):
                 if err is None:
+                    # Timed as the processors time it: our records by the broker's LogAppendTime.
+                    ts_type, ts_ms = msg.timestamp()
+                    if not go_style and ts_type == TIMESTAMP_LOG_APPEND_TIME:
+                        d = Deposit(d.wallet, d.micros, ts_ms * 1000)
                     self.acked.append(d)
                 else:
                     self.failed += 1
@@ -70,8 +74,10 @@ def create_topics(bootstrap: str, partitions: int = 8) -> None:
     ensure_topics(TopicManager(KafkaSettings(bootstrap)), partitions, create=True)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record of ``topic`` as (partition, offset, key, value), read to the end of each partition."""
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,
+               timestamps: bool = False) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every record of ``topic`` as (partition, offset, key, value), read to the end of each partition
+    (with ``timestamps``, a fifth item: the broker's LogAppendTime in ms, or None)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
@@ -88,7 +94,12 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     continue
-                out.append((m.partition(), m.offset(), m.key(), m.value()))
+                if timestamps:
+                    ts_type, ts_ms = m.timestamp()
+                    out.append((m.partition(), m.offset(), m.key(), m.value(),
+                                ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None))
+                else:
+                    out.append((m.partition(), m.offset(), m.key(), m.value()))
     finally:
         c.close()
     return out

@@ -23,7 +23,7 @@ from support import (
     Deposit, balances_match, create_topics, details, expected_balances, expected_flags, flags_in_table, read_topic,
     wait_for,
 )
-from walletkit.wallet.codecs import DepositRequest
+from walletkit.wallet.codecs import DepositRequest, deposit_time_micros
 
 pytestmark = pytest.mark.integration
 
@@ -100,10 +100,11 @@ def test_killed_leaders_lose_no_acknowledged_deposit_and_nothing_restarts(three_
     # with its key, so it counts in the tables, which must equal the ledger).
     where: dict[str, list[tuple[int, int, int]]] = {}  # DepositID -> its (partition, offset, time) records
     ledger_deposits = []
-    for p, o, key, value in read_topic(bootstrap, "deposit"):
+    for p, o, key, value, appended_ms in read_topic(bootstrap, "deposit", timestamps=True):
         d = DepositRequest.FromString(value)
         where.setdefault(d.DepositID, []).append((p, o, d.CreatedAtMicros))
-        ledger_deposits.append(Deposit(d.WalletID, d.AmountMicros, d.CreatedAtMicros))
+        # Timed as the processors time it (the broker's LogAppendTime).
+        ledger_deposits.append(Deposit(d.WalletID, d.AmountMicros, deposit_time_micros(d, appended_ms)))
     lost = [k for k in accepted if k not in where]
     twice = {k: places for k, places in where.items() if len(places) > 1}
     print(f"ledger: {len(where)} deposits, {len(accepted)} answered 202, "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.table import Transaction
 
@@ -32,6 +34,16 @@ class Context:
         """Kafka record timestamp in milliseconds (read only when asked: most callbacks never do)."""
         return self._msg.timestamp()[1]
 
+    @property
+    def log_append_time_ms(self) -> int | None:
+        """The broker's LogAppendTime of the record (ms), when its topic has the broker stamp
+        records (message.timestamp.type=LogAppendTime); None otherwise. It is one clock for
+        every producer, stored with the record, so a replay sees the same time."""
+        if self._msg is None:
+            return None
+        ts_type, ts_ms = self._msg.timestamp()
+        return ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None
+
     def value(self) -> Any | None:
         """The key's current value. It is the table's cached object: change it only
         to pass it to ``set_value``, and not before raising ``SkipRecord``."""
@@ -50,4 +62,4 @@ class Context:
         """Replace a side entry's value (stamped like ``set_value``). Side entries keep a
         key's bookkeeping that grows with its traffic out of its own value."""
         self._codec.stamp(value, self.offset)
-        self._txn.set(key, value)
+        self._txn.set(key, value, owner=self.key)

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Producer
 
 from walletkit.stream import metrics
 from walletkit.stream.codec import Codec
@@ -53,6 +53,15 @@ class Delivery:
     topic: str
     partition: int
     offset: int
+    #: The broker's LogAppendTime in milliseconds when the topic has the broker stamp its
+    #: records (message.timestamp.type=LogAppendTime), else None.
+    log_append_time_ms: int | None = None
+
+    @classmethod
+    def of(cls, msg: Any) -> "Delivery":
+        ts_type, ts_ms = msg.timestamp()
+        return cls(msg.topic(), msg.partition(), msg.offset(),
+                   ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None)
 
 
 class EmitterState(enum.Enum):
@@ -537,7 +546,7 @@ class _Lane:
 
 def _delivered(w: _Waiting, err: KafkaError | None, msg: Any) -> None:  # on a lane's thread
     if err is None:
-        w.delivery = Delivery(msg.topic(), msg.partition(), msg.offset())
+        w.delivery = Delivery.of(msg)
     else:
         w.error = err
 
@@ -566,4 +575,4 @@ def _settle(fut: asyncio.Future[Delivery], err: KafkaError | None, msg: Any) -> 
         exc.producer_replaced = err.fatal() or err.code() == KafkaError.PRODUCER_FENCED
         fut.set_exception(exc)
     else:
-        fut.set_result(Delivery(msg.topic(), msg.partition(), msg.offset()))
+        fut.set_result(Delivery.of(msg))

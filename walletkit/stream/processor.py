@@ -68,14 +68,6 @@ class GroupSpec:
         return table_topic(self.group)
 
 
-class _Quarantine(Exception):
-    """A batch must run again without the record at (partition, offset)."""
-
-    def __init__(self, partition: int, offset: int, reason: str) -> None:
-        super().__init__(reason)
-        self.partition, self.offset, self.reason = partition, offset, reason
-
-
 class ProcessorState(enum.Enum):
     CREATED = "created"
     STARTING = "starting"
@@ -97,6 +89,8 @@ DEFAULT_CACHE_ENTRIES = 50_000
 #: Largest table value a record may leave: half of Kafka's default record limit (1 MiB), so
 #: a value that passes is always accepted by a changelog topic with default settings.
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
+#: What becomes of an input record (label of metrics.RECORDS).
+_OUTCOMES = ("processed", "duplicate", "skipped", "quarantined")
 #: Quarantined records remembered (to skip when their batch is re-run); a forgotten one is
 #: found again the same way, since callbacks are deterministic.
 _QUARANTINE_MEMORY = 10_000
@@ -152,10 +146,7 @@ class Processor:
         self._owned: dict[int, TablePartition] = {}    # currently assigned partitions
         self._assigned_once = False
         self._last_tick = time.monotonic()
-        self._m_processed = metrics.RECORDS.labels(spec.group, "processed")
-        self._m_duplicate = metrics.RECORDS.labels(spec.group, "duplicate")
-        self._m_skipped = metrics.RECORDS.labels(spec.group, "skipped")
-        self._m_quarantined = metrics.RECORDS.labels(spec.group, "quarantined")
+        self._m_outcomes = {outcome: metrics.RECORDS.labels(spec.group, outcome) for outcome in _OUTCOMES}
         self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
         self._lag_reported: set[int] = set()
         metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
@@ -381,43 +372,11 @@ class Processor:
         consumer = self._consumer
         member = (consumer.memberid(), consumer.consumer_group_metadata()
                   if self.guarantee is Guarantee.EXACTLY_ONCE else None)
-        started = time.perf_counter()
-        while True:
-            try:
-                txns, counts, oldest_ms = self._apply(msgs)
-                break
-            except _Quarantine as q:
-                # Nothing of this batch left the process yet: drop its writes and run it again
-                # without the record, which the group's hook notes instead.
-                for part in self._owned.values():
-                    part.cache.clear()
-                self._quarantined[(q.partition, q.offset)] = q.reason
-                trim_oldest(self._quarantined, _QUARANTINE_MEMORY)
-        metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
-        if not txns:
-            return
-        metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
-        if self._flush(txns, member):
-            processed, duplicates, skipped, quarantined = counts
-            self._m_processed.inc(processed)
-            self._m_duplicate.inc(duplicates)
-            self._m_skipped.inc(skipped)
-            self._m_quarantined.inc(quarantined)
-            if oldest_ms:
-                self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
-
-    def _apply(self, msgs: list[Message]) -> tuple[dict[int, Transaction], tuple[int, int, int, int], int]:
-        """Run the callbacks of a batch into per-partition transactions (nothing durable yet)."""
-        spec = self.spec
-        codec = spec.table_codec
-        applied = codec.applied_offset
-        decode = spec.input_codec.decode
-        callback = spec.callback
-        quarantined_records = self._quarantined
         txns: dict[int, Transaction] = {}
-        processed = duplicates = skipped = quarantined = 0
+        counts = dict.fromkeys(_OUTCOMES, 0)
         oldest_ms = 0  # timestamp of the batch's oldest record (the first of each partition)
-        for m in msgs:
+        started = time.perf_counter()
+        for i, m in enumerate(msgs):
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -444,39 +403,67 @@ class Processor:
             except UnicodeDecodeError:
                 key = None
             if key is None:  # no table key: nothing it could change
-                skipped += 1
+                counts["skipped"] += 1
                 log.warning("group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset)
                 continue
-            current = txn.get(key)
-            if current is not None and applied(current) >= offset:
-                duplicates += 1
-                continue
-            ctx = Context(txn, codec, key, p, offset, m)
-            reason = quarantined_records.get((p, offset)) if quarantined_records else None
-            if reason is not None:
-                quarantined += 1
-                if spec.quarantine is not None:
-                    try:
-                        spec.quarantine(ctx, reason)
-                    except ValueTooLarge as exc:  # even the note does not fit: counted and logged only
-                        log.error("group %s: cannot note the quarantine of %s[%d]@%d: %s", spec.group,
-                                  spec.input_topic, p, offset, exc)
-                continue
-            try:
-                # Only SkipRecord is tolerated: any other error (a bug) stops the processor
-                # without committing, so the record is retried rather than lost.
-                callback(ctx, decode(m.value()))
-                processed += 1
-            except ValueTooLarge as exc:
-                log.error("group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
-                          spec.group, spec.input_topic, p, offset, exc,
-                          extra={"record_key": key, "partition": p, "offset": offset})
-                raise _Quarantine(p, offset, str(exc)) from exc
-            except SkipRecord as exc:
-                skipped += 1
-                log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
-                            extra={"record_key": key, "partition": p, "offset": offset})
-        return txns, (processed, duplicates, skipped, quarantined), oldest_ms
+            counts[self._apply(txn, key, m, msgs, i)] += 1
+        metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
+        if not txns:
+            return
+        metrics.BATCH_SIZE.labels(spec.group).observe(len(msgs))
+        if self._flush(txns, member):
+            for outcome, n in counts.items():
+                self._m_outcomes[outcome].inc(n)
+            if oldest_ms:
+                self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
+
+    def _apply(self, txn: Transaction, key: str, m: Message, msgs: list[Message], index: int) -> str:
+        """Apply one record to its key in ``txn``; its outcome (see metrics.RECORDS).
+
+        A record the table refuses (ValueTooLarge) is quarantined: the batch's writes of its
+        key are dropped, the key's earlier records of this batch applied again, and the group's
+        hook notes it instead. Other keys are untouched, and nothing has left the process yet.
+        """
+        spec = self.spec
+        p, offset = m.partition(), m.offset()
+        current = txn.get(key)
+        if current is not None and spec.table_codec.applied_offset(current) >= offset:
+            return "duplicate"
+        ctx = Context(txn, spec.table_codec, key, p, offset, m)
+        reason = self._quarantined.get((p, offset)) if self._quarantined else None
+        if reason is not None:
+            self._note_quarantine(ctx, reason)
+            return "quarantined"
+        try:
+            # Only SkipRecord is tolerated: any other error (a bug) stops the processor
+            # without committing, so the record is retried rather than lost.
+            spec.callback(ctx, spec.input_codec.decode(m.value()))
+            return "processed"
+        except ValueTooLarge as exc:
+            log.error("group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
+                      spec.group, spec.input_topic, p, offset, exc,
+                      extra={"record_key": key, "partition": p, "offset": offset})
+            self._quarantined[(p, offset)] = str(exc)
+            trim_oldest(self._quarantined, _QUARANTINE_MEMORY)
+            txn.forget(key)
+            for earlier in msgs[:index]:
+                if earlier.error() is None and earlier.partition() == p and earlier.key() == m.key():
+                    self._apply(txn, key, earlier, msgs, 0)
+            self._note_quarantine(Context(txn, spec.table_codec, key, p, offset, m), str(exc))
+            return "quarantined"
+        except SkipRecord as exc:
+            log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
+                        extra={"record_key": key, "partition": p, "offset": offset})
+            return "skipped"
+
+    def _note_quarantine(self, ctx: Context, reason: str) -> None:
+        if self.spec.quarantine is None:
+            return
+        try:
+            self.spec.quarantine(ctx, reason)
+        except ValueTooLarge as exc:  # even the note does not fit: counted and logged only
+            log.error("group %s: cannot note the quarantine of %s[%d]@%d: %s", self.spec.group,
+                      self.spec.input_topic, ctx.partition, ctx.offset, exc)
 
     def _flush(self, txns: dict[int, Transaction], member: tuple[str | None, Any]) -> bool:
         """Make a batch durable through its checkpoint; on failure abort and rewind it."""

@@ -87,7 +87,7 @@ class TablePartition:
 class Transaction:
     """One batch's reads and writes of a :class:`TablePartition`, through its cache."""
 
-    __slots__ = ("table", "_codec", "_cache", "_dirty", "first_offset", "last_offset")
+    __slots__ = ("table", "_codec", "_cache", "_dirty", "_owners", "first_offset", "last_offset")
 
     def __init__(self, part: TablePartition) -> None:
         #: The partition this transaction reads and will write.
@@ -95,6 +95,7 @@ class Transaction:
         self._codec = part.codec
         self._cache = part.cache
         self._dirty: set[str] = set()
+        self._owners: dict[str, str] = {}  # side entry written in this batch -> its owner key
         #: Input offsets of the first and last record this batch consumed.
         self.first_offset = -1
         self.last_offset = -1
@@ -107,8 +108,9 @@ class Transaction:
             self._cache[key] = value
             return value
 
-    def set(self, key: str, value: Any) -> None:
-        """Write ``value`` for ``key``; ValueTooLarge (nothing written) if it exceeds the limit."""
+    def set(self, key: str, value: Any, owner: str | None = None) -> None:
+        """Write ``value`` for ``key`` (a side entry of ``owner``); ValueTooLarge (nothing
+        written) if it exceeds the limit."""
         limit = self.table.max_value_bytes
         if limit is not None:
             size = self.table.size_of(value)
@@ -116,6 +118,15 @@ class Transaction:
                 raise ValueTooLarge(key, size, limit)
         self._cache[key] = value
         self._dirty.add(key)
+        if owner is not None:
+            self._owners[key] = owner
+
+    def forget(self, owner: str) -> None:
+        """Drop this batch's writes of ``owner`` and its side entries: they read as stored again."""
+        for key in [owner, *(k for k, o in self._owners.items() if o == owner)]:
+            self._cache.pop(key, None)
+            self._dirty.discard(key)
+            self._owners.pop(key, None)
 
     @property
     def dirty(self) -> bool:

@@ -40,9 +40,15 @@ class TopicManager:
         futures = self._admin.describe_topics(TopicCollection(topics), request_timeout=self._timeout)
         return {name: str(f.result().topic_id) for name, f in futures.items()}
 
-    def ensure_stream(self, topic: str, partitions: int, retention_ms: int = -1) -> None:
-        """A delete-policy stream topic; ``retention_ms=-1`` keeps it forever (a ledger)."""
-        self._ensure(topic, partitions, {"cleanup.policy": "delete", "retention.ms": str(retention_ms)})
+    def ensure_stream(self, topic: str, partitions: int, retention_ms: int = -1,
+                      timestamp_type: str = "LogAppendTime") -> None:
+        """A delete-policy stream topic; ``retention_ms=-1`` keeps it forever (a ledger).
+
+        Its records carry the broker's LogAppendTime by default: one clock for every
+        producer, whatever their own clocks say.
+        """
+        self._ensure(topic, partitions, {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
+                                         "message.timestamp.type": timestamp_type})
 
     def ensure_table(self, topic: str, partitions: int) -> None:
         """A compacted changelog topic of a group table."""

@@ -33,9 +33,18 @@ def deposit_amount_micros(dep: DepositRequest) -> int:
         raise SkipRecord("invalid_amount", str(exc)) from exc
 
 
-def deposit_time_micros(dep: DepositRequest) -> int:
-    """Deposit time in Unix microseconds (``CreatedAt`` seconds when no finer time)."""
+def deposit_time_micros(dep: DepositRequest, log_append_time_ms: int | None = None) -> int:
+    """Deposit time in Unix microseconds.
+
+    A deposit from our API (it carries ``CreatedAtMicros``) is timed by the broker when
+    the topic stamps records with LogAppendTime: API pods' wall clocks may disagree by
+    minutes, the broker's clock is the one they share (docs/security.md, "Time"). Else
+    ``CreatedAtMicros``; a record with only the reference's fields is timed by its
+    ``CreatedAt`` seconds, as the reference does.
+    """
     if dep.HasField("CreatedAtMicros"):
+        if log_append_time_ms is not None and log_append_time_ms > 0:
+            return log_append_time_ms * 1000
         return dep.CreatedAtMicros
     return dep.CreatedAt * 1_000_000
 

@@ -36,6 +36,10 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+#: Most bytes one List element takes besides its WalletID's characters: the WalletID's tag and
+#: length, two doubles, a bool, five varints of at most ten bytes (each with its tag), and the
+#: element's own tag and length.
+_ENTRY_MAX_BYTES = 3 + 2 * 9 + 2 + 5 * 11 + 3
 _LIST_TAG = b"\x0a"  # WalletInfoList.List: field 1, length-delimited
 _APPLIED_TAG = b"\x10"  # WalletInfoList.AppliedOffset: field 2, varint
 _FLAG = (b"\x18\x00", b"\x18\x01")  # WalletInfoList.AboveThreshold: field 3, varint (explicit presence)
@@ -52,6 +56,18 @@ class WindowStateCodec:
     """
 
     def encode(self, state: WindowState) -> bytes:
+        return b"".join(self._chunks(state))
+
+    def encoded_size(self, state: WindowState) -> int:
+        """An upper bound of ``len(encode(state))`` in O(1) for the entries (the value-size
+        limit is checked on every write). It depends only on the state, never on what happens
+        to be cached, so a replay decides exactly as the first run did."""
+        size = 32 + len(state.entries) * (_ENTRY_MAX_BYTES + len(state.wallet_id.encode()))
+        if state.recent or state.quarantine:
+            size += sum(r.ByteSize() + 4 for r in state.recent) + sum(q.ByteSize() + 4 for q in state.quarantine)
+        return size
+
+    def _chunks(self, state: WindowState) -> list[bytes]:
         flagged = state.flagged
         wallet_id = state.wallet_id
         chunks = []
@@ -77,7 +93,7 @@ class WindowStateCodec:
         chunks.append(_FLAG[flagged])
         if state.recent or state.resolution > 1 or state.quarantine:
             chunks.append(self._tail(state).SerializeToString())
-        return b"".join(chunks)
+        return chunks
 
     @staticmethod
     def _tail(state: WindowState) -> WalletInfoList:
@@ -86,14 +102,6 @@ class WindowStateCodec:
         if state.resolution > 1:
             tail.TimeResolutionMicros = state.resolution
         return tail
-
-    def encoded_size(self, state: WindowState) -> int:
-        """An upper bound of ``len(encode(state))``, without encoding (the value-size limit)."""
-        per_entry = 90 + len(state.wallet_id.encode())
-        size = 32 + sum(len(e.wire[3]) if e.wire is not None else per_entry for e in state.entries)
-        if state.recent or state.quarantine:
-            size += sum(r.ByteSize() + 3 for r in state.recent) + sum(q.ByteSize() + 2 for q in state.quarantine)
-        return size
 
     def encode_plain(self, state: WindowState) -> bytes:
         """The same value through protobuf's own serializer (reference for tests)."""
@@ -168,7 +176,7 @@ def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idemp
         if idempotency.is_side_key(ctx.key):
             raise SkipRecord("reserved_key", "a wallet id must not contain NUL")
         amount = deposit_amount_micros(deposit)
-        at = deposit_time_micros(deposit)
+        at = deposit_time_micros(deposit, ctx.log_append_time_ms)
         if at <= 0:
             raise SkipRecord("invalid_time", f"CreatedAt {deposit.CreatedAt} is not a time")
         state: WindowState | None = ctx.value()

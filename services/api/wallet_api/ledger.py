@@ -221,6 +221,9 @@ class Ledger:
         delivery = await self.emitter.emit(wallet_id, record)
         if delivery.offset >= self._ends.get(delivery.partition, 0):
             self._ends[delivery.partition] = delivery.offset + 1
+        # The broker's time when it stamped the record: what the processors judge it by.
+        if delivery.log_append_time_ms is not None:
+            now = delivery.log_append_time_ms * 1000
         return Receipt(deposit_id, wallet_id, amount_micros, now, delivery.partition, delivery.offset)
 
     def _stored_keyed(self, wallet_id: str, key: str) -> KeyedDeposit | None:
@@ -316,8 +319,8 @@ class Ledger:
             if notes is not None:
                 reason = idempotency.quarantined(notes.Quarantine, offset)
                 if reason is not None:
-                    raise NotApplied(f"deposit {self.emitter.partition_of(wallet_id)}-{offset} was not applied: "
-                                     f"{reason}")
+                    raise NotApplied(f"deposit {self.emitter.partition_of(wallet_id)}-{offset} was not applied to "
+                                     f"{view.topic}: {reason}")
         wallet = self.balances.get(wallet_id)
         info = self.flags.get(wallet_id)
         return (wallet is not None and WALLET.applied_offset(wallet) >= offset

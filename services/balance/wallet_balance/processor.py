@@ -37,7 +37,7 @@ def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZ
             wallet = Wallet(WalletID=ctx.key)
         key = deposit.IdempotencyKey if deposit.HasField("IdempotencyKey") else ""
         if key:
-            at = deposit_time_micros(deposit)
+            at = deposit_time_micros(deposit, ctx.log_append_time_ms)
             shard = idempotency.shard_key(ctx.key, key)
             keys: Wallet = ctx.value_of(shard) or Wallet(WalletID=ctx.key)
             if idempotency.find(keys.Recent, key) is not None or idempotency.find(wallet.Recent, key) is not None:
