@@ -20,8 +20,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from walletkit.service.logs import setup_logging
-from walletkit.service.settings import KAFKA_ENV_PROPERTIES, env_flag
-from walletkit.stream.kafka import KafkaSettings
+from walletkit.service.settings import SettingError, env_flag, kafka_env_properties
+from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from wallet_operator.handlers import OperatorRuntime, build_registry, settings
 from wallet_operator.kafka_lag import LagReader
 from wallet_operator.kube import KubeEndpoint, ScaleClient
@@ -88,12 +88,16 @@ class KopfRecords(logging.Filter):
 
 
 def kafka_config(args: argparse.Namespace) -> dict:
-    extra: dict[str, str] = {prop: os.environ[env] for env, prop in KAFKA_ENV_PROPERTIES.items() if os.environ.get(env)}
-    for item in filter(None, (s.strip() for s in (args.kafka_config or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--kafka-config: {item!r} is not key=value")
-        extra[key.strip()] = value.strip()
+    """The operator's Kafka client: the same KAFKA_* variables (and their ``_FILE`` forms) and
+    --kafka-config as the services."""
+    try:
+        extra = kafka_env_properties()
+    except SettingError as exc:
+        sys.exit(f"Kafka client settings: {exc}")
+    try:
+        extra.update(parse_kafka_config(args.kafka_config))
+    except ValueError as exc:
+        sys.exit(f"--kafka-config: {exc}")
     return KafkaSettings(bootstrap_servers=args.bootstrap_servers, client_id="wallet-operator", extra=extra).common()
 
 
