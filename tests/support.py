@@ -106,10 +106,12 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,
 
 
 def latest_by_key(records) -> dict[str, bytes]:
-    """What compaction keeps and a Goka view reads: the last record per key."""
+    """What compaction keeps and a Goka view reads: the last record per wallet (side entries,
+    ``<wallet>\0...``, are the processors' bookkeeping, not wallets)."""
     latest: dict[str, bytes] = {}
     for _p, _o, key, value in sorted(records, key=lambda r: (r[0], r[1])):
-        latest[key.decode()] = value
+        if b"\0" not in key:
+            latest[key.decode()] = value
     return latest
 
 

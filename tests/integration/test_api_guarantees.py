@@ -81,21 +81,34 @@ def test_read_your_writes_with_the_consistency_token(running_api):
     assert http_get(f"http://127.0.0.1:{port}/details/ryw?token=nonsense")[0] == 400
     other = (receipt["Partition"] + 1) % 8
     assert http_get(f"http://127.0.0.1:{port}/details/ryw?token={other}-0")[0] == 400
-    # A token far ahead of anything written: a bounded wait, then 503 JSON.
-    started = time.monotonic()
+    # A token beyond its partition's end names no deposit: refused at once.
     status, body = http_get(f"http://127.0.0.1:{port}/details/ryw?token={receipt['Partition']}-999999", timeout=30)
-    assert status == 503 and "not visible yet" in json.loads(body)["error"]
+    assert status == 400 and "names no deposit" in json.loads(body)["error"], body
+    # A token that exists but never shows for this wallet (another wallet's deposit in the same
+    # partition, read as a wallet that has none): a bounded wait, then 503 JSON.
+    started = time.monotonic()
+    status, body = http_get(f"http://127.0.0.1:{port}/details/{unseen_wallet_like('ryw')}"
+                            f"?token={receipt['ConsistencyToken']}", timeout=30)
+    assert status == 503 and "not visible yet" in json.loads(body)["error"], body
     assert time.monotonic() - started < 15
+
+
+def unseen_wallet_like(wallet: str) -> str:
+    """A wallet id that had no deposit, in the partition of ``wallet``."""
+    from walletkit.stream.partitioner import partition_for
+
+    want = partition_for(wallet.encode(), 8)
+    return next(f"unseen-{i}" for i in range(10_000) if partition_for(f"unseen-{i}".encode(), 8) == want)
 
 
 def test_too_many_requests_in_flight_get_429_and_nothing_else_breaks(running_api):
     cluster, _ = running_api
     tight = cluster.start("api", 1, env={"WALLET_MAX_IN_FLIGHT": "2", "WALLET_CONSISTENCY_TIMEOUT_SECONDS": "3"})
-    # Two readers parked on a token that will not show fill the limit.
-    from walletkit.stream.partitioner import partition_for
-
-    far = f"{partition_for(b'ryw', 8)}-999999"
-    parked = [threading.Thread(target=http_get, args=(tight.url(f"/details/ryw?token={far}"),), kwargs={"timeout": 10})
+    # Two readers parked on a token that will not show for their wallet fill the limit.
+    status, anchor, _ = post_deposit(tight.port, {"WalletID": "ryw", "Amount": 1})
+    assert status == 202, anchor
+    path = f"/details/{unseen_wallet_like('ryw')}?token={anchor['ConsistencyToken']}"
+    parked = [threading.Thread(target=http_get, args=(tight.url(path),), kwargs={"timeout": 10})
               for _ in range(2)]
     for t in parked:
         t.start()

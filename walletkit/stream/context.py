@@ -18,11 +18,15 @@ class Context:
     offset, which is what makes a replayed record a no-op.
     """
 
-    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec")
+    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec", "snapshots")
 
-    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, msg: Any) -> None:
+    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, msg: Any,
+                 *, snapshot: bool = False) -> None:
         self._txn = txn
         self._codec = codec
+        #: With ``snapshot``: every entry this record reads, encoded as it was before
+        #: (key -> (bytes or None, dirty)), so a refused write can be undone (Transaction.restore).
+        self.snapshots: dict[str, tuple[bytes | None, bool]] | None = {} if snapshot else None
         #: The record's key (the table key).
         self.key = key
         self.partition = partition
@@ -47,19 +51,38 @@ class Context:
     def value(self) -> Any | None:
         """The key's current value. It is the table's cached object: change it only
         to pass it to ``set_value``, and not before raising ``SkipRecord``."""
-        return self._txn.get(self.key)
+        value = self._txn.get(self.key)
+        if self.snapshots is not None:
+            self._snapshot(self.key, value)
+        return value
+
+    def _snapshot(self, key: str, value: Any | None) -> None:
+        if key not in self.snapshots:
+            self.snapshots[key] = (self._codec.encode(value) if value is not None else None, self._txn.is_dirty(key))
+
+    def undo(self) -> None:
+        """Put back every entry this record read as it was (needs ``snapshot``)."""
+        for key, (raw, dirty) in self.snapshots.items():
+            self._txn.restore(key, raw, dirty)
 
     def set_value(self, value: Any) -> None:
+        if self.snapshots is not None:
+            self._snapshot(self.key, self._txn.get(self.key))
         self._codec.stamp(value, self.offset)
         self._txn.set(self.key, value)
 
     def value_of(self, key: str) -> Any | None:
         """The value of another key of this partition's table: a side entry of this
         record's key (e.g. ``<key>\\0...``), which lives where the key's records go."""
-        return self._txn.get(key)
+        value = self._txn.touch(key, self.key)
+        if self.snapshots is not None:
+            self._snapshot(key, value)
+        return value
 
     def set_value_of(self, key: str, value: Any) -> None:
         """Replace a side entry's value (stamped like ``set_value``). Side entries keep a
         key's bookkeeping that grows with its traffic out of its own value."""
+        if self.snapshots is not None:
+            self._snapshot(key, self._txn.touch(key, self.key))
         self._codec.stamp(value, self.offset)
         self._txn.set(key, value, owner=self.key)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.store import Store, persistent_id
-from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction, trim_oldest
+from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
 from walletkit.stream.topics import table_topic
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,15 @@ class GroupSpec:
         return table_topic(self.group)
 
 
+@dataclass
+class _BatchQuarantine:
+    """What one batch quarantined: the records, the keys that run with snapshots since."""
+
+    reasons: dict[tuple[int, int], str] = field(default_factory=dict)  # (partition, offset) -> why
+    hot: set[tuple[int, str]] = field(default_factory=set)  # (partition, key)
+    replaying: bool = False
+
+
 class ProcessorState(enum.Enum):
     CREATED = "created"
     STARTING = "starting"
@@ -91,9 +100,6 @@ DEFAULT_CACHE_ENTRIES = 50_000
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
 #: What becomes of an input record (label of metrics.RECORDS).
 _OUTCOMES = ("processed", "duplicate", "skipped", "quarantined")
-#: Quarantined records remembered (to skip when their batch is re-run); a forgotten one is
-#: found again the same way, since callbacks are deterministic.
-_QUARANTINE_MEMORY = 10_000
 
 
 class LocalStores:
@@ -134,7 +140,6 @@ class Processor:
         self._commit_interval = commit_interval
         self._cache_entries = cache_entries  # decoded values kept across batches, per processor
         self._max_value_bytes = max_value_bytes
-        self._quarantined: dict[tuple[int, int], str] = {}  # (partition, offset) -> why
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
         self._rebuilding: dict[int, int] = {}  # partition -> input offset its lost table is rebuilt up to
         self._last_commit = 0.0
@@ -373,6 +378,7 @@ class Processor:
         member = (consumer.memberid(), consumer.consumer_group_metadata()
                   if self.guarantee is Guarantee.EXACTLY_ONCE else None)
         txns: dict[int, Transaction] = {}
+        batch = _BatchQuarantine()
         counts = dict.fromkeys(_OUTCOMES, 0)
         oldest_ms = 0  # timestamp of the batch's oldest record (the first of each partition)
         started = time.perf_counter()
@@ -406,7 +412,7 @@ class Processor:
                 counts["skipped"] += 1
                 log.warning("group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset)
                 continue
-            counts[self._apply(txn, key, m, msgs, i)] += 1
+            counts[self._apply(txn, key, m, msgs, i, batch)] += 1
         metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if not txns:
             return
@@ -417,53 +423,73 @@ class Processor:
             if oldest_ms:
                 self._m_delay.observe(max(time.time() - oldest_ms / 1000, 0.0))
 
-    def _apply(self, txn: Transaction, key: str, m: Message, msgs: list[Message], index: int) -> str:
+    def _apply(self, txn: Transaction, key: str, m: Message, msgs: list[Message], index: int,
+               batch: "_BatchQuarantine") -> str:
         """Apply one record to its key in ``txn``; its outcome (see metrics.RECORDS).
 
-        A record the table refuses (ValueTooLarge) is quarantined: the batch's writes of its
-        key are dropped, the key's earlier records of this batch applied again, and the group's
-        hook notes it instead. Other keys are untouched, and nothing has left the process yet.
+        A record the table refuses (ValueTooLarge) is quarantined, and nothing has left the
+        process yet. The first time in a batch, the batch's writes of its key (and side
+        entries) are dropped and the key's earlier records of the batch applied again; from
+        then on the key's records run with snapshots, so a refusal is undone in place. Other
+        keys are untouched either way, and a replay decides exactly the same.
         """
         spec = self.spec
         p, offset = m.partition(), m.offset()
         current = txn.get(key)
         if current is not None and spec.table_codec.applied_offset(current) >= offset:
             return "duplicate"
-        ctx = Context(txn, spec.table_codec, key, p, offset, m)
-        reason = self._quarantined.get((p, offset)) if self._quarantined else None
-        if reason is not None:
-            self._note_quarantine(ctx, reason)
+        reason = batch.reasons.get((p, offset))
+        if reason is not None:  # only while re-applying the key's earlier records
+            self._note_quarantine(txn, key, m, reason)
             return "quarantined"
+        hot = (p, key) in batch.hot
+        ctx = Context(txn, spec.table_codec, key, p, offset, m, snapshot=hot)
         try:
             # Only SkipRecord is tolerated: any other error (a bug) stops the processor
             # without committing, so the record is retried rather than lost.
             spec.callback(ctx, spec.input_codec.decode(m.value()))
             return "processed"
         except ValueTooLarge as exc:
+            if batch.replaying:
+                raise StreamError(f"group {spec.group}: re-applying {spec.input_topic}[{p}]@{offset} was refused "
+                                  f"({exc}) although it was accepted before: callbacks must be deterministic") from exc
             log.error("group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
                       spec.group, spec.input_topic, p, offset, exc,
                       extra={"record_key": key, "partition": p, "offset": offset})
-            self._quarantined[(p, offset)] = str(exc)
-            trim_oldest(self._quarantined, _QUARANTINE_MEMORY)
-            txn.forget(key)
-            for earlier in msgs[:index]:
-                if earlier.error() is None and earlier.partition() == p and earlier.key() == m.key():
-                    self._apply(txn, key, earlier, msgs, 0)
-            self._note_quarantine(Context(txn, spec.table_codec, key, p, offset, m), str(exc))
+            batch.reasons[(p, offset)] = str(exc)
+            if hot:
+                ctx.undo()
+            else:
+                txn.forget(key)
+                batch.replaying = True
+                try:
+                    raw_key = m.key()
+                    for earlier in msgs[:index]:
+                        if earlier.error() is None and earlier.partition() == p and earlier.key() == raw_key:
+                            self._apply(txn, key, earlier, msgs, 0, batch)
+                finally:
+                    batch.replaying = False
+                batch.hot.add((p, key))
+            self._note_quarantine(txn, key, m, str(exc))
             return "quarantined"
         except SkipRecord as exc:
+            if hot:
+                ctx.undo()  # the callback may have changed the value before it refused the record
             log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
                         extra={"record_key": key, "partition": p, "offset": offset})
             return "skipped"
 
-    def _note_quarantine(self, ctx: Context, reason: str) -> None:
+    def _note_quarantine(self, txn: Transaction, key: str, m: Message, reason: str) -> None:
+        """The group's hook notes the record for its key; a note that does not fit is undone."""
         if self.spec.quarantine is None:
             return
+        ctx = Context(txn, self.spec.table_codec, key, m.partition(), m.offset(), m, snapshot=True)
         try:
             self.spec.quarantine(ctx, reason)
         except ValueTooLarge as exc:  # even the note does not fit: counted and logged only
+            ctx.undo()
             log.error("group %s: cannot note the quarantine of %s[%d]@%d: %s", self.spec.group,
-                      self.spec.input_topic, ctx.partition, ctx.offset, exc)
+                      self.spec.input_topic, m.partition(), m.offset(), exc)
 
     def _flush(self, txns: dict[int, Transaction], member: tuple[str | None, Any]) -> bool:
         """Make a batch durable through its checkpoint; on failure abort and rewind it."""

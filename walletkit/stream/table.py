@@ -121,12 +121,28 @@ class Transaction:
         if owner is not None:
             self._owners[key] = owner
 
+    def touch(self, key: str, owner: str) -> Any | None:
+        """``get(key)`` for a side entry of ``owner``: its cached value may now be changed by a
+        callback of ``owner``, so ``forget(owner)`` drops it too."""
+        self._owners[key] = owner
+        return self.get(key)
+
+    def is_dirty(self, key: str) -> bool:
+        return key in self._dirty
+
     def forget(self, owner: str) -> None:
-        """Drop this batch's writes of ``owner`` and its side entries: they read as stored again."""
+        """Drop this batch's reads and writes of ``owner`` and its side entries: they read as
+        stored again (the cached objects may have been changed in place)."""
         for key in [owner, *(k for k, o in self._owners.items() if o == owner)]:
             self._cache.pop(key, None)
             self._dirty.discard(key)
             self._owners.pop(key, None)
+
+    def restore(self, key: str, raw: bytes | None, dirty: bool) -> None:
+        """Put back a value as it was encoded before a record touched it (see Context snapshots)."""
+        self._cache[key] = self._codec.decode(raw) if raw is not None else None
+        if not dirty:
+            self._dirty.discard(key)
 
     @property
     def dirty(self) -> bool:

@@ -33,8 +33,9 @@ SHARDS = 64
 #: Separates a wallet id from the name of one of its side entries. Wallet ids never
 #: contain it (the API allows [A-Za-z0-9._:-]; processors skip deposits whose key does).
 SEPARATOR = "\0"
-#: Quarantine notes kept per wallet (the newest).
-QUARANTINE_NOTES = 32
+#: Quarantine notes kept per wallet (the newest; ~20 bytes each). Older ones are dropped and
+#: only the newest dropped offset is kept: deposits at or below it can no longer be told apart.
+QUARANTINE_NOTES = 1024
 
 
 def is_side_key(key: str) -> bool:
@@ -83,11 +84,17 @@ def forget_older(recent: MutableSequence[KeyedDeposit], oldest_micros: int) -> N
         recent.remove(e)
 
 
-def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str) -> None:
-    """Record that the deposit at ``offset`` was not applied, keeping the newest notes."""
+def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str) -> int | None:
+    """Record that the deposit at ``offset`` was not applied, keeping the newest notes; the
+    newest offset whose note was dropped, if one was."""
     if not any(n.Offset == offset for n in notes):
         notes.append(Quarantined(Offset=offset, Reason=reason))
+    dropped = notes[:-QUARANTINE_NOTES]
+    if not dropped:
+        return None
+    forgotten = max(n.Offset for n in dropped)
     del notes[:-QUARANTINE_NOTES]
+    return forgotten
 
 
 def quarantined(notes: MutableSequence[Quarantined], offset: int) -> str | None:

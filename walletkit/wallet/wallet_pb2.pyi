@@ -49,7 +49,7 @@ class Quarantined(_message.Message):
     def __init__(self, Offset: _Optional[int] = ..., Reason: _Optional[str] = ...) -> None: ...
 
 class Wallet(_message.Message):
-    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset", "Recent", "BalanceMicrosText", "Quarantine")
+    __slots__ = ("WalletID", "Balance", "BalanceMicros", "AppliedOffset", "Recent", "BalanceMicrosText", "Quarantine", "QuarantineForgottenThrough")
     WALLETID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     BALANCEMICROS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class Wallet(_message.Message):
     RECENT_FIELD_NUMBER: _ClassVar[int]
     BALANCEMICROSTEXT_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINEFORGOTTENTHROUGH_FIELD_NUMBER: _ClassVar[int]
     WalletID: str
     Balance: float
     BalanceMicros: int
@@ -64,7 +65,8 @@ class Wallet(_message.Message):
     Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
     BalanceMicrosText: str
     Quarantine: _containers.RepeatedCompositeFieldContainer[Quarantined]
-    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., BalanceMicrosText: _Optional[str] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ...) -> None: ...
+    QuarantineForgottenThrough: int
+    def __init__(self, WalletID: _Optional[str] = ..., Balance: _Optional[float] = ..., BalanceMicros: _Optional[int] = ..., AppliedOffset: _Optional[int] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., BalanceMicrosText: _Optional[str] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ..., QuarantineForgottenThrough: _Optional[int] = ...) -> None: ...
 
 class WalletInfo(_message.Message):
     __slots__ = ("WalletID", "LastDepositAmount", "RollingPeriodCumulative", "AboveThreshold", "CreatedAt", "LastDepositMicros", "RollingPeriodCumulativeMicros", "CreatedAtMicros", "DepositOffset")
@@ -89,17 +91,19 @@ class WalletInfo(_message.Message):
     def __init__(self, WalletID: _Optional[str] = ..., LastDepositAmount: _Optional[float] = ..., RollingPeriodCumulative: _Optional[float] = ..., AboveThreshold: _Optional[bool] = ..., CreatedAt: _Optional[int] = ..., LastDepositMicros: _Optional[int] = ..., RollingPeriodCumulativeMicros: _Optional[int] = ..., CreatedAtMicros: _Optional[int] = ..., DepositOffset: _Optional[int] = ...) -> None: ...
 
 class WalletInfoList(_message.Message):
-    __slots__ = ("List", "AppliedOffset", "AboveThreshold", "Recent", "TimeResolutionMicros", "Quarantine")
+    __slots__ = ("List", "AppliedOffset", "AboveThreshold", "Recent", "TimeResolutionMicros", "Quarantine", "QuarantineForgottenThrough")
     LIST_FIELD_NUMBER: _ClassVar[int]
     APPLIEDOFFSET_FIELD_NUMBER: _ClassVar[int]
     ABOVETHRESHOLD_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
     TIMERESOLUTIONMICROS_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINEFORGOTTENTHROUGH_FIELD_NUMBER: _ClassVar[int]
     List: _containers.RepeatedCompositeFieldContainer[WalletInfo]
     AppliedOffset: int
     AboveThreshold: bool
     Recent: _containers.RepeatedCompositeFieldContainer[KeyedDeposit]
     TimeResolutionMicros: int
     Quarantine: _containers.RepeatedCompositeFieldContainer[Quarantined]
-    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., TimeResolutionMicros: _Optional[int] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ...) -> None: ...
+    QuarantineForgottenThrough: int
+    def __init__(self, List: _Optional[_Iterable[_Union[WalletInfo, _Mapping]]] = ..., AppliedOffset: _Optional[int] = ..., AboveThreshold: _Optional[bool] = ..., Recent: _Optional[_Iterable[_Union[KeyedDeposit, _Mapping]]] = ..., TimeResolutionMicros: _Optional[int] = ..., Quarantine: _Optional[_Iterable[_Union[Quarantined, _Mapping]]] = ..., QuarantineForgottenThrough: _Optional[int] = ...) -> None: ...

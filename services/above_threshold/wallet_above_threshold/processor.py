@@ -64,7 +64,7 @@ class WindowStateCodec:
         to be cached, so a replay decides exactly as the first run did."""
         size = 32 + len(state.entries) * (_ENTRY_MAX_BYTES + len(state.wallet_id.encode()))
         if state.recent or state.quarantine:
-            size += sum(r.ByteSize() + 4 for r in state.recent) + sum(q.ByteSize() + 4 for q in state.quarantine)
+            size += sum(r.ByteSize() + 4 for r in state.recent) + sum(q.ByteSize() + 4 for q in state.quarantine) + 11
         return size
 
     def _chunks(self, state: WindowState) -> list[bytes]:
@@ -91,7 +91,7 @@ class WindowStateCodec:
             chunks.append(wire[3])
         chunks.append(_APPLIED_TAG + _varint(state.applied_offset))
         chunks.append(_FLAG[flagged])
-        if state.recent or state.resolution > 1 or state.quarantine:
+        if state.recent or state.resolution > 1 or state.quarantine or state.quarantine_forgotten >= 0:
             chunks.append(self._tail(state).SerializeToString())
         return chunks
 
@@ -101,6 +101,8 @@ class WindowStateCodec:
         tail = WalletInfoList(Recent=state.recent, Quarantine=state.quarantine)
         if state.resolution > 1:
             tail.TimeResolutionMicros = state.resolution
+        if state.quarantine_forgotten >= 0:
+            tail.QuarantineForgottenThrough = state.quarantine_forgotten
         return tail
 
     def encode_plain(self, state: WindowState) -> bytes:
@@ -112,6 +114,8 @@ class WindowStateCodec:
         msg.Quarantine.extend(state.quarantine)
         if state.resolution > 1:
             msg.TimeResolutionMicros = state.resolution
+        if state.quarantine_forgotten >= 0:
+            msg.QuarantineForgottenThrough = state.quarantine_forgotten
         for e in state.entries:
             msg.List.append(WalletInfo(
                 WalletID=state.wallet_id,
@@ -142,6 +146,7 @@ class WindowStateCodec:
             recent=list(msg.Recent),
             resolution=msg.TimeResolutionMicros if msg.HasField("TimeResolutionMicros") else 1,
             quarantine=list(msg.Quarantine),
+            quarantine_forgotten=msg.QuarantineForgottenThrough if msg.HasField("QuarantineForgottenThrough") else -1,
         )
         state.entries.sort()
         return state
@@ -165,7 +170,9 @@ def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
     key = idempotency.quarantine_key(ctx.key)
     notes: WindowState = ctx.value_of(key) or WindowState()
-    idempotency.note_quarantine(notes.quarantine, ctx.offset, reason)
+    forgotten = idempotency.note_quarantine(notes.quarantine, ctx.offset, reason)
+    if forgotten is not None:
+        notes.quarantine_forgotten = max(forgotten, notes.quarantine_forgotten)
     ctx.set_value_of(key, notes)
 
 

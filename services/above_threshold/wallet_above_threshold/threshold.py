@@ -15,7 +15,8 @@ state shrinks to the newest deposit.
 
 A state is bounded: once it keeps more than ``MAX_ENTRIES`` deposits it is coalesced
 to a coarser time resolution (10 ms, then 100 ms, then whole seconds, the Go
-reference's own resolution, where a 180 s horizon holds at most 181 entries), and
+reference's own resolution, where the default 180 s horizon holds at most 181 entries;
+a configured horizon longer than 1,024 s goes on to 10 s and a minute), and
 new deposits are floored to it, merging deposits of the same instant (which is exact:
 they share every window). Near a window's edge a coarsened wallet is judged to within
 that resolution. It returns to exact times once it keeps few deposits again. So a
@@ -34,7 +35,7 @@ MICROS = 1_000_000
 #: Deposits a wallet's state keeps at exact times at most (~85 bytes each, plus the wallet id).
 MAX_ENTRIES = 1024
 #: Time resolutions (microseconds) a crowded state is coalesced to, in turn.
-RESOLUTIONS = (1, 10_000, 100_000, 1_000_000)
+RESOLUTIONS = (1, 10_000, 100_000, 1_000_000, 10_000_000, 60_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,10 @@ class WindowState:
     recent: list = field(default_factory=list)
     #: Time resolution of new entries, microseconds (1: exact); see the module doc.
     resolution: int = 1
-    #: Quarantine notes (bookkeeping of the processor, in side entries).
+    #: Quarantine notes (bookkeeping of the processor, in side entries), and the newest
+    #: offset whose note was dropped (-1: none).
     quarantine: list = field(default_factory=list)
+    quarantine_forgotten: int = -1
 
     def add(self, entry: Entry, rule: Rule) -> bool:
         """Apply one deposit; return True if it flagged the wallet now."""

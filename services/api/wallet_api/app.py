@@ -109,22 +109,21 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     limits = app[LIMITS]
     auth: Authenticator | None = app[AUTH]
     client = request.remote or "unknown"
+    limiter: RateLimiter | None = app[RATE_LIMITER]
     if auth is not None:
         try:
             principal = await auth.authenticate(request.headers.get("Authorization"))
         except Unauthorized as exc:
+            # Failed attempts count against the address, so guessing costs the guesser.
+            if limiter is not None and (wait := limiter.retry_after(client)):
+                return _rate_limited(limiter, wait)
             response = json_error(401, str(exc))
             response.headers["WWW-Authenticate"] = exc.www_authenticate
             return response
         request[PRINCIPAL] = principal
         client = f"principal:{principal.subject}"
-    limiter: RateLimiter | None = app[RATE_LIMITER]
-    if limiter is not None:
-        wait = limiter.retry_after(client)
-        if wait:
-            response = json_error(429, f"rate limit of {limiter.limit.rate:g} requests/s exceeded; retry later")
-            response.headers["Retry-After"] = RateLimiter.header(wait)
-            return response
+    if limiter is not None and (wait := limiter.retry_after(client)):
+        return _rate_limited(limiter, wait)
     if request.method == "POST" and request.body_exists:
         if request.content_length is not None and request.content_length > limits.max_body_bytes:
             return json_error(413, f"body must be at most {limits.max_body_bytes} bytes")
@@ -156,6 +155,12 @@ def _http_error_message(exc: web.HTTPException, request: web.Request) -> str:
     if exc.status == 413 and LIMITS in request.app:
         return f"body must be at most {request.app[LIMITS].max_body_bytes} bytes"
     return exc.reason
+
+
+def _rate_limited(limiter: RateLimiter, wait: float) -> web.Response:
+    response = json_error(429, f"rate limit of {limiter.limit.rate:g} requests/s exceeded; retry later")
+    response.headers["Retry-After"] = RateLimiter.header(wait)
+    return response
 
 
 def _forbidden(exc: Forbidden) -> web.Response:
@@ -301,6 +306,8 @@ def make_app(ledger: Ledger, limits: Limits = Limits(), *, auth: Authenticator |
         if auth is not None:
             await auth.start()
         yield
+        if auth is not None:
+            await auth.close()
         await ledger.close()
 
     app.cleanup_ctx.append(ledger_lifecycle)

@@ -128,9 +128,9 @@ class Ledger:
         # End offsets of the deposit partitions, as last learnt: a token at or beyond its
         # partition's end names no deposit and is refused at once instead of waited for.
         self._ends: dict[int, int] = {}
-        self._ends_asked: dict[int, float] = {}
-        self._ends_lookups: dict[int, asyncio.Future[None]] = {}
+        self._ends_lookups: dict[int, tuple[float, asyncio.Future[int | None]]] = {}  # (started, its end)
         self._offsets_reader: Consumer | None = None
+        self._offsets_reader_lock = threading.Lock()
 
     async def start(self) -> None:
         """Check the topics, connect the emitter, start following both tables."""
@@ -275,38 +275,48 @@ class Ledger:
                 self._changed.pop(wallet_id, None)
 
     async def _check_exists(self, partition: int, offset: int) -> None:
-        """InvalidToken if ``offset`` is at or beyond the end of its deposit partition."""
+        """InvalidToken if ``offset`` is at or beyond the end of its deposit partition.
+
+        Only an end learnt after the request arrived counts (another replica may have stored
+        the deposit a moment ago): a lookup that started earlier is waited for, then a fresh
+        one made. One lookup per partition runs at a time, shared by every request waiting.
+        """
         if offset < self._ends.get(partition, 0):
             return
-        lookup = self._ends_lookups.get(partition)
-        if lookup is None:
-            if time.monotonic() - self._ends_asked.get(partition, 0.0) < 0.2:
-                end = self._ends.get(partition)
-                if end is not None and offset >= end:
-                    raise InvalidToken(f"token {partition}-{offset} names no deposit: partition {partition} "
-                                       f"ends at offset {end}")
-                return
-            lookup = self._ends_lookups[partition] = asyncio.get_running_loop().create_future()
-            try:
-                end = await asyncio.to_thread(self._end_offset, partition)
-                if end is not None:
-                    self._ends[partition] = max(end, self._ends.get(partition, 0))
-            finally:
-                self._ends_asked[partition] = time.monotonic()
-                del self._ends_lookups[partition]
-                lookup.set_result(None)
-        else:
-            await asyncio.shield(lookup)
-        end = self._ends.get(partition)
-        if end is not None and offset >= end:
+        arrived = time.monotonic()
+        while True:
+            running = self._ends_lookups.get(partition)
+            if running is None:
+                end = await self._look_up_end(partition)
+                break
+            started, done = running
+            end = await asyncio.shield(done)
+            if started >= arrived:
+                break
+        # None: the broker did not answer; the token is then waited for as usual.
+        if end is not None and offset >= max(end, self._ends.get(partition, 0)):
             raise InvalidToken(f"token {partition}-{offset} names no deposit: partition {partition} ends at offset {end}")
+
+    async def _look_up_end(self, partition: int) -> int | None:
+        done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._ends_lookups[partition] = (time.monotonic(), done)
+        end = None
+        try:
+            end = await asyncio.to_thread(self._end_offset, partition)
+            if end is not None:
+                self._ends[partition] = max(end, self._ends.get(partition, 0))
+        finally:
+            del self._ends_lookups[partition]
+            done.set_result(end)
+        return end
 
     def _end_offset(self, partition: int) -> int | None:
         """The deposit partition's high watermark (None when the broker does not answer: then
         the token is waited for as usual, bounded by the consistency timeout)."""
         try:
-            if self._offsets_reader is None:
-                self._offsets_reader = Consumer(self._settings.reader())
+            with self._offsets_reader_lock:
+                if self._offsets_reader is None:
+                    self._offsets_reader = Consumer(self._settings.reader())
             return self._offsets_reader.get_watermark_offsets(TopicPartition(DEPOSIT_TOPIC, partition),
                                                               timeout=2, cached=False)[1]
         except (KafkaException, RuntimeError) as exc:
@@ -317,10 +327,14 @@ class Ledger:
         for view in (self.balances, self.flags):
             notes = view.get(idempotency.quarantine_key(wallet_id))
             if notes is not None:
+                token = f"{self.emitter.partition_of(wallet_id)}-{offset}"
                 reason = idempotency.quarantined(notes.Quarantine, offset)
                 if reason is not None:
-                    raise NotApplied(f"deposit {self.emitter.partition_of(wallet_id)}-{offset} was not applied to "
-                                     f"{view.topic}: {reason}")
+                    raise NotApplied(f"deposit {token} was not applied to {view.topic}: {reason}")
+                if notes.HasField("QuarantineForgottenThrough") and offset <= notes.QuarantineForgottenThrough:
+                    raise NotApplied(f"deposit {token} cannot be confirmed in {view.topic}: more than "
+                                     f"{idempotency.QUARANTINE_NOTES} deposits of this wallet were quarantined and "
+                                     "the older notes are gone; the deposit topic has the ledger")
         wallet = self.balances.get(wallet_id)
         info = self.flags.get(wallet_id)
         return (wallet is not None and WALLET.applied_offset(wallet) >= offset

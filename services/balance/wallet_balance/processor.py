@@ -20,7 +20,9 @@ def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
     key = idempotency.quarantine_key(ctx.key)
     notes: Wallet = ctx.value_of(key) or Wallet(WalletID=ctx.key)
-    idempotency.note_quarantine(notes.Quarantine, ctx.offset, reason)
+    forgotten = idempotency.note_quarantine(notes.Quarantine, ctx.offset, reason)
+    if forgotten is not None:
+        notes.QuarantineForgottenThrough = max(forgotten, notes.QuarantineForgottenThrough)
     ctx.set_value_of(key, notes)
 
 
