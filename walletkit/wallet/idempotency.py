@@ -22,7 +22,8 @@ two clients using the same key for the same wallet make two deposits.
 from __future__ import annotations
 
 import zlib
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
+from typing import Any
 
 from walletkit.wallet.wallet_pb2 import DepositRequest, KeyedDeposit, Quarantined
 
@@ -84,17 +85,43 @@ def forget_older(recent: MutableSequence[KeyedDeposit], oldest_micros: int) -> N
         recent.remove(e)
 
 
-def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str) -> int | None:
-    """Record that the deposit at ``offset`` was not applied, keeping the newest notes; the
-    newest offset whose note was dropped, if one was."""
+def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str,
+                    keep: int = QUARANTINE_NOTES) -> int | None:
+    """Record that the deposit at ``offset`` was not applied, keeping the newest ``keep`` notes;
+    the newest offset whose note was dropped, if one was."""
     if not any(n.Offset == offset for n in notes):
         notes.append(Quarantined(Offset=offset, Reason=reason))
-    dropped = notes[:-QUARANTINE_NOTES]
+    dropped = notes[:-keep]
     if not dropped:
         return None
     forgotten = max(n.Offset for n in dropped)
-    del notes[:-QUARANTINE_NOTES]
+    del notes[:-keep]
     return forgotten
+
+
+def record_quarantine(ctx: Any, reason: str, empty: Callable[[], Any], notes_of: Callable[[Any], Any],
+                      forget_through: Callable[[Any, int], None]) -> None:
+    """A group's quarantine hook: note ``ctx``'s record in its wallet's quarantine entry. A note
+    that would not fit under the table's value limit drops older notes (halving) until it does,
+    remembering the newest forgotten offset (``forget_through``)."""
+    from walletkit.stream.errors import ValueTooLarge
+
+    key = quarantine_key(ctx.key)
+    value = ctx.value_of(key)
+    if value is None:
+        value = empty()
+    keep = QUARANTINE_NOTES
+    while True:
+        forgotten = note_quarantine(notes_of(value), ctx.offset, reason, keep)
+        if forgotten is not None:
+            forget_through(value, forgotten)
+        try:
+            ctx.set_value_of(key, value)
+            return
+        except ValueTooLarge:
+            if keep <= 1:
+                raise
+            keep = max(min(keep, len(notes_of(value))) // 2, 1)
 
 
 def quarantined(notes: MutableSequence[Quarantined], offset: int) -> str | None:

@@ -168,12 +168,10 @@ WINDOW_STATE = WindowStateCodec()
 
 def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
-    key = idempotency.quarantine_key(ctx.key)
-    notes: WindowState = ctx.value_of(key) or WindowState()
-    forgotten = idempotency.note_quarantine(notes.quarantine, ctx.offset, reason)
-    if forgotten is not None:
-        notes.quarantine_forgotten = max(forgotten, notes.quarantine_forgotten)
-    ctx.set_value_of(key, notes)
+    def forget_through(notes: WindowState, offset: int) -> None:
+        notes.quarantine_forgotten = max(offset, notes.quarantine_forgotten)
+
+    idempotency.record_quarantine(ctx, reason, WindowState, lambda n: n.quarantine, forget_through)
 
 
 def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:

@@ -18,12 +18,11 @@ RETRIES = Counter("wallet_balance_retried_deposits_total",
 
 def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
-    key = idempotency.quarantine_key(ctx.key)
-    notes: Wallet = ctx.value_of(key) or Wallet(WalletID=ctx.key)
-    forgotten = idempotency.note_quarantine(notes.Quarantine, ctx.offset, reason)
-    if forgotten is not None:
-        notes.QuarantineForgottenThrough = max(forgotten, notes.QuarantineForgottenThrough)
-    ctx.set_value_of(key, notes)
+    def forget_through(notes: Wallet, offset: int) -> None:
+        notes.QuarantineForgottenThrough = max(offset, notes.QuarantineForgottenThrough)
+
+    idempotency.record_quarantine(ctx, reason, lambda: Wallet(WalletID=ctx.key), lambda n: n.Quarantine,
+                                  forget_through)
 
 
 def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
