@@ -70,6 +70,12 @@ class LocalCluster:
         """Start an instance (reusing its port and state dir if it ran before)."""
         name = f"{service}-{instance}"
         proc = self.services.get(name)
+        if proc is not None and proc.running and not kwargs:
+            # Already running: starting it again would orphan the running process (its handle
+            # replaced) while the new one fails on the taken port.
+            return proc
+        if proc is not None and proc.running:
+            proc.stop()  # replaced by an instance with other settings
         if proc is None or kwargs:
             proc = self.service(service, instance, **kwargs)
         proc.start()
