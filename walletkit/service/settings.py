@@ -151,7 +151,9 @@ def kafka_env_properties(environ: Mapping[str, str] | None = None) -> dict[str, 
     return extra
 
 
-def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
+def kafka_extra(args: argparse.Namespace) -> dict[str, str]:
+    """librdkafka properties from the KAFKA_* variables (or their files) and --kafka-config;
+    exits with a message naming the bad one."""
     try:
         extra = kafka_env_properties()
     except SettingError as exc:
@@ -160,6 +162,11 @@ def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
         extra.update(parse_kafka_config(args.kafka_config))
     except ValueError as exc:
         sys.exit(f"--kafka-config: {exc}")
+    return extra
+
+
+def kafka_settings(args: argparse.Namespace, client_id: str) -> KafkaSettings:
+    extra = kafka_extra(args)
     return KafkaSettings(
         bootstrap_servers=args.bootstrap_servers,
         client_id=client_id,

@@ -20,8 +20,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from walletkit.service.logs import setup_logging
-from walletkit.service.settings import SettingError, env_flag, kafka_env_properties
-from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
+from walletkit.service.settings import env_flag, kafka_extra
+from walletkit.stream.kafka import KafkaSettings
 from wallet_operator.handlers import OperatorRuntime, build_registry, settings
 from wallet_operator.kafka_lag import LagReader
 from wallet_operator.kube import KubeEndpoint, ScaleClient
@@ -90,15 +90,8 @@ class KopfRecords(logging.Filter):
 def kafka_config(args: argparse.Namespace) -> dict:
     """The operator's Kafka client: the same KAFKA_* variables (and their ``_FILE`` forms) and
     --kafka-config as the services."""
-    try:
-        extra = kafka_env_properties()
-    except SettingError as exc:
-        sys.exit(f"Kafka client settings: {exc}")
-    try:
-        extra.update(parse_kafka_config(args.kafka_config))
-    except ValueError as exc:
-        sys.exit(f"--kafka-config: {exc}")
-    return KafkaSettings(bootstrap_servers=args.bootstrap_servers, client_id="wallet-operator", extra=extra).common()
+    return KafkaSettings(bootstrap_servers=args.bootstrap_servers, client_id="wallet-operator",
+                         extra=kafka_extra(args)).common()
 
 
 def main(argv: list[str] | None = None) -> int:
