@@ -7,6 +7,8 @@ RocksDB, real HTTP. Nothing is mocked.
 
 from __future__ import annotations
 
+import faulthandler
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,33 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# A trail for CI (.ci/run sets WALLET_TEST_TRAIL to a directory): the test running now, every
+# failure as it happens, and a native crash's stacks. A crash of the pytest process (a
+# segfault in a C extension) ends the run before pytest's own summary; .ci/run prints these.
+_TRAIL = Path(os.environ["WALLET_TEST_TRAIL"]) if os.environ.get("WALLET_TEST_TRAIL") else None
+
+
+def pytest_configure(config):
+    if _TRAIL is not None:
+        _TRAIL.mkdir(parents=True, exist_ok=True)
+        config._wallet_crash_file = open(_TRAIL / "crash.txt", "w")  # kept open for the handler
+        faulthandler.enable(file=config._wallet_crash_file, all_threads=True)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _TRAIL is not None:
+        (_TRAIL / "current-test").write_text(nodeid + "\n")
+
+
+def pytest_runtest_logreport(report):
+    if _TRAIL is not None and report.failed:
+        lines = str(report.longrepr).splitlines()
+        errors = [line for line in lines if line.startswith("E ")][:6] or lines[-3:]
+        with open(_TRAIL / "failures.txt", "a") as out:
+            out.write(f"{report.nodeid} ({report.when}, {report.duration:.0f} s)\n")
+            out.writelines(f"    {line[:300]}\n" for line in errors)
 
 
 @pytest.fixture(scope="module")
