@@ -138,8 +138,8 @@ async def running_operator(kmock: Any, bootstrap: str, *, sync_seconds: float = 
         try:
             await asyncio.wait_for(task, 15)
         finally:
+            executor.shutdown(wait=False, cancel_futures=True)  # queued reads go; running ones end in close()
             await runtime.close()
-            executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

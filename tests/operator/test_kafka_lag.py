@@ -88,3 +88,33 @@ def test_an_unreachable_cluster_is_reported_within_the_timeout():
     with pytest.raises(KafkaUnavailable, match="cluster metadata"):
         reader.read("balance", "deposit")
     assert time.monotonic() - started < 5
+
+
+def test_close_waits_for_the_read_in_flight_and_later_reads_are_refused():
+    """Dropping the client under a read (its request still held by librdkafka) can crash the process."""
+    import threading
+
+    from walletkit.devstack.net import free_port
+
+    reader = LagReader({"bootstrap.servers": f"127.0.0.1:{free_port()}", "logger": RDKAFKA_LOG}, timeout=1.5)
+    outcome: list[BaseException] = []
+    finished = threading.Event()
+
+    def read() -> None:
+        try:
+            reader.read("balance", "deposit")
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+        finished.set()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    time.sleep(0.3)  # the read is waiting on the unreachable cluster
+    assert not finished.is_set()
+    reader.close()
+    assert finished.is_set(), "close() returned while a read was still using the client"
+    assert reader._admin is None
+    assert isinstance(outcome[0], KafkaUnavailable)
+    with pytest.raises(KafkaUnavailable, match="closed"):
+        reader.read("balance", "deposit")
+    thread.join(5)

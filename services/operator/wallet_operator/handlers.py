@@ -38,7 +38,8 @@ class OperatorRuntime:
 
     async def close(self) -> None:
         await self.scale.close()
-        self.reconciler.lag_reader.close()
+        # Waits (off the event loop) for Kafka reads still in flight before dropping the client.
+        await asyncio.to_thread(self.reconciler.lag_reader.close)
 
 
 def settings(*, reporting_instance: str = "wallet-operator") -> kopf.OperatorSettings:

@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             # After kopf returns: its timers are stopped by then, so none races the closing client.
+            executor.shutdown(wait=False, cancel_futures=True)
             await runtime.close()
 
     asyncio.run(run())
-    executor.shutdown(wait=False, cancel_futures=True)
     log.info("stopped")
     return 0
 
