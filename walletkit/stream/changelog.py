@@ -179,6 +179,10 @@ class ChangelogFollower:
                 outcome = classify(err)
                 if outcome is Outcome.END:
                     batch.ended.add(p)
+                    # The end may lie past the last record (a transaction's commit marker):
+                    # the position moves there, so a caught-up partition is 0 behind.
+                    if p in self.positions and m.offset() > self.positions[p]:
+                        self.positions[p] = m.offset()
                 elif outcome is Outcome.OUT_OF_RANGE:
                     batch.out_of_range.add(p)
                 elif outcome is Outcome.TOPIC_GONE:

@@ -130,6 +130,34 @@ RESTORE_REMAINING_RECORDS = Gauge(
     "(0 when no restore runs; unknown partitions count 0 until their first fetch).",
     ["topic"],
 )
+RESTORE_PROGRESS = Gauge(
+    "stream_restore_progress_ratio",
+    "Share of the running restore already read, 0 to 1 (1 when no restore runs).",
+    ["topic"],
+)
+RESTORE_ETA = Gauge(
+    "stream_restore_eta_seconds",
+    "Seconds the running restore still needs at its pace so far (0 when none runs, -1 before its pace is known).",
+    ["topic"],
+)
+
+# -- standby -----------------------------------------------------------------
+
+STANDBY_PARTITIONS = Gauge(
+    "stream_standby_partitions",
+    "Partitions this instance keeps as warm standby copies (owned by another member; see WALLET_STANDBY_REPLICAS).",
+    ["topic"],
+)
+STANDBY_RECORDS = Counter(
+    "stream_standby_records_total",
+    "Changelog records applied to standby copies.",
+    ["topic"],
+)
+STANDBY_LAG = Gauge(
+    "stream_standby_lag_records",
+    "Changelog records the standby copies are behind their partitions' ends, in total: what a takeover would restore.",
+    ["topic"],
+)
 
 # -- view --------------------------------------------------------------------
 

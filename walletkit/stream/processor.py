@@ -8,7 +8,14 @@ lives in its own module:
 - a batch's way to durability is a :class:`~walletkit.stream.checkpoint.Checkpoint`
   (prepare the changelog, commit, flush the stores; or abort and rewind), under the
   processing guarantee in force (:class:`~walletkit.stream.checkpoint.Guarantee`);
-- restoring a partition is the :class:`~walletkit.stream.recovery.Restorer`'s.
+- restoring a partition, and keeping standby copies warm, is the
+  :class:`~walletkit.stream.recovery.Restorer`'s; which copies to keep is
+  :mod:`~walletkit.stream.standby`'s.
+
+A rebalance callback does no reading: an assigned partition is paused in the group
+consumer and restored by the main loop, a bounded step between two polls, so a restore of
+any length never outlasts ``max.poll.interval.ms`` and the partitions already restored keep
+being processed. A restored partition is resumed at its committed offset.
 
 The life of one batch (``_process``): consume up to ``batch_size`` records; for each,
 skip it if the key's table value already reflects its offset (a replay), else run the
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
@@ -40,6 +47,7 @@ from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, Value
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
 from walletkit.stream.recovery import Restorer
+from walletkit.stream.standby import Member, MembershipWatch, sort_keys, standby_partitions
 from walletkit.stream.store import Store, persistent_id
 from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition, Transaction
 from walletkit.stream.topics import table_topic
@@ -98,6 +106,9 @@ DEFAULT_CACHE_ENTRIES = 50_000
 #: Largest table value a record may leave: half of Kafka's default record limit (1 MiB), so
 #: a value that passes is always accepted by a changelog topic with default settings.
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
+#: Seconds of changelog reading per turn of the main loop while partitions are restoring:
+#: the processed partitions wait at most this long between two batches.
+RESTORE_STEP_SECONDS = 0.1
 #: What becomes of an input record (label of metrics.RECORDS).
 _OUTCOMES = ("processed", "duplicate", "skipped", "quarantined")
 
@@ -128,7 +139,8 @@ class Processor:
                  guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
                  batch_size: int = DEFAULT_BATCH_SIZE, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
                  commit_interval: float = 0.1, cache_entries: int = DEFAULT_CACHE_ENTRIES,
-                 max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES, faults: CrashInjector | None = None) -> None:
+                 max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES, standby_replicas: int = 0,
+                 faults: CrashInjector | None = None) -> None:
         self.spec = spec
         self._clients = clients
         self._settings = clients.settings
@@ -140,6 +152,11 @@ class Processor:
         self._commit_interval = commit_interval
         self._cache_entries = cache_entries  # decoded values kept across batches, per processor
         self._max_value_bytes = max_value_bytes
+        #: Members whose failure at once still finds every moved partition warm (standby.py).
+        self.standby_replicas = max(int(standby_replicas), 0)
+        self._restoring: set[int] = set()  # assigned, paused until restored
+        self._standby: set[int] = set()    # warm copies of partitions other members own
+        self._watch: MembershipWatch | None = None
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
         self._rebuilding: dict[int, int] = {}  # partition -> input offset its lost table is rebuilt up to
         self._last_commit = 0.0
@@ -150,6 +167,7 @@ class Processor:
         self._stores: dict[int, TablePartition] = {}   # open stores (kept across revocations)
         self._owned: dict[int, TablePartition] = {}    # currently assigned partitions
         self._assigned_once = False
+        self.member_id: str | None = None
         self._last_tick = time.monotonic()
         self._m_outcomes = {outcome: metrics.RECORDS.labels(spec.group, outcome) for outcome in _OUTCOMES}
         self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
@@ -172,17 +190,28 @@ class Processor:
     @property
     def ready(self) -> bool:
         """Joined the group, every assigned partition is restored and none is being rebuilt."""
-        return self.state is ProcessorState.RUNNING and self._assigned_once and not self._rebuilding
+        return (self.state is ProcessorState.RUNNING and self._assigned_once and not self._rebuilding
+                and not self._restoring)
 
     def alive(self, stall_seconds: float = 60.0) -> bool:
-        """The loop is turning (or restoring, which reports its own progress)."""
+        """The loop is turning (restores run inside it, a step per turn)."""
         if self.state in (ProcessorState.FAILED, ProcessorState.STOPPED):
             return False
-        return self.state is ProcessorState.RESTORING or time.monotonic() - self._last_tick < stall_seconds
+        return time.monotonic() - self._last_tick < stall_seconds
 
     @property
     def partitions(self) -> list[int]:
         return sorted(self._owned)
+
+    @property
+    def restoring(self) -> list[int]:
+        """Assigned partitions still catching up with their changelog (paused meanwhile)."""
+        return sorted(self._restoring)
+
+    @property
+    def standby(self) -> list[int]:
+        """Partitions kept warm for a takeover (owned by other members)."""
+        return sorted(self._standby)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish its batch, flush, commit and return."""
@@ -199,6 +228,7 @@ class Processor:
             topics.ensure_copartitioned([spec.input_topic, spec.table_topic])
             ids = topics.topic_ids([spec.input_topic, spec.table_topic])
             self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
+            self._partition_count = topics.partitions([spec.input_topic])[spec.input_topic]
             transactional = self.guarantee is Guarantee.EXACTLY_ONCE
             self._writer = ChangelogWriter(clients.producer, spec.group, self.guarantee,
                                            transactional_id=self.transactional_id if transactional else None,
@@ -208,6 +238,8 @@ class Processor:
                      f" (transactional id {self._writer.transactional_id})" if transactional else "")
             self._restorer = Restorer(clients.reader(), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
+            if self.standby_replicas:
+                self._watch = MembershipWatch(clients.admin(), spec.group)
             self._consumer = clients.group_consumer(
                 spec.group, on_commit=self._on_commit,
                 **metrics.statistics_config(self._settings.extra, self._on_stats))
@@ -215,13 +247,27 @@ class Processor:
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.state = ProcessorState.RUNNING
             consumer, batch_size, timeout = self._consumer, self._batch_size, self._poll_timeout
+            restorer, watch = self._restorer, self._watch
             while not self._stop.is_set():
-                msgs = consume_ready(consumer, batch_size, timeout)
+                if restorer.busy:
+                    self._restore_step()
+                if watch is not None and (members := watch.poll()) is not None:
+                    self._plan_standby(members)
+                msgs = consume_ready(consumer, batch_size, 0 if self._restoring else timeout)
                 self._last_tick = now = time.monotonic()
                 if msgs:
                     self._process(msgs)
                 if self._to_commit and (not msgs or now - self._last_commit >= self._commit_interval):
                     self._commit(asynchronous=True)
+        except RestoreError:
+            if self._stop.is_set():
+                # Asked to stop while restoring: nothing was processed, nothing is lost; the
+                # loop ends and the process exits cleanly (SIGTERM drains, it does not fail).
+                log.info("group %s: restore interrupted by shutdown", spec.group)
+                return
+            self.state = ProcessorState.FAILED
+            log.exception("group %s: restore failed", spec.group)
+            raise
         except BaseException:
             self.state = ProcessorState.FAILED
             raise
@@ -244,6 +290,8 @@ class Processor:
         restorer = getattr(self, "_restorer", None)
         if restorer is not None:
             restorer.close()
+        if self._watch is not None:
+            self._watch.close()
         writer = getattr(self, "_writer", None)
         if writer is not None:
             writer.close()
@@ -260,78 +308,114 @@ class Processor:
     # -- rebalancing -------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the assignment paused; the main loop restores each partition and resumes it."""
         assigned = sorted(tp.partition for tp in partitions)
         log.info("group %s: assigned partitions %s", self.spec.group, assigned)
-        self.state = ProcessorState.RESTORING
-        try:
-            for p in list(self._stores):
-                if p not in assigned:
-                    self._stores.pop(p).close()
-            parts = []
-            per_partition = max(self._cache_entries // max(len(assigned), 1), 1)
-            for p in assigned:
-                part = self._stores.get(p)
-                if part is None:
-                    part = self._stores[p] = TablePartition(self._stores_factory.open(p), self.spec.table_codec, p,
-                                                            max_value_bytes=self._max_value_bytes)
-                part.cache.clear()  # another owner may have changed the table meanwhile
-                part.cache_entries = per_partition
-                parts.append(part)
-            self._restorer.restore(parts, self._table_topic_id)
-            for part in parts:
-                self._check_input_incarnation(part)
-            self._owned.update({part.partition: part for part in parts})
-            self._rebuild_lost_tables(consumer, partitions, parts)
-        except Exception as exc:
-            if isinstance(exc, RestoreError) and self._stop.is_set():
-                # Asked to stop while restoring: nothing was processed, nothing is lost; the
-                # loop ends and the process exits cleanly (SIGTERM drains, it does not fail).
-                log.info("group %s: restore interrupted by shutdown", self.spec.group)
-                return
-            self.state = ProcessorState.FAILED
-            log.exception("group %s: restore failed", self.spec.group)
-            self._stop.set()
-            raise
-        metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
+        per_partition = max(self._cache_entries // max(len(assigned), 1), 1)
+        for p in assigned:
+            self._open(p).cache_entries = per_partition
+        self._close_unused(keep=set(assigned) | self._standby)
+        consumer.assign(partitions)
+        if partitions:
+            consumer.pause(partitions)  # nothing is fetched before the partition is restored
+        #: The group member id of the latest assignment (read here, on the processor's thread:
+        #: a consumer must not be called from another thread while it polls).
+        self.member_id = consumer.memberid()
+        self._restoring = set(assigned)
+        self._follow()
+        if self._watch is not None:
+            self._watch.request(self.member_id)
+        self.state = ProcessorState.RESTORING if self._restoring else ProcessorState.RUNNING
         self._assigned_once = True
-        if self.state is ProcessorState.RESTORING:
-            self.state = ProcessorState.RUNNING
+        metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
 
-    def _rebuild_lost_tables(self, consumer: Consumer, partitions: list[TopicPartition],
-                             parts: list[TablePartition]) -> None:
-        """Rebuild from the input's first record a table partition that is empty although the
-        group consumed its input: its changelog was deleted and recreated (or emptied), so
-        resuming at the committed offset would reset every value to what the newer records
-        alone make. A rebuilt partition is not ready until it passed that offset again. If
-        the input no longer holds its first records, refuse: there is nothing to rebuild from.
+    def _open(self, p: int) -> TablePartition:
+        part = self._stores.get(p)
+        if part is None:
+            part = self._stores[p] = TablePartition(self._stores_factory.open(p), self.spec.table_codec, p,
+                                                    max_value_bytes=self._max_value_bytes)
+        return part
+
+    def _close_unused(self, keep: set[int]) -> None:
+        """Close the stores of partitions neither owned, restoring nor kept warm (their files stay)."""
+        for p in list(self._stores):
+            if p not in keep and p not in self._owned and p not in self._restoring:
+                self._stores.pop(p).close()
+
+    def _follow(self) -> None:
+        """Tell the restorer what to follow: the restoring partitions and the standby copies."""
+        self._restorer.follow({p: self._stores[p] for p in self._restoring},
+                              {p: self._stores[p] for p in self._standby
+                               if p not in self._owned and p not in self._restoring},
+                              self._table_topic_id)
+
+    def _restore_step(self) -> None:
+        for p in self._restorer.step(RESTORE_STEP_SECONDS if self._restoring else 0.0):
+            if p in self._restoring:
+                self._activate(p)
+
+    def _activate(self, p: int) -> None:
+        """A restored partition: check it, then resume it at its committed offset."""
+        part = self._stores[p]
+        part.cache.clear()  # another owner may have changed the table meanwhile
+        self._check_input_incarnation(part)
+        tp = TopicPartition(self.spec.input_topic, p)
+        committed = self._consumer.committed([tp], timeout=10)[0].offset
+        start = committed if committed >= 0 else OFFSET_BEGINNING
+        rebuild_from = self._lost_table_start(part, committed)
+        if rebuild_from is not None:
+            start = rebuild_from
+            self._rebuilding[p] = committed
+        # Explicitly from the committed offset: whatever was fetched before the pause is
+        # discarded, so no record is skipped on the way.
+        self._consumer.seek(TopicPartition(self.spec.input_topic, p, start))
+        self._consumer.resume([tp])
+        self._restoring.discard(p)
+        self._owned[p] = part
+        metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
+        if not self._restoring and self.state is ProcessorState.RESTORING:
+            self.state = ProcessorState.RUNNING
+            log.info("group %s: every assigned partition restored: processing %s", self.spec.group,
+                     sorted(self._owned))
+
+    def _lost_table_start(self, part: TablePartition, committed: int) -> int | None:
+        """Where to rebuild a table partition that is empty although the group consumed its
+        input: its changelog was deleted and recreated (or emptied), so resuming at the
+        committed offset would reset every value to what the newer records alone make. A
+        rebuilt partition is not ready until it passed that offset again. If the input no
+        longer holds its first records, refuse: there is nothing to rebuild from.
         """
-        empty = [part.partition for part in parts if not part.store.has_values()]
-        if not empty:
-            return
-        topic = self.spec.input_topic
-        committed = consumer.committed([TopicPartition(topic, p) for p in empty], timeout=10)
-        starts: dict[int, int] = {}
-        for tp in committed:
-            if tp.offset <= 0:
-                continue  # nothing consumed yet: an empty table is right
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            if low > 0:
-                raise StreamError(
-                    f"table {self.spec.table_topic!r} partition {tp.partition} is empty, but group "
-                    f"{self.spec.group!r} already consumed {topic!r}[{tp.partition}] up to offset {tp.offset}, and "
-                    f"that partition now starts at offset {low}: the table cannot be rebuilt from it. Restore "
-                    f"{self.spec.table_topic!r} from a backup, or, if starting from an empty table is intended, "
-                    "delete the group's committed offsets")
-            log.warning("group %s: table %s[%d] is empty but the input was consumed up to offset %d (its changelog "
-                        "was recreated?): rebuilding it from %s[%d] offset %d; not ready until done",
-                        self.spec.group, self.spec.table_topic, tp.partition, tp.offset, topic, tp.partition, low)
-            starts[tp.partition] = low
-            self._rebuilding[tp.partition] = tp.offset
-        if starts:
-            for tp in partitions:
-                if tp.partition in starts:
-                    tp.offset = starts[tp.partition]
-            consumer.assign(partitions)
+        if committed <= 0 or part.store.has_values():
+            return None
+        topic, p = self.spec.input_topic, part.partition
+        low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if low > 0:
+            raise StreamError(
+                f"table {self.spec.table_topic!r} partition {p} is empty, but group "
+                f"{self.spec.group!r} already consumed {topic!r}[{p}] up to offset {committed}, and "
+                f"that partition now starts at offset {low}: the table cannot be rebuilt from it. Restore "
+                f"{self.spec.table_topic!r} from a backup, or, if starting from an empty table is intended, "
+                "delete the group's committed offsets")
+        log.warning("group %s: table %s[%d] is empty but the input was consumed up to offset %d (its changelog "
+                    "was recreated?): rebuilding it from %s[%d] offset %d; not ready until done",
+                    self.spec.group, self.spec.table_topic, p, committed, topic, p, low)
+        return low
+
+    def _plan_standby(self, members: list[Member]) -> None:
+        """Keep warm what this member would own after the failures the plan covers (standby.py)."""
+        keys = sort_keys(members)
+        static = all(m.instance_id for m in members)
+        me = self._settings.instance_id if static else self.member_id
+        plan = standby_partitions(me or "", keys, self._partition_count, self.standby_replicas)
+        if plan != self._standby:
+            log.info("group %s: keeping partitions %s warm (standby for %d failure%s among %d members)",
+                     self.spec.group, sorted(plan), self.standby_replicas,
+                     "" if self.standby_replicas == 1 else "s", len(members))
+        self._standby = plan
+        for p in plan:
+            self._open(p)
+        self._close_unused(keep=plan)
+        self._follow()
 
     def _check_input_incarnation(self, part: TablePartition) -> None:
         """Refuse a table built from another incarnation of the input topic.
@@ -356,10 +440,17 @@ class Processor:
         # pending here: commit them so the next owner does not replay those records.
         # The stores stay open in case the partitions come back.
         self._commit(asynchronous=False, partitions=[tp.partition for tp in partitions])
-        for tp in partitions:
-            self._owned.pop(tp.partition, None)
-            self._rebuilding.pop(tp.partition, None)  # its next owner finishes the rebuild
-        log.info("group %s: revoked partitions %s", self.spec.group, sorted(tp.partition for tp in partitions))
+        revoked = {tp.partition for tp in partitions}
+        for p in revoked:
+            self._owned.pop(p, None)
+            self._restoring.discard(p)  # its progress is in its store: a return resumes it
+            self._rebuilding.pop(p, None)  # its next owner finishes the rebuild
+        if self.standby_replicas:
+            # Kept warm until the next plan: a partition handed straight back (or to the member
+            # this one would take over from) is then current.
+            self._standby |= revoked & set(self._stores)
+        self._follow()
+        log.info("group %s: revoked partitions %s", self.spec.group, sorted(revoked))
         metrics.PARTITIONS.labels(self.spec.group).set(len(self._owned))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

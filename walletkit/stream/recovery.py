@@ -1,10 +1,21 @@
-"""Recovery: bring a processor's table partitions up to date with their changelog.
+"""Recovery: bring table partitions up to date with their changelog, a step at a time.
 
-A :class:`Restorer` reads with a :class:`~walletkit.stream.changelog.ChangelogFollower`
-(the reader views use too) until every partition reached its end, and decides what a
-partition whose local state cannot be trusted needs: a store of another topic
-incarnation, or whose checkpoint the broker reports out of range, is wiped and
-rebuilt from the beginning.
+A :class:`Restorer` follows two kinds of partitions with one reader consumer (a
+:class:`~walletkit.stream.changelog.ChangelogFollower`, the reader views use too):
+
+- *restoring*: assigned to this member and paused in its group consumer until they reached
+  their changelog's end; :meth:`Restorer.step` reports each as it gets there;
+- *standby*: warm copies of partitions another member owns, followed for as long as they
+  are kept, so that taking one over restores only the tail (see ``standby.py``).
+
+Nothing here blocks for longer than the ``budget`` a step is given: the processor calls
+``step()`` from its main loop between polls of its group consumer, so a restore of any
+length never outlasts ``max.poll.interval.ms`` and never holds up the partitions that are
+ready. A partition's progress lives in its store (the changelog position is written with
+every batch), so a rebalance that hands it back resumes the restore where it was.
+
+A partition whose local state cannot be trusted is wiped and read from the beginning: a
+store of another topic incarnation, or one whose checkpoint the broker reports out of range.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer
 
@@ -23,83 +35,189 @@ from walletkit.stream.table import TablePartition
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two progress lines of a running restore.
+PROGRESS_INTERVAL = 5.0
+
+
+@dataclass
+class _Progress:
+    """One partition's restore: where it began, how far it got."""
+
+    started: float
+    first_position: int
+    read: int = 0
+
 
 class Restorer:
-    """Restores table partitions from their changelog with one reader consumer.
-
-    All partitions of an assignment are read together, so an assignment of many
-    small partitions costs one round trip, not one per partition.
-    """
+    """Restores and warms table partitions of changelog ``topic`` (see the module doc)."""
 
     def __init__(self, consumer: Consumer, topic: str, codec: TableCodec, *, batch_size: int = 10_000,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
         self.follower = ChangelogFollower(consumer, topic, codec, batch_size=batch_size)
         self.topic = topic
         self._should_stop = should_stop
-        for metric in (metrics.RESTORED_RECORDS, metrics.RESTORE_SECONDS, metrics.RESTORE_REMAINING,
-                       metrics.RESTORE_REMAINING_RECORDS):
-            metric.labels(topic)  # present (zero) before the first restore
+        self._topic_id: str | None = None
+        self.restoring: dict[int, TablePartition] = {}
+        self.standby: dict[int, TablePartition] = {}
+        self._progress: dict[int, _Progress] = {}
+        self._assigned: dict[int, TablePartition] = {}  # what the follower follows now
+        self._last_log = 0.0
+        self._restore_started = 0.0
+        #: Changelog records read into restoring partitions, in total.
+        self.records_restored = 0
+        self._m_restored = metrics.RESTORED_RECORDS.labels(topic)
+        self._m_standby = metrics.STANDBY_RECORDS.labels(topic)
+        self._m_remaining = metrics.RESTORE_REMAINING.labels(topic)
+        self._m_remaining_records = metrics.RESTORE_REMAINING_RECORDS.labels(topic)
+        self._m_progress = metrics.RESTORE_PROGRESS.labels(topic)
+        self._m_eta = metrics.RESTORE_ETA.labels(topic)
+        self._m_standby_partitions = metrics.STANDBY_PARTITIONS.labels(topic)
+        self._m_standby_lag = metrics.STANDBY_LAG.labels(topic)
+        metrics.RESTORE_SECONDS.labels(topic)  # present (zero) before the first restore
+        self._m_progress.set(1)
 
-    def restore(self, parts: list[TablePartition], topic_id: str) -> int:
-        """Catch every partition in ``parts`` up with the changelog's end; return records read."""
-        started = time.monotonic()
-        for part in parts:
+    # -- what to follow ----------------------------------------------------------
+
+    def follow(self, restoring: dict[int, TablePartition], standby: dict[int, TablePartition], topic_id: str) -> None:
+        """Follow these partitions from now on; restores already under way go on where they are."""
+        self._topic_id = topic_id
+        standby = {p: part for p, part in standby.items() if p not in restoring}
+        now = time.monotonic()
+        for p, part in {**restoring, **standby}.items():
             if part.changelog_topic_id != topic_id and not (part.changelog_topic_id is None and part.store.is_empty()):
                 log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding",
-                            self.topic, part.partition)
+                            self.topic, p)
                 part.store.wipe()
-        total = 0
-        pending = list(parts)
-        while pending:
-            read, out_of_range = self._read(pending, topic_id)
-            total += read
-            for part in out_of_range:
-                log.warning("table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
-                            self.topic, part.partition, part.changelog_offset)
-                part.store.wipe()
-            pending = out_of_range
-        elapsed = time.monotonic() - started
-        if parts:
-            metrics.RESTORE_SECONDS.labels(self.topic).observe(elapsed)
-            log.info("table %s restored partitions %s: %d records in %.2fs", self.topic,
-                     [p.partition for p in parts], total, elapsed)
-        return total
+        for p, part in restoring.items():
+            if p not in self._progress:
+                self._progress[p] = _Progress(now, part.changelog_offset)
+        for p in list(self._progress):
+            if p not in restoring:
+                del self._progress[p]
+        if restoring and not self.restoring:
+            self._restore_started = now
+            self._restore_first_count = self.records_restored
+            self._restore_parts: set[int] = set()
+        if restoring:
+            self._restore_parts |= set(restoring)
+        self.restoring, self.standby = dict(restoring), standby
+        self._reassign()
 
-    def _read(self, parts: list[TablePartition], topic_id: str) -> tuple[int, list[TablePartition]]:
-        by_partition = {part.partition: part for part in parts}
+    def _reassign(self) -> None:
+        wanted = {**self.restoring, **self.standby}
+        # Every change reassigns, so a partition at its end reports it again (a standby copy
+        # taken over must see its end after it became restoring, not before).
+        self._assigned = wanted
+        if wanted:
+            self.follower.assign({p: part.store for p, part in wanted.items()}, self._topic_id or "")
+        else:
+            self.follower.unassign()
+        self._m_standby_partitions.set(len(self.standby))
+        self._report(force=False)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._assigned)
+
+    # -- reading -------------------------------------------------------------------
+
+    def step(self, budget: float) -> list[int]:
+        """Read for up to ``budget`` seconds (less once nothing is ready); the restoring
+        partitions that reached their changelog's end, which are no longer followed."""
+        if not self._assigned:
+            return []
+        deadline = time.monotonic() + budget
+        finished: list[int] = []
+        while True:
+            if self._should_stop():
+                raise RestoreError(f"restore of {self.topic} interrupted by shutdown")
+            batch = self.follower.poll(0 if finished else min(0.05, budget))
+            if batch.topic_gone:
+                raise RestoreError(f"changelog {self.topic} disappeared during the restore")
+            for p, n in batch.counts.items():
+                progress = self._progress.get(p)
+                if progress is not None:
+                    progress.read += n
+                    self.records_restored += n
+                    self._m_restored.inc(n)
+                else:
+                    self._m_standby.inc(n)
+            if batch.out_of_range:
+                for p in sorted(batch.out_of_range):
+                    part = self._assigned[p]
+                    log.warning("table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
+                                self.topic, p, part.changelog_offset)
+                    part.store.wipe()
+                    if p in self._progress:
+                        self._progress[p] = _Progress(time.monotonic(), 0)
+                self._reassign()
+                continue
+            done = sorted(batch.ended & set(self.restoring))
+            if done:
+                finished.extend(done)
+                self._finish(done)
+            if not batch.counts or time.monotonic() >= deadline:
+                break
+        self._report(force=bool(finished))
+        return finished
+
+    def _finish(self, partitions: list[int]) -> None:
+        now = time.monotonic()
+        for p in partitions:
+            progress = self._progress.pop(p)
+            self.restoring.pop(p)
+            elapsed = now - progress.started
+            log.info("table %s[%d] restored: %d records in %.2fs, from changelog offset %d",
+                     self.topic, p, progress.read, elapsed, progress.first_position,
+                     extra={"partition": p, "records": progress.read})
+        if not self.restoring:
+            elapsed = now - self._restore_started
+            metrics.RESTORE_SECONDS.labels(self.topic).observe(elapsed)
+            log.info("table %s restored partitions %s: %d records in %.2fs", self.topic, sorted(self._restore_parts),
+                     self.records_restored - self._restore_first_count, elapsed)
+        # Restored partitions are the processor's now: it writes them, nobody follows them.
+        self._assigned = {**self.restoring, **self.standby}
+        self._reassign()
+
+    def _report(self, *, force: bool) -> None:
+        """Metrics every step, a progress line every PROGRESS_INTERVAL (and when a restore ends)."""
         follower = self.follower
-        follower.assign({p: part.store for p, part in by_partition.items()}, topic_id)
-        pending = set(by_partition)
-        out_of_range: set[int] = set()
-        total = 0
-        last_log = time.monotonic()
-        remaining = metrics.RESTORE_REMAINING.labels(self.topic)
-        remaining.set(len(pending))
-        remaining_records = metrics.RESTORE_REMAINING_RECORDS.labels(self.topic)
-        restored = metrics.RESTORED_RECORDS.labels(self.topic)
-        try:
-            while pending:
-                if self._should_stop():
-                    raise RestoreError(f"restore of {self.topic} interrupted by shutdown")
-                batch = follower.poll(0.1)
-                if batch.topic_gone:
-                    raise RestoreError(f"changelog {self.topic} disappeared during the restore")
-                read = sum(batch.counts.values())
-                total += read
-                restored.inc(read)
-                out_of_range |= batch.out_of_range
-                pending -= batch.ended | batch.out_of_range
-                remaining.set(len(pending))
-                ends = follower.end_offsets(pending)
-                remaining_records.set(sum(max(end - follower.positions[p], 0) for p, end in ends.items()))
-                if time.monotonic() - last_log > 5:
-                    last_log = time.monotonic()
-                    log.info("restoring %s: %d records so far, %d partitions to go", self.topic, total, len(pending))
-        finally:
-            follower.unassign()
-            remaining.set(0)
-            remaining_records.set(0)
-        return total, [by_partition[p] for p in sorted(out_of_range)]
+        ends = follower.end_offsets(self._assigned)
+        remaining = {p: max(ends[p] - follower.positions.get(p, 0), 0) for p in self.restoring if p in ends}
+        self._m_remaining.set(len(self.restoring))
+        left = sum(remaining.values())
+        self._m_remaining_records.set(left)
+        self._m_standby_lag.set(sum(max(ends[p] - follower.positions.get(p, 0), 0)
+                                    for p in self.standby if p in ends))
+        if not self.restoring:
+            self._m_progress.set(1)
+            self._m_eta.set(0)
+            return
+        read = sum(progress.read for progress in self._progress.values())
+        elapsed = max(time.monotonic() - min(progress.started for progress in self._progress.values()), 1e-3)
+        rate = read / elapsed
+        ratio = read / (read + left) if read + left else 0.0
+        eta = left / rate if rate > 0 else float("inf")
+        self._m_progress.set(ratio)
+        self._m_eta.set(eta if eta != float("inf") else -1)
+        now = time.monotonic()
+        if force or now - self._last_log >= PROGRESS_INTERVAL:
+            self._last_log = now
+            log.info("restoring %s: %.0f%% (%d records read, %d to go), %.0f records/s, ETA %s; partitions %s",
+                     self.topic, 100 * ratio, read, left, rate,
+                     f"{eta:.0f}s" if eta != float("inf") else "unknown", sorted(self.restoring),
+                     extra={"progress": round(ratio, 4), "records_per_second": round(rate),
+                            "eta_seconds": None if eta == float("inf") else round(eta, 1)})
+
+    # -- a whole restore at once (tools, benchmarks) ---------------------------------
+
+    def restore(self, parts: list[TablePartition], topic_id: str) -> int:
+        """Catch every partition in ``parts`` up with the changelog's end, blocking; records read."""
+        before = self.records_restored
+        self.follow({p.partition: p for p in parts}, {}, topic_id)
+        while self.restoring:
+            self.step(1.0)
+        return self.records_restored - before
 
     def close(self) -> None:
         self.follower.close()

@@ -1,0 +1,197 @@
+"""Restores run in the processor's main loop, the partition paused, not in the rebalance callback.
+
+Real broker, real RocksDB, the processor in-process. The restore is made slow on purpose
+(the reader consumer hands over a few hundred records at a time and pauses between them, as
+a slow disk or a throttled network would), so that it lasts longer than the group's
+``max.poll.interval.ms``: a restore inside the rebalance callback would then get the member
+thrown out of its group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from walletkit.stream import Context, GroupSpec, KafkaSettings, Processor, SkipRecord, TopicManager
+from walletkit.stream.kafka import KafkaClients
+from walletkit.stream.partitioner import partition_for
+from walletkit.stream.processor import LocalStores
+from walletkit.stream.store import Store
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+KEYS = 20_000
+MAX_POLL_INTERVAL_MS = 6_000  # the shortest the broker's default session bounds allow
+
+
+class TotalCodec:
+    """Table values {"n": total, "o": applied offset} as JSON."""
+
+    def encode(self, value: dict) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    def decode(self, data: bytes) -> dict:
+        return json.loads(data)
+
+    def applied_offset(self, value: dict) -> int:
+        return value.get("o", -1)
+
+    def stamp(self, value: dict, offset: int) -> None:
+        value["o"] = offset
+
+
+class IntCodec:
+    def encode(self, value: int) -> bytes:
+        return str(value).encode()
+
+    def decode(self, data: bytes) -> int:
+        try:
+            return int(data)
+        except ValueError as exc:
+            raise SkipRecord("not_an_int", repr(data)) from exc
+
+
+def add(ctx: Context, amount: int) -> None:
+    value = ctx.value() or {"n": 0}
+    value["n"] += amount
+    ctx.set_value(value)
+
+
+SPEC = GroupSpec(group="restores", input_topic="amounts", input_codec=IntCodec(), table_codec=TotalCodec(),
+                 callback=add)
+
+
+class SlowReader(Consumer):
+    """A changelog reader that hands over at most 200 records per call, 100 ms apart (~2,000 records/s)."""
+
+    def consume(self, num_messages: int = 1, timeout: float = -1):
+        time.sleep(0.1)
+        return super().consume(min(num_messages, 200), timeout)
+
+    def poll(self, timeout: float | None = None):
+        time.sleep(0.1)
+        return super().poll(timeout if timeout is not None else -1)
+
+
+class SlowRestores(KafkaClients):
+    def reader(self, **overrides):
+        return SlowReader(self.settings.reader(**overrides))
+
+    def group_consumer(self, group: str, **overrides):
+        return super().group_consumer(group, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **overrides})
+
+
+def settings(broker) -> KafkaSettings:
+    return KafkaSettings(broker.bootstrap, client_id="restore-test", session_timeout_ms=6000)
+
+
+def produce(broker, records: list[tuple[str, int]]) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for key, amount in records:
+        k = key.encode()
+        while True:
+            try:
+                producer.produce("amounts", str(amount).encode(), k, partition=partition_for(k, PARTITIONS))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(30) == 0
+
+
+def run_in_thread(processor: Processor) -> threading.Thread:
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def stored_totals(root: Path) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for p in range(PARTITIONS):
+        store = Store(root / str(p))
+        try:
+            for key, raw in store.items():
+                totals[key.decode()] = json.loads(raw)["n"]
+        finally:
+            store.close()
+    return totals
+
+
+def build_table(broker, tmp_path) -> dict[str, int]:
+    """Deposits over KEYS keys, and a first member that builds the table (and its changelog)
+    from them, then goes away with its disk."""
+    topics = TopicManager(settings(broker))
+    topics.ensure_stream("amounts", PARTITIONS)
+    topics.ensure_table(SPEC.table_topic, PARTITIONS)
+    expected = {f"k{i:05d}": i % 97 + 1 for i in range(KEYS)}
+    produce(broker, list(expected.items()))
+    first = Processor.create(SPEC, settings(broker), tmp_path / "first")
+    thread = run_in_thread(first)
+    wait_for(lambda: first.ready, 60, "the first member")
+    wait_for(lambda: sum(len(list(part.store.items())) for part in first._owned.values()) >= KEYS, 60,
+             "the first member to apply every record")
+    first.stop()
+    thread.join(30)
+    return expected
+
+
+def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_restarts_its_restore(
+        broker, tmp_path, caplog):
+    """Cold start of two members: the second joins while the first restores, for longer than
+    the group's rebalance timeout (max.poll.interval.ms). A restore inside the rebalance
+    callback cannot take part in that rebalance: the coordinator evicts the member, which then
+    comes back as a new member with its partitions lost."""
+    expected = build_table(broker, tmp_path)
+    caplog.set_level(logging.INFO, logger="walletkit")
+    members = [Processor(SPEC, SlowRestores(settings(broker)), LocalStores(tmp_path / name / SPEC.group))
+               for name in ("a", "b")]
+    a, b = members
+    started = time.monotonic()
+    threads = [run_in_thread(a)]
+    wait_for(lambda: a.restoring, 30, "the first member's assignment")
+    first_id = a.member_id
+    wait_for(lambda: a._restorer.records_restored >= KEYS // 10, 30, "the first member's restore to be under way")
+    threads.append(run_in_thread(b))
+    wait_for(lambda: a.ready and b.ready, 180, "both members restored")
+    restore_seconds = time.monotonic() - started
+    assert restore_seconds > MAX_POLL_INTERVAL_MS / 1000, (
+        f"the restores took {restore_seconds:.1f}s: too fast to show anything about max.poll.interval.ms")
+    messages = [r.getMessage() for r in caplog.records]
+    # The first member stayed in the group throughout: same member id, nothing lost.
+    assert a.member_id == first_id, "the restoring member was evicted and came back as a new member"
+    assert not [m for m in messages if "lost partitions" in m], [m for m in messages if "partitions" in m]
+    assert sorted(a.partitions + b.partitions) == list(range(PARTITIONS)) and a.partitions and b.partitions
+    # Nothing was read twice by the member that kept restoring: its restore went on.
+    assert a._restorer.records_restored <= KEYS, a._restorer.records_restored
+    # Progress was reported on the way: share done, pace and time to go.
+    progress = [m for m in messages if m.startswith("restoring restores-table:")]
+    assert any("records/s" in m and "ETA" in m and "%" in m for m in progress), progress
+
+    # And processing goes on from the restored values.
+    owner = a if partition_for(b"k00000", PARTITIONS) in a.partitions else b
+    produce(broker, [("k00000", 1000)])
+    wait_for(lambda: (v := owner._owned[partition_for(b"k00000", PARTITIONS)].get("k00000")) is not None
+             and v["n"] == expected["k00000"] + 1000, 30, "the next record on top of the restored value")
+    owned = {"a": a.partitions, "b": b.partitions}
+    for member, thread in zip(members, threads):
+        member.stop()
+        thread.join(30)
+    expected["k00000"] += 1000
+    totals: dict[str, int] = {}
+    for name, partitions in owned.items():
+        totals.update({k: v for k, v in stored_totals(tmp_path / name / SPEC.group).items()
+                       if partition_for(k.encode(), PARTITIONS) in partitions})
+    assert totals == expected
