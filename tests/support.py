@@ -205,3 +205,23 @@ def details_json(api_port: int, wallet: str) -> dict:
     status, body = details(api_port, wallet)
     assert status == 200, (status, body)
     return json.loads(body)
+
+
+def scraped_metric(port: int, name: str, **labels: str) -> float | None:
+    """A sample's value on ``http://127.0.0.1:<port>/metrics`` (the one whose labels include
+    ``labels``), None when there is none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, (status, body[:200])
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+def ops_status(port: int) -> dict:
+    """A processor's /healthz body: state, partitions, restoring, standby, guarantee."""
+    _status, body = http_get(f"http://127.0.0.1:{port}/healthz")
+    return json.loads(body)

@@ -42,11 +42,12 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     tune_gc()
     processor = Processor.create(spec, settings, args.state_dir, guarantee=Guarantee(args.processing_guarantee),
                                  batch_size=args.batch_size, cache_entries=args.cache_entries,
-                                 max_value_bytes=args.max_value_bytes,
+                                 max_value_bytes=args.max_value_bytes, standby_replicas=args.standby_replicas,
                                  faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
                                  if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
                     status=lambda: {"state": processor.state.value, "partitions": processor.partitions,
+                                    "restoring": processor.restoring, "standby": processor.standby,
                                     "guarantee": processor.guarantee.value})
     ops.start()
 
@@ -82,7 +83,13 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
     env_flag(parser, "--max-value-bytes", "WALLET_MAX_VALUE_BYTES",
              "largest table value a deposit may leave; a deposit that would exceed it is quarantined "
              "(keep it below the table topics' max.message.bytes)", default=DEFAULT_MAX_VALUE_BYTES, type=int)
+    env_flag(parser, "--standby-replicas", "WALLET_STANDBY_REPLICAS",
+             "member failures at once after which every moved partition still lands on a warm copy: each "
+             "instance keeps the partitions it would take over warm, so a takeover restores only the tail "
+             "(0: none; at least the other members' count: every partition everywhere)", default=0, type=int)
     args = parse(parser, argv)
+    if args.standby_replicas < 0:
+        parser.error("--standby-replicas must be 0 or more")
     if args.max_value_bytes < 1024:
         parser.error("--max-value-bytes must be at least 1024")
     if args.batch_size < 1:

@@ -206,6 +206,11 @@ class KafkaClients:
 
         return Producer(self.settings.producer(**overrides))
 
+    def admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self.settings.admin())
+
     def topics(self) -> Any:
         from walletkit.stream.topics import TopicManager
 
