@@ -59,6 +59,7 @@ class View:
         self._m_caught_up = metrics.VIEW_CAUGHT_UP.labels(topic)
         self._m_delay = metrics.VIEW_RECORD_DELAY.labels(topic)
         self._m_caught_up.set(0)
+        self._lag: dict[int, int] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -81,6 +82,11 @@ class View:
         """Next offset to read, per partition (what the replica reflects)."""
         return dict(self._positions)
 
+    @property
+    def behind(self) -> int | None:
+        """Changelog records the replica is behind, from the last fetches' ends (None before the first)."""
+        return sum(self._lag.values()) if self._lag else None
+
     def subscribe(self, listener: Callable[[list[tuple[bytes, bytes | None]] | None], None]) -> None:
         """Call ``listener(records)`` (on the view's thread) after each applied batch.
 
@@ -93,6 +99,10 @@ class View:
 
     def start(self) -> None:
         self._positions: dict[int, int] = {}
+        self._lag: dict[int, int] = {}
+        self._started = time.monotonic()
+        self._resumed_at = 0  # changelog records the local replica already held at start
+        self._read_since_start = 0
         self._thread = threading.Thread(target=self._run, name=f"view-{self.topic}", daemon=True)
         self._thread.start()
 
@@ -150,7 +160,10 @@ class View:
         try:
             follower.assign({p: self._store for p in range(partitions)}, topic_id)
             self._positions = follower.positions
-            log.info("view %s: following %d partitions from %s", self.topic, partitions, dict(follower.positions))
+            self._resumed_at = sum(follower.positions.values())
+            log.info("view %s: following %d partitions from %s (%s)", self.topic, partitions, dict(follower.positions),
+                     f"local state resumed, {self._resumed_at} changelog records already held" if self._resumed_at
+                     else "empty local state")
             while not self._stop.is_set():
                 batch = follower.poll(0.1, apply_lock=self._wipe_lock)
                 if batch.out_of_range:
@@ -159,12 +172,14 @@ class View:
                     raise _Rebuild("the topic disappeared")
                 for p in batch.ended:
                     metrics.VIEW_LAG.labels(self.topic, str(p)).set(0)
+                    self._lag[p] = 0
                 if pending_eof and batch.ended:
                     pending_eof -= batch.ended
                     if not pending_eof:
                         self._mark_caught_up()
                 if batch.records:
                     self._m_records.inc(len(batch.records))
+                    self._read_since_start += len(batch.records)
                     self._observe_batch(follower, batch.first_timestamps)
                     for listener in self._listeners:
                         listener(batch.records)
@@ -175,14 +190,18 @@ class View:
         """Lag of the partitions a batch touched (from the fetch's high watermark) and, once caught
         up, the delay of the batch's oldest record."""
         for p, high in follower.end_offsets(first_ts).items():
-            metrics.VIEW_LAG.labels(self.topic, str(p)).set(max(high - follower.positions[p], 0))
+            self._lag[p] = lag = max(high - follower.positions[p], 0)
+            metrics.VIEW_LAG.labels(self.topic, str(p)).set(lag)
         oldest = min((ts for ts in first_ts.values() if ts > 0), default=0)
         if oldest and self._caught_up.is_set():
             self._m_delay.observe(max(time.time() - oldest / 1000, 0.0))
 
     def _mark_caught_up(self) -> None:
         if not self._caught_up.is_set():
-            log.info("view %s: caught up", self.topic)
+            log.info("view %s: caught up in %.2fs: read %d changelog records%s", self.topic,
+                     time.monotonic() - self._started, self._read_since_start,
+                     f" on top of the {self._resumed_at} the local state already held" if self._resumed_at else "",
+                     extra={"records": self._read_since_start, "resumed_records": self._resumed_at})
         self._caught_up.set()
         self._m_caught_up.set(1)
         self.state = ViewState.RUNNING

@@ -168,6 +168,9 @@ class Ledger:
             "processing_guarantee": self.guarantee.value,
             "balance_view": self.balances.state.value,
             "above_threshold_view": self.flags.state.value,
+            # Changelog records each replica is behind, from its last fetch (null before the first).
+            "balance_view_behind": self.balances.behind,
+            "above_threshold_view_behind": self.flags.behind,
         }
 
     async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None, *,
