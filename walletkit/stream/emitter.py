@@ -450,6 +450,8 @@ class _Lane:
                 self._transaction(batch, deadline)
             except _Abort as exc:
                 failure = str(exc)
+                if self.fatal:
+                    self._replace(deadline)
                 if not exc.aborted:
                     log.warning("emitter lane %s: transaction of %d records failed with an unknown outcome (%s)",
                                 self.transactional_id, len(batch), failure)
@@ -465,6 +467,17 @@ class _Lane:
             self._m_committed.inc()  # the flush before it reported every record's delivery
             settle(batch, None)
             return
+
+    def _replace(self, deadline: float) -> None:
+        """Register a new producer now, not at the next batch: the registration ends the
+        transaction the failed one left open, which until then holds every read_committed
+        reader of its partitions (views, processors, the ledger) at its first record for up
+        to transaction.timeout.ms. If Kafka is unreachable the next batch tries again."""
+        try:
+            self.start(max(deadline, time.monotonic() + 1.0))
+        except BrokerUnavailable as exc:
+            log.warning("emitter lane %s: replacing the producer: %s; trying again with the next batch",
+                        self.transactional_id, exc)
 
     def _transaction(self, batch: list[_Waiting], deadline: float) -> None:
         producer = self.producer
