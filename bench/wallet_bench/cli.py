@@ -16,7 +16,7 @@ from wallet_bench.contenders import pyspy_binary, quix_available
 from wallet_bench.http_load import wrk_available
 from wallet_bench.progress import Progress
 
-PHASES = ("processors", "api", "tables")
+PHASES = ("processors", "api", "tables", "failover")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--visible-sample", type=int, default=10, help="read back every Nth deposit with its token")
     p.add_argument("--table-wallets", type=int, default=1_000_000,
                    help="wallets in each table for restore and view memory")
+    p.add_argument("--failover-wallets", type=int, default=1_000_000,
+                   help="wallets in the table when a balance instance is killed or restarted")
+    p.add_argument("--failover-rate", type=float, default=1000, help="background deposits/s during failover")
+    p.add_argument("--failover-seconds", type=float, default=15, help="probing around each failover, seconds")
     p.add_argument("--restore-timeout", type=float, default=900, help="bound of one restore / view catch-up")
     p.add_argument("--profile", action="store_true",
                    help="also profile with py-spy (separate passes; the timed figures are taken without it)")
@@ -62,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-QUICK = dict(deposits=3000, wallets=300, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
+QUICK = dict(deposits=3000, wallets=300, failover_wallets=3000, failover_rate=100, failover_seconds=6, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
              quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
              catch_up_timeout=30, warmup_seconds=1)
 
@@ -114,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
             from wallet_bench import tables
 
             results["tables"] = tables.run(opts, work, progress)
+        if "failover" in phases:
+            from wallet_bench import failover
+
+            results["failover"] = failover.run(opts, work, progress)
     finally:
         if opts.json:
             Path(opts.json).write_text(json.dumps(results, indent=2, default=str))

@@ -113,6 +113,26 @@ def rows(r: dict) -> list[Row]:
                         "", "≤ 300 MB at 1M", "n/a (< 1M)"))
             out.append(("API RSS at 1M wallets, extrapolated linearly", _n(est, "MiB"), "", "", "≤ 300 MB",
                         ("met" if est * 1.048576 <= 300 else "NOT MET") + " (est.)"))
+    f = r.get("failover")
+    if f:
+        n, rate = f["wallets"], f["rate"]
+        cold, warm, roll = f["kill_without_standby"], f["kill_with_standby"], f["rolling_with_standby"]
+        session = f["session_timeout_ms"] / 1000
+        out.append((f"visibility gap, kill -9 of the busiest of 2 balance instances, {n:,} wallets, {rate:g}/s, "
+                    "no standby", _n(cold["gap_seconds"], "s"), f"typical {_n(cold['typical_seconds'], 's')}", "",
+                    "(info)", ""))
+        out.append(("  same, with a standby", _n(warm["gap_seconds"], "s"), _n(cold["gap_seconds"], "s"),
+                    f"{warm['gap_seconds'] / cold['gap_seconds']:.2f}×" if cold["gap_seconds"] else "",
+                    "≤ 2 s", _verdict(warm["gap_seconds"] <= 2)))
+        out.append((f"  of which the session timeout (detecting the death)", _n(session, "s"), "", "", "(info)", ""))
+        out.append(("  takeover after the kill, without / with a standby",
+                    f"{_n(cold['takeover_seconds'])} / {_n(warm['takeover_seconds'])} s", "", "", "(info)", ""))
+        out.append(("  records the takeover restored, without / with a standby",
+                    f"{cold['restored_records']:,.0f} / {warm['restored_records']:,.0f}", "", "", "(info)", ""))
+        out.append((f"visibility gap, rolling restart of 2 instances under {rate:g}/s, standby",
+                    _n(roll["gap_seconds"], "s"), f"typical {_n(roll['typical_seconds'], 's')}", "", "≤ 2 s",
+                    _verdict(roll["gap_seconds"] <= 2)))
+        out.append(("  records the restarts restored", f"{roll['restored_records']:,.0f}", "", "", "(info)", ""))
     return out
 
 

@@ -42,6 +42,10 @@ EXPECTED_ROWS = [
     "restore above_threshold-table",
     "API RSS, 3,000 wallets per view",
     "API RSS at 1M wallets, extrapolated",
+    "visibility gap, kill -9 of the busiest",
+    "  same, with a standby",
+    "  records the takeover restored",
+    "visibility gap, rolling restart",
 ]
 
 
@@ -61,7 +65,7 @@ def test_quick_run_prints_every_figure(tmp_path):
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "wallet_bench", "--quick", "--json", str(out_json),
                           "--work-dir", str(tmp_path / "work")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
     elapsed = time.monotonic() - started
     assert run.returncode == 0, f"exit {run.returncode}\n--- stderr ---\n{run.stderr[-6000:]}\n--- stdout ---\n{run.stdout}"
     # How long --quick takes is a figure, not a test (about 100 s on the 2-core machine); the
@@ -83,6 +87,8 @@ def test_quick_run_prints_every_figure(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["processors"]["balance"]["records"] == 3000
     assert results["tables"]["restore_balance"]["keys"] == 3000
+    failover = results["failover"]
+    assert failover["kill_with_standby"]["probes"] > 0 and failover["rolling_with_standby"]["probes"] > 0
 
 
 def test_profile_summary_reads_collapsed_stacks(tmp_path):
