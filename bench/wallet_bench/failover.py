@@ -109,8 +109,11 @@ class Probe:
         self._thread.start()
         return self
 
-    def _balance(self, wallet: str) -> float:
-        status, body = http_get(f"http://127.0.0.1:{self._port}/details/{wallet}")
+    def _balance(self, wallet: str) -> float | None:
+        try:
+            status, body = http_get(f"http://127.0.0.1:{self._port}/details/{wallet}")
+        except OSError:
+            return None
         return json.loads(body)["Balance"] if status == 200 else 0.0
 
     def _run(self) -> None:
@@ -119,6 +122,9 @@ class Probe:
             wallet = self._wallets[i % len(self._wallets)]
             i += 1
             before = self._balance(wallet)
+            if before is None:
+                time.sleep(0.1)
+                continue
             req = urllib.request.Request(f"http://127.0.0.1:{self._port}/deposit", method="POST",
                                          data=json.dumps({"WalletID": wallet, "Amount": 1}).encode())
             try:
@@ -129,7 +135,7 @@ class Probe:
                 continue
             acked = time.monotonic()
             while time.monotonic() - acked < self._timeout:
-                if self._balance(wallet) >= before + 1:
+                if (self._balance(wallet) or 0.0) >= before + 1:
                     self.samples.append((acked, time.monotonic() - acked))
                     break
                 time.sleep(0.02)
@@ -260,7 +266,7 @@ def _rolling_scene(opts, work: Path, progress: Progress) -> dict:
             proc.wait_ready(opts.restore_timeout)
             restored += _restored(proc)  # a new process: its counter starts at 0
         rolled = time.monotonic() - started
-        _settle(cluster, opts, 1)
+        _settle(cluster, opts, 0)  # ready; the standby copies trail the ongoing load by a batch
         time.sleep(min(5.0, opts.failover_seconds / 3))
         probe.stop()
         load.stop()

@@ -127,6 +127,9 @@ def rows(r: dict) -> list[Row]:
         out.append((f"  of which the session timeout (detecting the death)", _n(session, "s"), "", "", "(info)", ""))
         out.append(("  takeover after the kill, without / with a standby",
                     f"{_n(cold['takeover_seconds'])} / {_n(warm['takeover_seconds'])} s", "", "", "(info)", ""))
+        out.append(("  takeover after the session expired, without / with a standby",
+                    f"{_n(max(cold['takeover_seconds'] - session, 0))} / "
+                    f"{_n(max(warm['takeover_seconds'] - session, 0))} s", "", "", "(info)", ""))
         out.append(("  records the takeover restored, without / with a standby",
                     f"{cold['restored_records']:,.0f} / {warm['restored_records']:,.0f}", "", "", "(info)", ""))
         out.append((f"visibility gap, rolling restart of 2 instances under {rate:g}/s, standby",

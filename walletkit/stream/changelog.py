@@ -144,6 +144,7 @@ class ChangelogFollower:
         #: Next offset to read, per followed partition.
         self.positions: dict[int, int] = {}
         self._written: dict[int, int] = {}  # positions as the stores hold them
+        self._assigned: set[int] = set()  # what the consumer is assigned
         self.topic_id: str | None = None
 
     def assign(self, stores: dict[int, Store], topic_id: str) -> None:
@@ -153,11 +154,45 @@ class ChangelogFollower:
         self._written = {p: off for p, off in self.positions.items() if stored_topic_id(self._stores[p]) == topic_id}
         self.consumer.assign([TopicPartition(self.topic, p, off if off > 0 else OFFSET_BEGINNING)
                               for p, off in self.positions.items()])
+        self._assigned = set(self.positions)
+
+    def add(self, stores: dict[int, Store]) -> None:
+        """Follow these partitions too, each from its store's checkpoint; the others go on
+        untouched (a full ``assign`` would restart them all, and their end-of-partition
+        events with them). A partition already followed starts again from its checkpoint,
+        so it reports its end once more."""
+        again = [p for p in stores if p in self._assigned]
+        if again:
+            self.remove(again)
+        tps = []
+        for p, store in stores.items():
+            self._stores[p] = store
+            off = self.positions[p] = stored_position(store, p)
+            if stored_topic_id(store) == self.topic_id:
+                self._written[p] = off
+            else:
+                self._written.pop(p, None)
+            tps.append(TopicPartition(self.topic, p, off if off > 0 else OFFSET_BEGINNING))
+        if tps:
+            self.consumer.incremental_assign(tps)
+            self._assigned.update(stores)
+
+    def remove(self, partitions: Iterable[int]) -> None:
+        """Stop following these partitions; the others go on untouched."""
+        gone = [p for p in partitions if p in self._assigned]
+        for p in partitions:
+            self._stores.pop(p, None)
+            self.positions.pop(p, None)
+            self._written.pop(p, None)
+        if gone:
+            self.consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+            self._assigned.difference_update(gone)
 
     def unassign(self) -> None:
         self._stores = {}
         self.positions = {}
         self._written = {}
+        self._assigned = set()
         try:
             self.consumer.unassign()
         except KafkaException as exc:  # a closed or broken consumer has nothing assigned

@@ -45,7 +45,7 @@ from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, ValueTooLarge
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready
+from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready, init_transactions
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.standby import Member, MembershipWatch, sort_keys, standby_partitions
 from walletkit.stream.store import Store, persistent_id
@@ -157,6 +157,7 @@ class Processor:
         self._restoring: set[int] = set()  # assigned, paused until restored
         self._standby: set[int] = set()    # warm copies of partitions other members own
         self._watch: MembershipWatch | None = None
+        self._members: list[Member] = []  # the group's members as last read
         self._to_commit: dict[int, int] = {}  # partition -> next input offset, durable but not committed
         self._rebuilding: dict[int, int] = {}  # partition -> input offset its lost table is rebuilt up to
         self._last_commit = 0.0
@@ -168,6 +169,7 @@ class Processor:
         self._owned: dict[int, TablePartition] = {}    # currently assigned partitions
         self._assigned_once = False
         self.member_id: str | None = None
+        self._resume_at: dict[int, int] = {}  # partition -> committed offset at assignment
         self._last_tick = time.monotonic()
         self._m_outcomes = {outcome: metrics.RECORDS.labels(spec.group, outcome) for outcome in _OUTCOMES}
         self._m_delay = metrics.RECORD_DELAY.labels(spec.group)
@@ -238,7 +240,7 @@ class Processor:
                      f" (transactional id {self._writer.transactional_id})" if transactional else "")
             self._restorer = Restorer(clients.reader(), spec.table_topic, spec.table_codec,
                                       should_stop=self._stop.is_set)
-            if self.standby_replicas:
+            if self.standby_replicas or (transactional and self._settings.instance_id):
                 self._watch = MembershipWatch(clients.admin(), spec.group)
             self._consumer = clients.group_consumer(
                 spec.group, on_commit=self._on_commit,
@@ -315,6 +317,13 @@ class Processor:
         for p in assigned:
             self._open(p).cache_entries = per_partition
         self._close_unused(keep=set(assigned) | self._standby)
+        if self._watch is not None and self._members:
+            self._fence_departed(consumer)
+        # Where each partition resumes once restored, read here: the previous owner committed
+        # before this rebalance ended, and a blocking call later, from the loop, could serve
+        # the next rebalance's callbacks in the middle of activating a partition.
+        self._resume_at = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)} \
+            if partitions else {}
         consumer.assign(partitions)
         if partitions:
             consumer.pause(partitions)  # nothing is fetched before the partition is restored
@@ -360,9 +369,11 @@ class Processor:
         part.cache.clear()  # another owner may have changed the table meanwhile
         self._check_input_incarnation(part)
         tp = TopicPartition(self.spec.input_topic, p)
-        committed = self._consumer.committed([tp], timeout=10)[0].offset
+        committed = self._resume_at.get(p, -1)
         start = committed if committed >= 0 else OFFSET_BEGINNING
         rebuild_from = self._lost_table_start(part, committed)
+        if p not in self._restoring:
+            return  # revoked meanwhile (a broker call may serve the consumer's callbacks)
         if rebuild_from is not None:
             start = rebuild_from
             self._rebuilding[p] = committed
@@ -401,8 +412,43 @@ class Processor:
                     self.spec.group, self.spec.table_topic, p, committed, topic, p, low)
         return low
 
+    def _fence_departed(self, consumer: Consumer) -> None:
+        """End what a member that left without a word (killed, partitioned away) left open.
+
+        Its open transaction holds its changelog partitions' last stable offset, and its
+        offset commits keep ours from being read (committed offsets are fetched stable),
+        until the broker aborts it after transaction.timeout.ms. With static membership its
+        transactional id is known (``<group>-<instance id>``): registering it ends the
+        transaction and fences the member now. Only members gone from the group are fenced.
+        """
+        if not self._settings.instance_id or self.guarantee is not Guarantee.EXACTLY_ONCE:
+            return
+        try:
+            description = self._watch.describe_now(timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - the broker's timeout ends it anyway
+            log.info("group %s: cannot list members to fence departed ones: %s", self.spec.group, exc)
+            return
+        current = {m.instance_id for m in description}
+        departed = sorted({m.instance_id for m in self._members if m.instance_id} - current
+                          - {self._settings.instance_id})
+        for instance in departed:
+            transactional_id = f"{self.spec.group}-{instance}"
+            started = time.monotonic()
+            try:
+                producer = self._clients.producer(**{"transactional.id": transactional_id})
+                init_transactions(producer, transactional_id, time.monotonic() + 10.0, 5.0)
+                producer.flush(0)
+                log.info("group %s: fenced departed member %s (transactional id %s) in %.2fs, ending what it "
+                         "left open", self.spec.group, instance, transactional_id, time.monotonic() - started)
+            except StreamError as exc:
+                log.warning("group %s: could not fence departed member %s: %s", self.spec.group, instance, exc)
+        self._members = description
+
     def _plan_standby(self, members: list[Member]) -> None:
         """Keep warm what this member would own after the failures the plan covers (standby.py)."""
+        self._members = members
+        if not self.standby_replicas:
+            return
         keys = sort_keys(members)
         static = all(m.instance_id for m in members)
         me = self._settings.instance_id if static else self.member_id

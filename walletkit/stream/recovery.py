@@ -83,11 +83,13 @@ class Restorer:
         self._topic_id = topic_id
         standby = {p: part for p, part in standby.items() if p not in restoring}
         now = time.monotonic()
+        wiped: set[int] = set()
         for p, part in {**restoring, **standby}.items():
             if part.changelog_topic_id != topic_id and not (part.changelog_topic_id is None and part.store.is_empty()):
                 log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding",
                             self.topic, p)
                 part.store.wipe()
+                wiped.add(p)
         for p, part in restoring.items():
             if p not in self._progress:
                 self._progress[p] = _Progress(now, part.changelog_offset)
@@ -100,18 +102,22 @@ class Restorer:
             self._restore_parts: set[int] = set()
         if restoring:
             self._restore_parts |= set(restoring)
+        # A standby copy taken over starts again from its checkpoint, so that it reports its
+        # end after it became restoring, not before.
+        again = {p for p in restoring if p in self._assigned and p not in self.restoring} | wiped
         self.restoring, self.standby = dict(restoring), standby
-        self._reassign()
+        self._sync(again)
 
-    def _reassign(self) -> None:
+    def _sync(self, again: set[int] = frozenset()) -> None:
+        """Follow exactly the restoring and standby partitions, touching only those that changed."""
         wanted = {**self.restoring, **self.standby}
-        # Every change reassigns, so a partition at its end reports it again (a standby copy
-        # taken over must see its end after it became restoring, not before).
-        self._assigned = wanted
-        if wanted:
-            self.follower.assign({p: part.store for p, part in wanted.items()}, self._topic_id or "")
+        follower = self.follower
+        if follower.topic_id != self._topic_id:
+            follower.assign({p: part.store for p, part in wanted.items()}, self._topic_id or "")
         else:
-            self.follower.unassign()
+            follower.remove([p for p in self._assigned if p not in wanted])
+            follower.add({p: part.store for p, part in wanted.items() if p not in self._assigned or p in again})
+        self._assigned = wanted
         self._m_standby_partitions.set(len(self.standby))
         self._report(force=False)
 
@@ -150,7 +156,7 @@ class Restorer:
                     part.store.wipe()
                     if p in self._progress:
                         self._progress[p] = _Progress(time.monotonic(), 0)
-                self._reassign()
+                self._sync(set(batch.out_of_range))
                 continue
             done = sorted(batch.ended & set(self.restoring))
             if done:
@@ -176,8 +182,7 @@ class Restorer:
             log.info("table %s restored partitions %s: %d records in %.2fs", self.topic, sorted(self._restore_parts),
                      self.records_restored - self._restore_first_count, elapsed)
         # Restored partitions are the processor's now: it writes them, nobody follows them.
-        self._assigned = {**self.restoring, **self.standby}
-        self._reassign()
+        self._sync()
 
     def _report(self, *, force: bool) -> None:
         """Metrics every step, a progress line every PROGRESS_INTERVAL (and when a restore ends)."""

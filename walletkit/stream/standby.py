@@ -151,6 +151,13 @@ class MembershipWatch:
         self._wanted_member = None
         return members
 
+    def describe_now(self, timeout: float) -> list[Member]:
+        """The group's members now, blocking up to ``timeout``."""
+        future = self._admin.describe_consumer_groups([self.group], request_timeout=timeout)[self.group]
+        self._pending.append(future)
+        description = future.result(timeout=timeout + 1)
+        return [Member(m.member_id, m.group_instance_id) for m in description.members]
+
     def close(self, grace: float = 5.0) -> None:
         """Wait (bounded) for requests librdkafka still holds: destroying an admin client under
         its own background thread can crash the process."""
