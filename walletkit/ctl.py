@@ -219,11 +219,11 @@ def cmd_reset(settings: KafkaSettings, args: argparse.Namespace) -> int:
     layout = topic_layout(admin, topic) if topic in counts else None
     plan = [f"delete the committed offsets of group {group!r} on {DEPOSIT_TOPIC!r}",
             f"delete and recreate topic {topic!r} ({counts.get(topic, counts.get(DEPOSIT_TOPIC, 0))} partitions, "
-            "compacted): its values are rebuilt from every deposit",
-            "the processors' local state of the old topic is wiped when they start (its topic id changed), "
-            "and the API's views rebuild their replica the same way"]
+            "compacted): its values are rebuilt from every deposit"]
     for step in plan:
         print(("would " if args.dry_run else "") + step)
+    print("then: the processors wipe their local state of the old topic when they start (its topic id "
+          "changed), and the API's views rebuild their replicas the same way")
     if args.dry_run:
         print("dry run: nothing changed")
         return 0

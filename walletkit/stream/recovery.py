@@ -65,6 +65,7 @@ class Restorer:
         self._restore_started = 0.0
         #: Changelog records read into restoring partitions, in total.
         self.records_restored = 0
+        self._at_end: set[int] = set()  # followed partitions whose last read reached their end
         self._m_restored = metrics.RESTORED_RECORDS.labels(topic)
         self._m_standby = metrics.STANDBY_RECORDS.labels(topic)
         self._m_remaining = metrics.RESTORE_REMAINING.labels(topic)
@@ -112,12 +113,15 @@ class Restorer:
         """Follow exactly the restoring and standby partitions, touching only those that changed."""
         wanted = {**self.restoring, **self.standby}
         follower = self.follower
+        restarted = {p for p in wanted if p not in self._assigned or p in again}
         if follower.topic_id != self._topic_id:
             follower.assign({p: part.store for p, part in wanted.items()}, self._topic_id or "")
+            restarted = set(wanted)
         else:
             follower.remove([p for p in self._assigned if p not in wanted])
-            follower.add({p: part.store for p, part in wanted.items() if p not in self._assigned or p in again})
+            follower.add({p: part.store for p, part in wanted.items() if p in restarted})
         self._assigned = wanted
+        self._at_end &= set(wanted) - restarted
         self._m_standby_partitions.set(len(self.standby))
         self._report(force=False)
 
@@ -140,6 +144,8 @@ class Restorer:
             batch = self.follower.poll(0 if finished else min(0.05, budget))
             if batch.topic_gone:
                 raise RestoreError(f"changelog {self.topic} disappeared during the restore")
+            self._at_end.difference_update(batch.counts)
+            self._at_end.update(batch.ended)
             for p, n in batch.counts.items():
                 progress = self._progress.get(p)
                 if progress is not None:
@@ -192,8 +198,10 @@ class Restorer:
         self._m_remaining.set(len(self.restoring))
         left = sum(remaining.values())
         self._m_remaining_records.set(left)
+        # A partition at its end is 0 behind, whatever its end counts after the last record
+        # (a transaction's commit marker).
         self._m_standby_lag.set(sum(max(ends[p] - follower.positions.get(p, 0), 0)
-                                    for p in self.standby if p in ends))
+                                    for p in self.standby if p in ends and p not in self._at_end))
         if not self.restoring:
             self._m_progress.set(1)
             self._m_eta.set(0)
