@@ -225,3 +225,43 @@ def ops_status(port: int) -> dict:
     """A processor's /healthz body: state, partitions, restoring, standby, guarantee."""
     _status, body = http_get(f"http://127.0.0.1:{port}/healthz")
     return json.loads(body)
+
+
+# -- a domain-free counter for the stream toolkit's own tests ---------------------------
+
+class CounterCodec:
+    """Table values: {"n": total, "o": applied offset} as JSON."""
+
+    def encode(self, value: dict) -> bytes:
+        return json.dumps(value).encode()
+
+    def decode(self, data: bytes) -> dict:
+        return json.loads(data)
+
+    def applied_offset(self, value: dict) -> int:
+        return value.get("o", -1)
+
+    def stamp(self, value: dict, offset: int) -> None:
+        value["o"] = offset
+
+
+class IntCodec:
+    """Input records: a decimal integer (anything else is skipped)."""
+
+    def encode(self, value: int) -> bytes:
+        return str(value).encode()
+
+    def decode(self, data: bytes) -> int:
+        from walletkit.stream import SkipRecord
+
+        try:
+            return int(data)
+        except (TypeError, ValueError) as exc:
+            raise SkipRecord("not_an_int", repr(data)) from exc
+
+
+def add(ctx, amount: int) -> None:
+    """The counter's callback: adds the record to its key's total."""
+    value = ctx.value() or {"n": 0}
+    value["n"] += amount
+    ctx.set_value(value)

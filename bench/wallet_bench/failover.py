@@ -75,9 +75,9 @@ class Background:
         started = time.monotonic()
         limit = int(self._rate * self._seconds)
         while not self._stop.is_set() and self.sent < limit and time.monotonic() - started < self._seconds:
-            due = started + self.sent / self._rate
-            if due > time.monotonic():
-                time.sleep(min(due - time.monotonic(), 0.05))
+            wait = started + self.sent / self._rate - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, 0.05))
                 continue
             wid = wallet_id(rng.randrange(self._wallets)).encode()
             msg = DepositRequest(WalletID=wid.decode(), Amount=1.0, AmountMicros=SCALE,
@@ -185,9 +185,20 @@ def _stack(opts, work: Path, name: str, standby: int, progress: Progress) -> Loc
     return cluster
 
 
-def _settle(cluster: LocalCluster, opts, standby: int) -> None:
-    """Until both instances are ready and (with a standby) their warm copies caught up."""
+def _settle(cluster: LocalCluster, opts, standby: int, *, drained: bool = True) -> None:
+    """Until both groups processed every deposit, both instances are ready and (with a
+    standby) their warm copies caught up."""
     from walletkit.devstack.net import wait_until
+    from wallet_operator.kafka_lag import LagReader
+
+    reader = LagReader({"bootstrap.servers": cluster.broker.bootstrap}, timeout=10)
+    try:
+        if drained:
+            wait_until(lambda: all(reader.read(group, "deposit").total_lag == 0
+                                   for group in ("balance", "above_threshold")),
+                       opts.restore_timeout, interval=0.5, what="both groups to process every deposit")
+    finally:
+        reader.close()
 
     def settled() -> bool:
         for i in (0, 1):
@@ -210,6 +221,14 @@ def _lag_of_standby(proc) -> float | None:
             if sample.name == "stream_standby_lag_records" and sample.labels.get("topic") == "balance-table":
                 return sample.value
     return None
+
+
+def _measured(probe: Probe, load: Background, since: float, **figures: float) -> dict:
+    """Stop the probe and the load; the scene's figures from ``since`` (the kill, the roll) on."""
+    probe.stop()
+    load.stop()
+    return {"gap_seconds": probe.gap(since), "typical_seconds": probe.typical(since), **figures,
+            "probes": len(probe.samples), "background_deposits": load.sent}
 
 
 def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
@@ -235,11 +254,8 @@ def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
                    what="the survivor to own and restore every partition")
         took_over = time.monotonic() - killed
         time.sleep(min(5.0, opts.failover_seconds / 3))
-        probe.stop()
-        load.stop()
-        result = {"gap_seconds": probe.gap(killed), "typical_seconds": probe.typical(killed),
-                  "takeover_seconds": took_over, "restored_records": _restored(survivor) - before,
-                  "probes": len(probe.samples), "background_deposits": load.sent}
+        result = _measured(probe, load, killed, takeover_seconds=took_over,
+                           restored_records=_restored(survivor) - before)
         progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s (typical {result['typical_seconds']:.3f}s), "
                      f"takeover {took_over:.2f}s, restored {result['restored_records']:,.0f} records")
         return result
@@ -266,13 +282,9 @@ def _rolling_scene(opts, work: Path, progress: Progress) -> dict:
             proc.wait_ready(opts.restore_timeout)
             restored += _restored(proc)  # a new process: its counter starts at 0
         rolled = time.monotonic() - started
-        _settle(cluster, opts, 0)  # ready; the standby copies trail the ongoing load by a batch
+        _settle(cluster, opts, 0, drained=False)  # ready; under the ongoing load lag is never exactly 0
         time.sleep(min(5.0, opts.failover_seconds / 3))
-        probe.stop()
-        load.stop()
-        result = {"gap_seconds": probe.gap(started), "typical_seconds": probe.typical(started),
-                  "roll_seconds": rolled, "restored_records": restored, "probes": len(probe.samples),
-                  "background_deposits": load.sent}
+        result = _measured(probe, load, started, roll_seconds=rolled, restored_records=restored)
         progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s over a {rolled:.1f}s roll, "
                      f"restored {restored:,.0f} records")
         return result

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from walletkit.stream import Context, GroupSpec, KafkaSettings, Processor, SkipRecord, TopicManager
+from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream.kafka import KafkaClients
 from walletkit.stream.partitioner import partition_for
 from walletkit.stream.processor import LocalStores
 from walletkit.stream.store import Store
+
+from support import CounterCodec, IntCodec, add
 
 pytestmark = pytest.mark.integration
 
@@ -31,40 +33,7 @@ KEYS = 20_000
 MAX_POLL_INTERVAL_MS = 6_000  # the shortest the broker's default session bounds allow
 
 
-class TotalCodec:
-    """Table values {"n": total, "o": applied offset} as JSON."""
-
-    def encode(self, value: dict) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode()
-
-    def decode(self, data: bytes) -> dict:
-        return json.loads(data)
-
-    def applied_offset(self, value: dict) -> int:
-        return value.get("o", -1)
-
-    def stamp(self, value: dict, offset: int) -> None:
-        value["o"] = offset
-
-
-class IntCodec:
-    def encode(self, value: int) -> bytes:
-        return str(value).encode()
-
-    def decode(self, data: bytes) -> int:
-        try:
-            return int(data)
-        except ValueError as exc:
-            raise SkipRecord("not_an_int", repr(data)) from exc
-
-
-def add(ctx: Context, amount: int) -> None:
-    value = ctx.value() or {"n": 0}
-    value["n"] += amount
-    ctx.set_value(value)
-
-
-SPEC = GroupSpec(group="restores", input_topic="amounts", input_codec=IntCodec(), table_codec=TotalCodec(),
+SPEC = GroupSpec(group="restores", input_topic="amounts", input_codec=IntCodec(), table_codec=CounterCodec(),
                  callback=add)
 
 

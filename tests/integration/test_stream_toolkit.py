@@ -22,40 +22,9 @@ from walletkit.stream import (
 )
 from walletkit.stream.partitioner import partition_for
 
+from support import CounterCodec, IntCodec, add
+
 pytestmark = pytest.mark.integration
-
-
-class CounterCodec:
-    """Table values: {"n": total, "o": applied offset} as JSON."""
-
-    def encode(self, value: dict) -> bytes:
-        return json.dumps(value).encode()
-
-    def decode(self, data: bytes) -> dict:
-        return json.loads(data)
-
-    def applied_offset(self, value: dict) -> int:
-        return value.get("o", -1)
-
-    def stamp(self, value: dict, offset: int) -> None:
-        value["o"] = offset
-
-
-class IntCodec:
-    def encode(self, value: int) -> bytes:
-        return str(value).encode()
-
-    def decode(self, data: bytes) -> int:
-        try:
-            return int(data)
-        except (TypeError, ValueError) as exc:
-            raise SkipRecord("not_an_int", repr(data)) from exc
-
-
-def add(ctx: Context, amount: int) -> None:
-    value = ctx.value() or {"n": 0}
-    value["n"] += amount
-    ctx.set_value(value)
 
 
 SPEC = GroupSpec(group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add)
