@@ -43,8 +43,8 @@ EXPECTED_ROWS = [
     "API RSS, 3,000 wallets per view",
     "API RSS at 1M wallets, extrapolated",
     "visibility gap, kill -9 of the busiest",
-    "  same, with a standby",
-    "  records the takeover restored",
+    "same, with a standby",
+    "records the takeover restored",
     "visibility gap, rolling restart",
 ]
 
