@@ -155,6 +155,7 @@ class Processor:
         #: Members whose failure at once still finds every moved partition warm (standby.py).
         self.standby_replicas = max(int(standby_replicas), 0)
         self._restoring: set[int] = set()  # assigned, paused until restored
+        self._to_activate: set[int] = set()  # restored, to be resumed once Kafka answers
         self._standby: set[int] = set()    # warm copies of partitions other members own
         self._watch: MembershipWatch | None = None
         self._members: list[Member] = []  # the group's members as last read
@@ -251,7 +252,7 @@ class Processor:
             consumer, batch_size, timeout = self._consumer, self._batch_size, self._poll_timeout
             restorer, watch = self._restorer, self._watch
             while not self._stop.is_set():
-                if restorer.busy:
+                if restorer.busy or self._to_activate:
                     self._restore_step()
                 if watch is not None and (members := watch.poll()) is not None:
                     self._plan_standby(members)
@@ -322,9 +323,19 @@ class Processor:
         # Where each partition resumes once restored, read here: the previous owner committed
         # before this rebalance ended, and a blocking call later, from the loop, could serve
         # the next rebalance's callbacks in the middle of activating a partition.
-        self._resume_at = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)} \
-            if partitions else {}
-        consumer.assign(partitions)
+        self._resume_at = {}
+        if partitions:
+            try:
+                self._resume_at = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            except KafkaException as exc:  # the coordinator is away: asked again at activation
+                log.warning("group %s: committed offsets not readable now (%s); asking again once restored",
+                            self.spec.group, exc)
+        # Assigned at the committed offsets when known, so the client need not look them up
+        # (with the coordinator away a partition would wait in that lookup and refuse a seek).
+        topic = self.spec.input_topic
+        consumer.assign([TopicPartition(topic, tp.partition, self._resume_at[tp.partition]
+                                        if self._resume_at[tp.partition] >= 0 else OFFSET_BEGINNING)
+                         if tp.partition in self._resume_at else tp for tp in partitions])
         if partitions:
             consumer.pause(partitions)  # nothing is fetched before the partition is restored
         #: The group member id of the latest assignment (read here, on the processor's thread:
@@ -359,27 +370,40 @@ class Processor:
                               self._table_topic_id)
 
     def _restore_step(self) -> None:
-        for p in self._restorer.step(RESTORE_STEP_SECONDS if self._restoring else 0.0):
-            if p in self._restoring:
-                self._activate(p)
+        if self._restorer.busy:
+            for p in self._restorer.step(RESTORE_STEP_SECONDS if self._restoring else 0.0):
+                if p in self._restoring:
+                    self._to_activate.add(p)
+        for p in sorted(self._to_activate):
+            if p not in self._restoring or self._activate(p):
+                self._to_activate.discard(p)
 
-    def _activate(self, p: int) -> None:
-        """A restored partition: check it, then resume it at its committed offset."""
+    def _activate(self, p: int) -> bool:
+        """A restored partition: check it, then resume it at its committed offset. False when
+        Kafka cannot answer now (a broker away): the next turn of the loop tries again."""
         part = self._stores[p]
         part.cache.clear()  # another owner may have changed the table meanwhile
         self._check_input_incarnation(part)
         tp = TopicPartition(self.spec.input_topic, p)
-        committed = self._resume_at.get(p, -1)
-        start = committed if committed >= 0 else OFFSET_BEGINNING
-        rebuild_from = self._lost_table_start(part, committed)
-        if p not in self._restoring:
-            return  # revoked meanwhile (a broker call may serve the consumer's callbacks)
+        try:
+            if p not in self._resume_at:
+                self._resume_at[p] = self._consumer.committed([tp], timeout=2)[0].offset
+            committed = self._resume_at[p]
+            start = committed if committed >= 0 else OFFSET_BEGINNING
+            rebuild_from = self._lost_table_start(part, committed)
+            if p not in self._restoring:
+                return True  # revoked meanwhile (a broker call may serve the consumer's callbacks)
+            if rebuild_from is not None:
+                start = rebuild_from
+            # Explicitly from the committed offset: whatever was fetched before the pause is
+            # discarded, so no record is skipped on the way.
+            self._consumer.seek(TopicPartition(self.spec.input_topic, p, start))
+        except KafkaException as exc:
+            log.info("group %s: partition %d restored but not resumable yet (%s); trying again",
+                     self.spec.group, p, exc)
+            return False
         if rebuild_from is not None:
-            start = rebuild_from
             self._rebuilding[p] = committed
-        # Explicitly from the committed offset: whatever was fetched before the pause is
-        # discarded, so no record is skipped on the way.
-        self._consumer.seek(TopicPartition(self.spec.input_topic, p, start))
         self._consumer.resume([tp])
         self._restoring.discard(p)
         self._owned[p] = part
@@ -388,6 +412,7 @@ class Processor:
             self.state = ProcessorState.RUNNING
             log.info("group %s: every assigned partition restored: processing %s", self.spec.group,
                      sorted(self._owned))
+        return True
 
     def _lost_table_start(self, part: TablePartition, committed: int) -> int | None:
         """Where to rebuild a table partition that is empty although the group consumed its
@@ -490,6 +515,7 @@ class Processor:
         for p in revoked:
             self._owned.pop(p, None)
             self._restoring.discard(p)  # its progress is in its store: a return resumes it
+            self._to_activate.discard(p)
             self._rebuilding.pop(p, None)  # its next owner finishes the rebuild
         if self.standby_replicas:
             # Kept warm until the next plan: a partition handed straight back (or to the member
