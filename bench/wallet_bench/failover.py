@@ -45,15 +45,20 @@ def _status(proc) -> dict:
     return json.loads(http_get(proc.url("/healthz"))[1])
 
 
-def _restored(proc) -> float:
+def _metric(proc, name: str) -> float | None:
+    """A balance-table sample of ``name`` on the instance's /metrics (None when absent)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     _status_code, body = http_get(proc.url("/metrics"))
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "stream_restore_records_total" and sample.labels.get("topic") == "balance-table":
+            if sample.name == name and sample.labels.get("topic") == "balance-table":
                 return sample.value
-    return 0.0
+    return None
+
+
+def _restored(proc) -> float:
+    return _metric(proc, "stream_restore_records_total") or 0.0
 
 
 class Background:
@@ -205,22 +210,11 @@ def _settle(cluster: LocalCluster, opts, standby: int, *, drained: bool = True) 
             proc = cluster.services[f"balance-{i}"]
             if _status(proc).get("status") != "ok":
                 return False
-            if standby and _lag_of_standby(proc) != 0:
+            if standby and _metric(proc, "stream_standby_lag_records") != 0:
                 return False
         return True
 
     wait_until(settled, opts.restore_timeout, interval=0.5, what="balance instances ready and warm")
-
-
-def _lag_of_standby(proc) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    _code, body = http_get(proc.url("/metrics"))
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == "stream_standby_lag_records" and sample.labels.get("topic") == "balance-table":
-                return sample.value
-    return None
 
 
 def _measured(probe: Probe, load: Background, since: float, **figures: float) -> dict:
@@ -229,6 +223,12 @@ def _measured(probe: Probe, load: Background, since: float, **figures: float) ->
     load.stop()
     return {"gap_seconds": probe.gap(since), "typical_seconds": probe.typical(since), **figures,
             "probes": len(probe.samples), "background_deposits": load.sent}
+
+
+def _report(progress: Progress, name: str, result: dict, what: str) -> dict:
+    progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s (typical {result['typical_seconds']:.3f}s), "
+                 f"{what}, restored {result['restored_records']:,.0f} records")
+    return result
 
 
 def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
@@ -256,9 +256,7 @@ def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
         time.sleep(min(5.0, opts.failover_seconds / 3))
         result = _measured(probe, load, killed, takeover_seconds=took_over,
                            restored_records=_restored(survivor) - before)
-        progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s (typical {result['typical_seconds']:.3f}s), "
-                     f"takeover {took_over:.2f}s, restored {result['restored_records']:,.0f} records")
-        return result
+        return _report(progress, name, result, f"takeover {took_over:.2f}s")
     finally:
         cluster.stop()
 
@@ -285,9 +283,7 @@ def _rolling_scene(opts, work: Path, progress: Progress) -> dict:
         _settle(cluster, opts, 0, drained=False)  # ready; under the ongoing load lag is never exactly 0
         time.sleep(min(5.0, opts.failover_seconds / 3))
         result = _measured(probe, load, started, roll_seconds=rolled, restored_records=restored)
-        progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s over a {rolled:.1f}s roll, "
-                     f"restored {restored:,.0f} records")
-        return result
+        return _report(progress, name, result, f"a {rolled:.1f}s roll")
     finally:
         cluster.stop()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def standby_partitions(me: str, keys: Sequence[str], partitions: int, replicas: 
     others = [k for k in keys if k != me]
     if replicas >= len(others):
         return set(range(partitions)) - owned
-    scenarios = sum(_combinations(len(others), k) for k in range(1, replicas + 1))
+    scenarios = sum(math.comb(len(others), k) for k in range(1, replicas + 1))
     if scenarios > MAX_SCENARIOS:
         return set(range(partitions)) - owned
     wanted: set[int] = set()
@@ -92,12 +93,6 @@ def standby_partitions(me: str, keys: Sequence[str], partitions: int, replicas: 
     if joining is not None and joining not in keys:
         wanted.update(range_assignment([*keys, joining], partitions).get(me, []))
     return wanted - owned
-
-
-def _combinations(n: int, k: int) -> int:
-    from math import comb
-
-    return comb(n, k)
 
 
 class MembershipWatch:
