@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from prometheus_client import REGISTRY
 
 from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream.kafka import KafkaClients
@@ -164,3 +165,65 @@ def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_re
         totals.update({k: v for k, v in stored_totals(tmp_path / name / SPEC.group).items()
                        if partition_for(k.encode(), PARTITIONS) in partitions})
     assert totals == expected
+
+
+def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for_it_to_end(broker, tmp_path):
+    """A member that died mid-transaction leaves it open until the broker aborts it
+    (transaction.timeout.ms). Until then the changelog partition's last stable offset stays at
+    that transaction's first record, and a ``read_committed`` restore ends there. A member that
+    resumed on such a table would commit transactions beyond the open one; the next member to
+    restore the partition would again stop at the open one, miss them, and resume at the
+    group's committed offset on stale values: deposits lost (with the wait removed this
+    scenario ends at 17 instead of 57). So a restore is done only at the log's end.
+    """
+    topics = TopicManager(settings(broker))
+    topics.ensure_stream("amounts", PARTITIONS)
+    topics.ensure_table(SPEC.table_topic, PARTITIONS)
+    key = "k00001"
+    p = partition_for(key.encode(), PARTITIONS)
+    # A member that owned the partition once: its disk keeps a table (and a changelog position) from then.
+    produce(broker, [(key, 5)] * 2)
+    back = Processor.create(SPEC, settings(broker), tmp_path / "back")
+    thread = run_in_thread(back)
+    wait_for(lambda: (v := back._owned.get(p) and back._owned[p].get(key)) and v["n"] == 10, 60,
+             "the member to apply the first deposits")
+    back.stop()
+    thread.join(30)
+    # The departed member: a transaction on the changelog partition, never ended.
+    departed = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "restores-departed",
+                         "transaction.timeout.ms": 120_000})
+    departed.init_transactions(30)
+    departed.begin_transaction()
+    departed.produce(SPEC.table_topic, json.dumps({"n": 0, "o": -1}).encode(), b"k-departed", partition=p)
+    assert departed.flush(30) == 0
+    still_open = True
+    try:
+        # The next owner restores while the transaction is open: it waits instead of resuming.
+        produce(broker, [(key, 5)] * 8)
+        nxt = Processor.create(SPEC, settings(broker), tmp_path / "next")
+        thread = run_in_thread(nxt)
+        wait_for(lambda: p in nxt.waiting, 30, "the next owner to wait for the open transaction")
+        time.sleep(2)
+        assert not nxt.ready and p in nxt.restoring, "resumed on a table short of the log's end"
+        assert REGISTRY.get_sample_value("stream_restore_waiting_partitions", {"topic": SPEC.table_topic}) == 1
+        # The transaction ends (the broker would abort it after transaction.timeout.ms).
+        departed.abort_transaction(30)
+        still_open = False
+        wait_for(lambda: nxt.ready, 30, "the next owner to finish its restore")
+        wait_for(lambda: (v := nxt._owned[p].get(key)) is not None and v["n"] == 50, 30,
+                 "the next owner to apply the deposits")
+        nxt.stop()
+        thread.join(30)
+    finally:
+        if still_open:
+            departed.abort_transaction(30)
+    # The earlier member comes back on its old disk: it catches up with everything committed.
+    back = Processor.create(SPEC, settings(broker), tmp_path / "back")
+    thread = run_in_thread(back)
+    wait_for(lambda: back.ready, 60, "the member back")
+    produce(broker, [(key, 7)])
+    wait_for(lambda: (v := back._owned[p].get(key)) is not None and v["o"] >= 10, 30,
+             "the member back to apply the next deposit")
+    assert back._owned[p].get(key)["n"] == 57, back._owned[p].get(key)
+    back.stop()
+    thread.join(30)

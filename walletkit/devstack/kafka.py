@@ -21,7 +21,9 @@ client can observe of the protocol):
   three-node cluster: a killed node is fenced and dropped from the ISR in seconds, so
   ``acks=all`` writes resume quickly (production keeps 9 s and 30 s);
 - ``log.cleaner.backoff.ms`` 500: a topic whose segments are ready is compacted soon
-  (tests that exercise compaction set small ``segment.ms``/``segment.bytes`` on the topic).
+  (tests that exercise compaction set small ``segment.ms``/``segment.bytes`` on the topic);
+- ``transaction.abort.timed.out.transaction.cleanup.interval.ms`` 1000 (default 10 s),
+  as the chart sets it too: a timed-out transaction is aborted within a second.
 
 Every node is ended by its own PID (SIGTERM, then SIGKILL); a node that fails to
 start raises with the tail of its log.
@@ -367,6 +369,7 @@ class ApacheKafka:
             "offsets.topic.num.partitions": "8",
             "transaction.state.log.num.partitions": "8",
             "log.cleaner.backoff.ms": "500",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "share.coordinator.state.topic.replication.factor": str(min(n, 3)),
             "share.coordinator.state.topic.min.isr": "2" if n >= 3 else "1",
         }

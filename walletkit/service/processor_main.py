@@ -47,7 +47,8 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
                                  if faults else None)
     ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
                     status=lambda: {"state": processor.state.value, "partitions": processor.partitions,
-                                    "restoring": processor.restoring, "standby": processor.standby,
+                                    "restoring": processor.restoring, "waiting": processor.waiting,
+                                    "standby": processor.standby,
                                     "guarantee": processor.guarantee.value})
     ops.start()
 

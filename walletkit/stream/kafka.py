@@ -181,6 +181,23 @@ def consume_ready(consumer: Any, max_messages: int, timeout: float) -> list[Any]
     return [first, *consumer.consume(max_messages - 1, 0)]
 
 
+def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: float = 5.0) -> dict[int, int]:
+    """The log end (high watermark) of each partition, open transactions included.
+
+    A ``read_committed`` reader ends at the last stable offset, which stays at the first
+    record of the oldest open transaction: comparing the two tells whether one is open.
+    Raises :class:`KafkaException` when the broker does not answer in ``timeout`` seconds.
+    """
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    if not partitions:
+        return {}
+    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+                                 isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout)
+    return {tp.partition: future.result(timeout=timeout + 1).offset for tp, future in futures.items()}
+
+
 class KafkaClients:
     """Builds the Kafka clients a processor or view uses (Goka's options builders inject them).
 

@@ -119,6 +119,12 @@ RESTORE_SECONDS = Histogram(
     ["topic"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
 )
+RESTORE_WAITING = Gauge(
+    "stream_restore_waiting_partitions",
+    "Restored partitions waiting for a transaction an earlier owner left open on their changelog "
+    "to end (the broker aborts it after transaction.timeout.ms, or a fencing ends it).",
+    ["topic"],
+)
 RESTORE_REMAINING = Gauge(
     "stream_restore_remaining_partitions",
     "Partitions still to restore in the current assignment (0 when no restore runs).",

@@ -16,6 +16,15 @@ every batch), so a rebalance that hands it back resumes the restore where it was
 
 A partition whose local state cannot be trusted is wiped and read from the beginning: a
 store of another topic incarnation, or one whose checkpoint the broker reports out of range.
+
+A restoring partition is done only at its log's end, not merely at the end a
+``read_committed`` reader sees (its last stable offset). A member that died inside a
+transaction leaves it open until the broker aborts it (``transaction.timeout.ms``), and
+until then the last stable offset stays at that transaction's first record, while the
+committed transactions of the owners after it lie beyond. Resuming the group's committed
+offset on a table restored only that far would build every later value on stale ones, so
+the partition waits (``log_ends`` tells where each log really ends) and is read again
+once the transaction is over.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 
 from walletkit.stream import metrics
 from walletkit.stream.changelog import ChangelogFollower
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two progress lines of a running restore.
 PROGRESS_INTERVAL = 5.0
+#: Seconds between two looks at a restored partition that waits for an open transaction.
+WAIT_RECHECK_INTERVAL = 0.5
 
 
 @dataclass
@@ -52,10 +63,17 @@ class Restorer:
     """Restores and warms table partitions of changelog ``topic`` (see the module doc)."""
 
     def __init__(self, consumer: Consumer, topic: str, codec: TableCodec, *, batch_size: int = 10_000,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 log_ends: Callable[[list[int]], dict[int, int]] | None = None) -> None:
         self.follower = ChangelogFollower(consumer, topic, codec, batch_size=batch_size)
         self.topic = topic
         self._should_stop = should_stop
+        #: Log end of each partition, open transactions included (None: the changelog is not
+        #: written in transactions, so a reader's end is the log's end).
+        self._log_ends = log_ends
+        #: Restoring partitions at their readable end, waiting for an open transaction to end:
+        #: partition -> when to read it again.
+        self.waiting: dict[int, float] = {}
         self._topic_id: str | None = None
         self.restoring: dict[int, TablePartition] = {}
         self.standby: dict[int, TablePartition] = {}
@@ -69,6 +87,7 @@ class Restorer:
         self._m_restored = metrics.RESTORED_RECORDS.labels(topic)
         self._m_standby = metrics.STANDBY_RECORDS.labels(topic)
         self._m_remaining = metrics.RESTORE_REMAINING.labels(topic)
+        self._m_waiting = metrics.RESTORE_WAITING.labels(topic)
         self._m_remaining_records = metrics.RESTORE_REMAINING_RECORDS.labels(topic)
         self._m_progress = metrics.RESTORE_PROGRESS.labels(topic)
         self._m_eta = metrics.RESTORE_ETA.labels(topic)
@@ -97,6 +116,9 @@ class Restorer:
         for p in list(self._progress):
             if p not in restoring:
                 del self._progress[p]
+        for p in list(self.waiting):
+            if p not in restoring:
+                del self.waiting[p]
         if restoring and not self.restoring:
             self._restore_started = now
             self._restore_first_count = self.records_restored
@@ -138,6 +160,7 @@ class Restorer:
             return []
         deadline = time.monotonic() + budget
         finished: list[int] = []
+        self._recheck_waiting()
         while True:
             if self._should_stop():
                 raise RestoreError(f"restore of {self.topic} interrupted by shutdown")
@@ -164,7 +187,7 @@ class Restorer:
                         self._progress[p] = _Progress(time.monotonic(), 0)
                 self._sync(set(batch.out_of_range))
                 continue
-            done = sorted(batch.ended & set(self.restoring))
+            done = self._settled(sorted(batch.ended & set(self.restoring)))
             if done:
                 finished.extend(done)
                 self._finish(done)
@@ -172,6 +195,43 @@ class Restorer:
                 break
         self._report(force=bool(finished))
         return finished
+
+    def _settled(self, ended: list[int]) -> list[int]:
+        """Of the restoring partitions a reader just saw the end of, those at their log's end;
+        the others wait for the transaction that holds them (see the module doc)."""
+        if not ended or self._log_ends is None:
+            return ended
+        try:
+            ends = self._log_ends(ended)
+        except KafkaException as exc:  # asked again shortly
+            log.info("table %s: log ends of %s not readable now (%s); asking again", self.topic, ended, exc)
+            ends = {}
+        settled = []
+        for p in ended:
+            position, end = self.follower.positions.get(p, 0), ends.get(p)
+            if end is not None and position >= end:
+                settled.append(p)
+                if self.waiting.pop(p, None) is not None:
+                    log.info("table %s[%d]: the open transaction ended; the partition is restored", self.topic, p)
+                continue
+            if p not in self.waiting and end is not None:
+                log.warning("table %s[%d]: restored up to offset %d, but the log ends at %d: a transaction an "
+                            "earlier owner left open holds the rest back; waiting for it to end (the broker "
+                            "aborts it after transaction.timeout.ms) before resuming the partition",
+                            self.topic, p, position, end, extra={"partition": p, "offset": position})
+            self.waiting[p] = time.monotonic() + WAIT_RECHECK_INTERVAL
+        self._m_waiting.set(len(self.waiting))
+        return settled
+
+    def _recheck_waiting(self) -> None:
+        """Read the waiting partitions again from their checkpoint (their end), when due: the
+        reader reports their end anew, where it is now."""
+        now = time.monotonic()
+        due = {p for p, at in self.waiting.items() if at <= now and p in self.restoring}
+        if due:
+            for p in due:  # its end is seen again soon; if not, it is read again after a while
+                self.waiting[p] = now + 10 * WAIT_RECHECK_INTERVAL
+            self._sync(due)
 
     def _finish(self, partitions: list[int]) -> None:
         now = time.monotonic()
@@ -196,6 +256,7 @@ class Restorer:
         ends = follower.end_offsets(self._assigned)
         remaining = {p: max(ends[p] - follower.positions.get(p, 0), 0) for p in self.restoring if p in ends}
         self._m_remaining.set(len(self.restoring))
+        self._m_waiting.set(len(self.waiting))
         left = sum(remaining.values())
         self._m_remaining_records.set(left)
         # A partition at its end is 0 behind, whatever its end counts after the last record
