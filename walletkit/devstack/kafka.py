@@ -233,6 +233,7 @@ class ApacheKafka:
             for i in range(nodes)
         ]
         self._started = False
+        self._archive_pending: tuple[Path, Path] | None = None  # (written at exit, final path)
 
     # -- the broker interface ------------------------------------------------------------
     @property
@@ -259,10 +260,38 @@ class ApacheKafka:
             self._format(java, classpath)
         for node in self.nodes:
             if not node.running:
-                node.start(java, classpath, self._jvm())
+                node.start(java, classpath, self._jvm() + self._class_archive(java, node))
         self._started = True
         self.wait_ready(timeout)
         return self
+
+    def _class_archive(self, java: str, node: KafkaNode) -> list[str]:
+        """JVM flags for a class-data-sharing archive of the broker's classes: a node starts in
+        ~1.8 s instead of ~3.4 s. The first node started without one writes it when it exits
+        (a few seconds more at that stop, once per JDK and set of jars); a JVM that finds an
+        archive not matching it ignores it and starts the slow way."""
+        binary = Path(java).resolve()
+        stat = binary.stat()
+        key = hashlib.sha256(f"{binary}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        archive = libs_dir().parent / f"classes-{key}.jsa"
+        if archive.exists():
+            return [f"-XX:SharedArchiveFile={archive}"]
+        if node is not self.nodes[0] or self._archive_pending is not None:
+            return []
+        self._archive_pending = (archive.with_name(f"{archive.stem}.{os.getpid()}.{node.port}.tmp"), archive)
+        return [f"-XX:ArchiveClassesAtExit={self._archive_pending[0]}"]
+
+    def _adopt_archive(self) -> None:
+        if self._archive_pending is None or self.nodes[0].running:
+            return
+        written, archive = self._archive_pending
+        self._archive_pending = None
+        proc = self.nodes[0].proc
+        # Written on the JVM's way out; a node that was SIGKILLed may have left half of it.
+        if written.exists() and proc is not None and proc.returncode not in (None, -signal.SIGKILL):
+            written.replace(archive)
+        else:
+            written.unlink(missing_ok=True)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -273,6 +302,7 @@ class ApacheKafka:
             node.signal(signal.SIGTERM)
         for node in self.nodes:
             node.stop(timeout=15.0)
+        self._adopt_archive()
         if self._own_dir:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -382,20 +412,54 @@ class ApacheKafka:
     def _format(self, java: str, classpath: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "log4j2.yaml").write_text(_LOG4J2)
+        # A formatted data directory holds only the cluster id, the node's ids and the
+        # bootstrap metadata: the same for every cluster of this size and these jars. So it
+        # is formatted once into the cache and copied (a second JVM start per node saved);
+        # a cluster with overrides is formatted with them, so a bad setting is reported there.
+        template = None if self.overrides else self._format_template(java, classpath)
         cluster_id = _kraft_cluster_id()
         for node in self.nodes:
             node.log_path.parent.mkdir(parents=True, exist_ok=True)
             node.config_path.write_text("".join(f"{k}={v}\n" for k, v in self._properties(node).items()))
             if (node.data_dir / "meta.properties").exists():
                 continue
-            result = subprocess.run(
-                [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-                 f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
-                 "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(node.config_path)],
-                capture_output=True, text=True)
-            if result.returncode != 0:
-                raise KafkaUnavailable(f"formatting Kafka node {node.node_id} failed:\n"
-                                       + explain(result.stdout + result.stderr))
+            if template is not None:
+                shutil.copytree(template / node.data_dir.name, node.data_dir)
+                continue
+            self._format_node(java, classpath, node.config_path, cluster_id)
+
+    def _format_node(self, java: str, classpath: str, config: Path, cluster_id: str) -> None:
+        result = subprocess.run(
+            [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
+             f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
+             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            raise KafkaUnavailable(f"formatting Kafka node {config.stem} failed:\n" + explain(result.stdout + result.stderr))
+
+    def _format_template(self, java: str, classpath: str) -> Path:
+        """Formatted data directories of a cluster of this size, made once per set of jars."""
+        template = libs_dir().parent / "formatted" / f"{self.size}-nodes"
+        if (template / ".complete").exists():
+            return template
+        template.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=template.parent))
+        cluster_id = _kraft_cluster_id()
+        try:
+            for node in self.nodes:
+                props = {**self._properties(node), "log.dirs": str(staging / node.data_dir.name)}
+                config = staging / f"server-{node.node_id}.properties"
+                config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+                self._format_node(java, classpath, config, cluster_id)
+                config.unlink()
+            (staging / ".complete").write_text(cluster_id + "\n")
+            try:
+                staging.rename(template)
+            except OSError:  # another process made it first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return template
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until a metadata request lists every running node (they registered and are unfenced)."""

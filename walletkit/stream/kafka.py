@@ -46,9 +46,18 @@ def init_transactions(producer: Any, transactional_id: str, deadline: float, att
 #: (and cache footprint) small. ``make bench`` measures it: the raw consume loop went
 #: 124k -> 245k-296k records/s, restores 117k-161k -> 261k-272k, the processors
 #: 126k/86k -> 150k-173k/89k-99k records/s.
+#:
+#: ``fetch.wait.max.ms`` 100 (default 500): how long the broker holds a fetch that finds
+#: nothing new. Records never wait for it (a fetch returns as soon as one arrives), but
+#: "nothing new" does: a reader learns it reached a partition's end only from an empty
+#: answer, and a partition resumed after its restore joins the next fetch request, after
+#: the one in flight returned. Both cost up to the whole wait on every takeover; an empty
+#: changelog partition took 0.55 s to report its end, 0.10 s with this (the idle cost:
+#: ten empty fetches a second per broker and consumer instead of two).
 CONSUMER_PREFETCH: dict[str, Any] = {
     "queued.min.messages": 20_000,
     "fetch.queue.backoff.ms": 20,
+    "fetch.wait.max.ms": 100,
 }
 
 
