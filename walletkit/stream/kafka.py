@@ -139,9 +139,12 @@ class KafkaSettings:
             # Only committed deposits are processed (a transactional emitter's aborted
             # records never count).
             "isolation.level": "read_committed",
+            # A partition without a committed offset, or whose offset fell out of the log,
+            # is read from the log's start: a deposit is never skipped (partitions are
+            # assigned at explicit offsets; see Processor._on_assign).
+            "auto.offset.reset": "earliest",
         }
         defaults: dict[str, Any] = {
-            "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
             **CONSUMER_PREFETCH,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
@@ -346,10 +346,12 @@ class Processor:
                 log.warning("group %s: committed offsets not readable now (%s); asking again once restored",
                             self.spec.group, exc)
         # Assigned at the committed offsets when known, so the client need not look them up
-        # (with the coordinator away a partition would wait in that lookup and refuse a seek).
+        # (with the coordinator away a partition would wait in that lookup and refuse a seek);
+        # none committed: offset 0, not "the beginning", which costs an offset lookup (~0.5 s);
+        # a log that no longer starts at 0 is out of range, and auto.offset.reset is earliest.
         topic = self.spec.input_topic
         consumer.assign([TopicPartition(topic, tp.partition, self._resume_at[tp.partition]
-                                        if self._resume_at[tp.partition] >= 0 else OFFSET_BEGINNING)
+                                        if self._resume_at[tp.partition] >= 0 else 0)
                          if tp.partition in self._resume_at else tp for tp in partitions])
         if partitions:
             consumer.pause(partitions)  # nothing is fetched before the partition is restored
@@ -404,7 +406,7 @@ class Processor:
             if p not in self._resume_at:
                 self._resume_at[p] = self._consumer.committed([tp], timeout=2)[0].offset
             committed = self._resume_at[p]
-            start = committed if committed >= 0 else OFFSET_BEGINNING
+            start = max(committed, 0)
             rebuild_from = self._lost_table_start(part, committed)
             if p not in self._restoring:
                 return True  # revoked meanwhile (a broker call may serve the consumer's callbacks)
