@@ -12,7 +12,9 @@ ack-to-visible time of any probe. Three scenes:
   (``WALLET_STANDBY_REPLICAS`` 0 and 1): the survivor takes over once the victim's session
   (``--session-timeout-ms``) expires, restoring from the changelog or only the tail;
 - a rolling restart (SIGTERM, start again on the same disk, wait ready, next instance),
-  with a standby.
+  with a standby;
+- on the same stack, ``kill -9`` of an instance started again at once on the same disk
+  and id, as the kubelet restarts a crashed container: no session to wait for.
 
 Each scene also reports the records the takeover restored (the survivor's own metric).
 """
@@ -283,9 +285,31 @@ def _rolling_scene(opts, work: Path, progress: Progress) -> dict:
         _settle(cluster, opts, 0, drained=False)  # ready; under the ongoing load lag is never exactly 0
         time.sleep(min(5.0, opts.failover_seconds / 3))
         result = _measured(probe, load, started, roll_seconds=rolled, restored_records=restored)
-        return _report(progress, name, result, f"a {rolled:.1f}s roll")
+        _report(progress, name, result, f"a {rolled:.1f}s roll")
+        return result, _crash_restart(cluster, opts, progress)
     finally:
         cluster.stop()
+
+
+def _crash_restart(cluster: LocalCluster, opts, progress: Progress) -> dict:
+    """``kill -9`` of an instance started again at once on the same disk and id, as the kubelet
+    restarts a crashed container in its pod: the static member takes its partitions back
+    without waiting for its session, and restores only what its store had not flushed."""
+    name = "crash-restart"
+    proc = cluster.services["balance-0"]
+    probe = Probe(cluster.services["api-0"].port, _probe_wallets(_status(proc)["partitions"], opts.partitions)).start()
+    load = Background(cluster.broker.bootstrap, opts.partitions, opts.failover_wallets, opts.failover_rate,
+                      opts.failover_seconds + 60).start()
+    time.sleep(min(5.0, opts.failover_seconds / 3))
+    progress.say(f"failover/{name}: kill -9 of balance-0, started again at once (same disk and id)")
+    killed = time.monotonic()
+    proc.kill()
+    proc.start()
+    proc.wait_ready(opts.restore_timeout)
+    back = time.monotonic() - killed
+    time.sleep(min(5.0, opts.failover_seconds / 3))
+    result = _measured(probe, load, killed, back_seconds=back, restored_records=_restored(proc))
+    return _report(progress, name, result, f"ready again after {back:.2f}s")
 
 
 def run(opts, work: Path, progress: Progress) -> dict:
@@ -295,5 +319,5 @@ def run(opts, work: Path, progress: Progress) -> dict:
         "session_timeout_ms": opts.session_timeout_ms,
         "kill_without_standby": _kill_scene(opts, work, 0, progress),
         "kill_with_standby": _kill_scene(opts, work, 1, progress),
-        "rolling_with_standby": _rolling_scene(opts, work, progress),
+        **dict(zip(("rolling_with_standby", "crash_restart_with_standby"), _rolling_scene(opts, work, progress))),
     }

@@ -136,6 +136,13 @@ def rows(r: dict) -> list[Row]:
                     _n(roll["gap_seconds"], "s"), f"typical {_n(roll['typical_seconds'], 's')}", "", "≤ 2 s",
                     _verdict(roll["gap_seconds"] <= 2)))
         out.append(("  records the restarts restored", f"{roll['restored_records']:,.0f}", "", "", "(info)", ""))
+        crash = f.get("crash_restart_with_standby")
+        if crash:
+            out.append(("visibility gap, kill -9 and restart at once (a crashed container), standby",
+                        _n(crash["gap_seconds"], "s"), f"typical {_n(crash['typical_seconds'], 's')}", "", "≤ 2 s",
+                        _verdict(crash["gap_seconds"] <= 2)))
+            out.append(("  ready again after the kill; records it restored",
+                        f"{_n(crash['back_seconds'], 's')}; {crash['restored_records']:,.0f}", "", "", "(info)", ""))
     return out
 
 

@@ -46,6 +46,7 @@ EXPECTED_ROWS = [
     "same, with a standby",
     "records the takeover restored",
     "visibility gap, rolling restart",
+    "visibility gap, kill -9 and restart at once",
 ]
 
 
