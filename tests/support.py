@@ -115,8 +115,8 @@ def latest_by_key(records) -> dict[str, bytes]:
     return latest
 
 
-def balances_in_table(bootstrap: str) -> dict[str, int]:
-    return {k: wallet_balance_micros(WALLET.decode(v)) for k, v in latest_by_key(read_topic(bootstrap, "balance-table")).items()}
+def balances_in_table(bootstrap: str, table: str = "balance-table") -> dict[str, int]:
+    return {k: wallet_balance_micros(WALLET.decode(v)) for k, v in latest_by_key(read_topic(bootstrap, table)).items()}
 
 
 def flags_in_table(bootstrap: str) -> dict[str, bool]:
@@ -171,9 +171,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
-def balances_match(bootstrap: str, expected: dict[str, int]):
+def balances_match(bootstrap: str, expected: dict[str, int], table: str = "balance-table"):
     """True, or a short description of the mismatches (for wait_for's message)."""
-    actual = balances_in_table(bootstrap)
+    actual = balances_in_table(bootstrap, table)
     wrong = {w: (actual.get(w), m) for w, m in expected.items() if actual.get(w) != m}
     extra = set(actual) - set(expected)
     if not wrong and not extra:

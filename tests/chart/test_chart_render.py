@@ -61,7 +61,9 @@ def test_strimzi_or_external_kafka_decides_the_kafka_resources():
 def test_topics_are_the_contracts_with_equal_partitions_and_their_policies():
     rendered = render({"kafka": {"topics": {"partitions": 12, "replicas": 3}}})
     topics = {m.doc["spec"]["topicName"]: m.doc for m in rendered.of_kind("KafkaTopic")}
-    assert set(topics) == {"deposit", "balance-table", "above_threshold-table"}
+    assert set(topics) == {"deposit", "balance-table", "above_threshold-table", "table-versions"}
+    versions = topics.pop("table-versions")["spec"]  # which version of each table is live (walletctl rebuild)
+    assert versions["partitions"] == 1 and versions["config"]["cleanup.policy"] == "compact"
     assert {t["spec"]["partitions"] for t in topics.values()} == {12}
     assert {t["spec"]["replicas"] for t in topics.values()} == {3}
     deposit = topics["deposit"]["spec"]["config"]
@@ -118,6 +120,15 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
     assert acl(f"{RELEASE}-balance", "group", "balance") == {"Read"}
     assert acl(f"{RELEASE}-above-threshold", "group", "above_threshold") == {"Read"}
     assert acl(f"{RELEASE}-above-threshold", "topic", "above_threshold-table") >= {"Read", "Write"}
+    # A rebuilt table lives on as "<group>-vN" / "<group>-vN-table" (walletctl rebuild): prefixed,
+    # with the same split of rights, and everyone reads which version is live.
+    assert acl(f"{RELEASE}-balance", "topic", "balance-v") >= {"Read", "Write"}
+    assert acl(f"{RELEASE}-balance", "group", "balance-v") == {"Read"}
+    assert "Write" not in acl(f"{RELEASE}-balance", "topic", "above_threshold-v")
+    assert acl(f"{RELEASE}-above-threshold", "topic", "above_threshold-v") >= {"Read", "Write"}
+    assert "Write" not in acl(f"{RELEASE}-api", "topic", "balance-v") | acl(f"{RELEASE}-api", "topic", "above_threshold-v")
+    for user in users:
+        assert acl(user, "topic", "table-versions") == {"Read", "Describe"}
     for user in users:  # every service checks that all three topics are co-partitioned
         for topic in ("deposit", "balance-table", "above_threshold-table"):
             assert "Describe" in acl(user, "topic", topic), f"{user} cannot describe {topic}"
@@ -627,7 +638,7 @@ def test_defaults_cannot_lose_an_acknowledged_deposit():
     assert config["transaction.state.log.min.isr"] == 2
     assert config["unclean.leader.election.enable"] is False and config["auto.create.topics.enable"] is False
     topics = rendered.of_kind("KafkaTopic")
-    assert len(topics) == 3
+    assert len(topics) == 4  # deposit, the two tables, table-versions
     for topic in topics:
         spec = topic.doc["spec"]
         assert spec["replicas"] == 3, spec

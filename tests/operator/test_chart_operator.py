@@ -235,9 +235,15 @@ def test_network_policy_lets_the_operator_reach_dns_kafka_and_the_api_server_onl
 def test_with_sasl_the_operator_has_its_own_kafka_user_with_read_only_acls():
     rendered = render({**ON, "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}}})
     user = rendered.one("KafkaUser", f"{RELEASE}-operator")["spec"]["authorization"]["acls"]
-    ops = {(a["resource"]["type"], a["resource"]["name"]): set(a["operations"]) for a in user}
-    assert ops == {("topic", "deposit"): {"Read", "Describe"}, ("group", "balance"): {"Describe"},
-                   ("group", "above_threshold"): {"Describe"}, ("group", "wallet-operator-lag-probe"): {"Read"}}
+    ops = {(a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]): set(a["operations"])
+           for a in user}
+    assert ops == {("topic", "deposit", "literal"): {"Read", "Describe"},
+                   ("group", "balance", "literal"): {"Describe"}, ("group", "above_threshold", "literal"): {"Describe"},
+                   # the groups of rebuilt versions ("balance-v2"), and which version is live
+                   ("group", "balance-v", "prefix"): {"Describe"}, ("group", "above_threshold-v", "prefix"): {"Describe"},
+                   ("topic", "table-versions", "literal"): {"Read", "Describe"},
+                   ("group", "wallet-operator-reader", "literal"): {"Read"},
+                   ("group", "wallet-operator-lag-probe", "literal"): {"Read"}}
     env = env_of(containers(rendered.one("Deployment", f"{RELEASE}-operator"))[0])
     assert env["KAFKA_SASL_USERNAME"]["value"] == f"{RELEASE}-operator"
     assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-operator", "key": "password"}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+
+from confluent_kafka import KafkaException
 
 from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
@@ -17,7 +21,8 @@ from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_VALUE_BYTES
-from walletkit.wallet.topology import ensure_topics
+from walletkit.stream.versions import TableVersion, TableVersions
+from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -26,46 +31,82 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     """Run one processor until SIGTERM/SIGINT; return the process exit code.
 
     On a signal the processor finishes its batch, makes it durable, commits and
-    leaves the group, then the process exits 0.
+    leaves the group, then the process exits 0. The group run is the table's live
+    version (walletkit.stream.versions): when ``walletctl rebuild`` switches it, the
+    processor drains and commits the same way and the process goes on as a member of
+    the new version's group.
     """
     setup_logging(service, args.log_level)
     settings = kafka_settings(args, client_id=service)
-    spec = make_spec(args)
+    base_spec = make_spec(args)
     try:
         ensure_topics(TopicManager(settings, replication_factor=args.replication_factor,
                                    min_insync_replicas=args.min_insync_replicas), args.partitions,
                       create=args.create_topics)
-    except StreamError as exc:
+        versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
+        version = versions.current(base_spec.group, timeout=30)
+    except (StreamError, KafkaException) as exc:
         log.error("%s", exc)
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
     tune_gc()
-    processor = Processor.create(spec, settings, args.state_dir, guarantee=Guarantee(args.processing_guarantee),
-                                 batch_size=args.batch_size, cache_entries=args.cache_entries,
-                                 max_value_bytes=args.max_value_bytes, standby_replicas=args.standby_replicas,
-                                 faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
-                                 if faults else None)
-    ops = OpsServer(args.http_host, args.http_port, alive=processor.alive, ready=lambda: processor.ready,
-                    status=lambda: {"state": processor.state.value, "partitions": processor.partitions,
-                                    "restoring": processor.restoring, "waiting": processor.waiting,
-                                    "standby": processor.standby,
-                                    "guarantee": processor.guarantee.value})
+    stopping = threading.Event()
+    current: dict[str, Processor] = {}
+
+    def new_processor(group: str) -> Processor:
+        spec = dataclasses.replace(base_spec, group=group)
+        return Processor.create(spec, settings, args.state_dir, guarantee=Guarantee(args.processing_guarantee),
+                                batch_size=args.batch_size, cache_entries=args.cache_entries,
+                                max_value_bytes=args.max_value_bytes, standby_replicas=args.standby_replicas,
+                                faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
+                                if faults else None)
+
+    processor = current["p"] = new_processor(version.group)
+    ops = OpsServer(args.http_host, args.http_port, alive=lambda: current["p"].alive(),
+                    ready=lambda: current["p"].ready,
+                    status=lambda: {"state": current["p"].state.value, "group": current["p"].spec.group,
+                                    "partitions": current["p"].partitions, "restoring": current["p"].restoring,
+                                    "waiting": current["p"].waiting, "standby": current["p"].standby,
+                                    "guarantee": current["p"].guarantee.value})
     ops.start()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: draining", signal.Signals(signum).name)
-        processor.stop()
+        stopping.set()
+        current["p"].stop()
+
+    def on_versions(live: dict[str, TableVersion]) -> None:
+        wanted = live.get(base_spec.group, TableVersion.first(base_spec.group))
+        if wanted.group != current["p"].spec.group:
+            log.info("table %s switched to version %d (group %s): draining group %s", base_spec.group,
+                     wanted.version, wanted.group, current["p"].spec.group)
+            current["p"].stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("%s starting: group %s, input %s, table %s, state in %s", service, spec.group, spec.input_topic,
-             spec.table_topic, args.state_dir)
+    watch = versions.watch(on_versions)
     try:
-        processor.run()
-    except StreamError as exc:
-        log.error("%s stopped: %s", service, exc)
-        return 1
+        while True:
+            spec = processor.spec
+            log.info("%s starting: group %s (table version %d), input %s, table %s, state in %s", service,
+                     spec.group, version.version, spec.input_topic, spec.table_topic, args.state_dir)
+            try:
+                processor.run()
+            except StreamError as exc:
+                log.error("%s stopped: %s", service, exc)
+                return 1
+            if stopping.is_set():
+                break
+            try:
+                version = versions.current(base_spec.group, timeout=30)
+            except KafkaException as exc:
+                log.error("%s stopped: cannot read the table versions: %s", service, exc)
+                return 1
+            if version.group == spec.group:
+                break  # stopped for another reason than a switch
+            processor = current["p"] = new_processor(version.group)
     finally:
+        watch.stop()
         ops.stop()
     log.info("%s stopped cleanly", service)
     return 0

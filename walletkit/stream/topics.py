@@ -30,6 +30,10 @@ class TopicManager:
         self._min_insync = min_insync_replicas  # -1: the broker's default
         self._timeout = timeout
 
+    @property
+    def settings(self) -> KafkaSettings:
+        return self._settings
+
     def partitions(self, topics: list[str]) -> dict[str, int]:
         """Partition count of each existing topic (missing topics are left out)."""
         md = self._metadata()

@@ -60,6 +60,9 @@ class View:
         self._m_delay = metrics.VIEW_RECORD_DELAY.labels(topic)
         self._m_caught_up.set(0)
         self._lag: dict[int, int] = {}
+        #: Set when a newer version of the table is replacing this one (walletkit.stream.versions):
+        #: the topic's deletion then ends the following instead of wiping the replica.
+        self.retiring = False
 
     # -- reading -------------------------------------------------------------
 
@@ -77,6 +80,19 @@ class View:
 
     def wait_caught_up(self, timeout: float | None = None) -> bool:
         return self._caught_up.wait(timeout)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def wait_reaches(self, ends: dict[int, int], timeout: float) -> bool:
+        """Wait until the replica has read every partition up to ``ends`` (offsets to reach)."""
+        deadline = time.monotonic() + timeout
+        while not all(self._positions.get(p, 0) >= end for p, end in ends.items()):
+            if time.monotonic() > deadline or self.state is ViewState.FAILED:
+                return False
+            time.sleep(0.05)
+        return True
 
     def offsets(self) -> dict[int, int]:
         """Next offset to read, per partition (what the replica reflects)."""
@@ -121,6 +137,12 @@ class View:
                 try:
                     self._follow()
                 except _Rebuild as exc:
+                    if self.retiring:
+                        # A newer version of the table replaces this one: what the replica holds
+                        # is served, unchanged, until the readers move.
+                        log.info("view %s: %s; the table is being retired, so the replica stays as it is",
+                                 self.topic, exc)
+                        return
                     log.warning("view %s: %s; rebuilding from the beginning", self.topic, exc)
                     self._caught_up.clear()
                     self._m_caught_up.set(0)

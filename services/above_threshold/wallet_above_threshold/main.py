@@ -6,6 +6,7 @@ import argparse
 from decimal import Decimal
 
 from walletkit.service.processor_main import main_for
+from walletkit.stream import GroupSpec
 from walletkit.service.settings import base_parser, env_flag
 from walletkit.wallet import money
 from walletkit.wallet.idempotency import DEFAULT_HORIZON_SECONDS
@@ -20,10 +21,8 @@ def rule_from(args: argparse.Namespace) -> Rule:
                 window=int(args.window_seconds * MICROS), lateness=int(args.lateness_seconds * MICROS))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("wallet-above-threshold",
-                         "Above-threshold processor: flags wallets that received more than the threshold "
-                         "within one rolling window (group 'above_threshold').", DEFAULT_PORT, "./state/above_threshold")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The rule's settings (also read by ``walletctl rebuild above_threshold``)."""
     env_flag(parser, "--threshold", "WALLET_THRESHOLD", "amount a window must strictly exceed",
              default=Decimal(10_000), type=Decimal)
     env_flag(parser, "--window-seconds", "WALLET_WINDOW_SECONDS", "rolling window length", default=120.0, type=float)
@@ -32,9 +31,15 @@ def main(argv: list[str] | None = None) -> None:
              "(the state keeps window + lateness of deposits)", default=60.0, type=float)
     env_flag(parser, "--idempotency-horizon-seconds", "WALLET_IDEMPOTENCY_HORIZON_SECONDS",
              "how long a deposit's Idempotency-Key is remembered", default=float(DEFAULT_HORIZON_SECONDS), type=float)
-    main_for("wallet-above-threshold", parser,
-             lambda args: above_threshold_group(rule_from(args), args.idempotency_horizon_seconds), argv)
 
 
-if __name__ == "__main__":
-    main()
+def spec_from(args: argparse.Namespace) -> GroupSpec:
+    return above_threshold_group(rule_from(args), args.idempotency_horizon_seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser("wallet-above-threshold",
+                         "Above-threshold processor: flags wallets that received more than the threshold "
+                         "within one rolling window (group 'above_threshold').", DEFAULT_PORT, "./state/above_threshold")
+    add_flags(parser)
+    main_for("wallet-above-threshold", parser, spec_from, argv)

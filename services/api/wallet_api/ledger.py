@@ -9,6 +9,7 @@ import asyncio
 import collections
 import logging
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -26,7 +27,12 @@ from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
 )
-from walletkit.wallet.topology import ABOVE_THRESHOLD_TABLE, BALANCE_TABLE, DEPOSIT_TOPIC, ensure_topics
+from walletkit.stream.topics import table_topic
+from walletkit.stream.versions import TableVersion, TableVersions, VersionWatch, group_has_passed, readable_ends
+from walletkit.wallet.topology import (
+    ABOVE_THRESHOLD_GROUP, ABOVE_THRESHOLD_TABLE, BALANCE_GROUP, BALANCE_TABLE, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC,
+    ensure_topics, live_groups,
+)
 from walletkit.wallet.wallet_pb2 import KeyedDeposit
 
 log = logging.getLogger(__name__)
@@ -111,8 +117,12 @@ class Ledger:
         if self.guarantee is Guarantee.EXACTLY_ONCE:
             transactional_id = f"wallet-api-{settings.instance_id or persistent_id(state, 'emitter-id')}"
         self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id)
+        self._state = state
         self.balances = View(settings, BALANCE_TABLE, WALLET, state / BALANCE_TABLE)
         self.flags = View(settings, ABOVE_THRESHOLD_TABLE, WALLET_INFO_LIST, state / ABOVE_THRESHOLD_TABLE)
+        self._versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
+        self._version_watch: VersionWatch | None = None
+        self._switching: dict[str, asyncio.Task] = {}  # base group -> the switch under way
         # Idempotent deposits being emitted by this process, by (wallet, key).
         self._in_flight: dict[tuple[str, str], asyncio.Future[Receipt]] = {}
         # Readers waiting for a wallet to change in a view, woken by the views' threads.
@@ -134,17 +144,80 @@ class Ledger:
 
     async def start(self) -> None:
         """Check the topics, connect the emitter, start following both tables."""
-        await asyncio.to_thread(
+        self._topic_partitions = await asyncio.to_thread(
             ensure_topics, TopicManager(self._settings, replication_factor=self._replication,
                                           min_insync_replicas=self._min_insync), self._partitions,
             create=self._create_topics)
         await self.emitter.start()
         self._loop = asyncio.get_running_loop()
+        # The tables' live versions (a rebuild may have switched them): views follow those.
+        live = live_groups(await asyncio.to_thread(self._versions.read))
+        if live[BALANCE_GROUP] != BALANCE_GROUP:
+            self.balances = self._view(live[BALANCE_GROUP])
+        if live[ABOVE_THRESHOLD_GROUP] != ABOVE_THRESHOLD_GROUP:
+            self.flags = self._view(live[ABOVE_THRESHOLD_GROUP])
         for view in (self.balances, self.flags):
             view.subscribe(self._on_view_batch)
             view.start()
+        loop = self._loop
+        self._version_watch = self._versions.watch(
+            lambda versions: loop.call_soon_threadsafe(self._on_versions, versions))
+
+    def _view(self, group: str) -> View:
+        topic = table_topic(group)
+        codec = WALLET if group.startswith(BALANCE_GROUP) else WALLET_INFO_LIST
+        return View(self._settings, topic, codec, self._state / topic)
+
+    # -- table versions ------------------------------------------------------------
+
+    def _on_versions(self, versions: dict[str, TableVersion]) -> None:  # on the event loop
+        for base, group in live_groups(versions).items():
+            view = self.balances if base == BALANCE_GROUP else self.flags
+            if table_topic(group) != view.topic and base not in self._switching:
+                self._switching[base] = asyncio.get_running_loop().create_task(self._switch(base, group))
+
+    async def _switch(self, base: str, group: str) -> None:
+        """Swap a view for the table of ``group`` once it holds everything the live one held.
+
+        The live group (the old version) stops when the switch is published; the new group
+        goes on from where the rebuild stopped. Readers move once the new group has consumed
+        at least as far as the old one had and the new view has read the new table to its
+        end after that: a wallet never shows less than it showed before the switch.
+        """
+        old = self.balances if base == BALANCE_GROUP else self.flags
+        old.retiring = True  # its topic may be deleted before the readers move
+        old_group = old.topic.removesuffix("-table")
+        view = self._view(group)
+        view.subscribe(self._on_view_batch)
+        view.start()
+        log.info("table %s switched to group %s: opening view %s beside %s", base, group, view.topic, old.topic)
+        try:
+            while not await asyncio.to_thread(group_has_passed, self._settings, group, old_group, DEPOSIT_TOPIC):
+                await asyncio.sleep(0.5)
+            await asyncio.to_thread(view.wait_caught_up, None)
+            ends = await asyncio.to_thread(readable_ends, self._settings, view.topic,
+                                           self._topic_partitions)
+            while not await asyncio.to_thread(view.wait_reaches, ends, 5.0):
+                log.info("table %s: view %s still catching up before readers move", base, view.topic)
+            if base == BALANCE_GROUP:
+                self.balances = view
+            else:
+                self.flags = view
+            self._on_view_batch(None)  # cached details came from the old view
+            log.info("table %s: readers moved to %s", base, view.topic)
+            await asyncio.to_thread(old.stop)
+            await asyncio.to_thread(shutil.rmtree, old.path, True)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(view.stop)
+            raise
+        finally:
+            self._switching.pop(base, None)
 
     async def close(self) -> None:
+        if self._version_watch is not None:
+            await asyncio.to_thread(self._version_watch.stop)
+        for task in list(self._switching.values()):
+            task.cancel()
         await self.emitter.close()
         await asyncio.to_thread(self.balances.stop)
         await asyncio.to_thread(self.flags.stop)
@@ -168,6 +241,8 @@ class Ledger:
             "processing_guarantee": self.guarantee.value,
             "balance_view": self.balances.state.value,
             "above_threshold_view": self.flags.state.value,
+            "balance_table": self.balances.topic,
+            "above_threshold_table": self.flags.topic,
             # Changelog records each replica is behind, from its last fetch (null before the first).
             "balance_view_behind": self.balances.behind,
             "above_threshold_view_behind": self.flags.behind,

@@ -22,6 +22,8 @@ from prometheus_client import start_http_server
 from walletkit.service.logs import setup_logging
 from walletkit.service.settings import env_flag, kafka_extra
 from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.versions import TableVersion, TableVersions
+from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC
 from wallet_operator.handlers import OperatorRuntime, build_registry, settings
 from wallet_operator.kafka_lag import LagReader
 from wallet_operator.kube import KubeEndpoint, ScaleClient
@@ -87,11 +89,15 @@ class KopfRecords(logging.Filter):
         return True
 
 
-def kafka_config(args: argparse.Namespace) -> dict:
-    """The operator's Kafka client: the same KAFKA_* variables (and their ``_FILE`` forms) and
+def kafka_settings_of(args: argparse.Namespace) -> KafkaSettings:
+    """The operator's Kafka clients: the same KAFKA_* variables (and their ``_FILE`` forms) and
     --kafka-config as the services."""
     return KafkaSettings(bootstrap_servers=args.bootstrap_servers, client_id="wallet-operator",
-                         extra=kafka_extra(args)).common()
+                         extra=kafka_extra(args))
+
+
+def kafka_config(args: argparse.Namespace) -> dict:
+    return kafka_settings_of(args).common()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
 
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kafka-lag")
     scale = ScaleClient(endpoint)
-    reconciler = Reconciler(LagReader(kafka_config(args), timeout=args.kafka_timeout_seconds), scale, executor)
+    # A scaler names a table's base group; after a rebuild its live version's group is measured.
+    versions = TableVersions(kafka_settings_of(args), TABLE_VERSIONS_TOPIC).watch(lambda _versions: None)
+    reconciler = Reconciler(LagReader(kafka_config(args), timeout=args.kafka_timeout_seconds), scale, executor,
+                            live_group=lambda group: (versions.seen or {}).get(group, TableVersion.first(group)).group)
     runtime = OperatorRuntime(endpoint=endpoint, reconciler=reconciler, scale=scale, sync_seconds=args.sync_seconds)
 
     start_http_server(args.http_port, addr=args.http_host)

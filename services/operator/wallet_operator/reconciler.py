@@ -65,8 +65,11 @@ class Reconciler:
 
     def __init__(self, lag_reader: LagReader, scale: ScaleClient, executor: Executor, *,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)) -> None:
+                 wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+                 live_group: Callable[[str], str] = lambda group: group) -> None:
         self.lag_reader = lag_reader
+        #: The group serving a table now (a rebuilt table's new version): its lag is what counts.
+        self.live_group = live_group
         self.scale = scale
         self.executor = executor
         self._clock = clock
@@ -141,13 +144,15 @@ class Reconciler:
 
         try:
             loop = asyncio.get_running_loop()
-            lag = await loop.run_in_executor(self.executor, self.lag_reader.read, parsed.consumer_group, parsed.topic)
+            group = self.live_group(parsed.consumer_group)
+            lag = await loop.run_in_executor(self.executor, self.lag_reader.read, group, parsed.topic)
         except OperatorError as exc:
             return degraded(exc)
 
         decision = decide(parsed.policy, lag, scale.replicas, state.history, self._clock())
         state.history = decision.history
         out.update({
+            "consumerGroup": group,
             "partitions": lag.partition_count,
             "totalLag": lag.total_lag,
             "partitionLag": [{"partition": p.partition, "lag": p.lag, "endOffset": p.end,
