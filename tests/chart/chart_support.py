@@ -68,6 +68,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "balance": {"replicaCount": 8, "persistence": {"storageClass": "fast-ssd", "size": "20Gi"}},
         "aboveThreshold": {"replicaCount": 8},
     },
+    # The API's views on a volume per pod (a StatefulSet), autoscaled.
+    "api-persistent": {
+        "api": {"stateVolume": {"persistent": {"enabled": True, "size": "4Gi", "storageClass": "fast-ssd"}},
+                "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}},
+    },
     # Everything prometheus-operator related on.
     "monitoring": {
         "metrics": {

@@ -32,8 +32,9 @@ def test_lint_is_clean_in_strict_mode(scenario):
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_scenario_renders_the_three_workloads(scenario):
     rendered = render_scenario(scenario)
+    persistent_api = SCENARIOS[scenario].get("api", {}).get("stateVolume", {}).get("persistent", {}).get("enabled")
     for kind, name in WORKLOADS:
-        rendered.one(kind, name)
+        rendered.one("StatefulSet" if persistent_api and name == f"{RELEASE}-api" else kind, name)
     assert f"Wallet service \"{RELEASE}\"" in rendered.notes
     for m in rendered.manifests:
         assert m.doc["metadata"].get("namespace") == NAMESPACE, f"{m.kind}/{m.name} has no explicit namespace"
@@ -313,6 +314,32 @@ def test_the_values_schema_rejects_bad_values(values, path):
     h = helm()
     with pytest.raises(h.HelmValuesError, match=path):
         render(values)
+
+
+def test_a_persistent_api_state_is_a_statefulset_with_a_volume_per_pod_that_the_hpa_scales():
+    """api.stateVolume.persistent: a replaced API pod gets its views' RocksDB back (they resume
+    from their checkpoint) instead of reading both changelog topics from offset 0."""
+    rendered = render_scenario("api-persistent")
+    assert not rendered.of_kind("Deployment") or all(m.name != f"{RELEASE}-api" for m in rendered.of_kind("Deployment"))
+    api = rendered.one("StatefulSet", f"{RELEASE}-api")["spec"]
+    claim = api["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "state"
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-ssd",
+                             "resources": {"requests": {"storage": "4Gi"}}}
+    pod = api["template"]["spec"]
+    assert "state" not in {v["name"] for v in pod["volumes"]}, "the emptyDir would shadow the claim"
+    mounts = {m["name"]: m["mountPath"] for m in containers(rendered.one("StatefulSet", f"{RELEASE}-api"))[0]["volumeMounts"]}
+    state_dir = env_of(containers(rendered.one("StatefulSet", f"{RELEASE}-api"))[0])["WALLET_STATE_DIR"]["value"]
+    assert state_dir.startswith(mounts["state"]), (mounts, state_dir)
+    assert "replicas" not in api  # the HPA owns them
+    assert api["serviceName"] == f"{RELEASE}-api-headless"
+    assert rendered.one("Service", f"{RELEASE}-api-headless")["spec"]["clusterIP"] == "None"
+    assert api["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Delete"}
+    hpa = rendered.one("HorizontalPodAutoscaler", f"{RELEASE}-api")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": f"{RELEASE}-api"}
+    # Off (the default): a Deployment whose emptyDir outlives container restarts only.
+    default = render_scenario("defaults").one("Deployment", f"{RELEASE}-api")["spec"]
+    assert {v["name"]: v for v in default["template"]["spec"]["volumes"]}["state"]["emptyDir"]["sizeLimit"] == "1Gi"
 
 
 def test_hpa_replaces_the_fixed_replica_count():
