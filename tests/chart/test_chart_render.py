@@ -130,6 +130,12 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
     assert "Write" not in acl(f"{RELEASE}-api", "topic", "balance-v") | acl(f"{RELEASE}-api", "topic", "above_threshold-v")
     for user in users:
         assert acl(user, "topic", "table-versions") == {"Read", "Describe"}
+    # Exactly-once: every producer registers a transactional id (a processor also those of the
+    # departed members it fences), each under its own prefix only.
+    assert acl(f"{RELEASE}-api", "transactionalId", "wallet-api-") == {"Write", "Describe"}
+    assert acl(f"{RELEASE}-balance", "transactionalId", "balance-") == {"Write", "Describe"}
+    assert acl(f"{RELEASE}-above-threshold", "transactionalId", "above_threshold-") == {"Write", "Describe"}
+    assert not acl(f"{RELEASE}-balance", "transactionalId", "above_threshold-")
     for user in users:  # every service checks that all three topics are co-partitioned
         for topic in ("deposit", "balance-table", "above_threshold-table"):
             assert "Describe" in acl(user, "topic", topic), f"{user} cannot describe {topic}"
