@@ -111,14 +111,21 @@ class TableVersions:
 class _Reader:
     """A consumer of the versions topic's one partition, from its start."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    def __init__(self, settings: KafkaSettings, topic: str, timeout: float = 10.0) -> None:
         self.topic = topic
         self.consumer = Consumer(settings.reader())
-        self.consumer.assign([TopicPartition(topic, 0, 0)])
         self.versions: dict[str, TableVersion] = {}
+        # No versions topic (a deployment that never rebuilt, its topics made by hand): every
+        # table is at version 1. Assigning a missing topic would only wait.
+        found = self.consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        self.missing = found is None or found.error is not None
+        if not self.missing:
+            self.consumer.assign([TopicPartition(topic, 0, 0)])
 
     def poll(self, timeout: float) -> bool:
         """Read what is there; True once the end was reached (or the topic does not exist)."""
+        if self.missing:
+            return True
         ended = False
         for m in self.consumer.consume(1000, timeout):
             err = m.error()
@@ -178,6 +185,10 @@ class VersionWatch:
                     reader = _Reader(self._versions.settings, self._versions.topic)
                 synced = reader.poll(self._interval) or synced
                 now = dict(reader.versions)
+                if reader.missing:  # looked for again later: it may be created meanwhile
+                    reader.close()
+                    reader = None
+                    self._stop.wait(5 * self._interval)
             except KafkaException as exc:  # a broker away: tried again
                 log.debug("table versions: %s", exc)
                 self._stop.wait(self._interval)
