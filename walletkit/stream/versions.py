@@ -104,7 +104,8 @@ class TableVersions:
             raise KafkaException(errors[0] if errors else KafkaError(KafkaError._TIMED_OUT))
 
     def watch(self, on_change: Callable[[dict[str, TableVersion]], None], *, interval: float = 1.0) -> "VersionWatch":
-        """Call ``on_change(versions)`` from a thread whenever the versions change (not at first)."""
+        """Call ``on_change(versions)`` from a thread once they were read whole, then whenever they
+        change. Callers compare with what they run: a call that changes nothing is harmless."""
         return VersionWatch(self, on_change, interval)
 
 
@@ -183,6 +184,7 @@ class VersionWatch:
             try:
                 if reader is None:
                     reader = _Reader(self._versions.settings, self._versions.topic)
+                    synced = False  # a new reader holds nothing until it read to the end
                 synced = reader.poll(self._interval) or synced
                 now = dict(reader.versions)
                 if reader.missing:  # looked for again later: it may be created meanwhile
@@ -195,8 +197,11 @@ class VersionWatch:
                 continue
             if not synced:
                 continue
-            if self.seen is not None and now != self.seen:
-                log.info("table versions changed: %s", {b: v.group for b, v in now.items()})
+            # Also at the first complete read: a switch between the caller's own read of the
+            # versions and this watch's start would otherwise go unnoticed.
+            if self.seen is None or now != self.seen:
+                if self.seen is not None:
+                    log.info("table versions changed: %s", {b: v.group for b, v in now.items()})
                 try:
                     self._on_change(now)
                 except Exception:  # noqa: BLE001 - the watch goes on
