@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -208,6 +209,30 @@ def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: floa
     futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
                                  isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout)
     return {tp.partition: future.result(timeout=timeout + 1).offset for tp, future in futures.items()}
+
+
+class LogEnds:
+    """``log_end_offsets`` of one topic through an admin client that is replaced after a failure.
+
+    librdkafka's admin client sends the partition leaders' epochs it last learnt, and after a
+    broker was fenced and came back (a pause, a restart) it may go on sending stale ones, each
+    answered FENCED_LEADER_EPOCH, without refreshing them: a fresh client asks anew.
+    """
+
+    def __init__(self, make_admin: Callable[[], Any], topic: str, timeout: float = 5.0) -> None:
+        self._make_admin = make_admin
+        self.topic = topic
+        self.timeout = timeout
+        self._admin: Any = None
+
+    def __call__(self, partitions: list[int]) -> dict[int, int]:
+        if self._admin is None:
+            self._admin = self._make_admin()
+        try:
+            return log_end_offsets(self._admin, self.topic, partitions, self.timeout)
+        except (KafkaException, TimeoutError):
+            self._admin = None  # the next call starts from fresh metadata
+            raise
 
 
 class KafkaClients:

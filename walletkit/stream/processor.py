@@ -45,7 +45,7 @@ from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, ValueTooLarge
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import KafkaClients, KafkaSettings, consume_ready, init_transactions, log_end_offsets
+from walletkit.stream.kafka import KafkaClients, KafkaSettings, LogEnds, consume_ready, init_transactions
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.standby import Member, MembershipWatch, sort_keys, standby_partitions
 from walletkit.stream.store import Store, persistent_id
@@ -246,18 +246,12 @@ class Processor:
             self._writer.start()
             log.info("group %s: processing guarantee %s%s", spec.group, self.guarantee.value,
                      f" (transactional id {self._writer.transactional_id})" if transactional else "")
-            # One admin client: the log ends a transactional restore checks, the group's members.
-            admin = clients.admin() if transactional or self.standby_replicas else None
-            log_ends = None
-            if transactional:
-                table_topic = spec.table_topic
-
-                def log_ends(partitions: list[int]) -> dict[int, int]:
-                    return log_end_offsets(admin, table_topic, partitions)
+            # A transactional restore checks that it reached the log's end (recovery.py).
             self._restorer = Restorer(clients.reader(), spec.table_topic, spec.table_codec,
-                                      should_stop=self._stop.is_set, log_ends=log_ends)
+                                      should_stop=self._stop.is_set,
+                                      log_ends=LogEnds(clients.admin, spec.table_topic) if transactional else None)
             if self.standby_replicas or (transactional and self._settings.instance_id):
-                self._watch = MembershipWatch(admin, spec.group)
+                self._watch = MembershipWatch(clients.admin(), spec.group)
             self._consumer = clients.group_consumer(
                 spec.group, on_commit=self._on_commit,
                 **metrics.statistics_config(self._settings.extra, self._on_stats))

@@ -74,6 +74,8 @@ class Restorer:
         #: Restoring partitions at their readable end, waiting for an open transaction to end:
         #: partition -> when to read it again.
         self.waiting: dict[int, float] = {}
+        self._ends_failure_logged = 0.0
+        self._held: set[int] = set()  # waiting partitions seen held back by an open transaction
         self._topic_id: str | None = None
         self.restoring: dict[int, TablePartition] = {}
         self.standby: dict[int, TablePartition] = {}
@@ -119,6 +121,7 @@ class Restorer:
         for p in list(self.waiting):
             if p not in restoring:
                 del self.waiting[p]
+        self._held &= set(restoring)
         if restoring and not self.restoring:
             self._restore_started = now
             self._restore_first_count = self.records_restored
@@ -203,18 +206,24 @@ class Restorer:
             return ended
         try:
             ends = self._log_ends(ended)
-        except KafkaException as exc:  # asked again shortly
-            log.info("table %s: log ends of %s not readable now (%s); asking again", self.topic, ended, exc)
+        except (KafkaException, TimeoutError) as exc:  # asked again shortly
+            now = time.monotonic()
+            if now - self._ends_failure_logged >= PROGRESS_INTERVAL:
+                self._ends_failure_logged = now
+                log.info("table %s: log ends of %s not readable now (%s); asking again", self.topic, ended, exc)
             ends = {}
         settled = []
         for p in ended:
             position, end = self.follower.positions.get(p, 0), ends.get(p)
             if end is not None and position >= end:
                 settled.append(p)
-                if self.waiting.pop(p, None) is not None:
+                self.waiting.pop(p, None)
+                if p in self._held:
+                    self._held.discard(p)
                     log.info("table %s[%d]: the open transaction ended; the partition is restored", self.topic, p)
                 continue
-            if p not in self.waiting and end is not None:
+            if p not in self._held and end is not None:
+                self._held.add(p)
                 log.warning("table %s[%d]: restored up to offset %d, but the log ends at %d: a transaction an "
                             "earlier owner left open holds the rest back; waiting for it to end (the broker "
                             "aborts it after transaction.timeout.ms) before resuming the partition",
