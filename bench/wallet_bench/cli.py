@@ -12,7 +12,7 @@ from pathlib import Path
 
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE
 from wallet_bench import machine, profiling, report
-from wallet_bench.contenders import pyspy_binary, quix_available
+from wallet_bench.contenders import goka_available, kstreams_available, pyspy_binary, quix_available
 from wallet_bench.http_load import wrk_available
 from wallet_bench.progress import Progress
 
@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
                         "restore and the services (their KAFKA_CONFIG), e.g. to try fetch.wait.max.ms=10")
     p.add_argument("--quix-commit-interval", type=float, default=1.0, help="Quix checkpoint interval, seconds")
     p.add_argument("--no-quix", action="store_true", help="skip the Quix Streams baseline")
+    p.add_argument("--no-goka", action="store_true", help="skip the Goka peer (bench/goka, needs Go)")
+    p.add_argument("--no-kstreams", action="store_true",
+                   help="skip the Kafka Streams peer (bench/kstreams, needs Java and Maven)")
     p.add_argument("--processor-timeout", type=float, default=900, help="bound of one contender's run, seconds")
     p.add_argument("--api-seconds", type=float, default=10, help="duration of each wrk run")
     p.add_argument("--warmup-seconds", type=float, default=8,
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     missing = []
     if "processors" in phases and not opts.no_quix and (why := quix_available()):
+        missing.append(why)
+    if "processors" in phases and not opts.no_goka and (why := goka_available()):
+        missing.append(why)
+    if "processors" in phases and not opts.no_kstreams and (why := kstreams_available()):
         missing.append(why)
     if "api" in phases and (why := wrk_available()):
         missing.append(why)

@@ -43,6 +43,61 @@ def quix_available() -> str | None:
     return None
 
 
+GOKA_DIR = BENCH_DIR / "goka"
+
+
+def go_binary() -> str | None:
+    import shutil
+
+    return shutil.which("go") or (str(Path("/usr/local/go/bin/go")) if Path("/usr/local/go/bin/go").exists() else None)
+
+
+def goka_available() -> str | None:
+    """None if the Goka peer can be built, else why not."""
+    if go_binary() is None:
+        return "go not found: the Goka peer (bench/goka) is built with the Go toolchain (1.26 or newer)"
+    return None
+
+
+def build_goka(work: Path, progress: Progress) -> Path:
+    """``go build`` the Goka peer (bench/goka) into ``work``; its modules come from the Go module proxy."""
+    out = work / "bin" / "goka-peer"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress.say("processors: building the Goka peer (bench/goka, go build)")
+    started = time.monotonic()
+    result = subprocess.run([go_binary(), "build", "-o", str(out), "."], cwd=GOKA_DIR, capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"go build of bench/goka failed:\n{result.stdout}{result.stderr}")
+    progress.say(f"processors: Goka peer built in {time.monotonic() - started:.0f}s")
+    return out
+
+
+KSTREAMS_DIR = BENCH_DIR / "kstreams"
+
+
+def kstreams_available() -> str | None:
+    """None if the Kafka Streams peer can be built (Java and Maven), else why not."""
+    import shutil
+
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    return f"{' and '.join(missing)} not found: the Kafka Streams peer (bench/kstreams) needs them" if missing else None
+
+
+def build_kstreams(work: Path, progress: Progress) -> list[str]:
+    """``mvn package`` the Kafka Streams peer into ``work`` (its jars come from Maven Central);
+    the command that runs it, without its arguments."""
+    out = work / "kstreams"
+    progress.say("processors: building the Kafka Streams peer (bench/kstreams, mvn package)")
+    started = time.monotonic()
+    result = subprocess.run(["mvn", "-B", "-q", "-f", str(KSTREAMS_DIR / "pom.xml"), "package",
+                             f"-Dkstreams.build.dir={out}"], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"mvn package of bench/kstreams failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
+    progress.say(f"processors: Kafka Streams peer built in {time.monotonic() - started:.0f}s")
+    return ["java", "-Xmx1g", "-cp", f"{out / 'classes'}:{out / 'lib'}/*", "wallet.bench.WalletStreams"]
+
+
 def pyspy_binary() -> str | None:
     for candidate in (REPO / ".venv" / "bench" / "bin" / "py-spy", Path(sys.executable).parent / "py-spy"):
         if candidate.exists():

@@ -1,4 +1,4 @@
-"""Processor throughput: walletkit processors vs Quix Streams vs a raw loop, one input."""
+"""Processor throughput: walletkit processors vs Kafka Streams, Goka, Quix Streams and a raw loop, one input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from walletkit.devstack.kafka import ApacheKafka
 from walletkit.stream import KafkaSettings, TopicManager
 from walletkit.stream.kafka import CONSUMER_PREFETCH
 from wallet_bench import profiling
-from wallet_bench.contenders import QUIX_PYTHON, Throughput, pyspy_binary, time_to_end, worker_cmd
+from wallet_bench.contenders import (
+    QUIX_PYTHON, Throughput, build_goka, build_kstreams, pyspy_binary, time_to_end, worker_cmd,
+)
 from wallet_bench.kafka_io import load_deposits
 from wallet_bench.progress import Progress
 
@@ -50,6 +52,24 @@ def run(opts, work: Path, progress: Progress) -> dict:
                     "--commit-interval", str(opts.quix_commit_interval), "--commit-every", str(opts.batch_size),
                     "--session-timeout-ms", str(opts.session_timeout_ms),
                     "--consumer-config", json.dumps(CONSUMER_PREFETCH)]))
+        if not opts.no_goka:
+            # The Go service's processors with Goka (its defaults, LevelDB, its own changelog).
+            goka = build_goka(work, progress)
+            for kind in ("balance", "above_threshold"):
+                contenders.append((f"goka_{kind}", f"goka-{kind}", [
+                    str(goka), "-brokers", bs, "-kind", kind, "-group", f"goka-{kind}",
+                    "-state-dir", str(work / "state" / f"goka-{kind}")]))
+        if not opts.no_kstreams:
+            # Kafka Streams (Processor API, a RocksDB store and its changelog, its defaults), under
+            # both of its guarantees: at_least_once beside our applied_offsets, exactly_once_v2
+            # beside our exactly_once.
+            kstreams = build_kstreams(work, progress)
+            for kind in ("balance", "above_threshold"):
+                for guarantee, short in (("at_least_once", "alos"), ("exactly_once_v2", "eos")):
+                    app = f"kstreams-{kind}-{short}"
+                    contenders.append((f"kstreams_{kind}_{short}", app, [
+                        *kstreams, "--bootstrap", bs, "--kind", kind, "--application-id", app,
+                        "--state-dir", str(work / "state" / app), "--guarantee", guarantee]))
         for name, group, cmd in contenders:
             progress.say(f"processors: running {name} over the input")
             t: Throughput = time_to_end(name, cmd, bs, group, TOPIC, ends, progress,

@@ -63,6 +63,20 @@ def rows(r: dict) -> list[Row]:
                 ratio = mine["rate"] / quix["rate"]
                 out.append((f"{kind} vs Quix Streams", _n(mine["rate"], "rec/s"), _n(quix["rate"], "rec/s"),
                             f"{ratio:.2f}×", f"≥ {quix_target:g}×", _verdict(ratio >= quix_target)))
+            goka = p.get(f"goka_{kind}")
+            if goka:
+                ratio = mine["rate"] / goka["rate"]
+                target = 2.0 if kind == "balance" else 1.5
+                out.append((f"{kind} vs Goka", _n(mine["rate"], "rec/s"), _n(goka["rate"], "rec/s"),
+                            f"{ratio:.2f}×", f"≥ {target:g}×", _verdict(ratio >= target)))
+            for ours, short, label in ((mine, "eos", "exactly_once vs exactly_once_v2"),
+                                       (unfenced, "alos", "applied_offsets vs at_least_once")):
+                ks = p.get(f"kstreams_{kind}_{short}")
+                if ks and ours:
+                    ratio = ours["rate"] / ks["rate"]
+                    out.append((f"{kind} vs Kafka Streams, {label}", _n(ours["rate"], "rec/s"),
+                                _n(ks["rate"], "rec/s"), f"{ratio:.2f}×", "≥ 0.7×" if kind == "balance" else "(info)",
+                                _verdict(ratio >= 0.7) if kind == "balance" else ""))
             ratio = mine["rate"] / raw["rate"]
             out.append((f"{kind} vs raw loop", _n(mine["rate"], "rec/s"), _n(raw["rate"], "rec/s"),
                         f"{ratio:.2f}×", "≥ 0.8×", _verdict(ratio >= 0.8)))

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 from wallet_bench import profiling, report  # noqa: E402
-from wallet_bench.contenders import quix_available  # noqa: E402
+from wallet_bench.contenders import goka_available, kstreams_available, quix_available  # noqa: E402
 from wallet_bench.http_load import wrk_available  # noqa: E402
 
 #: Figures the table must carry, each with a number.
@@ -29,9 +29,14 @@ EXPECTED_ROWS = [
     "raw consume→decode→produce loop",
     "balance processor",
     "balance vs Quix Streams",
+    "balance vs Goka",
+    "balance vs Kafka Streams, exactly_once vs exactly_once_v2",
+    "balance vs Kafka Streams, applied_offsets vs at_least_once",
     "balance vs raw loop",
     "above_threshold processor",
     "above_threshold vs Quix Streams",
+    "above_threshold vs Goka",
+    "above_threshold vs Kafka Streams, exactly_once vs exactly_once_v2",
     "above_threshold vs raw loop",
     "POST /deposit throughput vs bare aiohttp",
     "POST /deposit latency p50 / p99",
@@ -51,7 +56,7 @@ EXPECTED_ROWS = [
 
 
 def _missing_tools() -> list[str]:
-    return [why for why in (quix_available(), wrk_available()) if why]
+    return [why for why in (quix_available(), wrk_available(), goka_available(), kstreams_available()) if why]
 
 
 @pytest.mark.integration
