@@ -49,7 +49,9 @@ def rows(r: dict) -> list[Row]:
             out.append(("(input too small for a steady span: rates are from launch, start-up included)",
                         "", "", "", "", ""))
         out.append(("raw consume→decode→produce loop", _n(raw["rate"], "rec/s"), "", "", "", ""))
-        for kind, quix_target in (("balance", 4.0), ("above_threshold", 3.0)):
+        # Issue 18's targets: ≥ 5× / 4× Quix Streams, ≥ 2× / 1.5× Goka, balance ≥ 0.7× Kafka
+        # Streams (same guarantee) and ≥ 0.9× the raw loop.
+        for kind, quix_target in (("balance", 5.0), ("above_threshold", 4.0)):
             mine = p[kind]
             out.append((f"{kind} processor (Processor, own process)", _n(mine["rate"], "rec/s"),
                         "", "", "", ""))
@@ -79,7 +81,8 @@ def rows(r: dict) -> list[Row]:
                                 _verdict(ratio >= 0.7) if kind == "balance" else ""))
             ratio = mine["rate"] / raw["rate"]
             out.append((f"{kind} vs raw loop", _n(mine["rate"], "rec/s"), _n(raw["rate"], "rec/s"),
-                        f"{ratio:.2f}×", "≥ 0.8×", _verdict(ratio >= 0.8)))
+                        f"{ratio:.2f}×", "≥ 0.9×" if kind == "balance" else "(info)",
+                        _verdict(ratio >= 0.9) if kind == "balance" else ""))
             cpu_ratio = mine["rate_per_cpu"] / raw["rate_per_cpu"]
             out.append((f"{kind} vs raw loop, per CPU-second", _n(mine["rate_per_cpu"], "rec/cpu-s"),
                         _n(raw["rate_per_cpu"], "rec/cpu-s"), f"{cpu_ratio:.2f}×", "(info)", ""))

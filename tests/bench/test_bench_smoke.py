@@ -118,11 +118,20 @@ def test_report_judges_targets():
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 1, "python": "3.11", "loadavg_1m_at_start": 0},
         "started": "now", "sizes": "s",
         "processors": {"raw": {**proc, "rate": 11_000.0}, "balance": proc, "above_threshold": {**proc, "rate": 5000.0},
-                       "quix_balance": {**proc, "rate": 2000.0}, "quix_above_threshold": {**proc, "rate": 2000.0}},
+                       "balance_applied_offsets": {**proc, "rate": 12_000.0},
+                       "quix_balance": {**proc, "rate": 2000.0}, "quix_above_threshold": {**proc, "rate": 2000.0},
+                       "goka_balance": {**proc, "rate": 6000.0}, "goka_above_threshold": {**proc, "rate": 3000.0},
+                       "kstreams_balance_eos": {**proc, "rate": 15_000.0},
+                       "kstreams_balance_alos": {**proc, "rate": 16_000.0}},
     }
     rows = {r[0]: r for r in report.rows(results)}
-    assert rows["balance vs Quix Streams"][3:] == ("5.00×", "≥ 4×", "met")
-    assert rows["above_threshold vs Quix Streams"][5] == "NOT MET"
-    assert rows["balance vs raw loop"][5] == "met"
-    assert rows["above_threshold vs raw loop"][5] == "NOT MET"
+    assert rows["balance vs Quix Streams"][3:] == ("5.00×", "≥ 5×", "met")
+    assert rows["above_threshold vs Quix Streams"][3:] == ("2.50×", "≥ 4×", "NOT MET")
+    assert rows["balance vs Goka"][3:] == ("1.67×", "≥ 2×", "NOT MET")
+    assert rows["above_threshold vs Goka"][3:] == ("1.67×", "≥ 1.5×", "met")
+    # Same guarantee against same guarantee: exactly_once with exactly_once_v2, applied_offsets with at_least_once.
+    assert rows["balance vs Kafka Streams, exactly_once vs exactly_once_v2"][1:] == (
+        "10,000 rec/s", "15,000 rec/s", "0.67×", "≥ 0.7×", "NOT MET")
+    assert rows["balance vs Kafka Streams, applied_offsets vs at_least_once"][3:] == ("0.75×", "≥ 0.7×", "met")
+    assert rows["balance vs raw loop"][3:] == ("0.91×", "≥ 0.9×", "met")
     assert "balance vs Quix Streams" in report.render(results)
