@@ -194,7 +194,8 @@ def consume_ready(consumer: Any, max_messages: int, timeout: float) -> list[Any]
     return [first, *consumer.consume(max_messages - 1, 0)]
 
 
-def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: float = 5.0) -> dict[int, int]:
+def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: float = 5.0,
+                    pending: list[Any] | None = None) -> dict[int, int]:
     """The log end (high watermark) of each partition, open transactions included.
 
     A ``read_committed`` reader ends at the last stable offset, which stays at the first
@@ -208,6 +209,8 @@ def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: floa
         return {}
     futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
                                  isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout)
+    if pending is not None:  # the caller keeps the client until these are answered
+        pending.extend(futures.values())
     return {tp.partition: future.result(timeout=timeout + 1).offset for tp, future in futures.items()}
 
 
@@ -216,7 +219,9 @@ class LogEnds:
 
     librdkafka's admin client sends the partition leaders' epochs it last learnt, and after a
     broker was fenced and came back (a pause, a restart) it may go on sending stale ones, each
-    answered FENCED_LEADER_EPOCH, without refreshing them: a fresh client asks anew.
+    answered FENCED_LEADER_EPOCH, without refreshing them: a fresh client asks anew. A replaced
+    client is kept until librdkafka answered everything it asked (destroying one with
+    requests pending can block or crash the process), then dropped.
     """
 
     def __init__(self, make_admin: Callable[[], Any], topic: str, timeout: float = 5.0) -> None:
@@ -224,15 +229,22 @@ class LogEnds:
         self.topic = topic
         self.timeout = timeout
         self._admin: Any = None
+        self._pending: list[Any] = []  # futures of the current client's requests
+        self._retired: list[tuple[Any, list[Any]]] = []  # (replaced client, its futures)
 
     def __call__(self, partitions: list[int]) -> dict[int, int]:
+        self._retired = [(admin, futures) for admin, futures in self._retired if not all(f.done() for f in futures)]
         if self._admin is None:
             self._admin = self._make_admin()
+            self._pending = []
         try:
-            return log_end_offsets(self._admin, self.topic, partitions, self.timeout)
+            return log_end_offsets(self._admin, self.topic, partitions, self.timeout, self._pending)
         except (KafkaException, TimeoutError):
+            self._retired.append((self._admin, self._pending))
             self._admin = None  # the next call starts from fresh metadata
             raise
+        finally:
+            self._pending[:] = [f for f in self._pending if not f.done()]
 
 
 class KafkaClients:
