@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/lovoo/goka"
@@ -53,8 +54,24 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	if err := processor.Run(ctx); err != nil {
-		log.Printf("processor stopped: %v", err)
-		os.Exit(1)
+	// A setup failure right after start (a topic whose leaders are not known yet) is retried a
+	// few times with a new processor; anything later ends the program.
+	for attempt := 1; ; attempt++ {
+		started := time.Now()
+		err = processor.Run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if attempt >= 5 || time.Since(started) > 30*time.Second {
+			log.Printf("processor stopped: %v", err)
+			os.Exit(1)
+		}
+		log.Printf("processor setup failed (attempt %d), retrying: %v", attempt, err)
+		time.Sleep(time.Second)
+		if processor, err = goka.NewProcessor(strings.Split(*brokers, ","), graph,
+			goka.WithStorageBuilder(storage.DefaultBuilder(*stateDir)),
+			goka.WithTopicManagerBuilder(goka.TopicManagerBuilderWithTopicManagerConfig(topics))); err != nil {
+			log.Fatalf("goka.NewProcessor: %v", err)
+		}
 	}
 }

@@ -56,6 +56,10 @@ def run(opts, work: Path, progress: Progress) -> dict:
             # The Go service's processors with Goka (its defaults, LevelDB, its own changelog).
             goka = build_goka(work, progress)
             for kind in ("balance", "above_threshold"):
+                # Goka creates a missing table topic and reads its offsets at once; on a topic
+                # that new the leaders may not be known yet and Goka gives up (NOT_LEADER). Made
+                # here first, as a deployment would have it.
+                TopicManager(KafkaSettings(bs)).ensure_table(f"goka-{kind}-table", opts.partitions)
                 contenders.append((f"goka_{kind}", f"goka-{kind}", [
                     str(goka), "-brokers", bs, "-kind", kind, "-group", f"goka-{kind}",
                     "-state-dir", str(work / "state" / f"goka-{kind}")]))
