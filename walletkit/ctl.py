@@ -411,6 +411,7 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             failure.append(exc)
 
+    admin = AdminClient(settings.admin())  # one client for the progress polls
     thread = threading.Thread(target=run, name=f"rebuild-{new.group}", daemon=True)
     thread.start()
     started = last_print = time.monotonic()
@@ -418,8 +419,8 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
         while True:
             if failure or not thread.is_alive():
                 raise Refused(f"the rebuild's processor stopped: {failure[0] if failure else 'no reason given'}")
-            target = committed_offsets(settings, live.group, DEPOSIT_TOPIC)
-            done = committed_offsets(settings, new.group, DEPOSIT_TOPIC)
+            target = committed_offsets(settings, live.group, DEPOSIT_TOPIC, admin=admin)
+            done = committed_offsets(settings, new.group, DEPOSIT_TOPIC, admin=admin)
             total, reached = sum(target.values()), sum(min(done.get(p, 0), off) for p, off in target.items())
             if processor.ready and all(done.get(p, -1) >= off for p, off in target.items()):
                 print(f"built: {new.group!r} has consumed as far as {live.group!r} ({total:,} deposits) in "
@@ -524,7 +525,7 @@ def wait_for_switch(settings: KafkaSettings, admin: AdminClient, old: str, new: 
     last_print = 0.0
     while True:
         left = group_members(admin, old)
-        if not left and group_has_passed(settings, new, old, DEPOSIT_TOPIC):
+        if not left and group_has_passed(settings, new, old, DEPOSIT_TOPIC, admin):
             print(f"the processors moved: no member of {old!r} runs; {new!r} has consumed as far as it had")
             return
         if time.monotonic() > deadline:

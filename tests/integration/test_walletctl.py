@@ -13,7 +13,9 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from walletkit.devstack.processes import console_script
 
-from support import Deposit, DepositWriter, balances_in_table, balances_match, create_topics, wait_for
+from support import (
+    Deposit, DepositWriter, balances_in_table, balances_match, create_topics, expected_balances, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 UNIT = 1_000_000
@@ -38,9 +40,7 @@ def test_lag_get_topics_check_and_a_reset_that_rebuilds_the_same_table(cluster):
     writer = DepositWriter(bootstrap)
     writer.write([Deposit(f"w{i % 40:02d}", (i % 7 + 1) * UNIT, 1_000_000 * i) for i in range(400)])
     writer.flush()
-    expected: dict[str, int] = {}
-    for d in writer.acked:
-        expected[d.wallet] = expected.get(d.wallet, 0) + d.micros
+    expected = expected_balances(writer.acked)
     wait_for(lambda: balances_match(bootstrap, expected), 60, "the balances")
 
     # lag: nothing left once processed; exactly the new deposits while balance is stopped.
@@ -109,9 +109,7 @@ def test_rebuild_builds_the_next_version_beside_the_live_one_switches_readers_an
     writer = DepositWriter(bootstrap)
     writer.write([Deposit(f"w{i % 50:02d}", (i % 9 + 1) * UNIT, 1_000_000 * i) for i in range(600)])
     writer.flush()
-    expected: dict[str, int] = {}
-    for d in writer.acked:
-        expected[d.wallet] = expected.get(d.wallet, 0) + d.micros
+    expected = expected_balances(writer.acked)
     wait_for(lambda: balances_match(bootstrap, expected), 60, "the balances")
     before = latest_by_key(read_topic(bootstrap, "balance-table"))
 

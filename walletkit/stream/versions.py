@@ -215,12 +215,14 @@ class VersionWatch:
         self._thread.join(10)
 
 
-def committed_offsets(settings: KafkaSettings, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    """The offsets ``group`` committed on ``topic``, per partition (those it committed)."""
+def committed_offsets(settings: KafkaSettings, group: str, topic: str, timeout: float = 10.0,
+                      admin: Any = None) -> dict[int, int]:
+    """The offsets ``group`` committed on ``topic``, per partition (those it committed); pass
+    ``admin`` when asking repeatedly, so one client serves every call."""
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(settings.admin())
+    admin = admin or AdminClient(settings.admin())
     future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                request_timeout=timeout)[group]
     result = future.result(timeout=timeout + 1)
@@ -228,9 +230,10 @@ def committed_offsets(settings: KafkaSettings, group: str, topic: str, timeout: 
             if tp.topic == topic and tp.error is None and tp.offset >= 0}
 
 
-def group_has_passed(settings: KafkaSettings, group: str, other: str, topic: str) -> bool:
+def group_has_passed(settings: KafkaSettings, group: str, other: str, topic: str, admin: Any = None) -> bool:
     """Whether ``group`` committed at least as far as ``other`` on every partition of ``topic``."""
-    mine, theirs = committed_offsets(settings, group, topic), committed_offsets(settings, other, topic)
+    mine = committed_offsets(settings, group, topic, admin=admin)
+    theirs = committed_offsets(settings, other, topic, admin=admin)
     return all(mine.get(p, -1) >= offset for p, offset in theirs.items())
 
 

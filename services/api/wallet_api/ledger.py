@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
 from walletkit.stream.checkpoint import Guarantee
@@ -192,7 +193,9 @@ class Ledger:
         view.start()
         log.info("table %s switched to group %s: opening view %s beside %s", base, group, view.topic, old.topic)
         try:
-            while not await asyncio.to_thread(group_has_passed, self._settings, group, old_group, DEPOSIT_TOPIC):
+            admin = AdminClient(self._settings.admin())  # one client for this switch's polls
+            while not await asyncio.to_thread(group_has_passed, self._settings, group, old_group, DEPOSIT_TOPIC,
+                                              admin):
                 await asyncio.sleep(0.5)
             await asyncio.to_thread(view.wait_caught_up, None)
             ends = await asyncio.to_thread(readable_ends, self._settings, view.topic,

@@ -106,13 +106,13 @@ public final class WalletStreams {
     }
   }
 
-  /** Adds each deposit to the wallet's balance; the value is a Wallet (wallet.proto, fields 1-4). */
-  static final class Balance implements Processor<String, byte[], Void, Void> {
+  /** A processor over one key-value store of wallet values (the task's, with its changelog). */
+  abstract static class StoreProcessor implements Processor<String, byte[], Void, Void> {
     private final String storeName;
-    private ProcessorContext<Void, Void> context;
-    private KeyValueStore<String, byte[]> store;
+    protected ProcessorContext<Void, Void> context;
+    protected KeyValueStore<String, byte[]> store;
 
-    Balance(String storeName) {
+    StoreProcessor(String storeName) {
       this.storeName = storeName;
     }
 
@@ -120,6 +120,13 @@ public final class WalletStreams {
     public void init(ProcessorContext<Void, Void> context) {
       this.context = context;
       this.store = context.getStateStore(storeName);
+    }
+  }
+
+  /** Adds each deposit to the wallet's balance; the value is a Wallet (wallet.proto, fields 1-4). */
+  static final class Balance extends StoreProcessor {
+    Balance(String storeName) {
+      super(storeName);
     }
 
     @Override
@@ -166,19 +173,9 @@ public final class WalletStreams {
    * sum to more than 10,000; keeps the deposits of window + lateness. The value: field 1 the
    * flag, field 2 the applied offset, field 3 each kept deposit {1: CreatedAtMicros, 2: micros}.
    */
-  static final class AboveThreshold implements Processor<String, byte[], Void, Void> {
-    private final String storeName;
-    private ProcessorContext<Void, Void> context;
-    private KeyValueStore<String, byte[]> store;
-
+  static final class AboveThreshold extends StoreProcessor {
     AboveThreshold(String storeName) {
-      this.storeName = storeName;
-    }
-
-    @Override
-    public void init(ProcessorContext<Void, Void> context) {
-      this.context = context;
-      this.store = context.getStateStore(storeName);
+      super(storeName);
     }
 
     @Override
