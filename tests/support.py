@@ -146,16 +146,25 @@ def serve_cluster(request, root, cluster):
     yield cluster
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
+        # A service that is alive but stuck says where: each prints its threads' stacks.
+        if any([proc.dump_stacks() for proc in cluster.services.values()]):
+            time.sleep(0.5)
         dump_logs(root)
     cluster.stop()
 
 
 def dump_logs(root, lines: int = 40) -> None:
-    """Print the tail of every log under ``root/logs`` (for a failed test's report)."""
+    """Print the tail of every log under ``root/logs`` (for a failed test's report).
+
+    A stack dump (``ServiceProcess.dump_stacks``) is printed whole, after the ``lines``
+    log lines before it.
+    """
     from pathlib import Path
 
     for log in sorted((Path(root) / "logs").glob("*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        text = log.read_text(errors="replace").splitlines()
+        dump = next((i for i, line in enumerate(text) if line.startswith(("Thread 0x", "Current thread 0x"))), None)
+        tail = text[-lines:] if dump is None else text[max(0, dump - lines):]
         print(f"\n===== {log.name} (last {len(tail)} lines) =====")
         print("\n".join(tail))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,13 @@ class ServiceProcess:
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (graceful drain), SIGKILL after ``timeout``; the exit code."""
         return terminate(self.proc, timeout) or 0
+
+    def dump_stacks(self) -> bool:
+        """Ask a running service to print its threads' stacks to its log (SIGUSR1)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGUSR1)
+        return True
 
     def kill(self) -> None:
         """SIGKILL: no draining, no flushing (a crash)."""

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 
 from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
-from walletkit.service.runtime import tune_gc
+from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import kafka_settings
 from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.checkpoint import Guarantee
@@ -49,7 +49,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         log.error("%s", exc)
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
-    tune_gc()
+    prepare_process()
     stopping = threading.Event()
     current: dict[str, Processor] = {}
 

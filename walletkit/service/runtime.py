@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
+import signal
 
 
 def tune_gc() -> None:
@@ -17,3 +19,18 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+
+
+def dump_stacks_on_signal(signum: int = signal.SIGUSR1) -> None:
+    """On ``signum`` (``kill -USR1 <pid>``), print every thread's stack to stderr.
+
+    For a process that is alive but stuck: the log then says where each thread waits,
+    without stopping the process. Python's own format, not a JSON log line.
+    """
+    faulthandler.register(signum, all_threads=True, chain=False)
+
+
+def prepare_process() -> None:
+    """What every service does once, after start-up and before its work begins."""
+    dump_stacks_on_signal()
+    tune_gc()

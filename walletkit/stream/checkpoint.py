@@ -46,9 +46,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from walletkit.stream import metrics
-from walletkit.stream.errors import StreamError
+from walletkit.stream.errors import BrokerUnavailable, ClientStuck, StreamError
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import init_transactions, kafka_error
+from walletkit.stream.kafka import BoundedCalls, init_transactions, kafka_error
 from walletkit.stream.table import Transaction
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,12 @@ class ChangelogWriter:
         self.producer: Producer | None = None
         self._fatal = False
         self._in_transaction = False
+        #: The transactional calls that talk to coordinators, bounded (see BoundedCalls).
+        self._calls = BoundedCalls(f"{group}-transactions")
+        self._stuck: ClientStuck | None = None  # the current producer's call that never returned
+        #: Producers left behind in a call, kept until it returns: destroying a client with
+        #: a call in progress can block or crash the process.
+        self._left_behind: list[tuple[Producer, Any]] = []
         self.delivered: dict[int, int] = {}
         self.errors: list[KafkaError] = []
 
@@ -121,10 +127,16 @@ class ChangelogWriter:
             overrides["transactional.id"] = self.transactional_id
         self._fatal = False
         self._in_transaction = False
+        self._stuck = None
+        self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
         self.producer = self._make_producer(**overrides)
         if self.transactional:
-            init_transactions(self.producer, self.transactional_id, time.monotonic() + max(self.timeout, 60.0),
-                              self.timeout)
+            try:
+                init_transactions(self.producer, self.transactional_id, time.monotonic() + max(self.timeout, 60.0),
+                                  self.timeout, calls=self._calls)
+            except ClientStuck as exc:
+                self._leave_behind(exc)
+                raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -181,14 +193,17 @@ class ChangelogWriter:
             return
         producer = self.producer
         started = time.monotonic()
+        calls = self._calls
         try:
-            producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
+            calls(self.timeout, producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
         except KafkaException as exc:
             raise self._failed("send offsets", exc) from exc
+        except ClientStuck as exc:
+            raise self._stuck_in("send offsets", exc) from exc
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                producer.commit_transaction(self.timeout)
+                calls(self.timeout, producer.commit_transaction, self.timeout)
                 self._in_transaction = False
                 metrics.TRANSACTIONS.labels(self.group, "committed").inc()
                 metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
@@ -198,6 +213,20 @@ class ChangelogWriter:
                 if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
                     continue  # the outcome is unknown: committing again is how to learn it
                 raise self._failed("commit transaction", exc) from exc
+            except ClientStuck as exc:
+                raise self._stuck_in("commit transaction", exc) from exc
+
+    def _stuck_in(self, step: str, exc: ClientStuck) -> CheckpointFailed:
+        """A call that never returned: the producer is replaced by ``abort()``. Its transaction
+        is aborted by the new producer's registration, or had committed: the batch is redone
+        from the stores (written only after a commit) and gives the same values either way."""
+        self._stuck = exc
+        return CheckpointFailed(f"{step}: {exc}; replacing the changelog producer")
+
+    def _leave_behind(self, exc: ClientStuck) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            self._left_behind.append((producer, exc.returned))
 
     def _failed(self, step: str, exc: KafkaException) -> CheckpointFailed:
         err = kafka_error(exc)
@@ -212,37 +241,51 @@ class ChangelogWriter:
         if producer is None:
             return
         if self.transactional:
-            if self._in_transaction and not self._fatal:
+            if self._in_transaction and not self._fatal and self._stuck is None:
                 try:
-                    producer.abort_transaction(self.timeout)
+                    self._calls(self.timeout, producer.abort_transaction, self.timeout)
                     metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
                 except KafkaException as exc:
                     err = kafka_error(exc)
                     if err is not None and err.fatal():
                         self._fatal = True
                     log.warning("group %s: abort transaction: %s", self.group, exc)
-            elif self._in_transaction:
+                except ClientStuck as exc:
+                    self._stuck = exc
+            elif self._in_transaction and self._stuck is None:
                 metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
             self._in_transaction = False
         else:
             producer.purge(in_queue=True, in_flight=False)
             producer.flush(1)
-        if self._fatal:
+        if self._stuck is not None:
+            log.warning("group %s: the changelog producer is stuck in a call (%s); replacing it: the new one "
+                        "fences it and ends its transaction", self.group, self._stuck)
+            metrics.TRANSACTIONS.labels(self.group, "abandoned").inc()
+            self._leave_behind(self._stuck)
+            self.start()
+        elif self._fatal:
             log.warning("group %s: replacing the changelog producer after a fatal error", self.group)
             self.close()
             self.start()
 
     def close(self) -> None:
+        if self._stuck is not None:  # must not be called into again: left as it is
+            self._leave_behind(self._stuck)
+            return
         producer, self.producer = self.producer, None
         if producer is None:
             return
         try:
             if self._in_transaction and not self._fatal:
-                producer.abort_transaction(5)
+                self._calls(5, producer.abort_transaction, 5)
             # A producer in a fatal state raises here too; it has nothing left to deliver.
             producer.flush(5)
         except KafkaException as exc:
             log.info("group %s: closing the changelog producer: %s", self.group, exc)
+        except ClientStuck as exc:
+            log.warning("group %s: closing the changelog producer: %s", self.group, exc)
+            self._left_behind.append((producer, exc.returned))
 
 
 class Checkpoint:

@@ -39,8 +39,8 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaExceptio
 
 from walletkit.stream import metrics
 from walletkit.stream.codec import Codec
-from walletkit.stream.errors import BrokerUnavailable, EmitError
-from walletkit.stream.kafka import KafkaSettings, init_transactions, kafka_error
+from walletkit.stream.errors import BrokerUnavailable, ClientStuck, EmitError
+from walletkit.stream.kafka import BoundedCalls, KafkaSettings, init_transactions, kafka_error
 from walletkit.stream.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,9 @@ class _Lane:
         self.transactional_id = transactional_id
         self.producer: Producer | None = None
         self.fatal = False
+        #: Its transactional calls, bounded (see BoundedCalls); producers left behind in one.
+        self._calls = BoundedCalls(f"emitter-lane-{transactional_id}")
+        self._left_behind: list[tuple[Producer, Any]] = []
         self._m_committed = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "committed")
         self._m_aborted = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "aborted")
 
@@ -418,13 +421,26 @@ class _Lane:
     def start(self, deadline: float) -> None:
         """Create the producer and register the transactional id: fences an earlier producer
         with the same id and ends what it left open. Retried while the coordinator loads."""
+        self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
         self.producer = Producer(self.emitter._settings.producer(
             error_cb=self._on_error, **{"transactional.id": self.transactional_id}))
-        init_transactions(self.producer, self.transactional_id, deadline, deadline - time.monotonic())
+        try:
+            init_transactions(self.producer, self.transactional_id, deadline, deadline - time.monotonic(),
+                              calls=self._calls)
+        except ClientStuck as exc:
+            self._leave_behind(exc)
+            raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
         self.fatal = False
 
+    def _leave_behind(self, exc: ClientStuck) -> None:
+        """A producer stuck in a call: never called again nor destroyed until the call returns;
+        the next batch registers a new one, which fences it and ends its transaction."""
+        log.warning("emitter lane %s: %s; replacing the producer", self.transactional_id, exc)
+        self._left_behind.append((self.producer, exc.returned))
+        self.fatal = True
+
     def close(self) -> None:
-        if self.producer is not None:
+        if self.producer is not None and not any(p is self.producer for p, _ in self._left_behind):
             self.producer.flush(1)
 
     def serve(self) -> None:
@@ -521,7 +537,8 @@ class _Lane:
             committing = True
             while True:
                 try:
-                    producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                    timeout = max(0.1, deadline - time.monotonic())
+                    self._calls(timeout, producer.commit_transaction, timeout)
                     break
                 except KafkaException as exc:
                     err = kafka_error(exc)
@@ -533,6 +550,9 @@ class _Lane:
             err = kafka_error(exc)
             aborted = self._abandon(err) or not committing
             raise _Abort(err.str() if err is not None else str(exc), aborted) from exc
+        except ClientStuck as exc:  # in the commit: its outcome is unknown
+            self._leave_behind(exc)
+            raise _Abort(str(exc), aborted=False) from exc
 
     def _abandon(self, err: KafkaError | None) -> bool:
         """End a failed transaction so the next can begin; True if it certainly aborted.
@@ -545,11 +565,15 @@ class _Lane:
             try:
                 # Short: an abort that cannot reach the coordinator soon is settled by
                 # replacing the producer (its successor's registration ends the transaction).
-                self.producer.abort_transaction(min(self.emitter._timeout, 2.0))
+                timeout = min(self.emitter._timeout, 2.0)
+                self._calls(timeout, self.producer.abort_transaction, timeout)
                 return True
             except KafkaException as exc:
                 log.warning("emitter lane %s: abort transaction: %s; replacing the producer",
                             self.transactional_id, exc)
+            except ClientStuck as exc:
+                self._leave_behind(exc)
+                return False
         else:
             log.warning("emitter lane %s: producer failed (%s); replacing it", self.transactional_id, err.str())
         self.fatal = True

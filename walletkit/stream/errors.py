@@ -9,6 +9,17 @@ class BrokerUnavailable(StreamError):
     """The Kafka cluster could not be reached within the configured time."""
 
 
+class ClientStuck(StreamError):
+    """A Kafka client call overran its timeout (``BoundedCalls``): the client is left behind.
+
+    ``returned`` is set once the call finally returns (the client may be dropped then).
+    """
+
+    def __init__(self, message: str, returned=None) -> None:
+        super().__init__(message)
+        self.returned = returned
+
+
 class EmitError(StreamError):
     """A record was not acknowledged by the broker.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from walletkit.stream.errors import BrokerUnavailable
+from walletkit.stream.errors import BrokerUnavailable, ClientStuck
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
@@ -22,13 +24,19 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return err if isinstance(err, KafkaError) else None
 
 
-def init_transactions(producer: Any, transactional_id: str, deadline: float, attempt_timeout: float) -> None:
+def init_transactions(producer: Any, transactional_id: str, deadline: float, attempt_timeout: float,
+                      calls: "BoundedCalls | None" = None) -> None:
     """Register ``transactional_id``: fences an earlier producer with the same id and ends
     what it left open. Retried while the coordinator loads or moves, until ``deadline``
-    (monotonic); BrokerUnavailable then, or at once on an error that is not retriable."""
+    (monotonic); BrokerUnavailable then, or at once on an error that is not retriable.
+    With ``calls``, an attempt that overruns its timeout raises ClientStuck."""
     while True:
         try:
-            producer.init_transactions(max(1.0, min(attempt_timeout, deadline - time.monotonic())))
+            timeout = max(1.0, min(attempt_timeout, deadline - time.monotonic()))
+            if calls is None:
+                producer.init_transactions(timeout)
+            else:
+                calls(timeout, producer.init_transactions, timeout)
             return
         except KafkaException as exc:
             err = kafka_error(exc)
@@ -36,6 +44,55 @@ def init_transactions(producer: Any, transactional_id: str, deadline: float, att
                 raise BrokerUnavailable(f"cannot register transactional id {transactional_id!r}: {exc}") from exc
             log.warning("init_transactions %s: %s; retrying", transactional_id, err.str())
             time.sleep(0.2)
+
+
+#: Seconds a bounded call may overrun the timeout it was given before it counts as stuck.
+STUCK_GRACE = 5.0
+
+
+class BoundedCalls:
+    """Blocking librdkafka calls, each given up on once it overran its own timeout.
+
+    Some librdkafka calls wait longer than the timeout they are given when a coordinator
+    goes away: ``send_offsets_to_transaction`` waits for the group coordinator's request
+    without checking its timeout (librdkafka issues 5456, 5511, open in 2.16), so a
+    processor whose coordinator node died stopped for good with nothing in its log. Each
+    call here runs on a helper thread; the caller waits for ``timeout + STUCK_GRACE`` at
+    most and then gets :class:`ClientStuck`, leaving the call (and its client) behind: a
+    client with a call in progress must be neither used nor destroyed, so the caller
+    replaces it (see ``ChangelogWriter``). The helper thread ends once the call returns.
+    Costs one thread handoff per call (tens of microseconds, once per batch).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue | None = None
+
+    def __call__(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(self._jobs,), name=self.name, daemon=True).start()
+        done, box = threading.Event(), []
+        self._jobs.put((fn, args, box, done))
+        if not done.wait(timeout + STUCK_GRACE):
+            jobs, self._jobs = self._jobs, None
+            jobs.put(None)  # the helper ends when the call returns; the next call gets a new one
+            raise ClientStuck(f"{getattr(fn, '__name__', fn)} did not return within {timeout + STUCK_GRACE:g} s "
+                              f"(its timeout was {timeout:g} s)", returned=done)
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        while (job := jobs.get()) is not None:
+            fn, args, box, done = job
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # handed to the caller
+                box.append((False, exc))
+            done.set()
 
 
 #: How consumers prefetch. librdkafka (>= 2.2) stops fetching a partition for

@@ -229,7 +229,9 @@ GUARANTEE = Gauge(
 )
 TRANSACTIONS = Counter(
     "stream_processor_transactions_total",
-    "Batches' transactions (changelog records and input offsets together) by outcome: committed or aborted.",
+    "Batches' transactions (changelog records and input offsets together) by outcome: committed, aborted, or "
+    "abandoned (a client call that overran its timeout: the producer was replaced, which aborts it unless it "
+    "had committed, and the batch was redone from the stores, which gives the same values either way).",
     ["group", "outcome"],
 )
 FENCED = Counter(

@@ -18,7 +18,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from walletkit.service.logs import setup_logging
-from walletkit.service.runtime import tune_gc
+from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
 from walletkit.stream import StreamError
 from walletkit.stream.checkpoint import Guarantee
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                     create_topics=args.create_topics, replication_factor=args.replication_factor,
                     min_insync_replicas=args.min_insync_replicas,
                     guarantee=Guarantee(args.processing_guarantee))
-    tune_gc()
+    prepare_process()
     loop = None
     try:
         import uvloop

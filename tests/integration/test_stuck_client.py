@@ -1,0 +1,170 @@
+"""A transactional call that never returns does not stop a processor or an emitter lane.
+
+librdkafka's ``send_offsets_to_transaction`` can wait far past its timeout when the group
+coordinator goes away (librdkafka issues 5456 and 5511, open in 2.16): in CI a balance
+processor whose coordinator node was killed stopped for good, alive, with nothing in its log.
+That cannot be provoked on demand, so here the producer's call blocks the way that one does
+(until the test ends); everything else is real: the broker, its transactions, RocksDB.
+
+The processor must give the call up once it overran its timeout, replace the producer (whose
+registration fences the stuck one and aborts its transaction) and redo the batch: every record
+counted exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from prometheus_client import REGISTRY
+
+from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
+from walletkit.stream.kafka import STUCK_GRACE, KafkaClients
+from walletkit.stream.partitioner import partition_for
+from walletkit.stream.processor import LocalStores
+
+from support import CounterCodec, IntCodec, add, latest_by_key, read_topic
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+FLUSH_TIMEOUT = 2.0  # the processor's timeout for each transactional call
+SPEC = GroupSpec(group="stuck-client", input_topic="stuck-amounts", input_codec=IntCodec(),
+                 table_codec=CounterCodec(), callback=add)
+
+class HangsOnce(Producer):
+    """A real transactional producer whose first ``send_offsets_to_transaction`` after
+    ``armed`` is set blocks until ``release`` (set when the test ends, as the real call
+    returns much later), its timeout ignored (the librdkafka bug)."""
+
+    armed = threading.Event()
+    hung = threading.Event()
+    release = threading.Event()
+
+    def send_offsets_to_transaction(self, *args, **kwargs):
+        if HangsOnce.armed.is_set() and not HangsOnce.hung.is_set():
+            HangsOnce.hung.set()
+            HangsOnce.release.wait(120)
+        return super().send_offsets_to_transaction(*args, **kwargs)
+
+
+class StuckClients(KafkaClients):
+    def producer(self, **overrides):
+        return HangsOnce(self.settings.producer(**overrides))
+
+
+def produce(bootstrap: str, records: list[tuple[str, int]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for key, amount in records:
+        producer.produce(SPEC.input_topic, str(amount).encode(), key.encode(),
+                         partition=partition_for(key.encode(), PARTITIONS))
+    assert producer.flush(30) == 0
+
+
+def table(bootstrap: str) -> dict[str, int]:
+    """The changelog as a read_committed reader sees it: each key's latest total."""
+    return {k: CounterCodec().decode(v)["n"] for k, v in latest_by_key(read_topic(bootstrap, SPEC.table_topic)).items()}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def abandoned() -> float:
+    return REGISTRY.get_sample_value("stream_processor_transactions_total",
+                                     {"group": SPEC.group, "outcome": "abandoned"}) or 0.0
+
+
+def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_counts_every_record_once(
+        broker, tmp_path: Path):
+    settings = KafkaSettings(broker.bootstrap, client_id="stuck-test", session_timeout_ms=6000)
+    topics = TopicManager(settings)
+    topics.ensure_stream(SPEC.input_topic, PARTITIONS)
+    topics.ensure_table(SPEC.table_topic, PARTITIONS)
+    keys = [f"w{i:02d}" for i in range(20)]
+    produce(broker.bootstrap, [(k, 1) for k in keys])
+    processor = Processor(SPEC, StuckClients(settings), LocalStores(tmp_path / "state"), flush_timeout=FLUSH_TIMEOUT)
+    before = abandoned()
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: table(broker.bootstrap) == {k: 1 for k in keys}, 60, "the first round to be counted")
+        HangsOnce.armed.set()
+        produce(broker.bootstrap, [(k, 10) for k in keys])
+        wait_for(HangsOnce.hung.is_set, 30, "a batch's send_offsets_to_transaction to hang")
+        hung_at = time.monotonic()
+        produce(broker.bootstrap, [(k, 100) for k in keys])
+        # Given up after its timeout and the grace, the batch is redone with a new producer.
+        wait_for(lambda: table(broker.bootstrap) == {k: 111 for k in keys}, FLUSH_TIMEOUT + STUCK_GRACE + 60,
+                 "every record counted once after the hang")
+        print(f"went on {time.monotonic() - hung_at:.1f} s after the call hung")
+        assert abandoned() == before + 1, "the stuck transaction is counted as abandoned"
+        assert thread.is_alive() and processor.ready, "the processor goes on"
+        totals = {k: v["n"] for part in processor._owned.values() for k, v in
+                  ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())}
+        assert totals == {k: 111 for k in keys}, "the local stores agree with the changelog"
+    finally:
+        HangsOnce.release.set()
+        processor.stop()
+        thread.join(30)
+
+
+class CommitHangsOnce(Producer):
+    """A real transactional producer whose first ``commit_transaction`` after ``armed`` is set
+    blocks until ``release`` before it is sent at all (so that transaction certainly never commits)."""
+
+    armed = threading.Event()
+    hung = threading.Event()
+    release = threading.Event()
+
+    def commit_transaction(self, *args, **kwargs):
+        if CommitHangsOnce.armed.is_set() and not CommitHangsOnce.hung.is_set():
+            CommitHangsOnce.hung.set()
+            CommitHangsOnce.release.wait(120)
+        return super().commit_transaction(*args, **kwargs)
+
+
+def test_an_emitter_lane_whose_commit_never_returns_fails_that_batch_and_goes_on_with_a_new_producer(
+        broker, monkeypatch):
+    import asyncio
+
+    from walletkit.stream import emitter as emitter_module
+    from walletkit.stream.emitter import Emitter
+    from walletkit.stream.errors import EmitError
+
+    monkeypatch.setattr(emitter_module, "Producer", CommitHangsOnce)
+    settings = KafkaSettings(broker.bootstrap, client_id="stuck-emitter", delivery_timeout_ms=3000)
+    TopicManager(settings).ensure_stream("stuck-events", PARTITIONS)
+
+    async def scenario() -> tuple[list, float]:
+        emitter = Emitter(settings, "stuck-events", IntCodec(), transactional_id="stuck-emitter", lanes=1)
+        await emitter.start()
+        try:
+            await asyncio.gather(*(emitter.emit(f"k{i}", i) for i in range(10)))
+            CommitHangsOnce.armed.set()
+            with pytest.raises(EmitError, match="unknown|in time"):
+                await emitter.emit("hung", 1000)
+            assert CommitHangsOnce.hung.is_set()
+            hung_at = time.monotonic()
+            # The lane is not lost: the next records commit once the stuck call was given up.
+            while True:
+                try:
+                    later = await emitter.emit("after", 2000)
+                    break
+                except EmitError:
+                    assert time.monotonic() - hung_at < 60, "the emitter lane never recovered"
+            return [later], time.monotonic() - hung_at
+        finally:
+            CommitHangsOnce.release.set()
+            await emitter.close()
+
+    deliveries, recovered = asyncio.run(scenario())
+    print(f"the lane committed again {recovered:.1f} s after its commit hung")
+    values = sorted(int(v) for _, _, _, v in read_topic(broker.bootstrap, "stuck-events"))
+    assert values == [*range(10), 2000], "each acknowledged record once; the hung one (never committed) absent"
