@@ -29,7 +29,10 @@ def test_a_three_node_cluster_has_production_durability_and_survives_a_killed_no
         assert broker_conf["unclean.leader.election.enable"] == "false"
         assert broker_conf["auto.create.topics.enable"] == "false"
         admin.create_topics([NewTopic("durable", 3)])["durable"].result(15)
+        for p in range(3):
+            cluster.leader_of("durable", p)  # waits until the metadata knows every partition
         md = admin.list_topics("durable", timeout=10).topics["durable"]
+        assert len(md.partitions) == 3
         assert all(len(p.replicas) == 3 for p in md.partitions.values()), "default replication factor 3"
 
         # Kill the leader of partition 0: acks=all writes go on with the two others in sync.
@@ -46,8 +49,13 @@ def test_a_three_node_cluster_has_production_durability_and_survives_a_killed_no
         assert cluster.leader_of("durable", 0) != leader
 
         cluster.start_node(leader)
+
+        def in_sync() -> int:
+            found = admin.list_topics("durable", timeout=10).topics["durable"].partitions.get(0)
+            return len(found.isrs) if found is not None else 0
+
         deadline = time.monotonic() + 60
-        while len(admin.list_topics("durable", timeout=10).topics["durable"].partitions[0].isrs) < 3:
+        while in_sync() < 3:
             assert time.monotonic() < deadline, "the restarted node never rejoined the ISR"
             time.sleep(0.5)
         for n in (1, 2, 3):

@@ -335,13 +335,21 @@ class ApacheKafka:
         self.node(node_id).start(_java(), f"{libs}/*", self._jvm())
         self.wait_ready(timeout)
 
-    def leader_of(self, topic: str, partition: int) -> int:
-        """The node id that currently leads ``topic``/``partition``."""
+    def leader_of(self, topic: str, partition: int, timeout: float = 15.0) -> int:
+        """The node id that currently leads ``topic``/``partition``; waits while the metadata
+        does not know the partition or its leader yet (a topic just created, a leader moving)."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self._live_bootstrap()})
-        md = admin.list_topics(topic, timeout=10)
-        return md.topics[topic].partitions[partition].leader
+        deadline = time.monotonic() + timeout
+        while True:
+            md = admin.list_topics(topic, timeout=10).topics.get(topic)
+            found = md.partitions.get(partition) if md is not None and md.error is None else None
+            if found is not None and found.leader >= 0:
+                return found.leader
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"{topic}[{partition}] has no leader after {timeout:g} s")
+            time.sleep(0.2)
 
     def run_tool(self, main_class: str, *args: str, timeout: float = 60.0) -> str:
         """Run one of Kafka's command-line tools (e.g. ``kafka.admin.ConfigCommand``) against
