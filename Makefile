@@ -10,12 +10,13 @@ KAFKA ?= tansu
 
 .PHONY: run test bench proto clean kafka images controlplane
 
-$(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt
+$(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt requirements/plots.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/chart.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/api-tests.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements/plots.txt
 	@touch $@
 
 # checkov (manifest and Dockerfile scanner) needs an older `packaging` than the

@@ -1,4 +1,5 @@
-"""API figures: POST/GET under wrk vs a bare aiohttp app, and deposit -> visible at a steady rate.
+"""API figures: POST/GET under wrk (closed loop: the ceiling) and at constant arrival rates
+(open loop: latency as clients see it), vs a bare aiohttp app; deposit -> visible at a steady rate.
 
 The API is the real stack: ``wallet-api``, ``wallet-balance`` and ``wallet-above-threshold``
 started from their console scripts by ``walletkit.devstack.LocalCluster`` on a fresh broker.
@@ -16,7 +17,7 @@ from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
 from walletkit.stream.partitioner import partition_for
 from wallet_bench import http_load, profiling
-from wallet_bench.contenders import env, pyspy_binary, stop, worker_cmd
+from wallet_bench.contenders import build_openloop, env, pyspy_binary, stop, worker_cmd
 from wallet_bench.kafka_io import CommittedOffsets, wallet_id
 from wallet_bench.machine import cpu_seconds, rss_mb
 from wallet_bench.progress import Progress
@@ -125,8 +126,27 @@ def _warm_up(opts, cluster: LocalCluster, progress: Progress) -> None:
     _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
 
 
+def open_rates(opts) -> list[float]:
+    return [float(r) for r in str(opts.open_rates).split(",") if r.strip()]
+
+
+def _open_loop(opts, binary: Path, results: dict, name: str, base: str, mode: str, progress: Progress,
+               cluster: LocalCluster | None = None) -> None:
+    """``results["open"][f"{name}_{mode}_{rate}"]`` for each of ``--open-rates``."""
+    for rate in open_rates(opts):
+        progress.say(f"api: {name} {mode.upper()} open loop at {rate:,.0f}/s for {opts.open_seconds:g}s")
+        run = lambda: http_load.open_loop(binary, base, mode, rate, opts.open_seconds, opts.api_wallets, opts.seed)
+        r = _with_cpu(cluster, run) if cluster is not None else run()
+        results.setdefault("open", {})[f"{name}_{mode}_{rate:g}"] = r
+        progress.say(f"api: {name} {mode.upper()} at {rate:,.0f}/s: {r['achieved_rate']:,.0f}/s answered 2xx, "
+                     f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms"
+                     + (f", dropped {r['dropped']:,}" if r["dropped"] else "")
+                     + (f", errors {r['errors']:,}" if r["errors"] else ""))
+
+
 def run(opts, work: Path, progress: Progress) -> dict:
     results = _visible(opts, work, progress)
+    openloop = build_openloop(work, progress)
     cluster = _stack(opts, work, "api", progress)
     bare = None
     try:
@@ -144,11 +164,17 @@ def run(opts, work: Path, progress: Progress) -> dict:
         progress.say(f"api: GET /details under wrk for {opts.api_seconds:g}s")
         results["get_api"] = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
         progress.say(f"api: GET {results['get_api']['rps']:,.0f}/s")
+        # Open loop: the same routes at constant arrival rates, latency from when each was due.
+        _open_loop(opts, openloop, results, "stack", base, "post", progress, cluster)
+        _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
+        _open_loop(opts, openloop, results, "stack", base, "get", progress, cluster)
 
-        progress.say("api: the bare aiohttp app, same wrk runs")
+        progress.say("api: the bare aiohttp app, same wrk and open-loop runs")
         bare, bare_base = _bare_http(work)
         results["post_bare"] = http_load.wrk(f"{bare_base}/deposit", "post.lua", **wrk_args)
         results["get_bare"] = http_load.wrk(f"{bare_base}/details/x", "get.lua", **wrk_args)
+        _open_loop(opts, openloop, results, "bare", bare_base, "post", progress)
+        _open_loop(opts, openloop, results, "bare", bare_base, "get", progress)
         stop(bare)
         bare = None
         progress.say(f"api: bare POST {results['post_bare']['rps']:,.0f}/s, GET {results['get_bare']['rps']:,.0f}/s")
@@ -183,6 +209,20 @@ def run(opts, work: Path, progress: Progress) -> dict:
             cluster.services[svc].stop()
         results["post_api_alone"] = _with_cpu(cluster, lambda: http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args))
         progress.say(f"api: POST without processors {results['post_api_alone']['rps']:,.0f}/s")
+        _open_loop(opts, openloop, results, "alone", base, "post", progress, cluster)
+
+        # Several workers on the port (--workers), the processors still stopped: the API's scaling.
+        if opts.api_workers > 1:
+            progress.say(f"api: wallet-api --workers {opts.api_workers} (processors stopped): POST and GET under wrk")
+            get_one = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
+            cluster.start("api", env={"WALLET_API_WORKERS": str(opts.api_workers)}, port=api.port,
+                          ops_port=api.ops_port)
+            results["workers"] = opts.api_workers
+            results["post_api_alone_workers"] = http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args)
+            results["get_api_one_worker"] = get_one
+            results["get_api_workers"] = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
+            progress.say(f"api: {opts.api_workers} workers: POST {results['post_api_alone_workers']['rps']:,.0f}/s, "
+                         f"GET {results['get_api_workers']['rps']:,.0f}/s")
 
     finally:
         if bare is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE
 from wallet_bench import machine, profiling, report
-from wallet_bench.contenders import goka_available, kstreams_available, pyspy_binary, quix_available
+from wallet_bench.contenders import go_binary, goka_available, kstreams_available, pyspy_binary, quix_available
 from wallet_bench.http_load import wrk_available
 from wallet_bench.progress import Progress
 
@@ -45,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
                    help="unmeasured POST load on each fresh stack first (the broker's JIT warms up)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--open-rates", default="1000,2000",
+                   help="constant arrival rates (requests/s, comma-separated) of the open-loop API runs")
+    p.add_argument("--open-seconds", type=float, default=10, help="duration of each open-loop run")
+    p.add_argument("--api-workers", type=int, default=2,
+                   help="workers of the multi-worker API run (wallet-api --workers); 1 skips it")
     p.add_argument("--api-wallets", type=int, default=1000, help="wallets the HTTP load spreads over")
     p.add_argument("--catch-up-timeout", type=float, default=300, help="bound on waiting for processors after POSTs")
     p.add_argument("--visible-rate", type=float, default=1000, help="deposits/s for deposit->visible")
@@ -65,11 +70,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="", help="state, logs and profiles (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", default="", help="also write all results as JSON to this file")
+    p.add_argument("--plots", default="bench-plots",
+                   help="directory for the PNG plots (throughput over time, latency percentiles); '' for none")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
-QUICK = dict(deposits=3000, wallets=300, failover_wallets=3000, failover_rate=100, failover_seconds=6, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
+QUICK = dict(open_rates="200", open_seconds=2, deposits=3000, wallets=300, failover_wallets=3000, failover_rate=100, failover_seconds=6, api_seconds=2, visible_seconds=2, table_wallets=3000, api_wallets=200,
              quix_commit_interval=0.5, processor_timeout=60, restore_timeout=60,
              catch_up_timeout=30, warmup_seconds=1)
 
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         missing.append(why)
     if "api" in phases and (why := wrk_available()):
         missing.append(why)
+    if "api" in phases and go_binary() is None:
+        missing.append("go not found: the open-loop load generator (bench/openloop) is built with Go 1.26+")
     if opts.profile and pyspy_binary() is None:
         missing.append("py-spy not found (requirements/bench.txt)")
     if missing:
@@ -135,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         if not (opts.keep or opts.work_dir):
             shutil.rmtree(work, ignore_errors=True)
     print(report.render(results), flush=True)
+    if opts.plots:
+        from wallet_bench import plots
+
+        made = plots.write(results, Path(opts.plots))
+        if made:
+            print("\nplots: " + ", ".join(str(p) for p in made))
     profiles = [(k, v) for section in ("processors", "api", "tables") for k, v in results.get(section, {}).items()
                 if k.startswith("profile_")]
     for key, summary in profiles:

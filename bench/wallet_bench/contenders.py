@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wallet_bench.kafka_io import CommittedOffsets
@@ -59,18 +59,28 @@ def goka_available() -> str | None:
     return None
 
 
-def build_goka(work: Path, progress: Progress) -> Path:
-    """``go build`` the Goka peer (bench/goka) into ``work``; its modules come from the Go module proxy."""
-    out = work / "bin" / "goka-peer"
+def go_build(source: Path, work: Path, name: str, what: str, progress: Progress) -> Path:
+    """``go build`` the Go program in ``source`` into ``work/bin/name``; modules from the Go module proxy."""
+    out = work / "bin" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    progress.say("processors: building the Goka peer (bench/goka, go build)")
+    progress.say(f"building {what} ({source.relative_to(REPO)}, go build)")
     started = time.monotonic()
-    result = subprocess.run([go_binary(), "build", "-o", str(out), "."], cwd=GOKA_DIR, capture_output=True, text=True,
+    result = subprocess.run([go_binary(), "build", "-o", str(out), "."], cwd=source, capture_output=True, text=True,
                             timeout=900)
     if result.returncode != 0:
-        raise RuntimeError(f"go build of bench/goka failed:\n{result.stdout}{result.stderr}")
-    progress.say(f"processors: Goka peer built in {time.monotonic() - started:.0f}s")
+        raise RuntimeError(f"go build of {source.relative_to(REPO)} failed:\n{result.stdout}{result.stderr}")
+    progress.say(f"{what} built in {time.monotonic() - started:.0f}s")
     return out
+
+
+def build_goka(work: Path, progress: Progress) -> Path:
+    """The Goka peer (bench/goka)."""
+    return go_build(GOKA_DIR, work, "goka-peer", "the Goka peer", progress)
+
+
+def build_openloop(work: Path, progress: Progress) -> Path:
+    """The open-loop HTTP load generator (bench/openloop, the standard library only)."""
+    return go_build(BENCH_DIR / "openloop", work, "openloop", "the open-loop load generator", progress)
 
 
 KSTREAMS_DIR = BENCH_DIR / "kstreams"
@@ -117,6 +127,8 @@ class Throughput:
     cpu_seconds: float         # the process's CPU in the steady span
     total_cpu_seconds: float   # the process's CPU from launch (start-up included)
     peak_rss_mb: float
+    #: (seconds since launch, records committed), every TIMELINE_STEP seconds: the plots' data.
+    timeline: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def steady(self) -> bool:
@@ -134,6 +146,10 @@ class Throughput:
         if not self.steady:
             return self.records / max(self.total_cpu_seconds, 1e-3)
         return self.steady_records / max(self.cpu_seconds, 1e-3)
+
+
+#: Seconds between two points of a contender's timeline.
+TIMELINE_STEP = 0.25
 
 
 def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: str, ends: list[int],
@@ -156,6 +172,7 @@ def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: st
     offsets = CommittedOffsets(bootstrap, group, topic, len(ends))
     first_t = first_cpu = None
     first_n = 0
+    timeline: list[tuple[float, int]] = []
     try:
         while True:
             if proc.poll() is not None:
@@ -163,6 +180,8 @@ def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: st
             done = offsets.read()
             now = time.monotonic()
             n = sum(min(d, e) for d, e in zip(done, ends))
+            if not timeline or now - launched - timeline[-1][0] >= TIMELINE_STEP or n == total:
+                timeline.append((round(now - launched, 3), n))
             if n and first_t is None:
                 first_t, first_n, first_cpu = now, n, cpu_seconds(proc.pid)
             if done == ends or all(d >= e for d, e in zip(done, ends)):
@@ -177,7 +196,7 @@ def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: st
                      f"({(total - first_n) / max(now - first_t, 1e-3):,.0f} records/s after the first commit, "
                      f"{cpu_seconds(proc.pid):.1f} CPU-s)")
         return Throughput(name, total, now - launched, now - first_t, total - first_n, end_cpu - first_cpu, end_cpu,
-                          peak)
+                          peak, timeline)
     finally:
         offsets.close()
         stop(proc)

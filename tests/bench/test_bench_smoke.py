@@ -42,6 +42,12 @@ EXPECTED_ROWS = [
     "POST /deposit latency p50 / p99",
     "GET /details throughput vs bare aiohttp",
     "GET /details latency p50 / p99",
+    "POST /deposit, processors stopped",
+    "POST /deposit, 2 workers vs 1",
+    "GET /details, 2 workers vs 1",
+    "POST /deposit open loop 200/s, whole stack",
+    "POST /deposit open loop 200/s, processors stopped",
+    "GET /details open loop 200/s, whole stack",
     "deposit→visible p50 / p99",
     "restore balance-table",
     "restore above_threshold-table",
@@ -70,7 +76,7 @@ def test_quick_run_prints_every_figure(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "wallet_bench", "--quick", "--json", str(out_json),
-                          "--work-dir", str(tmp_path / "work")],
+                          "--work-dir", str(tmp_path / "work"), "--plots", str(tmp_path / "plots")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
     elapsed = time.monotonic() - started
     assert run.returncode == 0, f"exit {run.returncode}\n--- stderr ---\n{run.stderr[-6000:]}\n--- stdout ---\n{run.stdout}"
@@ -95,6 +101,13 @@ def test_quick_run_prints_every_figure(tmp_path):
     assert results["tables"]["restore_balance"]["keys"] == 3000
     failover = results["failover"]
     assert failover["kill_with_standby"]["probes"] > 0 and failover["rolling_with_standby"]["probes"] > 0
+    # Open loop: every request offered on schedule was answered (a quick run's rate is low).
+    for key, r in results["api"]["open"].items():
+        assert r["sent"] == round(200 * 2) and r["ok"] + sum(r["non_2xx"].values()) + r["errors"] == r["sent"], (key, r)
+    # The pictures, each a PNG with something drawn on it.
+    for name in ("processors.png", "latency.png", "latency-over-time.png"):
+        png = (tmp_path / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (name, len(png))
 
 
 def test_profile_summary_reads_collapsed_stacks(tmp_path):

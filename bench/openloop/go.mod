@@ -1,0 +1,3 @@
+module github.com/wallet/bench/openloop
+
+go 1.26
