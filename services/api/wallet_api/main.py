@@ -7,6 +7,7 @@ seed's curl commands work as they are.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import logging
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 DEFAULT_OPS_PORT = 8090
 
 
-async def serve(public: web.Application, ops: web.Application, host: str, port: int, ops_port: int) -> None:
-    """Serve both apps until SIGTERM/SIGINT, then drain and clean up (the ledger closes last)."""
+async def serve(public: web.Application, ops: web.Application, host: str, port: int, ops_port: int, *,
+                ops_host: str | None = None, reuse_port: bool = False) -> None:
+    """Serve both apps until SIGTERM/SIGINT, then drain and clean up (the ledger closes last).
+    ``reuse_port``: the public port is shared with other workers (``--workers``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -43,11 +46,13 @@ async def serve(public: web.Application, ops: web.Application, host: str, port: 
     runners = [web.AppRunner(public, access_log=None, shutdown_timeout=10),
                web.AppRunner(ops, access_log=None, shutdown_timeout=2)]
     try:
-        for runner, listen_port in zip(runners, (port, ops_port)):
+        ops_host = ops_host or host
+        for runner, listen_host, listen_port, shared in ((runners[0], host, port, reuse_port),
+                                                         (runners[1], ops_host, ops_port, False)):
             await runner.setup()
-            await web.TCPSite(runner, host, listen_port).start()
-        log.info("listening on %s:%d (API), operations on %s:%d (/metrics /healthz /readyz)",
-                 host, port, host, ops_port)
+            await web.TCPSite(runner, listen_host, listen_port, reuse_port=shared or None).start()
+        log.info("listening on %s:%d (API%s), operations on %s:%d (/metrics /healthz /readyz)",
+                 host, port, ", shared with other workers" if reuse_port else "", ops_host, ops_port)
         await stop.wait()
         log.info("received a signal: draining")
     finally:
@@ -79,7 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     env_flag(parser, "--deposit-timeout-seconds", "WALLET_DEPOSIT_TIMEOUT_SECONDS",
              "how long a deposit may wait for Kafka's acknowledgement before it fails with 503", default=5.0,
              type=float)
+    env_flag(parser, "--workers", "WALLET_API_WORKERS",
+             "API processes sharing the port (SO_REUSEPORT), each with its own views; the process started "
+             "supervises them and serves their operations endpoints (docs/performance.md)", default=1, type=int)
+    env_flag(parser, "--ops-host", "WALLET_OPS_HOST", "address the operations endpoints bind (default: --http-host)",
+             default=None)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
     args = parse(parser, argv)
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
     if not 0 <= args.amount_decimals <= money.SCALE_DIGITS:
         parser.error(f"--amount-decimals must be between 0 and {money.SCALE_DIGITS}")
     if not 0 < args.max_amount <= money.DEFAULT_MAX_AMOUNT:
@@ -95,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     except AuthConfigError as exc:
         parser.error(str(exc))
     setup_logging("wallet-api", args.log_level)
+    if args.workers > 1:
+        from wallet_api.workers import supervise
+
+        sys.exit(supervise(list(sys.argv[1:] if argv is None else argv), args.workers, args.state_dir,
+                           args.ops_host or args.http_host, args.ops_port, args.instance_id))
     limits = Limits(max_body_bytes=args.max_body_bytes, wallet_id_max_length=args.wallet_id_max_length,
                     amount_decimals=args.amount_decimals, max_amount=args.max_amount,
                     max_in_flight=args.max_in_flight, consistency_timeout=args.consistency_timeout_seconds,
@@ -109,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                     create_topics=args.create_topics, replication_factor=args.replication_factor,
                     min_insync_replicas=args.min_insync_replicas,
                     guarantee=Guarantee(args.processing_guarantee))
-    prepare_process()
+    prepare_process("wallet-api")
     loop = None
     try:
         import uvloop
@@ -120,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     public = make_app(ledger, limits, auth=auth, rate_limiter=RateLimiter(rate) if rate.enabled else None)
     try:
         with asyncio.Runner(loop_factory=(lambda: loop) if loop is not None else None) as runner:
-            runner.run(serve(public, make_ops_app(ledger), args.http_host, args.http_port, args.ops_port))
+            runner.run(serve(public, make_ops_app(ledger), args.http_host, args.http_port, args.ops_port,
+                             ops_host=args.ops_host, reuse_port=args.reuse_port))
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         sys.exit(1)
