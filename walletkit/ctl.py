@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="walletctl", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
+    from walletkit.service.build import add_version_flag
+
+    add_version_flag(parser)
     env_flag(parser, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers", required=True)
     env_flag(parser, "--kafka-config", "KAFKA_CONFIG", "extra librdkafka properties, key=value,...", default="")
     sub = parser.add_subparsers(dest="command", required=True)

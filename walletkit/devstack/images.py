@@ -333,6 +333,9 @@ def build(buildah: Buildah, artifact: Artifact, tag: str | None = None, *, pull:
         args += ["--target", artifact.target]
     if CA_BUNDLE.is_file():
         args += ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"]
+    from walletkit.service.build import build_info
+
+    args += ["--build-arg", f"WALLET_BUILD_COMMIT={build_info()['commit']}"]
     log(f"building {name} (target {artifact.target}) with buildah")
     buildah(*args, str(artifact.context), capture=log is not print)
     return name

@@ -49,6 +49,9 @@ def say(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="wallet-stack", description=__doc__.split("\n\n")[0])
+    from walletkit.service.build import add_version_flag
+
+    add_version_flag(p)
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     p.add_argument("--ops-port", type=int, default=8090, help="API operations port (default 8090)")
     p.add_argument("--kafka", choices=BROKER_KINDS, default=os.environ.get("KAFKA", "tansu") or "tansu",

@@ -49,7 +49,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
         log.error("%s", exc)
         return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
-    prepare_process()
+    prepare_process(service)
     stopping = threading.Event()
     current: dict[str, Processor] = {}
 

@@ -30,7 +30,14 @@ def dump_stacks_on_signal(signum: int = signal.SIGUSR1) -> None:
     faulthandler.register(signum, all_threads=True, chain=False)
 
 
-def prepare_process() -> None:
-    """What every service does once, after start-up and before its work begins."""
+def prepare_process(service: str) -> None:
+    """What every service does once, after start-up and before its work begins: say what
+    runs (log line, ``wallet_build_info``), dump stacks on SIGUSR1, tune the collector."""
+    import logging
+
+    from walletkit.service.build import register_build_info, version_text
+
+    logging.getLogger(__name__).info("%s", version_text(service))
+    register_build_info(service)
     dump_stacks_on_signal()
     tune_gc()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from walletkit.service.build import add_version_flag
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from walletkit.wallet.topology import DEFAULT_PARTITIONS
@@ -60,6 +61,7 @@ def _parse_bool(raw: str) -> bool:
 
 def base_parser(prog: str, description: str, default_port: int, default_state_dir: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
+    add_version_flag(p)
     env_flag(p, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]",
              required=True)
     env_flag(p, "--state-dir", "WALLET_STATE_DIR", "root directory of the local RocksDB state",

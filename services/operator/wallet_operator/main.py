@@ -37,6 +37,9 @@ DEFAULT_HEALTH_PORT = 8084
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wallet-operator", description=__doc__.splitlines()[0])
+    from walletkit.service.build import add_version_flag
+
+    add_version_flag(p)
     env_flag(p, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]",
              required=True)
     env_flag(p, "--kafka-config", "KAFKA_CONFIG", "extra librdkafka properties, comma-separated key=value", default="")
