@@ -25,8 +25,11 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 # its created-timestamps feature is on) and they double the series each process exposes.
 disable_created_metrics()
 
-#: Latency buckets (seconds) shared by the per-batch durations.
-_BATCH_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Latency buckets (seconds) shared by the per-batch durations: up to the 30 s a batch's
+#: changelog write and commit may take before it fails (the processor's flush timeout).
+_BATCH_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Batch sizes: up to 50,000 records, five times the default WALLET_BATCH_SIZE.
+BATCH_RECORDS_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000)
 #: Delay buckets (seconds): from milliseconds (healthy) to half an hour (catching up).
 _DELAY_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -42,7 +45,7 @@ BATCH_SIZE = Histogram(
     "stream_processor_batch_records",
     "Input records per processed batch.",
     ["group"],
-    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    buckets=BATCH_RECORDS_BUCKETS,
 )
 CALLBACK_SECONDS = Histogram(
     "stream_processor_callback_seconds",
