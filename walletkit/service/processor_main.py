@@ -22,7 +22,7 @@ from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_VALUE_BYTES
 from walletkit.stream.versions import TableVersion, TableVersions
-from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC, ensure_topics
+from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC, wait_for_topics
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +36,14 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
     processor drains and commits the same way and the process goes on as a member of
     the new version's group.
     """
-    setup_logging(service, args.log_level)
+    setup_logging(service, args.log_level, args.log_format)
     settings = kafka_settings(args, client_id=service)
     base_spec = make_spec(args)
-    try:
-        ensure_topics(TopicManager(settings, replication_factor=args.replication_factor,
-                                   min_insync_replicas=args.min_insync_replicas), args.partitions,
-                      create=args.create_topics)
-        versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
-        version = versions.current(base_spec.group, timeout=30)
-    except (StreamError, KafkaException) as exc:
-        log.error("%s", exc)
-        return 1
     faults = os.environ.get("WALLET_FAULT_INJECTION")  # testing only, see walletkit.stream.faults
     prepare_process(service)
     stopping = threading.Event()
     current: dict[str, Processor] = {}
+    waiting: dict[str, list[str] | None] = {"topics": None}  # what the start waits for
 
     def new_processor(group: str) -> Processor:
         spec = dataclasses.replace(base_spec, group=group)
@@ -61,19 +53,43 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
                                 faults=CrashInjector(faults, trigger=os.environ.get("WALLET_FAULT_TRIGGER"))
                                 if faults else None)
 
-    processor = current["p"] = new_processor(version.group)
-    ops = OpsServer(args.http_host, args.http_port, alive=lambda: current["p"].alive(),
-                    ready=lambda: current["p"].ready,
-                    status=lambda: {"state": current["p"].state.value, "group": current["p"].spec.group,
-                                    "partitions": current["p"].partitions, "restoring": current["p"].restoring,
-                                    "waiting": current["p"].waiting, "standby": current["p"].standby,
-                                    "guarantee": current["p"].guarantee.value})
+    def status() -> dict:
+        p = current.get("p")
+        if p is None:  # still waiting for its topics (or for Kafka)
+            return {"state": "waiting_for_topics", "group": base_spec.group, "missing_topics": waiting["topics"],
+                    "guarantee": args.processing_guarantee}
+        return {"state": p.state.value, "group": p.spec.group, "partitions": p.partitions, "restoring": p.restoring,
+                "waiting": p.waiting, "standby": p.standby, "guarantee": p.guarantee.value}
+
+    # Up before the topics are checked: unready (not dead) while they are missing.
+    ops = OpsServer(args.http_host, args.http_port, alive=lambda: "p" not in current or current["p"].alive(),
+                    ready=lambda: "p" in current and current["p"].ready, status=status)
     ops.start()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: draining", signal.Signals(signum).name)
         stopping.set()
-        current["p"].stop()
+        if "p" in current:
+            current["p"].stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        found = wait_for_topics(TopicManager(settings, replication_factor=args.replication_factor,
+                                             min_insync_replicas=args.min_insync_replicas), args.partitions,
+                                create=args.create_topics, stop=stopping, service=service, log=log,
+                                on_wait=lambda missing: waiting.__setitem__("topics", missing))
+        if found is None:
+            ops.stop()
+            log.info("%s stopped before its topics appeared", service)
+            return 0
+        versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
+        version = versions.current(base_spec.group, timeout=30)
+    except (StreamError, KafkaException) as exc:
+        log.error("%s", exc)
+        ops.stop()
+        return 1
+    processor = current["p"] = new_processor(version.group)
 
     def on_versions(live: dict[str, TableVersion]) -> None:
         wanted = live.get(base_spec.group, TableVersion.first(base_spec.group))
@@ -82,8 +98,8 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
                      wanted.version, wanted.group, current["p"].spec.group)
             current["p"].stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    if stopping.is_set():  # a signal while the processor was being made
+        processor.stop()
     watch = versions.watch(on_versions)
     try:
         while True:

@@ -31,6 +31,14 @@ class EmitError(StreamError):
     producer_replaced = False
 
 
+class TopicsMissing(StreamError):
+    """Topics the service needs do not exist (yet: an operator may still be creating them)."""
+
+    def __init__(self, topics: list[str]) -> None:
+        super().__init__(f"topics missing: {', '.join(topics)}")
+        self.topics = list(topics)
+
+
 class CoPartitioningError(StreamError):
     """Topics that must be co-partitioned have different partition counts."""
 

@@ -8,7 +8,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from walletkit.stream.errors import BrokerUnavailable, CoPartitioningError, StreamError
+from walletkit.stream.errors import BrokerUnavailable, CoPartitioningError, StreamError, TopicsMissing
 from walletkit.stream.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class TopicManager:
                 break
             time.sleep(0.2)
         if missing:
-            raise StreamError(f"topics missing: {', '.join(missing)}")
+            raise TopicsMissing(missing)
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{t}={n}" for t, n in counts.items())
             raise CoPartitioningError(

@@ -1,5 +1,12 @@
 """Names shared by every wallet service: topics and groups (contracts, see DESIGN.md)."""
 
+import logging
+import threading
+import time
+
+from confluent_kafka import KafkaException
+
+from walletkit.stream.errors import BrokerUnavailable, TopicsMissing
 from walletkit.stream.topics import TopicManager, table_topic
 from walletkit.stream.versions import TableVersion, TableVersions
 
@@ -39,3 +46,49 @@ def ensure_topics(topics: TopicManager, partitions: int, *, create: bool) -> int
         for table in tables:
             topics.ensure_table(table, partitions)
     return topics.ensure_copartitioned([DEPOSIT_TOPIC, *tables])
+
+
+#: Seconds between two looks for missing topics, and between two log lines about them.
+TOPICS_RECHECK_SECONDS = 2.0
+TOPICS_LOG_INTERVAL = 30.0
+
+
+def wait_for_topics(topics: TopicManager, partitions: int, *, create: bool, stop: threading.Event,
+                    service: str, log: logging.Logger, on_wait=None) -> int | None:
+    """``ensure_topics``, again and again while topics are missing or Kafka cannot be reached.
+
+    On a fresh install the topics may not exist yet (Strimzi's topic operator creates them a
+    moment after the pods start) and the brokers may still be starting: a service that exited
+    would crash-loop with growing back-off and start long after everything is there. It waits
+    instead, unready, and says so every TOPICS_LOG_INTERVAL seconds; it goes on within
+    TOPICS_RECHECK_SECONDS of the topics appearing. ``on_wait(missing or None)`` reports
+    what it waits for (None once done). None if ``stop`` was set meanwhile. Other errors (the
+    topics disagree on partition counts) are raised: waiting cannot mend them.
+    """
+    last_log = 0.0
+    while True:
+        try:
+            count = ensure_topics(topics, partitions, create=create)
+            if on_wait is not None:
+                on_wait(None)
+            if last_log:
+                log.info("%s: the topics are there; starting", service)
+            return count
+        except (TopicsMissing, BrokerUnavailable, KafkaException) as exc:
+            missing = exc.topics if isinstance(exc, TopicsMissing) else []
+            if on_wait is not None:
+                on_wait(missing)
+            now = time.monotonic()
+            if now - last_log >= TOPICS_LOG_INTERVAL:
+                last_log = now
+                if missing:
+                    log.warning("%s: waiting for topics %s (unready meanwhile): %s; checking every %gs",
+                                service, ", ".join(missing),
+                                "they are being created, or set WALLET_CREATE_TOPICS=true to create them"
+                                if not create else "they could not be created yet", TOPICS_RECHECK_SECONDS,
+                                extra={"missing_topics": missing})
+                else:
+                    log.warning("%s: waiting for Kafka (unready meanwhile): %s; checking every %gs", service,
+                                exc, TOPICS_RECHECK_SECONDS)
+        if stop.wait(TOPICS_RECHECK_SECONDS):
+            return None

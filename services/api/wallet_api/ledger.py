@@ -24,6 +24,7 @@ from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.view import ViewState
 from walletkit.stream.store import persistent_id
 from walletkit.stream.table import trim_oldest
+from walletkit.stream.context import REQUEST_ID_HEADER
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
@@ -32,7 +33,7 @@ from walletkit.stream.topics import table_topic
 from walletkit.stream.versions import TableVersion, TableVersions, VersionWatch, group_has_passed, readable_ends
 from walletkit.wallet.topology import (
     ABOVE_THRESHOLD_GROUP, ABOVE_THRESHOLD_TABLE, BALANCE_GROUP, BALANCE_TABLE, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC,
-    ensure_topics, live_groups,
+    live_groups, wait_for_topics,
 )
 from walletkit.wallet.wallet_pb2 import KeyedDeposit
 
@@ -107,6 +108,9 @@ class Ledger:
         self._settings = settings
         self._partitions = partitions
         self._create_topics = create_topics
+        self._stopping = threading.Event()  # ends the wait for missing topics
+        #: Topics the start waits for (None: not waiting), shown in /healthz and /readyz.
+        self.waiting_for_topics: list[str] | None = None
         self._replication = replication_factor
         self._min_insync = min_insync_replicas
         self.guarantee = Guarantee(guarantee)
@@ -144,11 +148,19 @@ class Ledger:
         self._offsets_reader_lock = threading.Lock()
 
     async def start(self) -> None:
-        """Check the topics, connect the emitter, start following both tables."""
-        self._topic_partitions = await asyncio.to_thread(
-            ensure_topics, TopicManager(self._settings, replication_factor=self._replication,
-                                          min_insync_replicas=self._min_insync), self._partitions,
-            create=self._create_topics)
+        """Check the topics (waiting, unready, while they are missing), connect the emitter,
+        start following both tables."""
+        try:
+            self._topic_partitions = await asyncio.to_thread(
+                wait_for_topics, TopicManager(self._settings, replication_factor=self._replication,
+                                              min_insync_replicas=self._min_insync), self._partitions,
+                create=self._create_topics, stop=self._stopping, service="wallet-api", log=log,
+                on_wait=self._waiting_for)
+        except asyncio.CancelledError:
+            self._stopping.set()  # the thread looking for the topics ends too
+            raise
+        if self._topic_partitions is None:
+            raise asyncio.CancelledError("stopped while waiting for the topics")
         await self.emitter.start()
         self._loop = asyncio.get_running_loop()
         # The tables' live versions (a rebuild may have switched them): views follow those.
@@ -163,6 +175,9 @@ class Ledger:
         loop = self._loop
         self._version_watch = self._versions.watch(
             lambda versions: loop.call_soon_threadsafe(self._on_versions, versions))
+
+    def _waiting_for(self, missing: list[str] | None) -> None:  # on the waiting thread
+        self.waiting_for_topics = missing
 
     def _view(self, group: str) -> View:
         topic = table_topic(group)
@@ -217,6 +232,7 @@ class Ledger:
             self._switching.pop(base, None)
 
     async def close(self) -> None:
+        self._stopping.set()
         if self._version_watch is not None:
             await asyncio.to_thread(self._version_watch.stop)
         for task in list(self._switching.values()):
@@ -249,10 +265,11 @@ class Ledger:
             # Changelog records each replica is behind, from its last fetch (null before the first).
             "balance_view_behind": self.balances.behind,
             "above_threshold_view_behind": self.flags.behind,
+            **({"waiting_for_topics": self.waiting_for_topics} if self.waiting_for_topics is not None else {}),
         }
 
     async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None, *,
-                      principal: str | None = None) -> Receipt:
+                      principal: str | None = None, request_id: str | None = None) -> Receipt:
         """Emit one deposit; returns once the broker acknowledged it (EmitError if not).
 
         With an ``idempotency_key``, a retry of a deposit already stored is answered
@@ -276,7 +293,7 @@ class Ledger:
             fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
             self._in_flight[(wallet_id, idempotency_key)] = fut
             try:
-                receipt = await self._emit(wallet_id, amount_micros, idempotency_key, principal)
+                receipt = await self._emit(wallet_id, amount_micros, idempotency_key, principal, request_id)
                 fut.set_result(receipt)
                 return receipt
             except BaseException as exc:
@@ -285,9 +302,10 @@ class Ledger:
                 raise
             finally:
                 del self._in_flight[(wallet_id, idempotency_key)]
-        return await self._emit(wallet_id, amount_micros, None, principal)
+        return await self._emit(wallet_id, amount_micros, None, principal, request_id)
 
-    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None, principal: str | None) -> Receipt:
+    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None, principal: str | None,
+                    request_id: str | None = None) -> Receipt:
         now = time.time_ns() // 1000
         # A key gives a deterministic id, so retries through any replica carry the same one.
         deposit_id = uuid.uuid5(_KEYED_IDS, f"{wallet_id}\0{key}").hex if key else uuid.uuid4().hex
@@ -299,7 +317,10 @@ class Ledger:
             record.IdempotencyKey = key
         if principal:
             record.Principal = principal
-        delivery = await self.emitter.emit(wallet_id, record)
+        # The request's id rides in a record header, so the processors' log lines about this
+        # deposit carry it too (Context.request_id).
+        delivery = await self.emitter.emit(wallet_id, record, [(REQUEST_ID_HEADER, request_id.encode())]
+                                           if request_id else None)
         if delivery.offset >= self._ends.get(delivery.partition, 0):
             self._ends[delivery.partition] = delivery.offset + 1
         # The broker's time when it stamped the record: what the processors judge it by.

@@ -38,26 +38,42 @@ DEFAULT_OPS_PORT = 8090
 async def serve(public: web.Application, ops: web.Application, host: str, port: int, ops_port: int, *,
                 ops_host: str | None = None, reuse_port: bool = False) -> None:
     """Serve both apps until SIGTERM/SIGINT, then drain and clean up (the ledger closes last).
-    ``reuse_port``: the public port is shared with other workers (``--workers``)."""
+
+    The operations listener comes first: while the public app starts (the ledger waits for
+    missing topics, the views catch up) it answers /healthz 200 and /readyz 503. A signal
+    during the start ends it. ``reuse_port``: the public port is shared with other workers
+    (``--workers``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runners = [web.AppRunner(public, access_log=None, shutdown_timeout=10),
-               web.AppRunner(ops, access_log=None, shutdown_timeout=2)]
+    public_runner = web.AppRunner(public, access_log=None, shutdown_timeout=10)
+    ops_runner = web.AppRunner(ops, access_log=None, shutdown_timeout=2)
+    ops_host = ops_host or host
+    public_started = False
+    await ops_runner.setup()
     try:
-        ops_host = ops_host or host
-        for runner, listen_host, listen_port, shared in ((runners[0], host, port, reuse_port),
-                                                         (runners[1], ops_host, ops_port, False)):
-            await runner.setup()
-            await web.TCPSite(runner, listen_host, listen_port, reuse_port=shared or None).start()
+        await web.TCPSite(ops_runner, ops_host, ops_port).start()
+        setup = asyncio.ensure_future(public_runner.setup())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({setup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not setup.done():
+            setup.cancel()
+            await asyncio.gather(setup, return_exceptions=True)
+            log.info("received a signal while starting: stopping")
+            return
+        stopped.cancel()
+        setup.result()  # an error of the start is raised here
+        public_started = True
+        await web.TCPSite(public_runner, host, port, reuse_port=reuse_port or None).start()
         log.info("listening on %s:%d (API%s), operations on %s:%d (/metrics /healthz /readyz)",
                  host, port, ", shared with other workers" if reuse_port else "", ops_host, ops_port)
         await stop.wait()
         log.info("received a signal: draining")
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await ops_runner.cleanup()
+        if public_started:
+            await public_runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     env_flag(parser, "--deposit-timeout-seconds", "WALLET_DEPOSIT_TIMEOUT_SECONDS",
              "how long a deposit may wait for Kafka's acknowledgement before it fails with 503", default=5.0,
              type=float)
+    env_flag(parser, "--access-log", "WALLET_ACCESS_LOG",
+             "one log line per request (method, route, status, duration, request id)", default=True, type=bool)
     env_flag(parser, "--workers", "WALLET_API_WORKERS",
              "API processes sharing the port (SO_REUSEPORT), each with its own views; the process started "
              "supervises them and serves their operations endpoints (docs/performance.md)", default=1, type=int)
@@ -107,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         auth_settings = from_env(os.environ)
     except AuthConfigError as exc:
         parser.error(str(exc))
-    setup_logging("wallet-api", args.log_level)
+    setup_logging("wallet-api", args.log_level, args.log_format)
     if args.workers > 1:
         from wallet_api.workers import supervise
 
@@ -135,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:
         pass
-    public = make_app(ledger, limits, auth=auth, rate_limiter=RateLimiter(rate) if rate.enabled else None)
+    public = make_app(ledger, limits, auth=auth, rate_limiter=RateLimiter(rate) if rate.enabled else None,
+                      access_log=args.access_log)
     try:
         with asyncio.Runner(loop_factory=(lambda: loop) if loop is not None else None) as runner:
             runner.run(serve(public, make_ops_app(ledger), args.http_host, args.http_port, args.ops_port,
