@@ -85,3 +85,19 @@ def test_setup_applies_root_and_per_logger_levels():
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
         logging.getLogger("obs.test.child").setLevel(saved[2])
+
+
+def test_the_console_format_is_one_readable_line_with_the_fields_after_the_message():
+    from walletkit.service.logs import ConsoleFormatter
+
+    with log_context(request_id="r-1"):
+        line = ConsoleFormatter().format(record("deposit accepted", wallet_id="w1", note="two words", amount=12.5))
+    assert "\n" not in line
+    head, _, fields = line.rpartition("  ")
+    assert head.endswith("INFO    walletkit.test: deposit accepted")
+    assert fields == 'request_id=r-1 wallet_id=w1 note="two words" amount=12.5'
+
+
+def test_an_unknown_log_format_is_refused_with_the_choices():
+    with pytest.raises(SystemExit, match="json or console"):
+        setup_logging("svc", "info", "xml")

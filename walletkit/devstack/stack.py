@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     say(f"starting {name} on 127.0.0.1:{args.broker_port}")
     broker = make_broker(args.kafka, port=args.broker_port, log_path=state / "logs" / "broker.log",
                          data_dir=state / "kafka")
-    cluster = LocalCluster(state, broker=broker, partitions=args.partitions)
+    # Logs for a person to read (tail -f .state/logs/api-0.log), unless WALLET_LOG_FORMAT says otherwise.
+    cluster = LocalCluster(state, broker=broker, partitions=args.partitions,
+                           extra_env={"WALLET_LOG_FORMAT": os.environ.get("WALLET_LOG_FORMAT") or "console"})
     try:
         cluster.start_broker()
     except RuntimeError as exc:

@@ -1,10 +1,14 @@
-"""Structured logs: one JSON object per line on stderr.
+"""Structured logs: one JSON object per line on stderr (or readable lines: ``console``).
 
 Every line has ``ts`` (UTC, milliseconds), ``level``, ``service``, ``logger`` and ``msg``,
 then the fields of the record's ``extra={...}`` and of the enclosing :func:`log_context`.
 Field names shared by the services: ``wallet_id``, ``deposit_id``, ``group``, ``topic``,
 ``partition``, ``offset``. The stream toolkit knows no wallets and logs a record's key as
 ``record_key``; in the wallet every Kafka key is a wallet id, so it is written as ``wallet_id``.
+
+The format (``WALLET_LOG_FORMAT`` / ``--log-format``) is ``json`` (the default; what the
+containers write and log collectors parse) or ``console``: ``HH:MM:SS.mmm LEVEL logger:
+message key=value ...``, for a person reading ``make run``'s logs.
 
 The level (``WALLET_LOG_LEVEL`` / ``--log-level``) is one level, ``debug``, ``info``,
 ``warning`` or ``error``, optionally followed by per-logger levels:
@@ -66,6 +70,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+class ConsoleFormatter(logging.Formatter):
+    """``05:44:28.123 INFO  wallet_api.access: POST /deposit 202  request_id=... duration_ms=1.2``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = dict(_CONTEXT.get())
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                fields[_RENAMED.get(key, key)] = value
+        line = (time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d} "
+                f"{record.levelname:<7} {record.name}: {record.getMessage()}")
+        if fields:
+            line += "  " + " ".join(f"{k}={_console_value(v)}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _console_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (not text or any(c.isspace() or c in '"=' for c in text)) else text
+
+
+FORMATS = ("json", "console")
+
+
 def parse_level(spec: str) -> tuple[int, dict[str, int]]:
     """``"info,librdkafka=debug"`` → (INFO, {"librdkafka": DEBUG}); ValueError naming what is wrong."""
     root: int | None = None
@@ -86,14 +115,17 @@ def parse_level(spec: str) -> tuple[int, dict[str, int]]:
     return (logging.INFO if root is None else root), loggers
 
 
-def setup_logging(service: str, level: str = "info") -> None:
-    """JSON lines on stderr at ``level`` (see the module doc); exits with a message if it is invalid."""
+def setup_logging(service: str, level: str = "info", fmt: str = "json") -> None:
+    """Log lines on stderr at ``level`` in format ``fmt`` (see the module doc); exits with a
+    message if either is invalid."""
     try:
         root_level, loggers = parse_level(level)
     except ValueError as exc:
         raise SystemExit(f"{service}: invalid --log-level / WALLET_LOG_LEVEL: {exc}") from None
+    if fmt not in FORMATS:
+        raise SystemExit(f"{service}: invalid --log-format / WALLET_LOG_FORMAT {fmt!r}: use json or console")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service) if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(root_level)

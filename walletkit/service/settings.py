@@ -89,6 +89,8 @@ def base_parser(prog: str, description: str, default_port: int, default_state_di
              "input offset each table value carries", default=Guarantee.EXACTLY_ONCE.value,
              choices=[g.value for g in Guarantee])
     env_flag(p, "--log-level", "WALLET_LOG_LEVEL", "log level: debug, info, warning, error", default="info")
+    env_flag(p, "--log-format", "WALLET_LOG_FORMAT", "log lines as json (for collectors) or console (for people)",
+             default="json", choices=("json", "console"))
     return p
 
 

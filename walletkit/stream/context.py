@@ -9,6 +9,20 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from walletkit.stream.codec import TableCodec
 from walletkit.stream.table import Transaction
 
+#: The record header carrying the id of the request that caused the record (the API's
+#: X-Request-ID), for log lines to carry end to end.
+REQUEST_ID_HEADER = "request-id"
+
+
+def request_id_of(msg: Any) -> str | None:
+    """The ``request-id`` header of a consumed record, if it has one."""
+    headers = msg.headers() if msg is not None else None
+    if headers:
+        for name, value in headers:
+            if name == REQUEST_ID_HEADER and value is not None:
+                return value.decode("utf-8", "replace")
+    return None
+
 
 class Context:
     """Access to the group table for the key of the record being processed.
@@ -37,6 +51,11 @@ class Context:
     def timestamp(self) -> int:
         """Kafka record timestamp in milliseconds (read only when asked: most callbacks never do)."""
         return self._msg.timestamp()[1]
+
+    @property
+    def request_id(self) -> str | None:
+        """The id of the request that caused the record (its ``request-id`` header), if any."""
+        return request_id_of(self._msg)
 
     @property
     def log_append_time_ms(self) -> int | None:

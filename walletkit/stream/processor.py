@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
 from walletkit.stream.codec import Codec, TableCodec
-from walletkit.stream.context import Context
+from walletkit.stream.context import Context, request_id_of
 from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, ValueTooLarge
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, LogEnds, consume_ready, init_transactions
@@ -555,6 +555,9 @@ class Processor:
         batch = _BatchQuarantine()
         counts = dict.fromkeys(_OUTCOMES, 0)
         oldest_ms = 0  # timestamp of the batch's oldest record (the first of each partition)
+        # One line per record at debug level, with the id of the request that caused it
+        # (WALLET_LOG_LEVEL=info,walletkit.stream.processor=debug follows deposits through).
+        trace = log.isEnabledFor(logging.DEBUG)
         started = time.perf_counter()
         for i, m in enumerate(msgs):
             err = m.error()
@@ -586,7 +589,11 @@ class Processor:
                 counts["skipped"] += 1
                 log.warning("group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset)
                 continue
-            counts[self._apply(txn, key, m, msgs, i, batch)] += 1
+            outcome = self._apply(txn, key, m, msgs, i, batch)
+            counts[outcome] += 1
+            if trace:
+                log.debug("group %s: record %s", spec.group, outcome, extra={
+                    "record_key": key, "partition": p, "offset": offset, "request_id": request_id_of(m)})
         metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if not txns:
             return

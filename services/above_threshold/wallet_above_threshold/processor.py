@@ -203,7 +203,8 @@ def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idemp
                 idempotency.forget_older(state.recent, at - horizon)
         if state.add(Entry(at=at, offset=ctx.offset, amount=amount), rule):
             FLAGGED.inc()
-            log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset})
+            log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset,
+                                                              "request_id": ctx.request_id})
         ctx.set_value(state)
 
     return GroupSpec(group=ABOVE_THRESHOLD_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+import uuid
 from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -30,6 +32,8 @@ from wallet_api.validation import InvalidRequest, Limits, check_idempotency_key,
 log = logging.getLogger(__name__)
 #: One line per accepted deposit: who credited which wallet with what (the audit trail).
 audit = logging.getLogger("wallet_api.audit")
+#: One line per request on the public port: method, route template, status, duration, request id.
+access = logging.getLogger("wallet_api.access")
 
 LEDGER = web.AppKey("ledger", Ledger)
 LIMITS = web.AppKey("limits", Limits)
@@ -37,6 +41,14 @@ IN_FLIGHT = web.AppKey("in_flight", list)  # [requests in flight on the limited 
 AUTH = web.AppKey("auth", object)  # Authenticator, or None when authentication is off
 RATE_LIMITER = web.AppKey("rate_limiter", object)  # RateLimiter, or None when off
 SPEC = web.AppKey("spec", tuple)  # (YAML text, JSON bytes) of the OpenAPI spec, parsed once
+ACCESS_LOG = web.AppKey("access_log", bool)  # one access-log line per request
+REQUEST_ID = "wallet.request_id"  # request key: the request's id (X-Request-ID)
+#: The header a client may name its request by; answered on every response, logged on every
+#: line the request causes and carried in the deposit record to both processors.
+REQUEST_ID_HEADER = "X-Request-ID"
+#: A client's request id is kept if it is 1-128 of these (safe in headers, logs and Kafka
+#: headers); anything else is replaced by a new one, not refused.
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 PRINCIPAL = "wallet.principal"  # request key: the authenticated Principal
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _LIMITED_ROUTES = frozenset({"/deposit", "/details/{wallet_id}"})
@@ -75,20 +87,35 @@ def json_error(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=json.dumps({"error": message}, separators=(",", ":")), content_type=JSON)
 
 
+def request_id_of(header: str | None) -> str:
+    """The client's X-Request-ID if it is acceptable, else a new id."""
+    return header if header is not None and _REQUEST_ID_OK.fullmatch(header) else uuid.uuid4().hex
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Metrics per route, and every error as JSON (unknown routes, methods, oversized bodies)."""
+    """Metrics per route, every error as JSON (unknown routes, methods, oversized bodies), the
+    request id (X-Request-ID) on the response and on every log line, and the access log."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     method = request.method if request.method in _METHODS else "other"  # a bounded label set
+    request_id = request[REQUEST_ID] = request_id_of(request.headers.get(REQUEST_ID_HEADER))
     started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = json_error(exc.status, _http_error_message(exc, request))
-    _count(route, method, response.status)
-    _observe_latency(route, method, time.perf_counter() - started)
+    with log_context(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = json_error(exc.status, _http_error_message(exc, request))
+        elapsed = time.perf_counter() - started
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        _count(route, method, response.status)
+        _observe_latency(route, method, elapsed)
+        if request.app.get(ACCESS_LOG) and access.isEnabledFor(logging.INFO):
+            access.info("%s %s %d", method, route, response.status, extra={
+                "method": method, "route": route, "status": response.status,
+                "duration_ms": round(elapsed * 1000, 2)})
     return response
 
 
@@ -190,7 +217,8 @@ async def deposit(request: web.Request) -> web.Response:
     subject = principal.subject if principal is not None else None
     with log_context(wallet_id=dep.wallet_id, idempotency_key=key):
         try:
-            receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key, principal=subject)
+            receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key, principal=subject,
+                                                        request_id=request[REQUEST_ID])
         except IdempotencyConflict as exc:
             return json_error(409, str(exc))
         except EmitError as exc:
@@ -291,9 +319,10 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 def make_app(ledger: Ledger, limits: Limits = Limits(), *, auth: Authenticator | None = None,
-             rate_limiter: RateLimiter | None = None) -> web.Application:
+             rate_limiter: RateLimiter | None = None, access_log: bool = True) -> web.Application:
     """The public app; the ledger is started and closed with it (cleanup context)."""
     app = web.Application(middlewares=[observe, guard], client_max_size=limits.max_body_bytes)
+    app[ACCESS_LOG] = access_log
     app[LEDGER] = ledger
     app[LIMITS] = limits
     app[IN_FLIGHT] = [0]
