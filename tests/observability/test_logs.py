@@ -101,3 +101,38 @@ def test_the_console_format_is_one_readable_line_with_the_fields_after_the_messa
 def test_an_unknown_log_format_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match="json or console"):
         setup_logging("svc", "info", "xml")
+
+
+def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batches():
+    import io
+
+    from walletkit.service import logs
+    from walletkit.service.logs import AccessLog
+
+    out = io.StringIO()
+    access = AccessLog("wallet_api.access", stream=out)
+    logs._format, logs._service = "json", "wallet-api"
+    access.request("GET", "/details/{wallet_id}", 200, 1.234, "r-7")  # no event loop: written at once
+    doc = json.loads(out.getvalue())
+    assert doc == {"ts": doc["ts"], "level": "info", "service": "wallet-api", "logger": "wallet_api.access",
+                   "msg": "GET /details/{wallet_id} 200", "method": "GET", "route": "/details/{wallet_id}",
+                   "status": 200, "duration_ms": 1.23, "request_id": "r-7"}
+    assert doc["ts"].endswith("Z") and len(doc["ts"]) == len("2026-01-05T10:12:43.377Z")
+
+    import asyncio
+
+    async def burst() -> tuple[int, int]:
+        out.seek(0), out.truncate()
+        for i in range(AccessLog.BATCH + 3):
+            access.request("POST", "/deposit", 202, 0.5, f"r{i}")
+        written_at_once = len(out.getvalue().splitlines())
+        await asyncio.sleep(AccessLog.FLUSH_SECONDS + 0.1)
+        return written_at_once, len(out.getvalue().splitlines())
+
+    at_once, later = asyncio.run(burst())
+    assert (at_once, later) == (AccessLog.BATCH, AccessLog.BATCH + 3), "a full batch at once, the rest shortly after"
+    logs._format = "console"
+    out.seek(0), out.truncate()
+    access.request("GET", "/details/{wallet_id}", 404, 0.7, "r-8")
+    assert " INFO    wallet_api.access: GET /details/{wallet_id} 404  request_id=r-8 " in out.getvalue()
+    logs._format = "json"

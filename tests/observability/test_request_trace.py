@@ -72,7 +72,7 @@ def test_a_deposit_is_followed_by_its_request_id_through_the_api_and_both_proces
         status, headers, _ = post(api.port, {"WalletID": "traced", "Amount": 1}, sent)
         assert status == 202
         made = headers["x-request-id"]
-        assert re.fullmatch(r"[0-9a-f]{32}", made), (sent, made)
+        assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", made), (sent, made)
         wait_for(lambda: any(line.get("request_id") == made for line in lines_with(api.log_path, made)), 10,
                  "the new id in the API's access line")
         wait_for(lambda: any(line.get("request_id") == made for line in lines_with(balance.log_path, made)), 30,
