@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
 from walletkit.stream.checkpoint import Guarantee
+from walletkit.stream.emitter import DEFAULT_LANES
 from walletkit.stream.view import ViewState
 from walletkit.stream.store import persistent_id
 from walletkit.stream.table import trim_oldest
@@ -104,7 +105,7 @@ class Ledger:
 
     def __init__(self, settings: KafkaSettings, state_dir: str | Path, *, partitions: int, create_topics: bool,
                  replication_factor: int = -1, min_insync_replicas: int = -1,
-                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE) -> None:
+                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE, emitter_lanes: int = DEFAULT_LANES) -> None:
         self._settings = settings
         self._partitions = partitions
         self._create_topics = create_topics
@@ -121,7 +122,8 @@ class Ledger:
         transactional_id = None
         if self.guarantee is Guarantee.EXACTLY_ONCE:
             transactional_id = f"wallet-api-{settings.instance_id or persistent_id(state, 'emitter-id')}"
-        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id)
+        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id,
+                               lanes=emitter_lanes)
         self._state = state
         self.balances = View(settings, BALANCE_TABLE, WALLET, state / BALANCE_TABLE)
         self.flags = View(settings, ABOVE_THRESHOLD_TABLE, WALLET_INFO_LIST, state / ABOVE_THRESHOLD_TABLE)

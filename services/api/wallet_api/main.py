@@ -23,6 +23,7 @@ from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
 from walletkit.stream import StreamError
 from walletkit.stream.checkpoint import Guarantee
+from walletkit.stream.emitter import DEFAULT_LANES
 from walletkit.wallet import money
 from wallet_api.app import make_app, make_ops_app
 from wallet_api.auth import AuthConfigError, Authenticator, from_env
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     env_flag(parser, "--deposit-timeout-seconds", "WALLET_DEPOSIT_TIMEOUT_SECONDS",
              "how long a deposit may wait for Kafka's acknowledgement before it fails with 503", default=5.0,
              type=float)
+    env_flag(parser, "--emitter-lanes", "WALLET_EMITTER_LANES",
+             "transactional producers committing deposits side by side (exactly_once)", default=DEFAULT_LANES, type=int)
     env_flag(parser, "--access-log", "WALLET_ACCESS_LOG",
              "one log line per request (method, route, status, duration, request id)", default=True, type=bool)
     env_flag(parser, "--workers", "WALLET_API_WORKERS",
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(parser, argv)
     if args.workers < 1:
         parser.error("--workers must be 1 or more")
+    if args.emitter_lanes < 1:
+        parser.error("--emitter-lanes must be 1 or more")
     if not 0 <= args.amount_decimals <= money.SCALE_DIGITS:
         parser.error(f"--amount-decimals must be between 0 and {money.SCALE_DIGITS}")
     if not 0 < args.max_amount <= money.DEFAULT_MAX_AMOUNT:
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     ledger = Ledger(settings, args.state_dir, partitions=args.partitions,
                     create_topics=args.create_topics, replication_factor=args.replication_factor,
                     min_insync_replicas=args.min_insync_replicas,
-                    guarantee=Guarantee(args.processing_guarantee))
+                    guarantee=Guarantee(args.processing_guarantee), emitter_lanes=args.emitter_lanes)
     prepare_process("wallet-api")
     loop = None
     try:
