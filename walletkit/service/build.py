@@ -17,6 +17,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from prometheus_client import Gauge
+
 #: The distribution the services are installed from (pyproject.toml).
 DISTRIBUTION = "wallet-service"
 
@@ -74,15 +76,11 @@ def add_version_flag(parser) -> None:
     parser.add_argument("--version", action=_Version, help="print the version, commit, Python and librdkafka; exit")
 
 
-@functools.cache
-def _build_info_gauge():
-    from prometheus_client import Gauge
-
-    return Gauge("wallet_build_info", "What is running: version, commit, Python and librdkafka (always 1).",
-                 ["service", "version", "commit", "python", "librdkafka"])
+BUILD_INFO = Gauge("wallet_build_info", "What is running: version, commit, Python and librdkafka (always 1).",
+                   ["service", "version", "commit", "python", "librdkafka"])
 
 
 def register_build_info(service: str) -> None:
     """``wallet_build_info{service,version,commit,python,librdkafka} 1`` in the default registry."""
     b = build_info()
-    _build_info_gauge().labels(service, b["version"], b["commit"], b["python"], b["librdkafka"]).set(1)
+    BUILD_INFO.labels(service, b["version"], b["commit"], b["python"], b["librdkafka"]).set(1)
