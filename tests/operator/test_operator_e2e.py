@@ -208,7 +208,8 @@ async def test_kafka_down_or_a_missing_statefulset_is_degraded_with_a_message(km
             15, "Degraded once Kafka is gone")
         assert degraded["reason"] == "KafkaUnavailable"
         # Which request notices first depends on how far the broker got in stopping.
-        assert any(m in degraded["message"] for m in ("cluster metadata", "committed offsets", "no fetch answer")), \
+        assert any(m in degraded["message"] for m in ("cluster metadata", "committed offsets", "no fetch answer",
+                                                      "cannot list offsets of deposit")), \
             degraded["message"]
         ready = condition_of(kmock, "wallet-balance", "Ready")
         assert ready["status"] == "False" and ready["reason"] == "KafkaUnavailable"
