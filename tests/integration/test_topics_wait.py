@@ -37,6 +37,9 @@ def probe(svc, path: str) -> tuple[int, dict]:
 
 def test_services_wait_unready_for_missing_topics_and_start_once_they_appear(cluster):
     services = [cluster.start(name, wait=False, env=NO_CREATE) for name in ("balance", "above_threshold", "api")]
+    # A second balance and a second API instance, stopped while they wait: SIGTERM ends the
+    # wait with exit 0.
+    quitters = [cluster.start(name, 1, wait=False, env=NO_CREATE) for name in ("balance", "api")]
     for svc in services:
         wait_for(lambda: svc.running and answers(svc, "/healthz") == 200, 30,
                  f"{svc.script} alive while its topics are missing")
@@ -52,6 +55,10 @@ def test_services_wait_unready_for_missing_topics_and_start_once_they_appear(clu
     assert body.get("state") == "waiting_for_topics" and "deposit" in body.get("missing_topics", []), body
     status, body = probe(services[2], "/readyz")
     assert "deposit" in body.get("waiting_for_topics", []), body
+    for quitter in quitters:
+        assert quitter.running
+        quitter.proc.send_signal(signal.SIGTERM)
+        assert quitter.proc.wait(30) == 0, f"{quitter.script} exits 0 on SIGTERM while waiting; see {quitter.log_path}"
 
     created = time.monotonic()
     create_topics(cluster.broker.bootstrap)
@@ -61,12 +68,3 @@ def test_services_wait_unready_for_missing_topics_and_start_once_they_appear(clu
     api = services[2]
     status, doc, _ = post_deposit(api.port, {"WalletID": "settled", "Amount": 5})
     assert status == 202, doc
-
-
-def test_a_service_waiting_for_its_topics_stops_cleanly_on_sigterm(cluster):
-    waiting = [cluster.start(name, wait=False, env=NO_CREATE) for name in ("balance", "api")]
-    for svc in waiting:
-        wait_for(lambda: answers(svc, "/healthz") == 200, 30, f"{svc.script} up")
-    for svc in waiting:
-        svc.proc.send_signal(signal.SIGTERM)
-        assert svc.proc.wait(30) == 0, f"{svc.script} exits 0 on SIGTERM while waiting; see {svc.log_path}"
