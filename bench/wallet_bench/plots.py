@@ -42,6 +42,15 @@ def _footnote(fig, results: dict) -> None:
              "shared by the broker, the contender and the load", fontsize=7, color="0.4", ha="left", va="bottom")
 
 
+def _save(plt, fig, results: dict, path: Path) -> Path:
+    """The footnote, the layout, the file; the figure closed."""
+    _footnote(fig, results)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def rates_over_time(timeline: list[tuple[float, int]], window: float = 1.0) -> tuple[list[float], list[float]]:
     """Records/s over ``window``-second steps of a (seconds, records committed) timeline."""
     xs, ys = [], []
@@ -80,11 +89,7 @@ def processors(results: dict, path: Path) -> Path | None:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     axes[0].set_ylabel("records/s (1 s windows)")
     fig.suptitle("Processor throughput over time, same input on the same Apache Kafka broker")
-    _footnote(fig, results)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, results, path)
 
 
 def _nines(q: float) -> float:
@@ -121,11 +126,7 @@ def latency(results: dict, path: Path) -> Path | None:
     ax.set_title("API latency by percentile, open loop (constant arrival rate)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    _footnote(fig, results)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, results, path)
 
 
 def latency_over_time(results: dict, path: Path) -> Path | None:
@@ -145,11 +146,7 @@ def latency_over_time(results: dict, path: Path) -> Path | None:
     ax.set_title("API p99 second by second, open loop")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    _footnote(fig, results)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, results, path)
 
 
 def write(results: dict, directory: Path) -> list[Path]:

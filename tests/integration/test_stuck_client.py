@@ -45,20 +45,30 @@ FLUSH_TIMEOUT = 2.0  # the processor's timeout for each transactional call
 SPEC = GroupSpec(group="stuck-client", input_topic="stuck-amounts", input_codec=IntCodec(),
                  table_codec=CounterCodec(), callback=add)
 
-class HangsOnce(Producer):
-    """A real transactional producer whose first ``send_offsets_to_transaction`` after
-    ``armed`` is set blocks until ``release`` (set when the test ends, as the real call
-    returns much later), its timeout ignored (the librdkafka bug)."""
+def hangs_once(method: str) -> type[Producer]:
+    """A real transactional producer whose first ``method`` call after ``armed`` is set blocks
+    until ``release`` (set when the test ends, as the real call returns much later) before it
+    is sent at all, its timeout ignored (the librdkafka bug)."""
 
-    armed = threading.Event()
-    hung = threading.Event()
-    release = threading.Event()
+    class HangsOnce(Producer):
+        armed = threading.Event()
+        hung = threading.Event()
+        release = threading.Event()
 
-    def send_offsets_to_transaction(self, *args, **kwargs):
+    def call(self, *args, **kwargs):
         if HangsOnce.armed.is_set() and not HangsOnce.hung.is_set():
             HangsOnce.hung.set()
             HangsOnce.release.wait(120)
-        return super().send_offsets_to_transaction(*args, **kwargs)
+        return getattr(Producer, method)(self, *args, **kwargs)
+
+    setattr(HangsOnce, method, call)
+    return HangsOnce
+
+
+#: The processor's producer: its send_offsets_to_transaction hangs once.
+HangsOnce = hangs_once("send_offsets_to_transaction")
+#: An emitter lane's producer: its commit_transaction hangs once (so that transaction never commits).
+CommitHangsOnce = hangs_once("commit_transaction")
 
 
 class StuckClients(KafkaClients):
@@ -123,21 +133,6 @@ def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_
         HangsOnce.release.set()
         processor.stop()
         thread.join(30)
-
-
-class CommitHangsOnce(Producer):
-    """A real transactional producer whose first ``commit_transaction`` after ``armed`` is set
-    blocks until ``release`` before it is sent at all (so that transaction certainly never commits)."""
-
-    armed = threading.Event()
-    hung = threading.Event()
-    release = threading.Event()
-
-    def commit_transaction(self, *args, **kwargs):
-        if CommitHangsOnce.armed.is_set() and not CommitHangsOnce.hung.is_set():
-            CommitHangsOnce.hung.set()
-            CommitHangsOnce.release.wait(120)
-        return super().commit_transaction(*args, **kwargs)
 
 
 def test_an_emitter_lane_whose_commit_never_returns_fails_that_batch_and_goes_on_with_a_new_producer(

@@ -103,7 +103,7 @@ def test_an_unknown_log_format_is_refused_with_the_choices():
         setup_logging("svc", "info", "xml")
 
 
-def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batches():
+def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batches(monkeypatch):
     import io
 
     from walletkit.service import logs
@@ -111,7 +111,8 @@ def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batch
 
     out = io.StringIO()
     access = AccessLog("wallet_api.access", stream=out)
-    logs._format, logs._service = "json", "wallet-api"
+    monkeypatch.setattr(logs, "_format", "json")  # put back even when an assertion fails
+    monkeypatch.setattr(logs, "_service", "wallet-api")
     access.request("GET", "/details/{wallet_id}", 200, 1.234, "r-7")  # no event loop: written at once
     doc = json.loads(out.getvalue())
     assert doc == {"ts": doc["ts"], "level": "info", "service": "wallet-api", "logger": "wallet_api.access",
@@ -131,8 +132,7 @@ def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batch
 
     at_once, later = asyncio.run(burst())
     assert (at_once, later) == (AccessLog.BATCH, AccessLog.BATCH + 3), "a full batch at once, the rest shortly after"
-    logs._format = "console"
+    monkeypatch.setattr(logs, "_format", "console")
     out.seek(0), out.truncate()
     access.request("GET", "/details/{wallet_id}", 404, 0.7, "r-8")
     assert " INFO    wallet_api.access: GET /details/{wallet_id} 404  request_id=r-8 " in out.getvalue()
-    logs._format = "json"

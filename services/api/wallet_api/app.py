@@ -94,7 +94,7 @@ _ID_PREFIX = os.urandom(6).hex()
 _ids = itertools.count(1)
 
 
-def request_id_of(header: str | None) -> str:
+def choose_request_id(header: str | None) -> str:
     """The client's X-Request-ID if it is acceptable, else a new id."""
     if header is not None and _REQUEST_ID_OK.fullmatch(header):
         return header
@@ -107,7 +107,7 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     request id (X-Request-ID) on the response and on every log line, and the access log."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     method = request.method if request.method in _METHODS else "other"  # a bounded label set
-    request_id = request[REQUEST_ID] = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+    request_id = request[REQUEST_ID] = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
     started = time.perf_counter()
     with log_context(request_id=request_id):
         try:
