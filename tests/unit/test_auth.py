@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import socket
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from wallet_api.auth import (
     AuthConfigError, AuthSettings, Authenticator, Forbidden, KeySetError, KeysUnavailable, Principal,
     Unauthorized, WalletRule, from_env,
 )
+from walletkit.devstack.net import free_port
 
 ISSUER = "https://issuer.example/realms/wallet"
 AUDIENCE = "wallet-api"
@@ -675,12 +675,6 @@ async def test_old_keys_are_refreshed_in_the_background(server, rsa_key, rsa_oth
     assert auth.key_ids == ("rsa-2",) and server.fetches == 2
     # ... and once it lands the withdrawn key is no longer trusted.
     await refused(auth, bearer(sign(rsa_key)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_unreachable_jwks_url_is_a_401_not_a_crash(rsa_key, caplog):
