@@ -227,3 +227,43 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
     assert back._owned[p].get(key)["n"] == 57, back._owned[p].get(key)
     back.stop()
     thread.join(30)
+
+
+class SilentReader(Consumer):
+    """A changelog reader whose fetches bring nothing for its first 4 seconds, as under a broker's
+    fetch quota: no fetch answered, so no cached end of log either."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.silent_until = time.monotonic() + 4.0
+
+    def consume(self, num_messages: int = 1, timeout: float = -1):
+        if time.monotonic() < self.silent_until:
+            time.sleep(min(max(timeout, 0), 0.05))
+            return []
+        return super().consume(num_messages, timeout)
+
+
+class SilentRestores(KafkaClients):
+    def reader(self, **overrides):
+        return SilentReader(self.settings.reader(**overrides))
+
+
+def test_records_to_go_are_known_before_the_first_fetch_answers(broker, tmp_path):
+    """Before its first fetch returns, a restoring member asks the broker for the changelog's
+    ends: the dashboards' "records to go" shows the real backlog, not 0, while nothing moves."""
+    expected = build_table(broker, tmp_path)
+    member = Processor(SPEC, SilentRestores(settings(broker)), LocalStores(tmp_path / "silent" / SPEC.group))
+    thread = run_in_thread(member)
+    gauge = ("stream_restore_remaining_records", {"topic": SPEC.table_topic})
+    try:
+        wait_for(lambda: member.restoring, 30, "the member's assignment")
+        wait_for(lambda: (REGISTRY.get_sample_value(*gauge) or 0) > 0, 3, "records to go above 0")
+        # Nothing has been read yet, and all of it is to go (a commit marker per batch on top).
+        assert member._restorer.records_restored == 0
+        assert REGISTRY.get_sample_value(*gauge) >= len(expected)
+        wait_for(lambda: member.ready, 60, "the restore to finish")
+        assert REGISTRY.get_sample_value(*gauge) == 0
+    finally:
+        member.stop()
+        thread.join(30)

@@ -286,5 +286,14 @@ class ChangelogFollower:
                 out[p] = high
         return out
 
+    def ask_end_offsets(self, partitions: Iterable[int], timeout: float = 1.0) -> dict[int, int]:
+        """The end (high watermark) of each partition, asked of the broker now."""
+        out = {}
+        for p in partitions:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+            if high >= 0:
+                out[p] = high
+        return out
+
     def close(self) -> None:
         self.consumer.close()

@@ -75,6 +75,9 @@ class Restorer:
         #: partition -> when to read it again.
         self.waiting: dict[int, float] = {}
         self._ends_failure_logged = 0.0
+        #: Log ends asked of the broker for partitions no fetch has answered for yet.
+        self._asked_ends: dict[int, int] = {}
+        self._ends_asked = 0.0
         self._held: set[int] = set()  # waiting partitions seen held back by an open transaction
         self._topic_id: str | None = None
         self.restoring: dict[int, TablePartition] = {}
@@ -247,6 +250,7 @@ class Restorer:
         for p in partitions:
             progress = self._progress.pop(p)
             self.restoring.pop(p)
+            self._asked_ends.pop(p, None)
             elapsed = now - progress.started
             log.info("table %s[%d] restored: %d records in %.2fs, from changelog offset %d",
                      self.topic, p, progress.read, elapsed, progress.first_position,
@@ -262,7 +266,8 @@ class Restorer:
     def _report(self, *, force: bool) -> None:
         """Metrics every step, a progress line every PROGRESS_INTERVAL (and when a restore ends)."""
         follower = self.follower
-        ends = follower.end_offsets(self._assigned)
+        ends = {**self._asked_ends, **follower.end_offsets(self._assigned)}
+        self._ask_unknown_ends([p for p in self.restoring if p not in ends], ends)
         remaining = {p: max(ends[p] - follower.positions.get(p, 0), 0) for p in self.restoring if p in ends}
         self._m_remaining.set(len(self.restoring))
         self._m_waiting.set(len(self.waiting))
@@ -291,6 +296,21 @@ class Restorer:
                      f"{eta:.0f}s" if eta != float("inf") else "unknown", sorted(self.restoring),
                      extra={"progress": round(ratio, 4), "records_per_second": round(rate),
                             "eta_seconds": None if eta == float("inf") else round(eta, 1)})
+
+    def _ask_unknown_ends(self, partitions: list[int], ends: dict[int, int]) -> None:
+        """Ends of restoring partitions no fetch has answered for yet, asked of the broker (at
+        most once a second): until a first fetch returns, which a throttled or slow broker may
+        delay for long, "records to go" would read 0 while nothing is restored yet."""
+        now = time.monotonic()
+        if not partitions or now - self._ends_asked < 1.0:
+            return
+        self._ends_asked = now
+        try:
+            asked = (self._log_ends or self.follower.ask_end_offsets)(partitions)
+        except (KafkaException, TimeoutError):
+            return  # the next report asks again
+        self._asked_ends.update(asked)
+        ends.update(asked)
 
     # -- a whole restore at once (tools, benchmarks) ---------------------------------
 
