@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/bench/.installed
 # The broker of `make run`: tansu (embedded, instant, memory-only) or apache (Apache Kafka).
 KAFKA ?= tansu
 
-.PHONY: run test bench proto clean kafka images controlplane
+.PHONY: run test bench proto clean kafka images controlplane dashboards
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt requirements/plots.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka controlplane
 bench: $(STAMP) $(BENCH_STAMP) kafka
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	PYTHONPATH=bench $(BIN)/python -m wallet_bench $(BENCH_ARGS)
+
+## dashboards: run the stack on Apache Kafka with Prometheus through a scripted load, a burst, a processor kill and a restore; draw every dashboard panel to docs/img/dashboards (DASHBOARDS_ARGS="--out DIR")
+dashboards: $(STAMP) kafka
+	@command -v prometheus >/dev/null || { echo "make dashboards needs Prometheus: apt-get install -y prometheus"; exit 1; }
+	$(BIN)/python -m walletkit.devstack.scenario $(DASHBOARDS_ARGS)
 
 ## images: build the three service images with buildah, no Docker engine needed (IMAGES_ARGS="save DIR" for kind load, "push REGISTRY")
 images: $(STAMP)

@@ -123,16 +123,17 @@ class LocalPrometheus:
         return f"http://{self.host}:{self.port}"
 
     def config(self) -> dict[str, Any]:
-        """prometheus.yml (JSON is YAML): one job per target, its labels static."""
+        """prometheus.yml (JSON is YAML): one job per service, each instance's labels static."""
         conf: dict[str, Any] = {
             "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
                        "evaluation_interval": self.evaluation_interval},
-            "scrape_configs": [
-                {"job_name": t.job, "metrics_path": "/metrics",
-                 "static_configs": [{"targets": [t.address], "labels": dict(t.labels)}]}
-                for t in self.targets
-            ],
+            "scrape_configs": [],
         }
+        jobs: dict[str, list[dict[str, Any]]] = {}
+        for t in self.targets:  # one job per service, one static config (labels) per instance
+            jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
+        conf["scrape_configs"] = [{"job_name": job, "metrics_path": "/metrics", "static_configs": static}
+                                  for job, static in jobs.items()]
         if self.rule_groups:
             conf["rule_files"] = [str(self.root / "rules.yml")]
         return conf
