@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from walletkit.devstack import dashboards as grafana
+
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "charts" / "wallet" / "files" / "dashboards"
 DOC = REPO / "docs" / "observability.md"
@@ -42,18 +44,12 @@ class PanelQuery:
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+    return grafana.load(DASHBOARDS)
 
 
 def panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Every panel that queries (rows' nested panels included, rows themselves not)."""
-    out = []
-    for panel in doc.get("panels", []):
-        if panel.get("type") == "row":
-            out.extend(panel.get("panels", []))
-        else:
-            out.append(panel)
-    return out
+    return grafana.panels(doc)
 
 
 def panel_queries() -> list[PanelQuery]:
@@ -71,21 +67,10 @@ def variable_queries(doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-_VARIABLE = re.compile(r"\$(\{)?(__)?([A-Za-z_][A-Za-z0-9_]*)(?(1)\})")
-
-
 def substitute(expr: str, namespace: str) -> str:
     """A panel's PromQL with Grafana's variables replaced for a direct query; KeyError for an unknown one."""
-    values = {"namespace": namespace, "instance": ".*", "__rate_interval": RATE_INTERVAL, "__range": RANGE,
-              "__interval": "15s"}
-
-    def replace(m: re.Match[str]) -> str:
-        name = (m.group(2) or "") + m.group(3)
-        if name not in values:
-            raise KeyError(f"unknown dashboard variable ${name} in {expr!r}")
-        return values[name]
-
-    return _VARIABLE.sub(replace, expr)
+    return grafana.substitute(expr, {"namespace": namespace, "pod": ".*", "__rate_interval": RATE_INTERVAL,
+                                     "__range": RANGE, "__interval": "15s"})
 
 
 _LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")

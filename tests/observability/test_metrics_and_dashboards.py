@@ -4,6 +4,7 @@ structure, and that docs/observability.md lists exactly the metrics and panels i
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
@@ -68,12 +69,12 @@ def test_toolkit_labels_are_bounded():
 
 
 @pytest.mark.parametrize("name", sorted(dashboards()))
-def test_dashboards_are_importable_and_filter_by_namespace_and_instance(name):
+def test_dashboards_are_importable_and_filter_by_namespace_and_pod(name):
     doc = dashboards()[name]
     assert doc["uid"] == name and doc["title"] and doc["panels"]
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    for var in ("namespace", "instance"):
+    for var in ("namespace", "pod"):
         assert variables[var]["includeAll"] and variables[var]["allValue"] == ".*", var
         label_values_query(variable_queries(doc)[var])
     ids = [p["id"] for p in doc["panels"]]
@@ -84,7 +85,7 @@ def test_dashboards_are_importable_and_filter_by_namespace_and_instance(name):
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             expr = target["expr"]
-            assert 'namespace=~"$namespace"' in expr and 'instance=~"$instance"' in expr, (panel["title"], expr)
+            assert 'namespace=~"$namespace"' in expr and 'pod=~"$pod"' in expr, (panel["title"], expr)
             substitute(expr, "ns")  # only known variables
 
 
@@ -105,3 +106,23 @@ def test_dashboard_uids_are_unique_and_the_overview_has_what_the_issue_asks():
 def test_generated_doc_sections_are_current(section):
     assert section_of(DOC.read_text(), section) == generated(section).strip(), \
         "run: .venv/bin/python tests/observability/observability_support.py --write"
+
+
+@pytest.mark.parametrize("name", sorted(dashboards()))
+def test_panels_use_drawable_units_and_name_pods_not_addresses(name):
+    """Found by drawing the dashboards (make dashboards): legends showed IP:port instead of the
+    pod, a ratio showed as a bare number, records were labelled requests."""
+    from walletkit.devstack.dashboards import UNITS
+
+    for panel in panels(dashboards()[name]):
+        field = panel.get("fieldConfig", {})
+        units = [field.get("defaults", {}).get("unit")] + [
+            p["value"] for o in field.get("overrides", []) for p in o.get("properties", []) if p["id"] == "unit"]
+        for unit in filter(None, units):
+            assert unit in UNITS or unit.startswith("suffix:"), (panel["title"], unit)
+        for target in panel["targets"]:
+            assert "{{instance}}" not in target.get("legendFormat", ""), panel["title"]
+            if "requests" not in panel["title"].lower() and "req" in str(units):
+                pytest.fail(f"{panel['title']}: counts something other than requests, in req/s")
+        if re.search(r"\bratio\b", panel["title"].lower()):
+            assert "percentunit" in units, panel["title"]

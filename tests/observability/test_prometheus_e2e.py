@@ -6,7 +6,7 @@ pod), and which loads the chart's alert rules. Deposits and reads go through the
 
 - every dashboard panel's query runs through Prometheus' HTTP API with the dashboard variables
   substituted, and must parse and return a finite value;
-- the dashboards' variable queries find the local namespace and the three instances;
+- the dashboards' variable queries find the local namespace and the three pods;
 - every alert expression must parse and, on this healthy stack, not hold; Prometheus evaluates
   every rule itself without an error;
 - every metric a service exposes is listed in docs/observability.md, no label carries a wallet
@@ -151,16 +151,18 @@ def test_every_dashboard_panel_returns_data(observed, query):
 
 
 def test_dashboard_variables_find_the_stack(observed):
+    from walletkit.devstack.prometheus import cluster_targets
+
     cluster, prometheus, _, namespace = observed
-    instances = {f"127.0.0.1:{proc.ops_port}" for proc in cluster.services.values()}
+    pods = {target.labels["pod"] for target in cluster_targets(cluster.services)}
     for name, doc in dashboards().items():
         queries = variable_queries(doc)
-        assert {"namespace", "instance"} <= queries.keys(), f"{name}: variables for namespace and instance"
+        assert {"namespace", "pod"} <= queries.keys(), f"{name}: variables for namespace and pod"
         for var, query in queries.items():
             selector, label = label_values_query(query)
             params = {"match[]": substitute(selector, namespace)} if selector else {}
             values = set(prometheus.api(f"label/{label}/values", **params))
-            expected = {namespace} if var == "namespace" else instances if var == "instance" else set()
+            expected = {namespace} if var == "namespace" else pods if var == "pod" else set()
             assert expected <= values, f"{name}: ${var} offers {sorted(values)}, expected {sorted(expected)}"
 
 
