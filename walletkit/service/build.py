@@ -71,7 +71,8 @@ def add_version_flag(parser) -> None:
             super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
         def __call__(self, parser, namespace, values, option_string=None):
-            parser.exit(message=version_text(parser.prog) + "\n")
+            print(version_text(parser.prog), flush=True)  # on stdout, as argparse's own version action does
+            parser.exit()
 
     parser.add_argument("--version", action=_Version, help="print the version, commit, Python and librdkafka; exit")
 
