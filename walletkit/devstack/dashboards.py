@@ -75,7 +75,8 @@ def legend(fmt: str, metric: Mapping[str, str]) -> str:
 def _scaled(value: float, steps: Sequence[tuple[float, str]], decimals: int | None) -> str:
     for factor, suffix in steps:
         if abs(value) >= factor:
-            return f"{_number(value / factor, decimals)}{suffix}"
+            # Scaled (K, MiB, ...), a whole-number panel's 4,500 is 4.5 K, not 5 K.
+            return f"{_number(value / factor, decimals if factor == 1 else None)}{suffix}"
     return f"{_number(value, decimals)}{steps[-1][1]}"
 
 
