@@ -230,18 +230,22 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
 
 
 class SilentReader(Consumer):
-    """A changelog reader whose fetches bring nothing for its first 4 seconds, as under a broker's
-    fetch quota: no fetch answered, so no cached end of log either."""
+    """A changelog reader whose fetches bring nothing until the test releases it, as under a
+    broker's fetch quota: no fetch answered, so no cached end of log either."""
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.silent_until = time.monotonic() + 4.0
+    released = threading.Event()
 
     def consume(self, num_messages: int = 1, timeout: float = -1):
-        if time.monotonic() < self.silent_until:
+        if not self.released.is_set():
             time.sleep(min(max(timeout, 0), 0.05))
             return []
         return super().consume(num_messages, timeout)
+
+    def poll(self, timeout: float | None = None):
+        if not self.released.is_set():
+            time.sleep(min(max(timeout or 0, 0), 0.05))
+            return None
+        return super().poll(timeout if timeout is not None else -1)
 
 
 class SilentRestores(KafkaClients):
@@ -258,12 +262,14 @@ def test_records_to_go_are_known_before_the_first_fetch_answers(broker, tmp_path
     gauge = ("stream_restore_remaining_records", {"topic": SPEC.table_topic})
     try:
         wait_for(lambda: member.restoring, 30, "the member's assignment")
-        wait_for(lambda: (REGISTRY.get_sample_value(*gauge) or 0) > 0, 3, "records to go above 0")
+        wait_for(lambda: (REGISTRY.get_sample_value(*gauge) or 0) > 0, 10, "records to go above 0")
         # Nothing has been read yet, and all of it is to go (a commit marker per batch on top).
         assert member._restorer.records_restored == 0
         assert REGISTRY.get_sample_value(*gauge) >= len(expected)
+        SilentReader.released.set()
         wait_for(lambda: member.ready, 60, "the restore to finish")
         assert REGISTRY.get_sample_value(*gauge) == 0
     finally:
+        SilentReader.released.set()
         member.stop()
         thread.join(30)
