@@ -98,6 +98,22 @@ def rule_groups(namespace: str, release: str = "wallet", partitions: int | None 
     return groups
 
 
+def require_prometheus() -> None:
+    """Skip without a ``prometheus`` binary; under CI, fail (CI must install it)."""
+    import os
+
+    import pytest
+
+    from walletkit.devstack.prometheus import PrometheusNotFound, find_binary
+
+    try:
+        find_binary()
+    except PrometheusNotFound as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI must install it)")
+        pytest.skip(str(exc))
+
+
 def alerts(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 
 from observability_support import (
     DOC, documented_name, label_values_query, panel_queries, dashboards, rule_groups, alerts, substitute,
-    variable_queries, section_of,
+    variable_queries, section_of, require_prometheus,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,17 +36,6 @@ WALLETS = [f"obs-wallet-{i}" for i in range(10)]
 FLAGGED = "obs-flagged"
 # Conditions that depend on timing on a loaded machine rather than on the stack's health.
 TIMING_DEPENDENT_ALERTS = {"WalletApiLatencyBudgetBurnFast", "WalletApiLatencyBudgetBurnSlow"}
-
-
-def _require_prometheus() -> None:
-    from walletkit.devstack.prometheus import PrometheusNotFound, find_binary
-
-    try:
-        find_binary()
-    except PrometheusNotFound as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (CI must install it)")
-        pytest.skip(str(exc))
 
 
 def _dump_logs(root: Path, lines: int = 30) -> None:
@@ -112,7 +100,7 @@ def drive(api_port: int, prometheus, namespace: str) -> Traffic:
 @pytest.fixture(scope="module")
 def observed(request, tmp_path_factory):
     """(cluster, prometheus, traffic, namespace): the stack, scraped, after the traffic."""
-    _require_prometheus()
+    require_prometheus()
     from walletkit.devstack.kafka import ApacheKafka
     from walletkit.devstack.cluster import LocalCluster
     from walletkit.devstack.prometheus import LOCAL_NAMESPACE, LocalPrometheus, cluster_targets
