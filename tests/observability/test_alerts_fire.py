@@ -86,11 +86,7 @@ def live(tmp_path_factory):
     prometheus = None
     try:
         cluster.start_broker()
-        cluster.start("balance", 0)
-        for service, instance in (("balance", 1), ("above_threshold", 0), ("api", 0)):
-            cluster.start(service, instance, wait=False)
-        for proc in cluster.services.values():
-            proc.wait_ready(90)
+        cluster.start_members({"balance": 2, "above_threshold": 1, "api": 1})
         prometheus = LocalPrometheus(root / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
                                      rule_groups=groups, log_path=root / "logs" / "prometheus.log").start()
         prometheus.wait_targets_up(30)

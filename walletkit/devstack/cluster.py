@@ -90,6 +90,17 @@ class LocalCluster:
             proc.wait_ready(90)
         return self
 
+    def start_members(self, counts: dict[str, int]) -> "LocalCluster":
+        """Start ``counts[service]`` instances of each service (e.g. ``{"balance": 2, "api": 1}``)
+        and wait until all are ready; the first one alone first, so that it creates the topics."""
+        names = [(service, i) for service, n in counts.items() for i in range(n)]
+        first, *rest = names
+        self.start(*first)
+        procs = [self.start(service, i, wait=False) for service, i in rest]
+        for proc in procs:
+            proc.wait_ready(90)
+        return self
+
     def stop(self) -> None:
         for proc in reversed(list(self.services.values())):
             proc.stop()

@@ -117,11 +117,7 @@ def run(out: Path, work: Path, *, scale: float = 1.0) -> list[Path]:
     try:
         say(f"starting Apache Kafka, the services and Prometheus under {work}")
         cluster.start_broker()
-        cluster.start("balance", 0)
-        for service, instance in (("balance", 1), ("above_threshold", 0), ("api", 0)):
-            cluster.start(service, instance, wait=False)
-        for proc in cluster.services.values():
-            proc.wait_ready(90)
+        cluster.start_members({"balance": 2, "above_threshold": 1, "api": 1})
         api = cluster.services["api-0"]
         prometheus = LocalPrometheus(work / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
                                      rule_groups=chart_rule_groups(LOCAL_NAMESPACE, partitions=partitions),

@@ -121,6 +121,7 @@ class Restorer:
         for p in list(self._progress):
             if p not in restoring:
                 del self._progress[p]
+        self._asked_ends = {p: end for p, end in self._asked_ends.items() if p in restoring}
         for p in list(self.waiting):
             if p not in restoring:
                 del self.waiting[p]
