@@ -90,6 +90,13 @@ def live(tmp_path_factory):
         prometheus = LocalPrometheus(root / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
                                      rule_groups=groups, log_path=root / "logs" / "prometheus.log").start()
         prometheus.wait_targets_up(30)
+        # Settled first: members that just joined may still be sharing out partitions (under
+        # load, long enough for PartitionsUnowned to go pending), and each test's provocation
+        # must start from a stack with no alert active.
+        from walletkit.devstack.net import wait_until
+
+        wait_until(lambda: not prometheus.api("alerts")["alerts"], 90, interval=0.5,
+                   what="no alert active on the fresh stack")
         yield cluster, prometheus, alerts(groups)
     finally:
         if prometheus is not None:
