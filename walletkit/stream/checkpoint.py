@@ -246,9 +246,12 @@ class ChangelogWriter:
                     self._calls(self.timeout, producer.abort_transaction, self.timeout)
                     metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
                 except KafkaException as exc:
-                    err = kafka_error(exc)
-                    if err is not None and err.fatal():
-                        self._fatal = True
+                    # Fatal, or not finished: an abort that timed out waiting for the coordinator
+                    # (it cannot write its markers, e.g. the topic refuses them) leaves the
+                    # producer refusing every later transaction until the abort is called again
+                    # and completes. A new producer's registration ends the transaction instead,
+                    # once the coordinator can: as the emitter's lanes do.
+                    self._fatal = True
                     log.warning("group %s: abort transaction: %s", self.group, exc)
                 except ClientStuck as exc:
                     self._stuck = exc
@@ -265,7 +268,8 @@ class ChangelogWriter:
             self._leave_behind(self._stuck)
             self.start()
         elif self._fatal:
-            log.warning("group %s: replacing the changelog producer after a fatal error", self.group)
+            log.warning("group %s: replacing the changelog producer after a fatal error or an unfinished abort",
+                        self.group)
             self.close()
             self.start()
 
