@@ -9,14 +9,26 @@ provokes the condition with real processes, sees them pending and then firing no
 their (compressed) ``for:`` plus one evaluation (and scrape) after they became active, undoes
 the cause and sees them resolve.
 
-Provocations: a balance member frozen with SIGSTOP (WalletProcessorDown,
-WalletProcessorPartitionsUnowned), and deposits beyond above_threshold's value-size limit
-(WalletRecordsQuarantined). The other alerts are proven by promtool unit tests
-(tests/observability/rules_test.yaml) and checked quiet on a live stack (test_prometheus_e2e).
+Provocations, each with real processes and real broker-side limits (quotas, topic configs):
+
+- a balance member frozen with SIGSTOP: WalletProcessorDown, WalletProcessorPartitionsUnowned;
+- deposits beyond above_threshold's value-size limit: WalletRecordsQuarantined;
+- the API's producer throttled by a broker quota, so acknowledgements come late and some after
+  the deposit timeout: WalletApiLatencyBudgetBurnFast and ...Slow, WalletApiErrorRatioHigh;
+- the balance group's reads throttled while deposits pour in: WalletProcessorLagGrowing;
+- a second API rebuilding its views from scratch through a quota: WalletViewNotCaughtUp,
+  WalletViewLagging;
+- the balance changelog's max.message.bytes below one change: WalletProcessorFlushFailing
+  (and every deposit of the retried batches counted once after it is lifted);
+- the group's reads held back while a member's partitions move to a member that must restore
+  them: WalletProcessorRestoreStuck.
+
+The tests run in this order on one stack; each leaves it as it found it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -30,6 +42,8 @@ from observability_support import alerts, require_prometheus, rule_groups
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+STATISTICS = "statistics.interval.ms=1000"  # consumer lag comes from librdkafka's statistics
+CATCHING_UP = "wallet-api-catching-up"     # client id of api-1
 SCALE = 60
 EVALUATION = 1.0  # seconds: Prometheus' evaluation and scrape interval here
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -82,11 +96,16 @@ def live(tmp_path_factory):
     # A frozen member keeps its partitions until its session expires: longer than a test.
     cluster = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log"), partitions=PARTITIONS,
                            session_timeout_ms=60_000,
-                           extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000", "WALLET_MAX_VALUE_BYTES": "1024"})
+                           extra_env={"KAFKA_CONFIG": STATISTICS, "WALLET_MAX_VALUE_BYTES": "1024",
+                                      "WALLET_DEPOSIT_TIMEOUT_SECONDS": "2"})
+    # A second API with a client id of its own, so that a quota can slow its views alone;
+    # small fetches, so that the quota's throttle comes in small steps.
+    cluster.service("api", 1, env={"KAFKA_CONFIG": f"{STATISTICS},client.id={CATCHING_UP},"
+                                                   "max.partition.fetch.bytes=1024"})
     prometheus = None
     try:
         cluster.start_broker()
-        cluster.start_members({"balance": 2, "above_threshold": 1, "api": 1})
+        cluster.start_members({"balance": 2, "above_threshold": 1, "api": 2})
         prometheus = LocalPrometheus(root / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
                                      rule_groups=groups, log_path=root / "logs" / "prometheus.log").start()
         prometheus.wait_targets_up(30)
@@ -117,11 +136,13 @@ def _ts(rfc3339: str) -> float:
     return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + frac) if frac else 0.0)
 
 
-def wait_firing(prometheus, rule: dict, timeout: float, **labels: str) -> dict:
+def wait_firing(prometheus, rule: dict, timeout: float, *, during=None, **labels: str) -> dict:
     """The alert once firing; fails if it fired later than its for: plus one evaluation after
-    it became active (and one scrape and poll of slack)."""
+    it became active (and one scrape and poll of slack). ``during()`` runs between polls."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if during is not None:
+            during()
         found = active(prometheus, rule["alert"], **labels)
         firing = [a for a in found if a["state"] == "firing"]
         if firing:
@@ -171,3 +192,172 @@ def test_deposits_beyond_the_value_size_limit_are_quarantined_and_alerted(live):
     assert alert["labels"]["pod"] == "wallet-above-threshold-0" and float(alert["value"]) > 0
     wait_resolved(prometheus, rule["alert"], 40)  # its window passes without another
 
+
+
+class Deposits:
+    """Deposits posted to one API from a few threads until the block ends; bounded in count
+    and time. ``statuses`` counts the answers (0: no answer)."""
+
+    def __init__(self, api, *, wallet: str, threads: int = 4, limit: int = 20_000, seconds: float = 120) -> None:
+        import threading
+        from collections import Counter
+
+        self.api, self.wallet, self.limit, self.seconds = api, wallet, limit, seconds
+        self.statuses: Counter = Counter()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        from walletkit.devstack.net import http_post_json
+
+        deadline = time.monotonic() + self.seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if sum(self.statuses.values()) >= self.limit:
+                    return
+            try:
+                status, _ = http_post_json(self.api.url("/deposit"), {"WalletID": f"{self.wallet}-{i}", "Amount": 1},
+                                           timeout=10)
+            except OSError:
+                status = 0
+            with self._lock:
+                self.statuses[status] += 1
+
+    def __enter__(self) -> "Deposits":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+def test_slow_acknowledgements_burn_the_latency_budget_and_fail_deposits(live):
+    cluster, prometheus, rules = live
+    names = ("WalletApiLatencyBudgetBurnFast", "WalletApiErrorRatioHigh", "WalletApiLatencyBudgetBurnSlow")
+    assert not any(active(prometheus, name) for name in names)
+    # The broker throttles the API's producer: acknowledgements come late (slow 202s), and
+    # those later than WALLET_DEPOSIT_TIMEOUT_SECONDS fail (503).
+    cluster.broker.set_client_quota("wallet-api", producer_byte_rate=512)
+    try:
+        with Deposits(cluster.services["api-0"], wallet="alert-slow") as load:
+            for name in names:
+                alert = wait_firing(prometheus, rules[name], 90, namespace="wallet-local")
+    finally:
+        cluster.broker.clear_client_quota("wallet-api", "producer_byte_rate")
+    assert load.statuses[503] and load.statuses[202], load.statuses
+    assert alert["labels"]["severity"] == "warning"
+    for name in names:
+        wait_resolved(prometheus, name, 90)
+
+
+def _group_lag(prometheus, group: str) -> float:
+    found = prometheus.query(f'sum(stream_processor_consumer_lag{{group="{group}"}})')
+    return float(found[0]["value"][1]) if found else -1.0
+
+
+def test_a_throttled_group_falls_behind_and_catches_up(live):
+    from support import Deposit, DepositWriter
+    from walletkit.devstack.net import wait_until
+
+    cluster, prometheus, rules = live
+    rule = rules["WalletProcessorLagGrowing"]
+    assert not active(prometheus, rule["alert"])
+    writer = DepositWriter(cluster.broker.bootstrap, partitions=PARTITIONS)
+    now = int(time.time()) * 1_000_000
+    written = 0
+
+    def write_more() -> None:  # ~400 deposits/s against a group held to a few dozen
+        nonlocal written
+        assert written < 40_000, "bounded"
+        writer.write(Deposit(f"alert-lag-{written + i}", 1_000_000, now) for i in range(100))
+        written += 100
+
+    cluster.broker.set_client_quota("wallet-balance", consumer_byte_rate=2048)
+    try:
+        alert = wait_firing(prometheus, rule, 90, during=write_more, group="balance")
+    finally:
+        cluster.broker.clear_client_quota("wallet-balance", "consumer_byte_rate")
+    writer.flush()
+    assert float(alert["value"]) > 1000
+    wait_resolved(prometheus, rule["alert"], 90)
+    wait_until(lambda: _group_lag(prometheus, "balance") == 0, 120, interval=1, what="balance caught up")
+
+
+def test_a_view_rebuilt_through_a_throttle_is_not_caught_up_and_lags(live):
+    import shutil
+
+    from walletkit.devstack.net import http_get
+
+    cluster, prometheus, rules = live
+    not_caught_up, lagging = rules["WalletViewNotCaughtUp"], rules["WalletViewLagging"]
+    api = cluster.services["api-1"]
+    api.stop()
+    shutil.rmtree(cluster.state_dir("api", 1))  # its views rebuild from the changelogs' start
+    cluster.broker.set_client_quota(CATCHING_UP, consumer_byte_rate=1024)
+    try:
+        cluster.start("api", 1, wait=False)
+        wait_firing(prometheus, not_caught_up, 60, pod="wallet-api-1", topic="balance-table")
+        alert = wait_firing(prometheus, lagging, 60, pod="wallet-api-1", topic="balance-table")
+        assert float(alert["value"]) > 1000
+        assert http_get(api.ops_url("/readyz"))[0] == 503
+    finally:
+        cluster.broker.clear_client_quota(CATCHING_UP, "consumer_byte_rate")
+    api.wait_ready(120)
+    wait_resolved(prometheus, not_caught_up["alert"], 30)
+    wait_resolved(prometheus, lagging["alert"], 30)
+
+
+def test_changelog_writes_the_broker_refuses_fail_flushes_until_it_accepts_them(live):
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    from walletkit.devstack.net import http_get, wait_until
+
+    cluster, prometheus, rules = live
+    rule = rules["WalletProcessorFlushFailing"]
+    assert not active(prometheus, rule["alert"])
+    admin = AdminClient({"bootstrap.servers": cluster.broker.bootstrap})
+
+    def max_message_bytes(op: AlterConfigOpType, value: str | None = None) -> None:
+        entry = ConfigEntry("max.message.bytes", value, incremental_operation=op)
+        resource = ConfigResource(ResourceType.TOPIC, "balance-table", incremental_configs=[entry])
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(30)
+
+    # Smaller than a batch of one change of a wallet with a 40-character id (about 130 bytes),
+    # larger than the coordinator's abort markers (78): a write fails at once and its abort
+    # succeeds, so the processor fails, rewinds and retries about once a second. (Below the
+    # markers' size the coordinator gives up writing them and the transactional id is
+    # blocked until the coordinator moves: no way to provoke a flush failure that ends.)
+    max_message_bytes(AlterConfigOpType.SET, "90")
+    wallet = "alert-flush-" + "x" * 29
+    try:
+        with Deposits(cluster.services["api-0"], wallet=wallet, threads=1) as load:
+            wait_firing(prometheus, rule, 60, group="balance")
+    finally:
+        max_message_bytes(AlterConfigOpType.DELETE)
+    wait_resolved(prometheus, rule["alert"], 60)
+    # Every deposit of those rewound and retried batches counts once (1.00 each; none failed).
+    assert set(load.statuses) == {202}, load.statuses
+    api = cluster.services["api-0"]
+    wait_until(lambda: json.loads(http_get(api.url(f"/details/{wallet}-0"))[1]).get("Balance") == load.statuses[202],
+               60, interval=0.5, what=f"a balance of {load.statuses[202]} in {wallet}-0")
+
+
+def test_a_restore_that_reads_nothing_is_stuck_until_it_can_read(live):
+    cluster, prometheus, rules = live
+    rule = rules["WalletProcessorRestoreStuck"]
+    assert not active(prometheus, rule["alert"])
+    # A byte a second: the broker holds the group's reads back for far longer than a test.
+    cluster.broker.set_client_quota("wallet-balance", consumer_byte_rate=1)
+    try:
+        cluster.services["balance-1"].stop()  # its partitions move to balance-0, which restores them first
+        alert = wait_firing(prometheus, rule, 90, pod="wallet-balance-0", topic="balance-table")
+        assert float(alert["value"]) >= PARTITIONS / 2, alert
+    finally:
+        cluster.broker.clear_client_quota("wallet-balance", "consumer_byte_rate")
+    # Reads held back before the quota went are answered within librdkafka's request timeout.
+    wait_resolved(prometheus, rule["alert"], 120)
+    cluster.start("balance", 1)  # the stack as it was

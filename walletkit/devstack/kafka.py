@@ -370,6 +370,11 @@ class ApacheKafka:
         self.run_tool("kafka.admin.ConfigCommand", "--alter", "--entity-type", "clients", "--entity-name", client_id,
                       "--add-config", ",".join(f"{k}={v}" for k, v in quotas.items()))
 
+    def clear_client_quota(self, client_id: str, *names: str) -> None:
+        """Remove quotas set by :meth:`set_client_quota` (e.g. ``"consumer_byte_rate"``)."""
+        self.run_tool("kafka.admin.ConfigCommand", "--alter", "--entity-type", "clients", "--entity-name", client_id,
+                      "--delete-config", ",".join(names))
+
     # -- internals -----------------------------------------------------------------------------
     def _live_bootstrap(self) -> str:
         live = [f"{n.host}:{n.port}" for n in self.nodes if n.running]
