@@ -274,3 +274,22 @@ def add(ctx, amount: int) -> None:
     value = ctx.value() or {"n": 0}
     value["n"] += amount
     ctx.set_value(value)
+
+
+def produce_amounts(bootstrap: str, topic: str, records: Iterable[tuple[str, int]], partitions: int) -> None:
+    """The counter's input: each (key, amount) in its key's partition, all acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for key, amount in records:
+        k = key.encode()
+        while True:
+            try:
+                producer.produce(topic, str(amount).encode(), k, partition=partition_for(k, partitions))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(30) == 0
+
+
+def counter_table(bootstrap: str, topic: str) -> dict[str, int]:
+    """A counter's changelog as a read_committed reader sees it: each key's latest total."""
+    return {k: CounterCodec().decode(v)["n"] for k, v in latest_by_key(read_topic(bootstrap, topic)).items()}

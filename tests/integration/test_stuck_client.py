@@ -24,10 +24,9 @@ from prometheus_client import REGISTRY
 from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream import kafka as kafka_module
 from walletkit.stream.kafka import KafkaClients
-from walletkit.stream.partitioner import partition_for
 from walletkit.stream.processor import LocalStores
 
-from support import CounterCodec, IntCodec, add, latest_by_key, read_topic
+from support import CounterCodec, IntCodec, add, counter_table, produce_amounts, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,23 +76,11 @@ class StuckClients(KafkaClients):
 
 
 def produce(bootstrap: str, records: list[tuple[str, int]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    for key, amount in records:
-        producer.produce(SPEC.input_topic, str(amount).encode(), key.encode(),
-                         partition=partition_for(key.encode(), PARTITIONS))
-    assert producer.flush(30) == 0
+    produce_amounts(bootstrap, SPEC.input_topic, records, PARTITIONS)
 
 
 def table(bootstrap: str) -> dict[str, int]:
-    """The changelog as a read_committed reader sees it: each key's latest total."""
-    return {k: CounterCodec().decode(v)["n"] for k, v in latest_by_key(read_topic(bootstrap, SPEC.table_topic)).items()}
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return counter_table(bootstrap, SPEC.table_topic)
 
 
 def abandoned() -> float:
