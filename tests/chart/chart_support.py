@@ -173,11 +173,12 @@ def checkov_binary() -> str:
 
 
 def crds_dir() -> Path:
-    """The CRDs beside the repository (<repo>/../shared/crds), or WALLET_CRDS_DIR."""
+    """The upstream CRDs the chart is validated against: the project's copies (tests/crds, with
+    their versions in the folder names), or WALLET_CRDS_DIR."""
     override = os.environ.get("WALLET_CRDS_DIR")
-    path = Path(override) if override else REPO.parent / "shared" / "crds"
-    if not path.is_dir():
-        pytest.skip(f"no CRDs at {path} (expected <repo>/../shared/crds, or set WALLET_CRDS_DIR)")
+    path = Path(override) if override else REPO / "tests" / "crds"
+    if not any(path.rglob("*.yaml")):
+        pytest.fail(f"no CRDs under {path} (the repository keeps them in tests/crds; WALLET_CRDS_DIR overrides)")
     return path
 
 

@@ -20,7 +20,7 @@ from support import wait_for  # noqa: E402
 
 
 def crd_files() -> list[Path]:
-    """Strimzi, prometheus-operator and Gateway API CRDs (../shared/crds) and the chart's own."""
+    """Strimzi, prometheus-operator and Gateway API CRDs (tests/crds) and the chart's own."""
     return sorted(crds_dir().rglob("*.yaml")) + sorted((CHART / "crds").glob("*.yaml"))
 
 
