@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
+
+
+class _Server(ThreadingHTTPServer):
+    """socketserver prints a request's exception as a raw traceback on stderr, which would break
+    the service's one-JSON-object-per-line log: errors go through logging instead, and a client
+    that left before its answer (a probe that timed out) is only a debug line."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("operations client %s:%s left before its answer: %s", *client_address[:2], exc)
+        else:
+            log.warning("operations request from %s:%s failed", *client_address[:2], exc_info=True)
 
 
 class OpsServer:
@@ -45,8 +61,7 @@ class OpsServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 pass  # probes every few seconds would drown the log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
 
