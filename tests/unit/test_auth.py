@@ -207,6 +207,19 @@ async def test_iat_in_the_future_is_refused(auth, rsa_key):
     assert "not valid yet" in str(exc)
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["{soon}", "{soon}.0", True, [0]])
+async def test_time_claims_must_be_json_numbers(auth, rsa_key, claim, value):
+    """RFC 7519 NumericDate: ``"exp": "1799999999"`` is a string, refused although PyJWT reads it."""
+    soon = int(time.time()) + (300 if claim == "exp" else -60)
+    if isinstance(value, str):
+        value = value.format(soon=soon)
+    exc = await refused(auth, bearer(sign(rsa_key, **{claim: value})))
+    assert "invalid_token" in exc.www_authenticate
+    # The same time as a number is accepted.
+    assert (await auth.authenticate(bearer(sign(rsa_key, **{claim: soon})))).subject == "user-1"
+
+
 @pytest.mark.parametrize("claim", ["exp", "iss", "aud", "sub"])
 async def test_required_claims(auth, rsa_key, claim):
     exc = await refused(auth, bearer(sign(rsa_key, **{claim: None})))

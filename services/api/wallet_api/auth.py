@@ -22,6 +22,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -46,6 +47,8 @@ _CURVE = {"ES256": "P-256", "ES384": "P-384"}
 MIN_RSA_BITS = 2048
 #: Claims a token must carry; ``iat`` and ``nbf`` are checked when present.
 REQUIRED_CLAIMS = ("exp", "iss", "aud", "sub")
+#: Claims that are times (RFC 7519 NumericDate: a JSON number of seconds since the epoch).
+TIME_CLAIMS = ("exp", "nbf", "iat")
 #: A published JWKS is a few kilobytes; more is a misconfigured or hostile endpoint.
 MAX_JWKS_BYTES = 1 << 20
 WALLET_ID_MAX_LENGTH = 64
@@ -422,6 +425,13 @@ class Principal:
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], wallets_claim: str = "wallets") -> Principal:
         """The principal of verified ``claims``; :class:`InvalidClaims` when they are malformed."""
+        for name in TIME_CLAIMS:
+            # RFC 7519 NumericDate: a JSON number. PyJWT also takes a numeric string ("exp":
+            # "9999999999"), which no conforming issuer writes.
+            value = claims.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise InvalidClaims(f"the {name} claim must be a NumericDate: a JSON number of seconds")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidClaims("the sub claim must be a non-empty string")

@@ -29,6 +29,7 @@ from wallet_api.app import make_app, make_ops_app
 from wallet_api.auth import AuthConfigError, Authenticator, from_env
 from wallet_api.ledger import Ledger
 from wallet_api.ratelimit import RateLimit, RateLimiter
+from wallet_api.server import AppRunner
 from wallet_api.validation import Limits
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ async def serve(public: web.Application, ops: web.Application, host: str, port: 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    public_runner = web.AppRunner(public, access_log=None, shutdown_timeout=10)
-    ops_runner = web.AppRunner(ops, access_log=None, shutdown_timeout=2)
+    public_runner = AppRunner(public, access_log=None, shutdown_timeout=10)
+    ops_runner = AppRunner(ops, access_log=None, shutdown_timeout=2)
     ops_host = ops_host or host
     public_started = False
     await ops_runner.setup()

@@ -35,6 +35,7 @@ from pathlib import Path
 from aiohttp import ClientSession, ClientTimeout, web
 
 from walletkit.devstack.net import free_port
+from wallet_api.server import AppRunner
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        runner = web.AppRunner(self.ops_app(), access_log=None, shutdown_timeout=2)
+        runner = AppRunner(self.ops_app(), access_log=None, shutdown_timeout=2)
         await runner.setup()
         await web.TCPSite(runner, self.ops_host, self.ops_port).start()
         log.info("supervising %d workers; operations for all on %s:%d", self.workers, self.ops_host, self.ops_port)
