@@ -107,6 +107,41 @@ def test_a_retry_through_another_replica_gets_a_token_that_resolves(stack):
     second.stop()
 
 
+def test_the_loser_of_a_cross_replica_key_conflict_learns_it_from_its_token(stack):
+    """Two replicas accept the same Idempotency-Key for one wallet with different amounts
+    before either can see the other's (the processors are stopped, so neither view knows
+    the key): both answer 202. The first in the partition is applied; the other's token must
+    answer 409 naming the reason, on every replica, and its retry must not charge it."""
+    first, second = stack.start("api"), stack.start("api", 3)
+    for name in ("balance-0", "above_threshold-0"):
+        stack.services[name].stop()
+    try:
+        status, winner, _ = deposit(first.port, "conflicted", 10, key="pay-c")
+        assert status == 202, winner
+        status, loser, _ = deposit(second.port, "conflicted", 99, key="pay-c")
+        assert status == 202, loser
+        assert loser["Offset"] > winner["Offset"]
+    finally:
+        stack.start("balance")
+        stack.start("above_threshold")
+    for replica in (first, second):
+        status, doc, _ = read(replica.port, "conflicted", consistency=winner["ConsistencyToken"])
+        assert (status, doc["Balance"]) == (200, 10), (replica.port, status, doc)
+        status, doc, _ = read(replica.port, "conflicted", consistency=loser["ConsistencyToken"])
+        assert status == 409, (replica.port, status, doc)
+        assert "was not applied" in doc["error"] and "Idempotency-Key was already used for another Amount" in doc["error"]
+        assert f"offset {winner['Offset']} was applied instead" in doc["error"], doc
+    # The loser retries as told (same key, same amount): refused, not charged; the winner's
+    # retry is answered with its receipt.
+    for replica in (first, second):
+        status, doc, _ = deposit(replica.port, "conflicted", 99, key="pay-c")
+        assert status == 409 and "Idempotency-Key was already used" in doc["error"], (status, doc)
+        status, doc, _ = deposit(replica.port, "conflicted", 10, key="pay-c")
+        assert status == 202 and doc["Offset"] == winner["Offset"], (status, doc)
+    assert read(first.port, "conflicted")[1]["Balance"] == 10
+    second.stop()
+
+
 def test_readiness_is_about_reads(stack):
     api = stack.start("api")
     status, body = http_get(api.ops_url("/readyz"))

@@ -71,6 +71,28 @@ def find(recent: MutableSequence[KeyedDeposit], key: str) -> KeyedDeposit | None
     return None
 
 
+def find_applied(shard: MutableSequence[KeyedDeposit], legacy: MutableSequence[KeyedDeposit],
+                 key: str) -> KeyedDeposit | None:
+    """The applied deposit with ``key``: in its side entry, else in the wallet's own value
+    (where keys were kept before side entries)."""
+    found = find(shard, key)
+    return found if found is not None else find(legacy, key)
+
+
+def conflict(original: KeyedDeposit, amount_micros: int) -> str | None:
+    """Why a deposit whose key was already applied is not applied: None for a retry (the same
+    amount), else the reason its consistency token answers with (409).
+
+    Two replicas can each accept the same key with different amounts before either sees the
+    other's (the API checks its view, which lags): the processors apply the first in the
+    partition and note the other as not applied, so its client learns it from the token.
+    """
+    if original.AmountMicros == amount_micros:
+        return None
+    return (f"its Idempotency-Key was already used for another Amount; the deposit at offset "
+            f"{original.Offset} was applied instead")
+
+
 def remember(recent: MutableSequence[KeyedDeposit], deposit: DepositRequest, amount_micros: int, at_micros: int,
              offset: int, horizon_micros: int) -> None:
     """Add a keyed deposit and forget those older than the horizon."""

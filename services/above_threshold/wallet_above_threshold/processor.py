@@ -192,9 +192,14 @@ def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idemp
         if key:
             shard = idempotency.shard_key(ctx.key, key)
             keys: WindowState = ctx.value_of(shard) or WindowState()
-            if idempotency.find(keys.recent, key) is not None or idempotency.find(state.recent, key) is not None:
+            original = idempotency.find_applied(keys.recent, state.recent, key)
+            if original is not None:
+                reason = idempotency.conflict(original, amount)
+                if reason is not None:
+                    note_quarantine(ctx, reason)
                 # A retry of a deposit already counted: unchanged, but stamped, so the retry's
-                # consistency token resolves like the original's.
+                # consistency token resolves like the original's (a conflicting one's answers
+                # with the note).
                 ctx.set_value(state)
                 return
             idempotency.remember(keys.recent, deposit, amount, at, ctx.offset, horizon)

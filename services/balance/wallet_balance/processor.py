@@ -14,6 +14,9 @@ from walletkit.wallet.topology import BALANCE_GROUP, DEPOSIT_TOPIC
 
 RETRIES = Counter("wallet_balance_retried_deposits_total",
                   "Deposits whose Idempotency-Key was already applied to the wallet (retries, not counted again).")
+CONFLICTS = Counter("wallet_balance_conflicting_deposits_total",
+                    "Deposits whose Idempotency-Key was already applied to the wallet with another Amount (not "
+                    "applied; their consistency token answers 409).")
 
 
 def note_quarantine(ctx: Context, reason: str) -> None:
@@ -41,9 +44,16 @@ def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZ
             at = deposit_time_micros(deposit, ctx.log_append_time_ms)
             shard = idempotency.shard_key(ctx.key, key)
             keys: Wallet = ctx.value_of(shard) or Wallet(WalletID=ctx.key)
-            if idempotency.find(keys.Recent, key) is not None or idempotency.find(wallet.Recent, key) is not None:
-                RETRIES.inc()
-                # Unchanged, but stamped: the retry's consistency token resolves like the original's.
+            original = idempotency.find_applied(keys.Recent, wallet.Recent, key)
+            if original is not None:
+                reason = idempotency.conflict(original, amount)
+                if reason is None:
+                    RETRIES.inc()
+                else:
+                    CONFLICTS.inc()
+                    note_quarantine(ctx, reason)
+                # Unchanged, but stamped: a retry's consistency token resolves like the original's,
+                # a conflicting deposit's answers with the note.
                 ctx.set_value(wallet)
                 return
             idempotency.remember(keys.Recent, deposit, amount, at, ctx.offset, horizon)
