@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -12,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consume
 from confluent_kafka.admin import AdminClient
 
 from walletkit.devstack.net import http_get
+from walletkit.devstack.processes import console_script
 from walletkit.stream.partitioner import partition_for
 from walletkit.wallet.codecs import DepositRequest, WALLET, WALLET_INFO_LIST, wallet_balance_micros, wallet_flagged
 from walletkit.wallet.money import micros_to_float
@@ -293,3 +295,19 @@ def produce_amounts(bootstrap: str, topic: str, records: Iterable[tuple[str, int
 def counter_table(bootstrap: str, topic: str) -> dict[str, int]:
     """A counter's changelog as a read_committed reader sees it: each key's latest total."""
     return {k: CounterCodec().decode(v)["n"] for k, v in latest_by_key(read_topic(bootstrap, topic)).items()}
+
+
+def walletctl(cluster, *args: str) -> subprocess.CompletedProcess:
+    """``walletctl <args>`` against ``cluster``'s broker, as an operator runs it."""
+    return subprocess.run([console_script("walletctl"), *args], capture_output=True, text=True, timeout=120,
+                          env={**cluster.env(), "PATH": "/usr/bin:/bin"})
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (absent: nothing committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        consumer.close()

@@ -14,16 +14,11 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from walletkit.devstack.processes import console_script
 
 from support import (
-    Deposit, DepositWriter, balances_in_table, balances_match, create_topics, expected_balances, wait_for,
+    Deposit, DepositWriter, balances_in_table, balances_match, create_topics, expected_balances, wait_for, walletctl,
 )
 
 pytestmark = pytest.mark.integration
 UNIT = 1_000_000
-
-
-def walletctl(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script("walletctl"), *args], capture_output=True, text=True, timeout=120,
-                          env={**cluster.env(), "PATH": "/usr/bin:/bin"})
 
 
 def topic_id(bootstrap: str, topic: str) -> str:

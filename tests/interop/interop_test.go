@@ -11,11 +11,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/storage"
 
@@ -192,57 +190,6 @@ func TestGokaEmitterDepositsFollowTheRules(t *testing.T) {
 	t.Logf("scenario 1: %d deposits from goka.Emitter, %d wallets exactly as the rules say", len(deposits), len(want))
 }
 
-// Scenario 1, partitions: for many keys, Goka's own emitter (its default hasher and sarama's
-// partitioner, not a copy of them) picks the partition our emitter picked.
-func TestGokaPartitionsKeysLikeOurEmitter(t *testing.T) {
-	brokers, api := stack(t)
-	em := newEmitter(t, brokers)
-	const n = 300
-	var mu sync.Mutex
-	byGoka := map[string]int32{}
-	ours := map[string]int32{}
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		id := wallet(fmt.Sprintf("p%03d-%c", i, 'a'+rune(i%26)))
-		ours[id] = postDeposit(t, api, id, "1", "")
-		promise, err := em.Emit(id, &reference.DepositRequest{WalletID: id, Amount: 2, CreatedAt: time.Now().Unix()})
-		if err != nil {
-			t.Fatalf("emit %s: %v", id, err)
-		}
-		wg.Add(1)
-		promise.ThenWithMessage(func(msg *sarama.ProducerMessage, err error) {
-			defer wg.Done()
-			if err != nil {
-				t.Errorf("emit %s: %v", id, err)
-				return
-			}
-			mu.Lock()
-			byGoka[id] = msg.Partition
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	partitions := map[int32]bool{}
-	for id, p := range ours {
-		partitions[p] = true
-		if byGoka[id] != p {
-			t.Errorf("%s: our emitter wrote partition %d, Goka's partition %d", id, p, byGoka[id])
-		}
-	}
-	if len(partitions) < 4 {
-		t.Fatalf("keys spread over only %d partitions: the check would mean little", len(partitions))
-	}
-	waitFor(t, 60*time.Second, "balances of deposits from both emitters", func() string {
-		for id := range ours {
-			if got := getDetails(t, api, id); got.Balance != "3" {
-				return fmt.Sprintf("%s: %+v, want balance 3", id, got)
-			}
-		}
-		return ""
-	})
-	t.Logf("scenario 1: %d keys over %d partitions, the same partition from Goka's emitter and ours", n, len(partitions))
-}
-
 func runView(t *testing.T, brokers []string, table string, codec goka.Codec) *goka.View {
 	t.Helper()
 	view, err := goka.NewView(brokers, goka.Table(table), codec, goka.WithViewStorageBuilder(storage.MemoryBuilder()))
@@ -379,14 +326,12 @@ func runProcessor(t *testing.T, brokers []string, graph *goka.GroupGraph) (stop 
 	go func() { done <- p.Run(ctx) }()
 	// Goka starts a new group at the newest offset (sarama's Offsets.Initial): deposits are
 	// emitted only once it consumes, as the Go service would have been running already.
-	if err := p.WaitForReady(); err != nil {
+	if err := waitForReady(p); err != nil {
 		t.Fatalf("processor %s: %v", graph.Group(), err)
 	}
 	return func() {
 		cancel() // a graceful stop: the processed offsets are committed
-		if err := <-done; err != nil {
-			t.Errorf("processor %s: %v", graph.Group(), err)
-		}
+		stopped(t, graph.Group(), <-done)
 	}
 }
 

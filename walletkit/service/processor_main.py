@@ -17,7 +17,7 @@ from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
 from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import kafka_settings
-from walletkit.stream import GroupSpec, Processor, StreamError, TopicManager
+from walletkit.stream import ForeignTable, GroupSpec, Processor, StreamError, TopicManager
 from walletkit.stream.checkpoint import Guarantee
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_VALUE_BYTES
@@ -108,6 +108,12 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
                      spec.group, version.version, spec.input_topic, spec.table_topic, args.state_dir)
             try:
                 processor.run()
+            except ForeignTable as exc:
+                log.error("%s refused to start: %s. To take this table over exactly, stop every other program of "
+                          "group %s, then run `walletctl reset %s`: it rebuilds %s from every deposit in the ledger "
+                          "(see docs/migrating-from-goka.md, \"Taking over\")", service, exc, exc.group,
+                          base_spec.group, exc.table)
+                return 1
             except StreamError as exc:
                 log.error("%s stopped: %s", service, exc)
                 return 1

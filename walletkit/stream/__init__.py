@@ -15,6 +15,7 @@ from walletkit.stream.errors import (
     BrokerUnavailable,
     EmitError,
     CoPartitioningError,
+    ForeignTable,
     SkipRecord,
     RestoreError,
 )
@@ -25,6 +26,6 @@ from walletkit.stream.view import View, ViewState
 
 __all__ = [
     "Codec", "TableCodec", "Context", "Emitter", "Delivery", "StreamError", "BrokerUnavailable",
-    "EmitError", "CoPartitioningError", "SkipRecord", "RestoreError", "KafkaSettings",
+    "EmitError", "CoPartitioningError", "ForeignTable", "SkipRecord", "RestoreError", "KafkaSettings",
     "GroupSpec", "Processor", "ProcessorState", "TopicManager", "table_topic", "View", "ViewState",
 ]

@@ -47,6 +47,25 @@ class RestoreError(StreamError):
     """A partition's table could not be restored from its changelog."""
 
 
+class ForeignTable(StreamError):
+    """A group with nothing committed for a partition whose table holds values that carry no
+    applied offset: another program wrote them (a Goka processor, say), so processing the
+    input from its start would apply every record again on top of them. Not started: taking
+    over such a table exactly is an operator's step (rebuild it from the input)."""
+
+    def __init__(self, group: str, table: str, input_topic: str, partition: int, key: str) -> None:
+        super().__init__(
+            f"group {group!r} has no committed offset on {input_topic!r}[{partition}], but table {table!r} "
+            f"partition {partition} holds values this toolkit did not write (the value of {key!r} carries no "
+            f"applied offset): another program built that table, and its offsets were never committed (or have "
+            f"expired). Starting at {input_topic!r}[{partition}]'s first record would apply every record again "
+            "on top of those values and count each twice; the partition is not processed")
+        self.group = group
+        self.table = table
+        self.partition = partition
+        self.key = key
+
+
 class SkipRecord(StreamError):
     """Raised by a codec or callback for a record that can never be processed.
 

@@ -41,9 +41,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from walletkit.stream import metrics
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
-from walletkit.stream.codec import Codec, TableCodec
+from walletkit.stream.codec import Codec, TableCodec, raw_applied_offset
 from walletkit.stream.context import Context, request_id_of
-from walletkit.stream.errors import RestoreError, SkipRecord, StreamError, ValueTooLarge
+from walletkit.stream.errors import ForeignTable, RestoreError, SkipRecord, StreamError, ValueTooLarge
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, LogEnds, consume_ready, init_transactions
 from walletkit.stream.recovery import Restorer
@@ -400,6 +400,7 @@ class Processor:
             if p not in self._resume_at:
                 self._resume_at[p] = self._consumer.committed([tp], timeout=2)[0].offset
             committed = self._resume_at[p]
+            self._refuse_foreign_table(part, committed)
             start = max(committed, 0)
             rebuild_from = self._lost_table_start(part, committed)
             if p not in self._restoring:
@@ -424,6 +425,30 @@ class Processor:
             log.info("group %s: every assigned partition restored: processing %s", self.spec.group,
                      sorted(self._owned))
         return True
+
+    def _refuse_foreign_table(self, part: TablePartition, committed: int) -> None:
+        """ForeignTable if the partition would start at the input's first record over values
+        another program wrote.
+
+        With nothing committed the group begins at the first record. Over values this toolkit
+        wrote that is safe: each carries the offset it reflects, and replays are skipped. A
+        value without one was written by someone else, typically a Goka processor taking the
+        same group and table whose offset commits the broker refused (goka v1.1.7 with Sarama
+        1.38 on Kafka 4): every record would be applied again on top of it. Scans the partition
+        only when nothing is committed and the table is not empty (a takeover, or offsets that
+        expired), and stops at the first foreign value.
+        """
+        if committed >= 0:
+            return
+        applied = raw_applied_offset(self.spec.table_codec)
+        for key, data in part.store.items():
+            try:
+                if applied(data) >= 0:
+                    continue
+            except SkipRecord:
+                pass  # not even our format
+            raise ForeignTable(self.spec.group, self.spec.table_topic, self.spec.input_topic, part.partition,
+                               key.decode(errors="replace"))
 
     def _lost_table_start(self, part: TablePartition, committed: int) -> int | None:
         """Where to rebuild a table partition that is empty although the group consumed its
