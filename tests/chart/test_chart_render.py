@@ -508,6 +508,22 @@ def test_the_schema_accepts_only_sha256_digests(component, digest):
         render({component: {"image": {"digest": digest}}})
 
 
+def test_what_make_images_pushes_is_what_the_chart_pulls_with_the_registry_alone():
+    """`make images IMAGES_ARGS="push REG"` then `--set global.imageRegistry=REG`, as the README
+    says: every image the chart renders was pushed (it pushed content tags only, and every pod
+    would have sat in ImagePullBackOff)."""
+    from walletkit.devstack.images import push_targets
+
+    registry = "registry.example.com/wallet"
+    rendered = render({"global": {"imageRegistry": registry}, "operator": {"enabled": True}})
+    wanted = {c["image"] for m in rendered.manifests if m.kind in ("Deployment", "StatefulSet", "Pod")
+              for c in containers(m.doc)}
+    pushed = {target for image in ("wallet-api", "wallet-balance", "wallet-above-threshold")
+              for target in push_targets(registry + "/", image, "0123456789ab")}
+    assert wanted and wanted <= pushed, wanted - pushed
+    assert f"{registry}/wallet-api:0123456789ab" in pushed  # and the build stays pinnable
+
+
 def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
     """What `helm install` needs after `make images IMAGES_ARGS="push REGISTRY"`: one value."""
     version = helm().Chart.load(str(CHART)).metadata["appVersion"]

@@ -390,20 +390,46 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageToolMissing, RuntimeError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    # The chart renders <registry>/<image>:<appVersion> unless told a tag: images go out under
+    # that tag too, so `--set global.imageRegistry=REGISTRY` alone finds them; the content tag
+    # pins exactly this build (the flags printed after a push).
+    default_tag = chart_app_version()
     for image, name in built.items():
+        content_tag = name.rpartition(":")[2]
         if args.command == "push":
-            target = f"{args.registry.rstrip('/')}/{image}:{name.rpartition(':')[2]}"
-            buildah("push", name, f"docker://{target}", capture=False)
-            print(f"pushed {target}")
+            for target in push_targets(args.registry, image, content_tag, default_tag):
+                buildah("push", name, f"docker://{target}", capture=False)
+                print(f"pushed {target}")
         elif args.command == "save":
             args.directory.mkdir(parents=True, exist_ok=True)
             archive = args.directory / f"{image}.tar"
             archive.unlink(missing_ok=True)
-            buildah("push", name, f"docker-archive:{archive}:{image}:{name.rpartition(':')[2]}", capture=False)
-            print(f"wrote {archive}  (kind load image-archive {archive} --name wallet)")
+            buildah("push", name, f"docker-archive:{archive}:{image}:{default_tag}", capture=False)
+            print(f"wrote {archive} as {image}:{default_tag}  (kind load image-archive {archive} --name wallet)")
         else:
             print(name)
+    if args.command == "push":
+        values = {"wallet-api": "api", "wallet-balance": "balance", "wallet-above-threshold": "aboveThreshold"}
+        pins = " ".join(f"--set {values[image]}.image.tag={name.rpartition(':')[2]}"
+                        for image, name in built.items() if image in values)
+        print(f"helm: --set global.imageRegistry={args.registry.rstrip('/')} (tag {default_tag}); to pin this "
+              f"build: {pins}")
     return 0
+
+
+def push_targets(registry: str, image: str, content_tag: str, default_tag: str | None = None) -> list[str]:
+    """Where ``push`` sends ``image``: under its content tag, and under the chart's default tag
+    (its appVersion), which is what ``--set global.imageRegistry=<registry>`` alone renders."""
+    tags = dict.fromkeys((content_tag, default_tag or chart_app_version()))
+    return [f"{registry.rstrip('/')}/{image}:{tag}" for tag in tags]
+
+
+def chart_app_version(chart: Path = REPO / "charts" / "wallet" / "Chart.yaml") -> str:
+    """The chart's appVersion: the tag its templates give an image without one of its own."""
+    for line in chart.read_text().splitlines():
+        if line.startswith("appVersion:"):
+            return line.split(":", 1)[1].strip().strip("\"'")
+    raise RuntimeError(f"{chart} has no appVersion")
 
 
 if __name__ == "__main__":
