@@ -3,7 +3,6 @@ that cannot exist, retries through another replica, operations off the public po
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
@@ -87,28 +86,30 @@ def test_a_token_beyond_its_partition_is_refused_at_once(stack):
     assert read(api.port, "tokens", consistency=receipt["ConsistencyToken"])[0] == 200
 
 
-@contextlib.contextmanager
-def processors_stopped(stack):
-    """No deposit is processed inside the block, so no view learns of the keys sent meanwhile."""
+def one_key_through_two_replicas(stack, wallet: str, key: str, amounts: tuple[int, int]):
+    """``amounts[0]`` with ``key`` through one API replica, then ``amounts[1]`` through another,
+    while no deposit is processed (so neither view knows the key yet): both must answer 202.
+    Returns the two replicas and the two receipts; the processors run again after."""
+    first, second = stack.start("api"), stack.start("api", 3)
     for name in ("balance-0", "above_threshold-0"):
         stack.services[name].stop()
     try:
-        yield
+        receipts = []
+        for replica, amount in zip((first, second), amounts):
+            status, receipt, _ = deposit(replica.port, wallet, amount, key=key)
+            assert status == 202, receipt
+            receipts.append(receipt)
     finally:
         stack.start("balance")
         stack.start("above_threshold")
+    return first, second, receipts[0], receipts[1]
 
 
 def test_a_retry_through_another_replica_gets_a_token_that_resolves(stack):
     """The original is still unprocessed when the retry reaches a second replica, which emits
     it again; the processors apply the key once, and the retry's token resolves too."""
-    first, second = stack.start("api"), stack.start("api", 3)
-    with processors_stopped(stack):
-        status, original, _ = deposit(first.port, "retried", 40, key="pay-1")
-        assert status == 202, original
-        status, retry, _ = deposit(second.port, "retried", 40, key="pay-1")
-        assert status == 202, retry
-        assert retry["DepositID"] == original["DepositID"] and retry["Offset"] != original["Offset"]
+    first, second, original, retry = one_key_through_two_replicas(stack, "retried", "pay-1", (40, 40))
+    assert retry["DepositID"] == original["DepositID"] and retry["Offset"] != original["Offset"]
     for replica, receipt in ((second, retry), (first, original), (first, retry)):
         status, doc, _ = read(replica.port, "retried", consistency=receipt["ConsistencyToken"])
         assert status == 200 and doc["Balance"] == 40, (replica.port, status, doc)
@@ -120,13 +121,8 @@ def test_the_loser_of_a_cross_replica_key_conflict_learns_it_from_its_token(stac
     before either can see the other's (the processors are stopped, so neither view knows
     the key): both answer 202. The first in the partition is applied; the other's token must
     answer 409 naming the reason, on every replica, and its retry must not charge it."""
-    first, second = stack.start("api"), stack.start("api", 3)
-    with processors_stopped(stack):
-        status, winner, _ = deposit(first.port, "conflicted", 10, key="pay-c")
-        assert status == 202, winner
-        status, loser, _ = deposit(second.port, "conflicted", 99, key="pay-c")
-        assert status == 202, loser
-        assert loser["Offset"] > winner["Offset"]
+    first, second, winner, loser = one_key_through_two_replicas(stack, "conflicted", "pay-c", (10, 99))
+    assert loser["Offset"] > winner["Offset"]
     for replica in (first, second):
         status, doc, _ = read(replica.port, "conflicted", consistency=winner["ConsistencyToken"])
         assert (status, doc["Balance"]) == (200, 10), (replica.port, status, doc)
