@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/bench/.installed
 # The broker of `make run`: tansu (embedded, instant, memory-only) or apache (Apache Kafka).
 KAFKA ?= tansu
 
-.PHONY: run test bench proto clean kafka images controlplane dashboards
+.PHONY: run test bench proto clean kafka images controlplane cluster cluster-down dashboards
 
 $(STAMP): pyproject.toml constraints.txt requirements/chart.txt requirements/api-tests.txt requirements/plots.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,19 @@ kafka: $(STAMP)
 run: $(STAMP) $(if $(filter apache,$(KAFKA)),kafka)
 	$(BIN)/wallet-stack --kafka $(KAFKA)
 
-## controlplane: build etcd, kube-apiserver, kube-controller-manager and helm from the Go module proxy for tests/kube (once per machine, about 15 minutes cold; needs Go)
+## controlplane: build the Kubernetes components (etcd, kube-apiserver, controller manager, scheduler, kubelet, kube-proxy, kubectl), CoreDNS and helm from the Go module proxy (once per machine, about 15 minutes cold; needs Go)
 controlplane: $(STAMP)
-	@command -v go >/dev/null || test -x /usr/local/go/bin/go || { echo "tests/kube builds its control plane with Go 1.26+: install Go"; exit 1; }
-	@PATH="$$PATH:/usr/local/go/bin" $(BIN)/python tests/kube/controlplane.py
+	@command -v go >/dev/null || test -x /usr/local/go/bin/go || { echo "the control plane and the node are built with Go 1.26+: install Go"; exit 1; }
+	@PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m walletkit.devstack.controlplane
+
+## cluster: start a single-node Kubernetes cluster on this machine (root; containerd, runc, CNI plugins from Debian), build and import the images, run Kafka in it; prints the KUBECONFIG and the helm line
+cluster: $(STAMP) kafka controlplane
+	@for t in containerd runc buildah; do command -v $$t >/dev/null || { echo "make cluster needs $$t: apt-get install -y containerd runc containernetworking-plugins buildah debootstrap"; exit 1; }; done
+	$(BIN)/python -m walletkit.devstack.node up
+
+## cluster-down: end the node of `make cluster` (every process by its PID), remove its bridge and rules
+cluster-down:
+	$(BIN)/python -m walletkit.devstack.node down
 
 ## test: install and run the whole test suite (starts its own Apache Kafka nodes on free loopback ports)
 test: $(STAMP) $(CHECKOV) $(BENCH_STAMP) kafka controlplane

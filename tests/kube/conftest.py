@@ -15,7 +15,7 @@ for path in (_HERE, _HERE.parent / "chart", _HERE.parent / "operator"):  # contr
         sys.path.insert(0, str(path))
 
 from chart_support import crds_dir  # noqa: E402
-from controlplane import CHART, ControlPlane  # noqa: E402
+from walletkit.devstack.controlplane import CHART, ControlPlane  # noqa: E402
 from support import wait_for  # noqa: E402
 
 

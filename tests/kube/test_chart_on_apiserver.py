@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from chart_support import SCENARIOS
-from controlplane import CHART, ControlPlane, KubeError
+from walletkit.devstack.controlplane import CHART, ControlPlane, KubeError
 from support import wait_for as wait
 
 NAMESPACE = "wallet"

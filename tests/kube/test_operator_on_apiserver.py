@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from controlplane import CHART
+from walletkit.devstack.controlplane import CHART
 from harness import LagMaker
 from support import wait_for as wait
 from walletkit.devstack.kafka import ApacheKafka

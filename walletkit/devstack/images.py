@@ -434,3 +434,44 @@ def chart_app_version(chart: Path = REPO / "charts" / "wallet" / "Chart.yaml") -
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+KAFKA_CONTEXT = REPO / "walletkit" / "devstack" / "kube" / "kafka"
+
+
+def build_kafka(buildah: Buildah, *, log=print) -> str:
+    """Apache Kafka's image for the local node: the pinned jars (kafka.pom.xml) on the services'
+    Debian base, built the way theirs are (offline from the local base); its image name."""
+    from walletkit.devstack.kafka import _LOG4J2, ensure_kafka
+
+    libs = ensure_kafka(quiet=True)
+    digest = hashlib.sha256(_LOG4J2.encode())
+    for path in sorted(KAFKA_CONTEXT.iterdir()):
+        if path.name != "kafka.yaml":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for jar in sorted(libs.iterdir()):
+        digest.update(f"{jar.name}\0{jar.stat().st_size}".encode())
+    name = f"localhost/wallet-kafka:{digest.hexdigest()[:16]}"
+    if buildah.exists(name):
+        return name
+    dockerfile = KAFKA_CONTEXT / "Dockerfile"
+    ensure_bases(buildah, dockerfile, log=log)
+    with tempfile.TemporaryDirectory(prefix="kafka-image-", dir=buildah.root) as tmp:
+        context = Path(tmp)
+        for f in ("Dockerfile", "kafka-node.sh"):
+            shutil.copy2(KAFKA_CONTEXT / f, context / f)
+        (context / "log4j2.yaml").write_text(_LOG4J2)
+        shutil.copytree(libs, context / "libs")
+        log(f"building {name} (Apache Kafka {libs.parent.name.split('-')[0]}) with buildah")
+        buildah("bud", "--pull=never", "--layers", "--force-rm", "--isolation", "chroot", "--network", "host",
+                "-f", str(context / "Dockerfile"), "-t", name, str(context), capture=log is not print)
+    return name
+
+
+def archive(buildah: Buildah, name: str, ref: str, directory: Path) -> Path:
+    """``name`` as a docker-archive under ``ref`` (what a node's ``ctr images import`` names it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (ref.replace("/", "_").replace(":", "_") + ".tar")
+    path.unlink(missing_ok=True)
+    buildah("push", name, f"docker-archive:{path}:{ref}")
+    return path

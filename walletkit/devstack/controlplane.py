@@ -30,7 +30,7 @@ from walletkit.devstack.kafka import cache_root
 from walletkit.devstack.net import free_port
 from walletkit.devstack.processes import terminate
 
-MODULES = Path(__file__).with_name("controlplane")
+MODULES = Path(__file__).with_name("kube")
 CHART = Path(__file__).resolve().parents[2] / "charts" / "wallet"
 # Which binary each module builds, and the package it builds it from.
 BINARIES = {
@@ -38,7 +38,15 @@ BINARIES = {
     "kube-apiserver": ("kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
     "kube-controller-manager": ("kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager"),
     "helm": ("helm", "helm.sh/helm/v4/cmd/helm"),
+    # The node (walletkit/devstack/node.py): the same release as the control plane, so no skew.
+    "kube-scheduler": ("kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    "kubelet": ("kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
+    "kube-proxy": ("kubernetes", "k8s.io/kubernetes/cmd/kube-proxy"),
+    "kubectl": ("kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
+    "coredns": ("coredns", "github.com/coredns/coredns"),
+    "pause": ("pause", "."),  # static (CGO off): the only file of the sandbox image
 }
+STATIC = {"pause"}
 ADMIN_TOKEN = "wallet-test-admin"
 
 
@@ -47,7 +55,7 @@ def kubernetes_version() -> str:
     for line in (MODULES / "kubernetes" / "go.mod").read_text().splitlines():
         if line.strip().startswith("require k8s.io/kubernetes "):
             return line.split()[-1]
-    raise RuntimeError("controlplane/kubernetes/go.mod pins no k8s.io/kubernetes")
+    raise RuntimeError("walletkit/devstack/kube/kubernetes/go.mod pins no k8s.io/kubernetes")
 
 
 def ldflags(module: str) -> list[str]:
@@ -93,8 +101,9 @@ def ensure_binaries(log=print) -> Path:
         log(f"building {binary} from the Go module proxy ({module}/go.mod; once per machine, minutes)")
         started = time.monotonic()
         tmp = out / f".{binary}.partial"
+        env = {**os.environ, **({"CGO_ENABLED": "0"} if binary in STATIC else {})}
         proc = subprocess.run([go, "build", "-trimpath", *ldflags(module), "-o", str(tmp), package], cwd=MODULES / module,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"go build {package} failed:\n{proc.stdout[-4000:]}")
         tmp.rename(out / binary)
@@ -166,14 +175,25 @@ class Kube:
 class ControlPlane:
     """etcd + kube-apiserver (+ kube-controller-manager) on free loopback ports under ``root``."""
 
-    def __init__(self, root: Path, *, controller_manager: bool = True) -> None:
+    def __init__(self, root: Path, *, controller_manager: bool = True, address: str = "127.0.0.1",
+                 service_cidr: str = "10.0.0.0/24", node_port_range: str | None = None,
+                 tokens: dict[str, tuple[str, str]] | None = None, spawn=None,
+                 apiserver_args: list[str] | None = None) -> None:
+        """``address``, ``service_cidr`` and ``node_port_range`` are the node's (node.py): there the
+        API server listens on the pod network's gateway so that pods reach it through the
+        ``kubernetes`` Service. ``tokens`` adds identities: token -> (user, group)."""
         self.root = Path(root)
         self.bin = ensure_binaries()
         self.with_controller_manager = controller_manager
+        self.address, self.service_cidr, self.node_port_range = address, service_cidr, node_port_range
+        self.tokens = dict(tokens or {})
+        self.apiserver_args = list(apiserver_args or [])
+        self.spawn = spawn  # (name, argv) -> Popen: the node records each PID; by default, logs here
         self.procs: list[subprocess.Popen] = []
         self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.server = f"https://{address}:{self.port}"
         self.cert_dir = self.root / "pki"
+        self.logs = self.root / "logs"
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "ControlPlane":
@@ -186,7 +206,7 @@ class ControlPlane:
 
     def _start(self) -> "ControlPlane":
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "logs").mkdir(exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.cert_dir.mkdir(exist_ok=True)
         sa_key = self.cert_dir / "sa.key"
         subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
@@ -194,7 +214,9 @@ class ControlPlane:
                        check=True, capture_output=True)
         # Static bearer token of the test's administrator (group system:masters); every other
         # identity is a ServiceAccount with a token the API server issues (TokenRequest).
-        (self.cert_dir / "tokens.csv").write_text(f'{ADMIN_TOKEN},wallet-test-admin,1,"system:masters"\n')
+        (self.cert_dir / "tokens.csv").write_text(
+            f'{ADMIN_TOKEN},wallet-test-admin,1,"system:masters"\n'
+            + "".join(f'{token},{user},{n},"{group}"\n' for n, (token, (user, group)) in enumerate(self.tokens.items(), 2)))
         etcd_client, etcd_peer = free_port(), free_port()
         self._spawn("etcd", [
             "--name", "test", "--data-dir", str(self.root / "etcd"),
@@ -208,17 +230,20 @@ class ControlPlane:
         self._wait(lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"), 30, "etcd healthy", "etcd")
         self._spawn("kube-apiserver", [
             "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(self.port),
+            "--bind-address", self.address, "--advertise-address", self.address, "--secure-port", str(self.port),
             "--cert-dir", str(self.cert_dir),  # a self-signed serving certificate for localhost/127.0.0.1
             "--token-auth-file", str(self.cert_dir / "tokens.csv"),
             "--authorization-mode", "Node,RBAC",
             "--service-account-key-file", str(self.cert_dir / "sa.pub"),
             "--service-account-signing-key-file", str(sa_key),
             "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-cluster-ip-range", "10.0.0.0/24",
-            # The `kubernetes` Service's endpoints would point at 127.0.0.1, which the reconciler
-            # refuses; no pod runs here to use them.
-            "--endpoint-reconciler-type", "none",
+            "--service-cluster-ip-range", self.service_cidr,
+            # Without a node, the `kubernetes` Service's endpoints would point at 127.0.0.1, which
+            # the reconciler refuses, and no pod runs to use them; on the node they are the gateway.
+            "--endpoint-reconciler-type", "none" if self.address.startswith("127.") else "lease",
+            *(["--service-node-port-range", self.node_port_range] if self.node_port_range else []),
+            "--kubelet-preferred-address-types", "InternalIP",  # a node's name resolves nowhere here
+            *self.apiserver_args,
             "--allow-privileged=false",
             "--enable-admission-plugins", "NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
                                           "ResourceQuota,PodSecurity,ValidatingAdmissionPolicy",
@@ -240,7 +265,10 @@ class ControlPlane:
         self.procs.clear()
 
     def _spawn(self, binary: str, args: list[str]) -> None:
-        log = open(self.root / "logs" / f"{binary}.log", "ab")
+        if self.spawn is not None:
+            self.procs.append(self.spawn(binary, [str(self.bin / binary), *args]))
+            return
+        log = open(self.logs / f"{binary}.log", "ab")
         self.procs.append(subprocess.Popen([str(self.bin / binary), *args], stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True))
 
@@ -257,7 +285,7 @@ class ControlPlane:
         raise RuntimeError(f"timed out waiting for {what}:\n{self.log_tail(binary)}")
 
     def log_tail(self, binary: str, lines: int = 30) -> str:
-        path = self.root / "logs" / f"{binary}.log"
+        path = self.logs / f"{binary}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def _api_ready(self) -> bool:
@@ -297,13 +325,19 @@ class ControlPlane:
         return path
 
     # -- tools ------------------------------------------------------------------------------------
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self._tool("helm", args, check, timeout)
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self._tool("kubectl", args, check, timeout)
+
+    def _tool(self, binary: str, args: tuple[str, ...], check: bool, timeout: float) -> subprocess.CompletedProcess:
         home = self.root / "helm"
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
                "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-        proc = subprocess.run([str(self.bin / "helm"), *args], text=True, capture_output=True, env=env, timeout=300)
+        proc = subprocess.run([str(self.bin / binary), *args], text=True, capture_output=True, env=env, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")
+            raise AssertionError(f"{binary} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")
         return proc
 
 
