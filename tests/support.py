@@ -13,6 +13,24 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consume
 from confluent_kafka.admin import AdminClient
 
 from walletkit.devstack.net import http_get
+
+
+def missing_tool(message: str):
+    """A test whose tool is missing fails, CI or not: a missing tool is never a pass. `make test`
+    installs the Python ones and .ci/run the machine's."""
+    import pytest
+
+    pytest.fail(f"{message} (`make test` installs the Python tools, .ci/run the machine's)", pytrace=False)
+
+
+def require_module(name: str, install_hint: str):
+    """Import a test dependency, or fail saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing_tool(f"{name} is not importable ({exc}); install it: {install_hint}")
 from walletkit.devstack.processes import console_script
 from walletkit.stream.partitioner import partition_for
 from walletkit.wallet.codecs import DepositRequest, WALLET, WALLET_INFO_LIST, wallet_balance_micros, wallet_flagged

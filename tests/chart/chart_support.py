@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import importlib
 import json
 import os
 import re
@@ -145,12 +144,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 
 def require_module(name: str, install_hint: str):
-    """Import a test dependency, or fail saying how to install it: a missing tool is never a pass
-    (`make test` installs every one)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        pytest.fail(f"{name} is not importable ({exc}); install it: {install_hint} (or run `make test`)")
+    """Import a test dependency, or fail saying how to install it (support.require_module)."""
+    from support import require_module as require
+
+    return require(name, install_hint)
 
 
 def helm():

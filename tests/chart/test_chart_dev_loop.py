@@ -7,9 +7,9 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
+from support import missing_tool
 from chart_support import REPO, RELEASE, SERVICES, containers, render, require_module
 
 
@@ -130,7 +130,7 @@ def test_kind_up_script_is_strict_and_checks_its_tools():
 
 def test_kind_up_script_passes_shellcheck():
     if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+        missing_tool("shellcheck not installed (Debian package shellcheck)")
     result = subprocess.run(["shellcheck", str(REPO / "scripts" / "kind-up.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -27,7 +27,7 @@ from walletkit.devstack import images
 from walletkit.devstack.net import free_port, http_get
 from walletkit.devstack.processes import SERVICES
 
-from support import post_deposit, wait_for
+from support import missing_tool, post_deposit, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Paths buildah run itself creates or bind-mounts in the container's root for every command
@@ -42,9 +42,7 @@ def buildah():
     try:
         return images.Buildah()
     except images.ImageToolMissing as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (.ci/run installs it)")
-        pytest.skip(str(exc))
+        missing_tool(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ these tests with what to install: they never skip.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,5 @@ def cluster(request):
                 print(f"\n===== {pod_log.relative_to(root)} =====\n" + "\n".join(
                     pod_log.read_text(errors="replace").splitlines()[-10:]))
         node.stop()
+        if not request.session.testsfailed:
+            shutil.rmtree(root, ignore_errors=True)  # its containerd holds every image: about 1 GB

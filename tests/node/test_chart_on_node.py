@@ -26,6 +26,8 @@ from walletkit.devstack import images
 from walletkit.devstack.controlplane import CHART
 from walletkit.devstack.node import import_archive
 
+from support import wait_for
+
 pytestmark = pytest.mark.node
 
 API = "http://127.0.0.1:8080"  # the seed's address: the API Service's NodePort, on loopback
@@ -44,17 +46,6 @@ def call(method: str, path: str, doc: dict | None = None, headers: dict | None =
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last is True:
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
 
 
 def pods(node, selector: str = "") -> list[dict]:
@@ -83,8 +74,10 @@ def metric(pod: dict, port: int, name: str) -> float:
     machine is on the pod network's bridge)."""
     with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#") and line[len(name)] in "{ ")
+    samples = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in "{ "]
+    assert samples, f"{pod['metadata']['name']} exports no {name}"
+    return sum(samples)
 
 
 def helm_values(*extra: str) -> list[str]:
@@ -258,13 +251,13 @@ def test_upgrade_to_a_new_build_while_deposits_flow_counts_every_acknowledged_de
           f"{len(traffic.read_failures)}, longest such window {read_gap:.2f} s")
 
 
-def _restart_and_count(cluster, name: str, port: int, how) -> tuple[int, float]:
+def _restart_and_count(cluster, name: str, port: int, how, same_volume: bool = True) -> int:
     """Restart pod ``name`` with ``how``; the records its new process restored from the changelog."""
     before = pod_named(cluster, name)
     claim = next(v["persistentVolumeClaim"]["claimName"] for v in before["spec"]["volumes"]
                  if "persistentVolumeClaim" in v)
     volume = json.loads(cluster.control_plane.kubectl("get", "pvc", claim, "-o", "json").stdout)["spec"]["volumeName"]
-    how(before)
+    how(before, claim)
 
     def back():
         pod = pod_named(cluster, name)
@@ -275,8 +268,11 @@ def _restart_and_count(cluster, name: str, port: int, how) -> tuple[int, float]:
     wait_for(back, 180, f"{name} back and Ready")
     after = pod_named(cluster, name)
     again = json.loads(cluster.control_plane.kubectl("get", "pvc", claim, "-o", "json").stdout)["spec"]["volumeName"]
-    assert again == volume, f"{name} came back on {again}, not its volume {volume}"
-    return int(metric(after, port, "stream_restore_records_total")), time.monotonic()
+    if same_volume:
+        assert again == volume, f"{name} came back on {again}, not its volume {volume}"
+    else:
+        assert again != volume, f"{name} came back on its old volume {volume}"
+    return int(metric(after, port, "stream_restore_records_total"))
 
 
 def test_a_balance_pod_deleted_or_killed_comes_back_on_its_volume_restoring_only_the_tail(cluster):
@@ -295,27 +291,35 @@ def test_a_balance_pod_deleted_or_killed_comes_back_on_its_volume_restoring_only
     deposit(200)
     wait_for(lambda: balances(wallets) == expected or balances(wallets), 120, "the deposits before the restarts")
 
-    def delete(pod):
+    def delete(pod, claim):
         cluster.control_plane.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
-    deleted, _ = _restart_and_count(cluster, "wallet-balance-0", 8081, delete)
+    deleted = _restart_and_count(cluster, "wallet-balance-0", 8081, delete)
     deposit(50)
     wait_for(lambda: balances(wallets) == expected or balances(wallets), 120, "the deposits after the delete")
 
-    def kill_inside(pod):  # SIGKILL to the service process, from inside its own container
+    def kill_inside(pod, claim):  # SIGKILL to the service process, from inside its own container
         script = ("import os, signal\n"
                   "for p in os.listdir('/proc'):\n"
-                  "    if p.isdigit() and b'wallet-balance' in open(f'/proc/{p}/cmdline', 'rb').read() and p != '1':\n"
+                  "    if p.isdigit() and p not in ('1', str(os.getpid())) and "
+                  "b'wallet-balance' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
                   "        os.kill(int(p), signal.SIGKILL)\n")
         cluster.control_plane.kubectl("exec", pod["metadata"]["name"], "-c", pod["spec"]["containers"][0]["name"],
                                       "--", "python3", "-c", script, check=False)
-    killed, _ = _restart_and_count(cluster, "wallet-balance-0", 8081, kill_inside)
+    killed = _restart_and_count(cluster, "wallet-balance-0", 8081, kill_inside)
     deposit(50)
     wait_for(lambda: balances(wallets) == expected or balances(wallets), 120, "the deposits after the kill")
+
+    def lose_volume(pod, claim):  # what the two restarts above would be without the volume
+        cluster.control_plane.kubectl("delete", "pvc", claim, "--wait=false")
+        cluster.control_plane.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    lost = _restart_and_count(cluster, "wallet-balance-0", 8081, lose_volume, same_volume=False)
+    wait_for(lambda: balances(wallets) == expected or balances(wallets), 120, "the deposits after the volume loss")
     print(f"\nfigure: wallet-balance-0 restored {deleted} changelog records after a delete and {killed} after a "
-          f"SIGKILL inside its container, on its own volume; {written} deposits written in all (a restore "
-          f"from an empty volume reads every one of this test's {written - 100} earlier records at least)")
-    assert deleted < 200, f"a deleted pod restored {deleted} records: not only the tail"
-    assert killed < 250, f"a killed pod restored {killed} records: not only the tail"
+          f"SIGKILL inside its container, on its own volume; on a new, empty volume it restored {lost}; "
+          f"{written} deposits were written by this test")
+    assert lost >= written, f"an empty volume restored only {lost} of {written} records: the count says nothing"
+    assert deleted < 200, f"a deleted pod restored {deleted} of 200 records: not only the tail"
+    assert killed < 250, f"a killed pod restored {killed} of 250 records: not only the tail"
 
 
 def test_rollback_then_uninstall_keeps_the_volumes_and_the_topics(cluster):

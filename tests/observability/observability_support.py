@@ -87,31 +87,25 @@ def label_values_query(query: str) -> tuple[str | None, str]:
 
 
 def rule_groups(namespace: str, release: str = "wallet", partitions: int | None = None) -> list[dict[str, Any]]:
-    """The chart's PrometheusRule groups rendered for namespace/release (skips without the Helm SDK)."""
-    import pytest
-
+    """The chart's PrometheusRule groups rendered for namespace/release (fails without the Helm SDK)."""
+    from support import missing_tool
     from walletkit.devstack.prometheus import chart_rule_groups
 
     groups = chart_rule_groups(namespace, release, partitions=partitions)
     if groups is None:
-        pytest.skip("the Helm SDK (requirements/chart.txt) is needed to render the chart's rules")
+        missing_tool("the Helm SDK (requirements/chart.txt) is needed to render the chart's rules")
     return groups
 
 
 def require_prometheus() -> None:
-    """Skip without a ``prometheus`` binary; under CI, fail (CI must install it)."""
-    import os
-
-    import pytest
-
+    """Fail without a ``prometheus`` binary, saying how to install it."""
+    from support import missing_tool
     from walletkit.devstack.prometheus import PrometheusNotFound, find_binary
 
     try:
         find_binary()
     except PrometheusNotFound as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (CI must install it)")
-        pytest.skip(str(exc))
+        missing_tool(str(exc))
 
 
 def alerts(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -4,16 +4,16 @@ summary, a description and a runbook section in docs/observability.md."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from support import missing_tool, require_module
 from observability_support import DOC, RULES_TEST, alerts, github_anchors, rule_groups, section_of
 
-yaml = pytest.importorskip("yaml", reason="PyYAML comes with requirements/chart.txt")
+yaml = require_module("yaml", "PyYAML comes with requirements/chart.txt")
 
 NAMESPACE = "wallet-test"  # what rules_test.yaml's series carry
 
@@ -21,10 +21,7 @@ NAMESPACE = "wallet-test"  # what rules_test.yaml's series carry
 def promtool() -> str:
     found = shutil.which("promtool")
     if not found:
-        message = "promtool not installed (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI must install it)")
-        pytest.skip(message)
+        missing_tool("promtool not installed (Debian package prometheus)")
     return found
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-kopf = pytest.importorskip("kopf", reason="the operator needs kopf: pip install -c constraints.txt kopf")
-kmock_lib = pytest.importorskip("kmock", reason="the operator tests need kmock: pip install -c constraints.txt kmock")
+from support import require_module  # noqa: E402
+
+kopf = require_module("kopf", "pip install -c constraints.txt kopf")
+kmock_lib = require_module("kmock", "pip install -c constraints.txt kmock")
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402

@@ -6,14 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from support import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ("wallet_pb2.py", "wallet_pb2.pyi")
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) generates the code")
+    require_module("grpc_tools", "grpcio-tools (the dev extra) generates the code")
     result = subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
          f"--pyi_out={tmp_path}", str(ROOT / "proto" / "wallet.proto")],

@@ -37,13 +37,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from walletkit.devstack.controlplane import ControlPlane, KubeError, ensure_binaries
 from walletkit.devstack.controlplane import bin_dir as controlplane_bin_dir
-from walletkit.devstack.kafka import cache_root
 
 REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "wallet0"
@@ -186,6 +184,7 @@ class Node:
         if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
             raise NodeError(f"a node already runs on this machine (bridge {BRIDGE} exists): end it with "
                             f"`make cluster-down` (or python -m walletkit.devstack.node down --root DIR)")
+        self._clear_previous()
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self._start(log)
@@ -193,6 +192,19 @@ class Node:
             self.stop()
             raise
         return self
+
+    def _clear_previous(self) -> None:
+        """A node starts afresh: what an ended node left under its root (etcd, volumes, images) goes,
+        never while one of its recorded processes still runs."""
+        pids = self.root / "pids"
+        for path in pids.iterdir() if pids.is_dir() else []:
+            pid, _, started = path.read_text().strip().partition(" ")
+            if _start_time(int(pid)) == (started or None):
+                raise NodeError(f"{path.name} (PID {pid}) of an earlier node still runs under {self.root}: "
+                                "end it with `make cluster-down`")
+        if self.root.exists():
+            _unmount_below(self.root)
+            shutil.rmtree(self.root)
 
     def _start(self, log) -> None:
         started = time.monotonic()
