@@ -57,8 +57,10 @@ def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
 
-def pod_named(node, name: str) -> dict:
-    return json.loads(node.control_plane.kubectl("get", "pod", name, "-o", "json").stdout)
+def pod_named(node, name: str) -> dict | None:
+    """The pod, or None while it does not exist (a StatefulSet's pod between its deletion and its successor)."""
+    out = node.control_plane.kubectl("get", "pod", name, "-o", "json", "--ignore-not-found")
+    return json.loads(out.stdout) if out.stdout.strip() else None
 
 
 def balances(wallets) -> dict[str, int]:
@@ -115,6 +117,29 @@ def test_install_every_pod_ready_by_its_probes_and_the_seed_curls_answer_on_8080
 
     proc = helm("test", RELEASE, "--timeout", "3m", check=False, timeout=240)
     assert proc.returncode == 0 and "Succeeded" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_pods_find_the_cluster_by_name_and_nothing_outside_the_machine(cluster):
+    """CoreDNS answers the cluster's names and forwards nothing; a pod has no route off the node."""
+    api = next(p for p in pods(cluster, "app.kubernetes.io/component=api") if ready(p))
+    probe = ("import socket, urllib.request\n"
+             "print('kafka', socket.gethostbyname('kafka-0.kafka.kafka.svc.cluster.local'))\n"
+             "print('api', socket.gethostbyname('wallet-api'))\n"
+             "for name in ('example.com', 'deb.debian.org'):\n"
+             "    try: print('resolved', name, socket.gethostbyname(name))\n"
+             "    except OSError as exc: print('unresolved', name, exc.errno)\n"
+             "for address in ('192.0.2.1', '1.1.1.1'):\n"
+             "    try: urllib.request.urlopen(f'http://{address}/', timeout=3); print('reached', address)\n"
+             "    except OSError as exc: print('unreached', address, getattr(exc, 'reason', exc))\n")
+    out = cluster.control_plane.kubectl("exec", api["metadata"]["name"], "--", "python3", "-c", probe).stdout
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    kafka = next(p for p in json.loads(cluster.control_plane.kubectl("-n", "kafka", "get", "pods", "-o", "json").stdout)
+                 ["items"])
+    assert out.splitlines()[0] == f"kafka {kafka['status']['podIP']}", out
+    service = json.loads(cluster.control_plane.kubectl("get", "service", "wallet-api", "-o", "json").stdout)
+    assert out.splitlines()[1] == f"api {service['spec']['clusterIP']}", out
+    assert "resolved" not in lines and "reached" not in lines, out
+    assert out.count("unresolved") == 2 and out.count("unreached") == 2, out
 
 
 @dataclass
@@ -254,6 +279,7 @@ def test_upgrade_to_a_new_build_while_deposits_flow_counts_every_acknowledged_de
 def _restart_and_count(cluster, name: str, port: int, how, same_volume: bool = True) -> int:
     """Restart pod ``name`` with ``how``; the records its new process restored from the changelog."""
     before = pod_named(cluster, name)
+    assert before is not None, f"{name} does not exist"
     claim = next(v["persistentVolumeClaim"]["claimName"] for v in before["spec"]["volumes"]
                  if "persistentVolumeClaim" in v)
     volume = json.loads(cluster.control_plane.kubectl("get", "pvc", claim, "-o", "json").stdout)["spec"]["volumeName"]
@@ -261,6 +287,8 @@ def _restart_and_count(cluster, name: str, port: int, how, same_volume: bool = T
 
     def back():
         pod = pod_named(cluster, name)
+        if pod is None or not pod["status"].get("containerStatuses"):
+            return "not created yet" if pod is None else pod["status"].get("phase")
         restarted = (pod["metadata"]["uid"] != before["metadata"]["uid"]
                      or pod["status"]["containerStatuses"][0]["restartCount"]
                      > before["status"]["containerStatuses"][0]["restartCount"])

@@ -601,12 +601,18 @@ def _end_shims(root: Path) -> None:
     """What containerd leaves running when it stops: the pods' processes (every PID in the
     kubelet's ``kubepods`` cgroups) and the shims serving this node's containerd (the processes
     whose command names its socket), each ended by its PID."""
-    for procs in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") if Path("/sys/fs/cgroup/pids/kubepods").is_dir() else []:
-        for pid in procs.read_text().split():
+    pods = Path("/sys/fs/cgroup/pids/kubepods")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        left = [pid for procs in (pods.rglob("cgroup.procs") if pods.is_dir() else []) for pid in procs.read_text().split()]
+        if not left:
+            break
+        for pid in left:
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        time.sleep(0.2)
     socket = f"-address {root / 'containerd' / 'containerd.sock'}"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -665,7 +671,8 @@ The node is up (its state: {node.root}). To use it:
   export KUBECONFIG={node.kubeconfig}
   export PATH={node.bin}:$PATH   # kubectl and helm of this release
   helm install wallet charts/wallet -f charts/wallet/values-node.yaml --wait
-  curl localhost:8080/details/wallet-1
+  curl -X POST localhost:8080/deposit -d '{{"WalletID": "walletID001", "Amount": 8000}}'
+  curl localhost:8080/details/walletID001
 End it with: make cluster-down""")
     return 0
 
