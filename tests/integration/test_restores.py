@@ -111,7 +111,7 @@ def build_table(broker, tmp_path) -> dict[str, int]:
     first = Processor.create(SPEC, settings(broker), tmp_path / "first")
     thread = run_in_thread(first)
     wait_for(lambda: first.ready, 60, "the first member")
-    wait_for(lambda: sum(len(list(part.store.items())) for part in first._owned.values()) >= KEYS, 60,
+    wait_for(lambda: sum(len(list(part.store.items())) for part in first.tables.values()) >= KEYS, 60,
              "the first member to apply every record")
     first.stop()
     thread.join(30)
@@ -153,7 +153,7 @@ def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_re
     # And processing goes on from the restored values.
     owner = a if partition_for(b"k00000", PARTITIONS) in a.partitions else b
     produce(broker, [("k00000", 1000)])
-    wait_for(lambda: (v := owner._owned[partition_for(b"k00000", PARTITIONS)].get("k00000")) is not None
+    wait_for(lambda: (v := owner.tables[partition_for(b"k00000", PARTITIONS)].get("k00000")) is not None
              and v["n"] == expected["k00000"] + 1000, 30, "the next record on top of the restored value")
     owned = {"a": a.partitions, "b": b.partitions}
     for member, thread in zip(members, threads):
@@ -185,7 +185,7 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
     produce(broker, [(key, 5)] * 2)
     back = Processor.create(SPEC, settings(broker), tmp_path / "back")
     thread = run_in_thread(back)
-    wait_for(lambda: (v := back._owned.get(p) and back._owned[p].get(key)) and v["n"] == 10, 60,
+    wait_for(lambda: (v := back.tables.get(p) and back.tables[p].get(key)) and v["n"] == 10, 60,
              "the member to apply the first deposits")
     back.stop()
     thread.join(30)
@@ -210,7 +210,7 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
         departed.abort_transaction(30)
         still_open = False
         wait_for(lambda: nxt.ready, 30, "the next owner to finish its restore")
-        wait_for(lambda: (v := nxt._owned[p].get(key)) is not None and v["n"] == 50, 30,
+        wait_for(lambda: (v := nxt.tables[p].get(key)) is not None and v["n"] == 50, 30,
                  "the next owner to apply the deposits")
         nxt.stop()
         thread.join(30)
@@ -222,9 +222,9 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
     thread = run_in_thread(back)
     wait_for(lambda: back.ready, 60, "the member back")
     produce(broker, [(key, 7)])
-    wait_for(lambda: (v := back._owned[p].get(key)) is not None and v["o"] >= 10, 30,
+    wait_for(lambda: (v := back.tables[p].get(key)) is not None and v["o"] >= 10, 30,
              "the member back to apply the next deposit")
-    assert back._owned[p].get(key)["n"] == 57, back._owned[p].get(key)
+    assert back.tables[p].get(key)["n"] == 57, back.tables[p].get(key)
     back.stop()
     thread.join(30)
 

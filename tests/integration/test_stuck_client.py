@@ -113,7 +113,7 @@ def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_
         print(f"went on {time.monotonic() - hung_at:.1f} s after the call hung")
         assert abandoned() == before + 1, "the stuck transaction is counted as abandoned"
         assert thread.is_alive() and processor.ready, "the processor goes on"
-        totals = {k: v["n"] for part in processor._owned.values() for k, v in
+        totals = {k: v["n"] for part in processor.tables.values() for k, v in
                   ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())}
         assert totals == {k: 111 for k in keys}, "the local stores agree with the changelog"
     finally:

@@ -91,7 +91,7 @@ def test_a_processor_whose_abort_times_out_goes_on_once_kafka_answers_and_counts
                  "every record counted once after Kafka answers again")
         print(f"went on {time.monotonic() - frozen_at - FROZEN:.1f} s after the broker thawed")
         assert thread.is_alive() and processor.ready, "the processor goes on"
-        totals = {k: v["n"] for part in processor._owned.values() for k, v in
+        totals = {k: v["n"] for part in processor.tables.values() for k, v in
                   ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())}
         assert totals == {k: 111 for k in keys}, "the local stores agree with the changelog"
     finally:

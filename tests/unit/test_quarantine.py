@@ -1,7 +1,7 @@
 """Quarantine in the processor: a refused record changes nothing, and the tables come out the
 same however the records are batched (a replay after a crash decides exactly as the first run).
 
-Records are fed to Processor._apply over a real TablePartition on RocksDB, as a batch is; the
+Records are fed to the BatchRunner over a real TablePartition on RocksDB, as a batch is; the
 "flush" writes the batch's changes to the store, as Checkpoint.flush does (no broker).
 """
 
@@ -15,7 +15,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from wallet_above_threshold.processor import above_threshold_group
 from wallet_above_threshold.threshold import Rule
 from wallet_balance.processor import balance_group
-from walletkit.stream.processor import Processor, _BatchQuarantine
+from walletkit.stream.batch import BatchRunner
 from walletkit.stream.store import Store
 from walletkit.stream.table import TablePartition
 from walletkit.wallet import idempotency, money
@@ -66,17 +66,16 @@ def records(n: int, *, wallets=("w",), keyed=True, shard: int | None = 5) -> lis
 
 class Table:
     def __init__(self, tmp_path, spec, limit: int) -> None:
-        self.proc = Processor.__new__(Processor)
-        self.proc.spec = spec
+        self.runner = BatchRunner(spec)
         self.part = TablePartition(Store(tmp_path), spec.table_codec, 0, max_value_bytes=limit)
 
     def run(self, recs: list[Record], batch_size: int) -> list[str]:
         outcomes = []
         for start in range(0, len(recs), batch_size):
             msgs = recs[start:start + batch_size]
-            txn, batch = self.part.begin(), _BatchQuarantine()
-            outcomes += [self.proc._apply(txn, m.key().decode(), m, msgs, i, batch) for i, m in enumerate(msgs)]
-            self.part.store.write(txn.changes(), {})
+            batch = self.runner.run(msgs, {0: self.part})
+            outcomes += batch.outcomes
+            self.part.store.write(batch.txns[0].changes(), {})
         return outcomes
 
 

@@ -394,3 +394,44 @@ class Checkpoint:
                     self.consumer.seek(TopicPartition(self.input_topic, p, txn.first_offset))
                 except KafkaException as exc:
                     log.warning("rewinding %s[%d]: %s", self.input_topic, p, exc)
+
+
+class OffsetCommits:
+    """Input offsets committed by the group consumer (applied-offsets; exactly-once commits them
+    in the batch's transaction).
+
+    A commit only saves replays: the state is already durable, and a record replayed after a
+    lost commit is a no-op (its offset is applied). So commits are asynchronous and batched,
+    synchronous only on revocation and shutdown; failures are counted and logged.
+    """
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        #: When the latest commit was sent (monotonic; 0: never).
+        self.last = 0.0
+        self._sent = 0.0
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: bool) -> None:
+        self.last = started = time.monotonic()
+        try:
+            if asynchronous:
+                self._sent = started
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
+        except KafkaException as exc:
+            self._failed(exc.args[0] if exc.args else exc)
+
+    def on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Result of an asynchronous commit (served by consume(), on the processor's thread)."""
+        failed = err if err is not None else next((tp.error for tp in partitions if tp.error is not None), None)
+        if failed is not None:
+            self._failed(failed)
+        elif self._sent:
+            metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - self._sent)
+
+    def _failed(self, err: Any) -> None:
+        metrics.COMMIT_FAILURES.labels(self.group).inc()
+        log.warning("group %s: commit refused (%s); records will replay as duplicates", self.group,
+                    err.str() if isinstance(err, KafkaError) else err)
