@@ -15,7 +15,7 @@ from pathlib import Path
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
-from walletkit.stream.partitioner import partition_for
+from walletkit.stream import partition_for
 from wallet_bench import http_load, profiling
 from wallet_bench.contenders import build_openloop, env, pyspy_binary, stop, worker_cmd
 from wallet_bench.kafka_io import CommittedOffsets, wallet_id

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from walletkit.stream.processor import DEFAULT_BATCH_SIZE
+from walletkit.stream import DEFAULT_BATCH_SIZE
 from wallet_bench import machine, profiling, report
 from wallet_bench.contenders import go_binary, goka_available, kstreams_available, pyspy_binary, quix_available
 from wallet_bench.http_load import wrk_available

@@ -33,8 +33,7 @@ from confluent_kafka import Producer
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.net import http_get
-from walletkit.stream import KafkaSettings, TopicManager
-from walletkit.stream.partitioner import partition_for
+from walletkit.stream import KafkaSettings, partition_for, TopicManager
 from walletkit.wallet.topology import ensure_topics
 from walletkit.wallet.wallet_pb2 import DepositRequest
 from wallet_bench.kafka_io import load_deposits, wallet_id

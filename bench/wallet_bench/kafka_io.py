@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from walletkit.stream.kafka import KafkaSettings
-from walletkit.stream.partitioner import partition_for
+from walletkit.stream import KafkaSettings, partition_for
 from walletkit.wallet.wallet_pb2 import DepositRequest, Wallet, WalletInfo, WalletInfoList
 
 SCALE = 1_000_000

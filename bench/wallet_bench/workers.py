@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def _settings(args):
-    from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
+    from walletkit.stream import KafkaSettings, parse_kafka_config
 
     return KafkaSettings(args.bootstrap, client_id=f"bench-{args.cmd}", session_timeout_ms=args.session_timeout_ms,
                          extra=parse_kafka_config(args.kafka_config))
@@ -32,7 +32,7 @@ def _settings(args):
 def run_processor(args) -> None:
     from walletkit.service.runtime import tune_gc
     from walletkit.stream import Processor, TopicManager
-    from walletkit.stream.checkpoint import Guarantee
+    from walletkit.stream import Guarantee
     from walletkit.wallet.topology import DEPOSIT_TOPIC
 
     if args.kind == "balance":
@@ -165,7 +165,7 @@ def run_bare_http(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from walletkit.stream.processor import DEFAULT_BATCH_SIZE
+    from walletkit.stream import DEFAULT_BATCH_SIZE
 
     p = argparse.ArgumentParser(prog="wallet_bench.workers")
     sub = p.add_subparsers(dest="cmd", required=True)

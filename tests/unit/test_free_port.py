@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from walletkit.devstack.net import _ephemeral_range, free_port
+from walletkit.service.net import _ephemeral_range, free_port
 
 
 def test_ports_are_below_the_ephemeral_range_distinct_and_free():

@@ -17,18 +17,36 @@ from walletkit.service.logs import setup_logging
 from walletkit.service.ops import OpsServer
 from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import kafka_settings
-from walletkit.stream import ForeignTable, GroupSpec, Processor, StreamError, TopicManager
-from walletkit.stream.checkpoint import Guarantee
-from walletkit.stream.faults import CrashInjector
-from walletkit.stream.processor import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_VALUE_BYTES
-from walletkit.stream.versions import TableVersion, TableVersions
-from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC, wait_for_topics
+from walletkit.stream import (
+    CrashInjector,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CACHE_ENTRIES,
+    DEFAULT_MAX_VALUE_BYTES,
+    ForeignTable,
+    GroupSpec,
+    Guarantee,
+    Processor,
+    StreamError,
+    TableVersion,
+    TableVersions,
+    TopicManager,
+)
 
 log = logging.getLogger(__name__)
 
 
-def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[argparse.Namespace], GroupSpec]) -> int:
+#: ``wait_for_topics(topics, partitions, *, create, stop, service, log, on_wait)``: the application's
+#: topics checked (and created if asked), waiting while they are missing; the partition count, or
+#: None if ``stop`` was set meanwhile (the wallet's is walletkit.wallet.topology.wait_for_topics).
+WaitForTopics = Callable[..., "int | None"]
+
+
+def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[argparse.Namespace], GroupSpec], *,
+                  versions_topic: str, wait_for_topics: WaitForTopics) -> int:
     """Run one processor until SIGTERM/SIGINT; return the process exit code.
+
+    ``versions_topic`` holds the tables' versions; ``wait_for_topics`` is the application's
+    topic check (see WaitForTopics): the runtime knows no application's topics.
 
     On a signal the processor finishes its batch, makes it durable, commits and
     leaves the group, then the process exits 0. The group run is the table's live
@@ -83,7 +101,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
             ops.stop()
             log.info("%s stopped before its topics appeared", service)
             return 0
-        versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
+        versions = TableVersions(settings, versions_topic)
         version = versions.current(base_spec.group, timeout=30)
     except (StreamError, KafkaException) as exc:
         log.error("%s", exc)
@@ -135,7 +153,7 @@ def run_processor(service: str, args: argparse.Namespace, make_spec: Callable[[a
 
 
 def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[[argparse.Namespace], GroupSpec],
-             argv: list[str] | None = None) -> None:
+             argv: list[str] | None = None, *, versions_topic: str, wait_for_topics: WaitForTopics) -> None:
     from walletkit.service.settings import env_flag, parse
 
     env_flag(parser, "--cache-entries", "WALLET_CACHE_ENTRIES",
@@ -160,4 +178,4 @@ def main_for(service: str, parser: argparse.ArgumentParser, make_spec: Callable[
         parser.error("--batch-size must be at least 1")
     if args.cache_entries < 0:
         parser.error("--cache-entries must be 0 (no cache across batches) or more")
-    sys.exit(run_processor(service, args, make_spec))
+    sys.exit(run_processor(service, args, make_spec, versions_topic=versions_topic, wait_for_topics=wait_for_topics))

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from walletkit.service.build import add_version_flag
-from walletkit.stream.checkpoint import Guarantee
-from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
-from walletkit.wallet.topology import DEFAULT_PARTITIONS
+from walletkit.stream import Guarantee, KafkaSettings, parse_kafka_config
 
 #: Environment variables mapped onto librdkafka properties (TLS / SASL). Each may instead be
 #: given as ``<NAME>_FILE``, the path of a file holding the value (a mounted Secret), so a
@@ -59,7 +57,9 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-def base_parser(prog: str, description: str, default_port: int, default_state_dir: str) -> argparse.ArgumentParser:
+def base_parser(prog: str, description: str, default_port: int, default_state_dir: str, *,
+                default_partitions: int) -> argparse.ArgumentParser:
+    """The flags every service has; ``default_partitions`` is the application's (its topology's)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     add_version_flag(p)
     env_flag(p, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]",
@@ -69,7 +69,7 @@ def base_parser(prog: str, description: str, default_port: int, default_state_di
     env_flag(p, "--http-port", "WALLET_HTTP_PORT", "port of the HTTP server", default=default_port, type=int)
     env_flag(p, "--http-host", "WALLET_HTTP_HOST", "address the HTTP server binds", default="0.0.0.0")
     env_flag(p, "--partitions", "WALLET_PARTITIONS", "partitions of each topic when this process creates it",
-             default=DEFAULT_PARTITIONS, type=int)
+             default=default_partitions, type=int)
     env_flag(p, "--replication-factor", "WALLET_REPLICATION_FACTOR",
              "replication of topics this process creates (-1: the broker's default)", default=-1, type=int)
     env_flag(p, "--min-insync-replicas", "WALLET_MIN_INSYNC_REPLICAS",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from walletkit.stream.codec import ProtobufCodec, ProtobufTableCodec
-from walletkit.stream.errors import SkipRecord
+from walletkit.stream import ProtobufCodec, ProtobufTableCodec, SkipRecord
 from walletkit.wallet import money
 from walletkit.wallet.wallet_pb2 import DepositRequest, Wallet, WalletInfo, WalletInfoList
 

@@ -126,7 +126,7 @@ def record_quarantine(ctx: Any, reason: str, empty: Callable[[], Any], notes_of:
     """A group's quarantine hook: note ``ctx``'s record in its wallet's quarantine entry. A note
     that would not fit under the table's value limit drops older notes (halving) until it does,
     remembering the newest forgotten offset (``forget_through``)."""
-    from walletkit.stream.errors import ValueTooLarge
+    from walletkit.stream import ValueTooLarge
 
     key = quarantine_key(ctx.key)
     value = ctx.value_of(key)

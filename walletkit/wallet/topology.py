@@ -1,14 +1,32 @@
-"""Names shared by every wallet service: topics and groups (contracts, see DESIGN.md)."""
+"""Names shared by every wallet service: topics, groups and the table registry (contracts,
+see DESIGN.md).
+
+The registry (:data:`TABLES`) is the one list of the processor groups' tables: each with its
+base name (version 1's group, the key of its versions), the codec of its values, the console
+script of its processor and whether the API keeps a view of it. The runtime asks it for a
+group's topics, the API opens its views from it, walletctl decodes and rebuilds from it,
+and a test holds the chart's processor list to it. A new processor adds one entry here.
+"""
+
+from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 
-from walletkit.stream.errors import BrokerUnavailable, TopicsMissing
-from walletkit.stream.topics import TopicManager, table_topic
-from walletkit.stream.versions import TableVersion, TableVersions
+from walletkit.stream import (
+    BrokerUnavailable,
+    table_topic,
+    TableCodec,
+    TableVersion,
+    TableVersions,
+    TopicManager,
+    TopicsMissing,
+)
+from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST
 
 DEPOSIT_TOPIC = "deposit"
 BALANCE_GROUP = "balance"
@@ -18,9 +36,41 @@ ABOVE_THRESHOLD_TABLE = table_topic(ABOVE_THRESHOLD_GROUP)   # "above_threshold-
 ALL_TOPICS = (DEPOSIT_TOPIC, BALANCE_TABLE, ABOVE_THRESHOLD_TABLE)
 #: Which group serves each table now (walletkit.stream.versions; written by walletctl rebuild).
 TABLE_VERSIONS_TOPIC = "table-versions"
-#: The processor groups, by base name (version 1's group and the key of their versions).
-GROUPS = (BALANCE_GROUP, ABOVE_THRESHOLD_GROUP)
 DEFAULT_PARTITIONS = 8
+
+
+@dataclass(frozen=True)
+class Table:
+    """One processor group's table (see the module doc)."""
+
+    #: Version 1's group, and the key of the table's versions (walletkit.stream.versions).
+    base: str
+    codec: TableCodec
+    #: The console script (and image, and chart component) of its processor.
+    service: str
+    #: The API keeps a view of it (GET /details reads it).
+    viewed: bool = True
+
+    @property
+    def topic(self) -> str:
+        """Version 1's changelog topic (a rebuilt version's is ``table_topic(version.group)``)."""
+        return table_topic(self.base)
+
+
+TABLES = (
+    Table(BALANCE_GROUP, WALLET, "wallet-balance"),
+    Table(ABOVE_THRESHOLD_GROUP, WALLET_INFO_LIST, "wallet-above-threshold"),
+)
+#: The processor groups, by base name (version 1's group and the key of their versions).
+GROUPS = tuple(t.base for t in TABLES)
+
+
+def table(base: str) -> Table:
+    """The registry's entry for ``base``; ValueError naming the known ones otherwise."""
+    for entry in TABLES:
+        if entry.base == base:
+            return entry
+    raise ValueError(f"no table {base!r}; the tables are {', '.join(GROUPS)}")
 
 
 def live_groups(versions: dict[str, TableVersion]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from walletkit.stream import GroupSpec
 from walletkit.service.settings import base_parser, env_flag
 from walletkit.wallet import money
 from walletkit.wallet.idempotency import DEFAULT_HORIZON_SECONDS
+from walletkit.wallet.topology import DEFAULT_PARTITIONS, TABLE_VERSIONS_TOPIC, wait_for_topics
 from wallet_above_threshold.processor import above_threshold_group
 from wallet_above_threshold.threshold import MICROS, Rule
 
@@ -40,6 +41,8 @@ def spec_from(args: argparse.Namespace) -> GroupSpec:
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser("wallet-above-threshold",
                          "Above-threshold processor: flags wallets that received more than the threshold "
-                         "within one rolling window (group 'above_threshold').", DEFAULT_PORT, "./state/above_threshold")
+                         "within one rolling window (group 'above_threshold').", DEFAULT_PORT, "./state/above_threshold",
+                         default_partitions=DEFAULT_PARTITIONS)
     add_flags(parser)
-    main_for("wallet-above-threshold", parser, spec_from, argv)
+    main_for("wallet-above-threshold", parser, spec_from, argv,
+             versions_topic=TABLE_VERSIONS_TOPIC, wait_for_topics=wait_for_topics)

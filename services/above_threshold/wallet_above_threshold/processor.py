@@ -11,8 +11,7 @@ import logging
 
 from prometheus_client import Counter
 
-from walletkit.stream import Context, GroupSpec, SkipRecord
-from walletkit.stream.codec import parse_message
+from walletkit.stream import Context, GroupSpec, parse_message, SkipRecord
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, DepositRequest, WalletInfo, WalletInfoList, deposit_amount_micros, deposit_time_micros,

@@ -19,22 +19,30 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from walletkit.stream import Emitter, KafkaSettings, TopicManager, View
-from walletkit.stream.checkpoint import Guarantee
-from walletkit.stream.emitter import DEFAULT_LANES
-from walletkit.stream.view import ViewState
-from walletkit.stream.store import persistent_id
-from walletkit.stream.table import trim_oldest
-from walletkit.stream.context import REQUEST_ID_HEADER
+from walletkit.stream import (
+    DEFAULT_LANES,
+    Emitter,
+    group_has_passed,
+    Guarantee,
+    KafkaSettings,
+    persistent_id,
+    readable_ends,
+    REQUEST_ID_HEADER,
+    table_topic,
+    TableVersion,
+    TableVersions,
+    TopicManager,
+    trim_oldest,
+    VersionWatch,
+    View,
+    ViewState,
+)
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
     DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
 )
-from walletkit.stream.topics import table_topic
-from walletkit.stream.versions import TableVersion, TableVersions, VersionWatch, group_has_passed, readable_ends
 from walletkit.wallet.topology import (
-    ABOVE_THRESHOLD_GROUP, ABOVE_THRESHOLD_TABLE, BALANCE_GROUP, BALANCE_TABLE, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC,
-    live_groups, wait_for_topics,
+    ABOVE_THRESHOLD_GROUP, BALANCE_GROUP, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC, TABLES, live_groups, table, wait_for_topics,
 )
 from walletkit.wallet.wallet_pb2 import KeyedDeposit
 
@@ -125,8 +133,10 @@ class Ledger:
         self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id,
                                lanes=emitter_lanes)
         self._state = state
-        self.balances = View(settings, BALANCE_TABLE, WALLET, state / BALANCE_TABLE)
-        self.flags = View(settings, ABOVE_THRESHOLD_TABLE, WALLET_INFO_LIST, state / ABOVE_THRESHOLD_TABLE)
+        #: A view of each table the registry marks as read by the API, by base group; the live
+        #: version's (a rebuild switches it, see _switch).
+        self.views: dict[str, View] = {t.base: View(settings, t.topic, t.codec, state / t.topic)
+                                       for t in TABLES if t.viewed}
         self._versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
         self._version_watch: VersionWatch | None = None
         self._switching: dict[str, asyncio.Task] = {}  # base group -> the switch under way
@@ -167,11 +177,10 @@ class Ledger:
         self._loop = asyncio.get_running_loop()
         # The tables' live versions (a rebuild may have switched them): views follow those.
         live = live_groups(await asyncio.to_thread(self._versions.read))
-        if live[BALANCE_GROUP] != BALANCE_GROUP:
-            self.balances = self._view(live[BALANCE_GROUP])
-        if live[ABOVE_THRESHOLD_GROUP] != ABOVE_THRESHOLD_GROUP:
-            self.flags = self._view(live[ABOVE_THRESHOLD_GROUP])
-        for view in (self.balances, self.flags):
+        for base, group in live.items():
+            if base in self.views and group != base:
+                self.views[base] = self._view(base, group)
+        for view in self.views.values():
             view.subscribe(self._on_view_batch)
             view.start()
         loop = self._loop
@@ -181,16 +190,26 @@ class Ledger:
     def _waiting_for(self, missing: list[str] | None) -> None:  # on the waiting thread
         self.waiting_for_topics = missing
 
-    def _view(self, group: str) -> View:
+    @property
+    def balances(self) -> View:
+        return self.views[BALANCE_GROUP]
+
+    @property
+    def flags(self) -> View:
+        return self.views[ABOVE_THRESHOLD_GROUP]
+
+    def _view(self, base: str, group: str) -> View:
+        """A view of ``group``'s table, a version of ``base``'s."""
         topic = table_topic(group)
-        codec = WALLET if group.startswith(BALANCE_GROUP) else WALLET_INFO_LIST
-        return View(self._settings, topic, codec, self._state / topic)
+        return View(self._settings, topic, table(base).codec, self._state / topic)
 
     # -- table versions ------------------------------------------------------------
 
     def _on_versions(self, versions: dict[str, TableVersion]) -> None:  # on the event loop
         for base, group in live_groups(versions).items():
-            view = self.balances if base == BALANCE_GROUP else self.flags
+            view = self.views.get(base)
+            if view is None:
+                continue  # a table the API does not read
             if table_topic(group) != view.topic and base not in self._switching:
                 self._switching[base] = asyncio.get_running_loop().create_task(self._switch(base, group))
 
@@ -202,10 +221,10 @@ class Ledger:
         at least as far as the old one had and the new view has read the new table to its
         end after that: a wallet never shows less than it showed before the switch.
         """
-        old = self.balances if base == BALANCE_GROUP else self.flags
+        old = self.views[base]
         old.retiring = True  # its topic may be deleted before the readers move
         old_group = old.topic.removesuffix("-table")
-        view = self._view(group)
+        view = self._view(base, group)
         view.subscribe(self._on_view_batch)
         view.start()
         log.info("table %s switched to group %s: opening view %s beside %s", base, group, view.topic, old.topic)
@@ -219,10 +238,7 @@ class Ledger:
                                            self._topic_partitions)
             while not await asyncio.to_thread(view.wait_reaches, ends, 5.0):
                 log.info("table %s: view %s still catching up before readers move", base, view.topic)
-            if base == BALANCE_GROUP:
-                self.balances = view
-            else:
-                self.flags = view
+            self.views[base] = view
             self._on_view_batch(None)  # cached details came from the old view
             log.info("table %s: readers moved to %s", base, view.topic)
             await asyncio.to_thread(old.stop)
@@ -240,8 +256,8 @@ class Ledger:
         for task in list(self._switching.values()):
             task.cancel()
         await self.emitter.close()
-        await asyncio.to_thread(self.balances.stop)
-        await asyncio.to_thread(self.flags.stop)
+        for view in list(self.views.values()):
+            await asyncio.to_thread(view.stop)
         if self._offsets_reader is not None:
             await asyncio.to_thread(self._offsets_reader.close)
 
@@ -249,12 +265,12 @@ class Ledger:
     def ready(self) -> bool:
         """Able to serve reads: both views caught up and not failed. The producer's state does
         not count: during a broker outage reads go on from the views and deposits answer 503."""
-        return all(v.caught_up and v.state is not ViewState.FAILED for v in (self.balances, self.flags))
+        return all(v.caught_up and v.state is not ViewState.FAILED for v in self.views.values())
 
     @property
     def alive(self) -> bool:
         """False once a view failed: it does not recover by itself, a restart rebuilds it."""
-        return all(v.state is not ViewState.FAILED for v in (self.balances, self.flags))
+        return all(v.state is not ViewState.FAILED for v in self.views.values())
 
     def status(self) -> dict[str, object]:
         return {
@@ -428,7 +444,7 @@ class Ledger:
             return None
 
     def _reflects(self, wallet_id: str, offset: int) -> bool:
-        for view in (self.balances, self.flags):
+        for view in self.views.values():
             notes = view.get(idempotency.quarantine_key(wallet_id))
             if notes is not None:
                 token = f"{self.emitter.partition_of(wallet_id)}-{offset}"

@@ -21,10 +21,9 @@ from aiohttp import web
 from walletkit.service.logs import setup_logging
 from walletkit.service.runtime import prepare_process
 from walletkit.service.settings import base_parser, env_flag, kafka_settings, parse
-from walletkit.stream import StreamError
-from walletkit.stream.checkpoint import Guarantee
-from walletkit.stream.emitter import DEFAULT_LANES
+from walletkit.stream import DEFAULT_LANES, Guarantee, StreamError
 from walletkit.wallet import money
+from walletkit.wallet.topology import DEFAULT_PARTITIONS
 from wallet_api.app import make_app, make_ops_app
 from wallet_api.auth import AuthConfigError, Authenticator, from_env
 from wallet_api.ledger import Ledger
@@ -79,7 +78,8 @@ async def serve(public: web.Application, ops: web.Application, host: str, port: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("wallet-api", "Wallet API: POST /deposit, GET /details/{wallet_id}.", 8080, "./state/api")
+    parser = base_parser("wallet-api", "Wallet API: POST /deposit, GET /details/{wallet_id}.", 8080, "./state/api",
+                         default_partitions=DEFAULT_PARTITIONS)
     env_flag(parser, "--max-body-bytes", "WALLET_MAX_BODY_BYTES", "largest accepted request body", default=4096, type=int)
     env_flag(parser, "--wallet-id-max-length", "WALLET_ID_MAX_LENGTH", "longest accepted wallet id", default=64, type=int)
     env_flag(parser, "--amount-decimals", "WALLET_AMOUNT_DECIMALS",

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from walletkit.stream.table import trim_oldest
+from walletkit.stream import trim_oldest
 
 
 @dataclass(frozen=True, slots=True)

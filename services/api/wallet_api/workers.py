@@ -34,7 +34,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from walletkit.devstack.net import free_port
+from walletkit.service.net import free_port
 from wallet_api.server import AppRunner
 
 log = logging.getLogger(__name__)

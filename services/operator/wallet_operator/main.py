@@ -21,8 +21,7 @@ from prometheus_client import start_http_server
 
 from walletkit.service.logs import setup_logging
 from walletkit.service.settings import env_flag, kafka_extra
-from walletkit.stream.kafka import KafkaSettings
-from walletkit.stream.versions import TableVersion, TableVersions
+from walletkit.stream import KafkaSettings, TableVersion, TableVersions
 from walletkit.wallet.topology import TABLE_VERSIONS_TOPIC
 from wallet_operator.handlers import OperatorRuntime, build_registry, settings
 from wallet_operator.kafka_lag import LagReader

@@ -16,9 +16,12 @@ variables (see docs/operations.md). Exit codes: 0 fine, 1 a problem was found or
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
+from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -26,18 +29,24 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, New
 from google.protobuf.json_format import MessageToDict
 
 from walletkit.service.settings import env_flag, kafka_settings
-from walletkit.stream.kafka import KafkaSettings
-from walletkit.stream.partitioner import partition_for
-from walletkit.stream.topics import TopicManager, table_topic
-from walletkit.stream.versions import TableVersion, TableVersions
-from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST
+from walletkit.stream import KafkaSettings, partition_for, table_topic, TableVersion, TableVersions, TopicManager
 from walletkit.wallet.topology import (
-    ABOVE_THRESHOLD_GROUP, BALANCE_GROUP, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC, live_groups,
+    DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC, TABLES, live_groups, table,
 )
 
-#: The processor groups (by base name): the value codec of each one's table.
-GROUPS = {BALANCE_GROUP: WALLET, ABOVE_THRESHOLD_GROUP: WALLET_INFO_LIST}
+#: The tables walletctl reads, resets and rebuilds, by base group (the domain's registry).
+GROUPS = {t.base: t.codec for t in TABLES}
 TIMEOUT = 15.0
+
+
+def processor_module(base: str) -> ModuleType:
+    """The main module of ``base``'s processor (its console script's, from the registry): its
+    ``add_flags(parser)`` adds the rules' settings, its ``spec_from(args)`` makes the group."""
+    service = table(base).service
+    found = metadata.entry_points(group="console_scripts", name=service)
+    if not found:
+        raise Refused(f"the processor {service!r} of table {base!r} is not installed here")
+    return importlib.import_module(next(iter(found)).module)
 
 
 def live_tables(settings: KafkaSettings) -> dict[str, str]:
@@ -71,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     reset = sub.add_parser("reset", help="forget a group's table and offsets, so it rebuilds from the deposits")
     reset.add_argument("group", choices=sorted(GROUPS))
     reset.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    # conflict_handler: the processors share some settings (the idempotency horizon): one flag each.
     rebuild = sub.add_parser("rebuild", help="build the next version of a table from the deposits, switch readers "
-                                             "to it once it caught up, retire the old one")
+                                             "to it once it caught up, retire the old one", conflict_handler="resolve")
     rebuild.add_argument("group", choices=sorted(GROUPS))
     rebuild.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     rebuild.add_argument("--no-switch", action="store_true",
@@ -87,9 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     env_flag(rebuild, "--processing-guarantee", "WALLET_PROCESSING_GUARANTEE",
              "the processors' guarantee (exactly_once on Apache Kafka)", default="exactly_once",
              choices=["exactly_once", "applied_offsets"])
-    from wallet_above_threshold.main import add_flags
-
-    add_flags(rebuild)  # the rules' settings, from the same variables the processors read
+    for base in GROUPS:  # the rules' settings, from the same variables the processors read
+        processor_module(base).add_flags(rebuild)
     args = parser.parse_args(argv)
     args.session_timeout_ms, args.instance_id = 10_000, None
     settings = kafka_settings(args, client_id="walletctl")
@@ -397,14 +406,10 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
     from pathlib import Path
 
     from walletkit.stream import Processor
-    from walletkit.stream.checkpoint import Guarantee
-    from walletkit.stream.versions import committed_offsets
+    from walletkit.stream import Guarantee
+    from walletkit.stream import committed_offsets
 
-    if base == BALANCE_GROUP:
-        from wallet_balance.main import spec_from
-    else:
-        from wallet_above_threshold.main import spec_from
-    spec = dataclasses.replace(spec_from(args), group=new.group)
+    spec = dataclasses.replace(processor_module(base).spec_from(args), group=new.group)
     processor = Processor.create(spec, settings, Path(args.state_dir), guarantee=Guarantee(args.processing_guarantee))
     failure: list[BaseException] = []
 
@@ -482,7 +487,7 @@ def compare_tables(settings: KafkaSettings, old: TableVersion, new: TableVersion
     goes on meanwhile): a key whose value in either table reflects a deposit from there on
     is not comparable; any other key must be identical, present in both or in neither.
     """
-    from walletkit.stream.versions import committed_offsets
+    from walletkit.stream import committed_offsets
 
     bound = {p: min(off, committed_offsets(settings, new.group, DEPOSIT_TOPIC).get(p, -1))
              for p, off in committed_offsets(settings, old.group, DEPOSIT_TOPIC).items()}
@@ -522,7 +527,7 @@ def _brief(codec: Any, raw: bytes) -> str:
 
 def wait_for_switch(settings: KafkaSettings, admin: AdminClient, old: str, new: str, timeout: float) -> None:
     """Until no member of the old group runs and the new group consumed as far as the old one had."""
-    from walletkit.stream.versions import group_has_passed
+    from walletkit.stream import group_has_passed
 
     deadline = time.monotonic() + timeout
     last_print = 0.0

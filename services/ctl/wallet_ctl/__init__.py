@@ -1,0 +1,1 @@
+"""walletctl: look at and repair a running wallet deployment (see main.py)."""
