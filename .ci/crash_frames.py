@@ -11,4 +11,4 @@ blocks = [b.strip() for b in text.split("\n\n") if b.strip()]
 print(blocks[0].splitlines()[0] if blocks else "(empty dump)")
 current = [b for b in blocks if b.startswith("Current thread")]
 for block in current or [b for b in blocks if b.startswith("Thread ")][:6]:
-    print("\n".join(block.splitlines()[:10 if current else 5]))
+    print("\n".join(block.splitlines()[: 10 if current else 5]))

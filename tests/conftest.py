@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from walletkit.devstack.kafka import ApacheKafka
-from walletkit.devstack.cluster import LocalCluster
-
 from support import dump_logs, serve_cluster
+
+from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.kafka import ApacheKafka
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -13,6 +13,10 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consume
 from confluent_kafka.admin import AdminClient
 
 from walletkit.devstack.net import http_get
+from walletkit.devstack.processes import console_script
+from walletkit.stream.partitioner import partition_for
+from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged
+from walletkit.wallet.money import micros_to_float
 
 
 def missing_tool(message: str):
@@ -31,10 +35,6 @@ def require_module(name: str, install_hint: str):
         return importlib.import_module(name)
     except ImportError as exc:
         missing_tool(f"{name} is not importable ({exc}); install it: {install_hint}")
-from walletkit.devstack.processes import console_script
-from walletkit.stream.partitioner import partition_for
-from walletkit.wallet.codecs import DepositRequest, WALLET, WALLET_INFO_LIST, wallet_balance_micros, wallet_flagged
-from walletkit.wallet.money import micros_to_float
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class DepositWriter:
     """Writes deposits straight to the ``deposit`` topic, as an emitter would."""
 
     def __init__(self, bootstrap: str, partitions: int = 8, **config) -> None:
-        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                                  "linger.ms": 5, **config})
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5, **config}
+        )
         self.partitions = partitions
         self.acked: list[Deposit] = []
         self.failed = 0
@@ -57,10 +58,17 @@ class DepositWriter:
     def write(self, deposits: Iterable[Deposit], *, go_style: bool = False) -> None:
         for d in deposits:
             if go_style:  # what the Go emitter writes: fields 1-3 only, CreatedAt in seconds
-                msg = DepositRequest(WalletID=d.wallet, Amount=micros_to_float(d.micros), CreatedAt=d.at_micros // 1_000_000)
+                msg = DepositRequest(
+                    WalletID=d.wallet, Amount=micros_to_float(d.micros), CreatedAt=d.at_micros // 1_000_000
+                )
             else:
-                msg = DepositRequest(WalletID=d.wallet, Amount=micros_to_float(d.micros), CreatedAt=d.at_micros // 1_000_000,
-                                     AmountMicros=d.micros, CreatedAtMicros=d.at_micros)
+                msg = DepositRequest(
+                    WalletID=d.wallet,
+                    Amount=micros_to_float(d.micros),
+                    CreatedAt=d.at_micros // 1_000_000,
+                    AmountMicros=d.micros,
+                    CreatedAtMicros=d.at_micros,
+                )
             key = d.wallet.encode()
 
             def delivered(err, msg, d=d, go_style=go_style):
@@ -75,8 +83,13 @@ class DepositWriter:
 
             while True:
                 try:
-                    self.producer.produce("deposit", msg.SerializeToString(), key,
-                                          partition=partition_for(key, self.partitions), on_delivery=delivered)
+                    self.producer.produce(
+                        "deposit",
+                        msg.SerializeToString(),
+                        key,
+                        partition=partition_for(key, self.partitions),
+                        on_delivery=delivered,
+                    )
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -94,15 +107,23 @@ def create_topics(bootstrap: str, partitions: int = 8) -> None:
     ensure_topics(TopicManager(KafkaSettings(bootstrap)), partitions, create=True)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,
-               timestamps: bool = False) -> list[tuple[int, int, bytes | None, bytes | None]]:
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 30.0, *, timestamps: bool = False
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
     """Every record of ``topic`` as (partition, offset, key, value), read to the end of each partition
     (with ``timestamps``, a fifth item: the broker's LogAppendTime in ms, or None)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest",
-                  "isolation.level": "read_committed"})  # what processors and views read
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )  # what processors and views read
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out, pending = [], set(range(partitions))
     deadline = time.monotonic() + timeout
@@ -116,8 +137,15 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,
                     continue
                 if timestamps:
                     ts_type, ts_ms = m.timestamp()
-                    out.append((m.partition(), m.offset(), m.key(), m.value(),
-                                ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None))
+                    out.append(
+                        (
+                            m.partition(),
+                            m.offset(),
+                            m.key(),
+                            m.value(),
+                            ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None,
+                        )
+                    )
                 else:
                     out.append((m.partition(), m.offset(), m.key(), m.value()))
     finally:
@@ -140,8 +168,10 @@ def balances_in_table(bootstrap: str, table: str = "balance-table") -> dict[str,
 
 
 def flags_in_table(bootstrap: str) -> dict[str, bool]:
-    return {k: wallet_flagged(WALLET_INFO_LIST.decode(v))
-            for k, v in latest_by_key(read_topic(bootstrap, "above_threshold-table")).items()}
+    return {
+        k: wallet_flagged(WALLET_INFO_LIST.decode(v))
+        for k, v in latest_by_key(read_topic(bootstrap, "above_threshold-table")).items()
+    }
 
 
 def expected_balances(deposits: Iterable[Deposit]) -> dict[str, int]:
@@ -184,7 +214,7 @@ def dump_logs(root, lines: int = 40) -> None:
     for log in sorted((Path(root) / "logs").glob("*.log")):
         text = log.read_text(errors="replace").splitlines()
         dump = next((i for i, line in enumerate(text) if line.startswith(("Thread 0x", "Current thread 0x"))), None)
-        tail = text[-lines:] if dump is None else text[max(0, dump - lines):]
+        tail = text[-lines:] if dump is None else text[max(0, dump - lines) :]
         print(f"\n===== {log.name} (last {len(tail)} lines) =====")
         print("\n".join(tail))
 
@@ -210,15 +240,20 @@ def balances_match(bootstrap: str, expected: dict[str, int], table: str = "balan
     return f"{len(wrong)} wrong (actual, expected) e.g. {dict(list(wrong.items())[:3])}, {len(extra)} unexpected"
 
 
-def post_deposit(port: int, body: dict | bytes, headers: dict[str, str] | None = None,
-                 timeout: float = 30) -> tuple[int, dict, dict]:
+def post_deposit(
+    port: int, body: dict | bytes, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, dict, dict]:
     """POST /deposit as `curl -d` does it (form content type, JSON body): (status, JSON, headers)."""
     import urllib.error
     import urllib.request
 
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/deposit", data=data, method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/deposit",
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -257,6 +292,7 @@ def ops_status(port: int) -> dict:
 
 
 # -- a domain-free counter for the stream toolkit's own tests ---------------------------
+
 
 class CounterCodec:
     """Table values: {"n": total, "o": applied offset} as JSON."""
@@ -317,8 +353,13 @@ def counter_table(bootstrap: str, topic: str) -> dict[str, int]:
 
 def walletctl(cluster, *args: str) -> subprocess.CompletedProcess:
     """``walletctl <args>`` against ``cluster``'s broker, as an operator runs it."""
-    return subprocess.run([console_script("walletctl"), *args], capture_output=True, text=True, timeout=120,
-                          env={**cluster.env(), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [console_script("walletctl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cluster.env(), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

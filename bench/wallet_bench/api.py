@@ -12,19 +12,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from walletkit.devstack.kafka import ApacheKafka
-from walletkit.devstack.cluster import LocalCluster
-from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
-from walletkit.stream import partition_for
 from wallet_bench import http_load, profiling
 from wallet_bench.contenders import build_openloop, env, pyspy_binary, stop, worker_cmd
 from wallet_bench.kafka_io import CommittedOffsets, wallet_id
 from wallet_bench.machine import cpu_seconds, rss_mb
 from wallet_bench.progress import Progress
+from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.kafka import ApacheKafka
+from walletkit.devstack.net import free_port, http_get, http_post_json, port_open, wait_until
+from walletkit.stream import partition_for
 
 
-def _wait_processed(cluster: LocalCluster, base: str, wallets: int, partitions: int, progress: Progress,
-                    timeout: float) -> None:
+def _wait_processed(
+    cluster: LocalCluster, base: str, wallets: int, partitions: int, progress: Progress, timeout: float
+) -> None:
     """One more deposit per partition; wait until both groups committed past it and the views show it."""
     marks: dict[int, tuple[str, int, str]] = {}
     for i in range(wallets):
@@ -53,8 +54,11 @@ def _wait_processed(cluster: LocalCluster, base: str, wallets: int, partitions: 
         finally:
             offsets.close()
     for wid, _, token in marks.values():
-        wait_until(lambda: http_get(f"{base}/details/{wid}?token={token}", timeout=10)[0] == 200,
-                   max(deadline - time.monotonic(), 10), what=f"deposit {token} visible")
+        wait_until(
+            lambda: http_get(f"{base}/details/{wid}?token={token}", timeout=10)[0] == 200,
+            max(deadline - time.monotonic(), 10),
+            what=f"deposit {token} visible",
+        )
 
 
 def _pids(cluster: LocalCluster) -> dict[str, int]:
@@ -87,8 +91,13 @@ def _children_cpu() -> float:
 def _bare_http(work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(work / "logs" / "bare-http.log", "ab")
-    proc = subprocess.Popen(worker_cmd("bare-http", "--port", str(port)), env=env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        worker_cmd("bare-http", "--port", str(port)),
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_until(lambda: port_open("127.0.0.1", port), 30, what="bare aiohttp app")
     return proc, f"http://127.0.0.1:{port}"
 
@@ -96,9 +105,13 @@ def _bare_http(work: Path) -> tuple[subprocess.Popen, str]:
 def _stack(opts, work: Path, name: str, progress: Progress) -> LocalCluster:
     """A fresh broker and the three services, ready."""
     broker = ApacheKafka(log_path=work / "logs" / f"broker-{name}.log")
-    cluster = LocalCluster(work / f"stack-{name}", broker=broker, partitions=opts.partitions,
-                           session_timeout_ms=opts.session_timeout_ms,
-                           extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)
+    cluster = LocalCluster(
+        work / f"stack-{name}",
+        broker=broker,
+        partitions=opts.partitions,
+        session_timeout_ms=opts.session_timeout_ms,
+        extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None,
+    )
     progress.say(f"{name}: starting a fresh broker and wallet-balance, wallet-above-threshold, wallet-api")
     try:
         cluster.start_broker()
@@ -121,8 +134,14 @@ def _warm_up(opts, cluster: LocalCluster, progress: Progress) -> None:
     api = cluster.services["api-0"]
     base = f"http://127.0.0.1:{api.port}"
     progress.say(f"warm-up: POST /deposit for {opts.warmup_seconds:g}s (not measured)")
-    http_load.wrk(f"{base}/deposit", "post.lua", seconds=opts.warmup_seconds, connections=opts.connections,
-                  threads=opts.wrk_threads, wallets=opts.api_wallets)
+    http_load.wrk(
+        f"{base}/deposit",
+        "post.lua",
+        seconds=opts.warmup_seconds,
+        connections=opts.connections,
+        threads=opts.wrk_threads,
+        wallets=opts.api_wallets,
+    )
     _wait_processed(cluster, base, opts.api_wallets, opts.partitions, progress, opts.catch_up_timeout)
 
 
@@ -130,18 +149,31 @@ def open_rates(opts) -> list[float]:
     return [float(r) for r in str(opts.open_rates).split(",") if r.strip()]
 
 
-def _open_loop(opts, binary: Path, results: dict, name: str, base: str, mode: str, progress: Progress,
-               cluster: LocalCluster | None = None) -> None:
+def _open_loop(
+    opts,
+    binary: Path,
+    results: dict,
+    name: str,
+    base: str,
+    mode: str,
+    progress: Progress,
+    cluster: LocalCluster | None = None,
+) -> None:
     """``results["open"][f"{name}_{mode}_{rate}"]`` for each of ``--open-rates``."""
     for rate in open_rates(opts):
         progress.say(f"api: {name} {mode.upper()} open loop at {rate:,.0f}/s for {opts.open_seconds:g}s")
-        run = lambda: http_load.open_loop(binary, base, mode, rate, opts.open_seconds, opts.api_wallets, opts.seed)
+
+        def run(rate=rate):
+            return http_load.open_loop(binary, base, mode, rate, opts.open_seconds, opts.api_wallets, opts.seed)
+
         r = _with_cpu(cluster, run) if cluster is not None else run()
         results.setdefault("open", {})[f"{name}_{mode}_{rate:g}"] = r
-        progress.say(f"api: {name} {mode.upper()} at {rate:,.0f}/s: {r['achieved_rate']:,.0f}/s answered 2xx, "
-                     f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms"
-                     + (f", dropped {r['dropped']:,}" if r["dropped"] else "")
-                     + (f", errors {r['errors']:,}" if r["errors"] else ""))
+        progress.say(
+            f"api: {name} {mode.upper()} at {rate:,.0f}/s: {r['achieved_rate']:,.0f}/s answered 2xx, "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms"
+            + (f", dropped {r['dropped']:,}" if r["dropped"] else "")
+            + (f", errors {r['errors']:,}" if r["errors"] else "")
+        )
 
 
 def run(opts, work: Path, progress: Progress) -> dict:
@@ -154,8 +186,9 @@ def run(opts, work: Path, progress: Progress) -> dict:
         base = f"http://127.0.0.1:{api.port}"
         time.sleep(1.0)
         results["api_rss_empty_mb"] = rss_mb(api.proc.pid)[0]
-        wrk_args = dict(seconds=opts.api_seconds, connections=opts.connections, threads=opts.wrk_threads,
-                        wallets=opts.api_wallets)
+        wrk_args = dict(
+            seconds=opts.api_seconds, connections=opts.connections, threads=opts.wrk_threads, wallets=opts.api_wallets
+        )
 
         progress.say(f"api: POST /deposit under wrk for {opts.api_seconds:g}s ({opts.connections} connections)")
         results["post_api"] = _with_cpu(cluster, lambda: http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args))
@@ -182,17 +215,28 @@ def run(opts, work: Path, progress: Progress) -> dict:
         results["api_rss_after_mb"] = rss_mb(api.proc.pid)[0]
 
         if opts.profile and pyspy_binary() is not None:
-            for route, script, url in (("post", "post.lua", f"{base}/deposit"), ("get", "get.lua", f"{base}/details/x")):
+            for route, script, url in (
+                ("post", "post.lua", f"{base}/deposit"),
+                ("get", "get.lua", f"{base}/details/x"),
+            ):
                 out = work / "profiles" / f"api-{route}.txt"
                 progress.say(f"profile: wallet-api under wrk {route.upper()} with py-spy attached")
-                spies = [profiling.attach(api.proc.pid, out, opts.profile_rate, work / "logs" / f"api-{route}",
-                                          duration=opts.api_seconds)]
+                spies = [
+                    profiling.attach(
+                        api.proc.pid, out, opts.profile_rate, work / "logs" / f"api-{route}", duration=opts.api_seconds
+                    )
+                ]
                 if route == "post":  # the processors work at the same time: profile them too
                     for svc in ("balance-0", "above_threshold-0"):
-                        spies.append(profiling.attach(cluster.services[svc].proc.pid,
-                                                      work / "profiles" / f"service-{svc}-under-post.txt",
-                                                      opts.profile_rate, work / "logs" / f"{svc}-post",
-                                                      duration=opts.api_seconds))
+                        spies.append(
+                            profiling.attach(
+                                cluster.services[svc].proc.pid,
+                                work / "profiles" / f"service-{svc}-under-post.txt",
+                                opts.profile_rate,
+                                work / "logs" / f"{svc}-post",
+                                duration=opts.api_seconds,
+                            )
+                        )
                 time.sleep(0.5)
                 http_load.wrk(url, script, **wrk_args)
                 for spy in spies:
@@ -200,7 +244,8 @@ def run(opts, work: Path, progress: Progress) -> dict:
                 results[f"profile_api_{route}"] = profiling.summarize(out, opts.profile_top)
             for svc in ("balance-0", "above_threshold-0"):
                 results[f"profile_service_{svc}_under_post"] = profiling.summarize(
-                    work / "profiles" / f"service-{svc}-under-post.txt", opts.profile_top)
+                    work / "profiles" / f"service-{svc}-under-post.txt", opts.profile_top
+                )
 
         # The API's own ceiling: with the processors (and so the changelogs the views
         # follow) stopped, the broker serves only the deposits' produce requests.
@@ -215,14 +260,17 @@ def run(opts, work: Path, progress: Progress) -> dict:
         if opts.api_workers > 1:
             progress.say(f"api: wallet-api --workers {opts.api_workers} (processors stopped): POST and GET under wrk")
             get_one = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
-            cluster.start("api", env={"WALLET_API_WORKERS": str(opts.api_workers)}, port=api.port,
-                          ops_port=api.ops_port)
+            cluster.start(
+                "api", env={"WALLET_API_WORKERS": str(opts.api_workers)}, port=api.port, ops_port=api.ops_port
+            )
             results["workers"] = opts.api_workers
             results["post_api_alone_workers"] = http_load.wrk(f"{base}/deposit", "post.lua", **wrk_args)
             results["get_api_one_worker"] = get_one
             results["get_api_workers"] = http_load.wrk(f"{base}/details/x", "get.lua", **wrk_args)
-            progress.say(f"api: {opts.api_workers} workers: POST {results['post_api_alone_workers']['rps']:,.0f}/s, "
-                         f"GET {results['get_api_workers']['rps']:,.0f}/s")
+            progress.say(
+                f"api: {opts.api_workers} workers: POST {results['post_api_alone_workers']['rps']:,.0f}/s, "
+                f"GET {results['get_api_workers']['rps']:,.0f}/s"
+            )
 
     finally:
         if bare is not None:
@@ -240,15 +288,28 @@ def _visible(opts, work: Path, progress: Progress) -> dict:
     try:
         base = f"http://127.0.0.1:{cluster.services['api-0'].port}"
         time.sleep(1.0)
-        progress.say(f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
-                     f"every {opts.visible_sample}th read back with its ConsistencyToken")
+        progress.say(
+            f"visible: {opts.visible_rate:g} deposits/s for {opts.visible_seconds:g}s, "
+            f"every {opts.visible_sample}th read back with its ConsistencyToken"
+        )
         before = _stage_sums(cluster)
-        v = _with_cpu(cluster, lambda: http_load.deposit_to_visible(
-            base, opts.visible_rate, opts.visible_seconds, opts.api_wallets, opts.visible_sample, opts.seed,
-            progress.tick))
+        v = _with_cpu(
+            cluster,
+            lambda: http_load.deposit_to_visible(
+                base,
+                opts.visible_rate,
+                opts.visible_seconds,
+                opts.api_wallets,
+                opts.visible_sample,
+                opts.seed,
+                progress.tick,
+            ),
+        )
         v["stages_ms"] = _stages(cluster, before)
-        progress.say(f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
-                     + (f"; failures {v['failures']}" if v["failures"] else ""))
+        progress.say(
+            f"visible: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms at {v['achieved_rate']:,.0f}/s"
+            + (f"; failures {v['failures']}" if v["failures"] else "")
+        )
         return {"visible": v}
     finally:
         progress.say("visible: stopping the stack")
@@ -256,10 +317,12 @@ def _visible(opts, work: Path, progress: Progress) -> dict:
 
 
 #: Where a deposit's time goes, from the services' own histograms (mean of each, ms).
-_STAGES = (("processor wait", "balance-0", "stream_processor_record_delay_seconds"),
-           ("processor flush", "balance-0", "stream_processor_flush_seconds"),
-           ("view wait", "api-0", "stream_view_record_delay_seconds"),
-           ("POST ack", "api-0", "stream_emitter_ack_seconds"))
+_STAGES = (
+    ("processor wait", "balance-0", "stream_processor_record_delay_seconds"),
+    ("processor flush", "balance-0", "stream_processor_flush_seconds"),
+    ("view wait", "api-0", "stream_view_record_delay_seconds"),
+    ("POST ack", "api-0", "stream_emitter_ack_seconds"),
+)
 
 
 def _stage_sums(cluster: LocalCluster) -> dict[str, tuple[float, float]]:

@@ -22,11 +22,20 @@ QUIX_PYTHON = REPO / ".venv" / "bench" / "bin" / "python"
 
 def env(**extra: str) -> dict[str, str]:
     """Environment of a contender: this package and the repository's sources importable."""
-    paths = [str(BENCH_DIR), str(REPO), str(REPO / "services" / "balance"), str(REPO / "services" / "above_threshold"),
-             str(REPO / "services" / "api")]
+    paths = [
+        str(BENCH_DIR),
+        str(REPO),
+        str(REPO / "services" / "balance"),
+        str(REPO / "services" / "above_threshold"),
+        str(REPO / "services" / "api"),
+    ]
     old = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])), "PYTHONUNBUFFERED": "1",
-            **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def worker_cmd(*args: str) -> list[str]:
@@ -65,8 +74,9 @@ def go_build(source: Path, work: Path, name: str, what: str, progress: Progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     progress.say(f"building {what} ({source.relative_to(REPO)}, go build)")
     started = time.monotonic()
-    result = subprocess.run([go_binary(), "build", "-o", str(out), "."], cwd=source, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        [go_binary(), "build", "-o", str(out), "."], cwd=source, capture_output=True, text=True, timeout=900
+    )
     if result.returncode != 0:
         raise RuntimeError(f"go build of {source.relative_to(REPO)} failed:\n{result.stdout}{result.stderr}")
     progress.say(f"{what} built in {time.monotonic() - started:.0f}s")
@@ -100,8 +110,12 @@ def build_kstreams(work: Path, progress: Progress) -> list[str]:
     out = work / "kstreams"
     progress.say("processors: building the Kafka Streams peer (bench/kstreams, mvn package)")
     started = time.monotonic()
-    result = subprocess.run(["mvn", "-B", "-q", "-f", str(KSTREAMS_DIR / "pom.xml"), "package",
-                             f"-Dkstreams.build.dir={out}"], capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        ["mvn", "-B", "-q", "-f", str(KSTREAMS_DIR / "pom.xml"), "package", f"-Dkstreams.build.dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"mvn package of bench/kstreams failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     progress.say(f"processors: Kafka Streams peer built in {time.monotonic() - started:.0f}s")
@@ -121,11 +135,11 @@ def pyspy_binary() -> str | None:
 class Throughput:
     name: str
     records: int
-    wall_seconds: float        # launch -> all committed (includes start-up and the group join)
-    steady_seconds: float      # first commit -> all committed
-    steady_records: int        # records committed in the steady span
-    cpu_seconds: float         # the process's CPU in the steady span
-    total_cpu_seconds: float   # the process's CPU from launch (start-up included)
+    wall_seconds: float  # launch -> all committed (includes start-up and the group join)
+    steady_seconds: float  # first commit -> all committed
+    steady_records: int  # records committed in the steady span
+    cpu_seconds: float  # the process's CPU in the steady span
+    total_cpu_seconds: float  # the process's CPU from launch (start-up included)
     peak_rss_mb: float
     #: (seconds since launch, records committed), every TIMELINE_STEP seconds: the plots' data.
     timeline: list[tuple[float, int]] = field(default_factory=list)
@@ -152,9 +166,20 @@ class Throughput:
 TIMELINE_STEP = 0.25
 
 
-def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: str, ends: list[int],
-                progress: Progress, log_path: Path, timeout: float, poll: float = 0.05,
-                profile_to: Path | None = None, profile_rate: int = 100) -> Throughput:
+def time_to_end(
+    name: str,
+    cmd: list[str],
+    bootstrap: str,
+    group: str,
+    topic: str,
+    ends: list[int],
+    progress: Progress,
+    log_path: Path,
+    timeout: float,
+    poll: float = 0.05,
+    profile_to: Path | None = None,
+    profile_rate: int = 100,
+) -> Throughput:
     """Run ``cmd`` until ``group``'s committed offsets on ``topic`` equal ``ends``; then SIGTERM it.
 
     With ``profile_to``, py-spy samples the process from launch to exit into that file.
@@ -192,11 +217,14 @@ def time_to_end(name: str, cmd: list[str], bootstrap: str, group: str, topic: st
                 raise TimeoutError(f"{name}: {n:,}/{total:,} records after {timeout:.0f}s; see {log_path}")
             progress.tick(f"{name}: {n:,}/{total:,} committed ({100 * n / max(total, 1):.0f}%)")
             time.sleep(poll)
-        progress.say(f"{name}: all {total:,} records committed in {now - launched:.1f}s "
-                     f"({(total - first_n) / max(now - first_t, 1e-3):,.0f} records/s after the first commit, "
-                     f"{cpu_seconds(proc.pid):.1f} CPU-s)")
-        return Throughput(name, total, now - launched, now - first_t, total - first_n, end_cpu - first_cpu, end_cpu,
-                          peak, timeline)
+        progress.say(
+            f"{name}: all {total:,} records committed in {now - launched:.1f}s "
+            f"({(total - first_n) / max(now - first_t, 1e-3):,.0f} records/s after the first commit, "
+            f"{cpu_seconds(proc.pid):.1f} CPU-s)"
+        )
+        return Throughput(
+            name, total, now - launched, now - first_t, total - first_n, end_cpu - first_cpu, end_cpu, peak, timeline
+        )
     finally:
         offsets.close()
         stop(proc)

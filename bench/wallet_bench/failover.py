@@ -30,14 +30,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from wallet_bench.kafka_io import load_deposits, wallet_id
+from wallet_bench.progress import Progress
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.net import http_get
-from walletkit.stream import KafkaSettings, partition_for, TopicManager
+from walletkit.stream import KafkaSettings, TopicManager, partition_for
 from walletkit.wallet.topology import ensure_topics
 from walletkit.wallet.wallet_pb2 import DepositRequest
-from wallet_bench.kafka_io import load_deposits, wallet_id
-from wallet_bench.progress import Progress
 
 SCALE = 1_000_000
 
@@ -72,7 +72,7 @@ class Background:
         self.sent = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Background":
+    def start(self) -> Background:
         self._thread.start()
         return self
 
@@ -86,11 +86,17 @@ class Background:
                 time.sleep(min(wait, 0.05))
                 continue
             wid = wallet_id(rng.randrange(self._wallets)).encode()
-            msg = DepositRequest(WalletID=wid.decode(), Amount=1.0, AmountMicros=SCALE,
-                                 CreatedAt=int(time.time()), CreatedAtMicros=int(time.time() * SCALE))
+            msg = DepositRequest(
+                WalletID=wid.decode(),
+                Amount=1.0,
+                AmountMicros=SCALE,
+                CreatedAt=int(time.time()),
+                CreatedAtMicros=int(time.time() * SCALE),
+            )
             try:
-                self._producer.produce("deposit", msg.SerializeToString(), wid,
-                                       partition=partition_for(wid, self._partitions))
+                self._producer.produce(
+                    "deposit", msg.SerializeToString(), wid, partition=partition_for(wid, self._partitions)
+                )
                 self.sent += 1
             except BufferError:
                 pass
@@ -111,7 +117,7 @@ class Probe:
         self.samples: list[tuple[float, float]] = []  # (acked at, seconds until visible)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Probe":
+    def start(self) -> Probe:
         self._thread.start()
         return self
 
@@ -131,8 +137,11 @@ class Probe:
             if before is None:
                 time.sleep(0.1)
                 continue
-            req = urllib.request.Request(f"http://127.0.0.1:{self._port}/deposit", method="POST",
-                                         data=json.dumps({"WalletID": wallet, "Amount": 1}).encode())
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self._port}/deposit",
+                method="POST",
+                data=json.dumps({"WalletID": wallet, "Amount": 1}).encode(),
+            )
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     resp.read()
@@ -170,9 +179,13 @@ def _probe_wallets(partitions: list[int], total: int) -> list[str]:
 
 def _stack(opts, work: Path, name: str, standby: int, progress: Progress) -> LocalCluster:
     broker = ApacheKafka(log_path=work / "logs" / f"broker-{name}.log")
-    cluster = LocalCluster(work / name, broker=broker, partitions=opts.partitions,
-                           session_timeout_ms=opts.session_timeout_ms,
-                           extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)
+    cluster = LocalCluster(
+        work / name,
+        broker=broker,
+        partitions=opts.partitions,
+        session_timeout_ms=opts.session_timeout_ms,
+        extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None,
+    )
     cluster.start_broker()
     bs = broker.bootstrap
     ensure_topics(TopicManager(KafkaSettings(bs)), opts.partitions, create=True)
@@ -194,15 +207,18 @@ def _stack(opts, work: Path, name: str, standby: int, progress: Progress) -> Loc
 def _settle(cluster: LocalCluster, opts, standby: int, *, drained: bool = True) -> None:
     """Until both groups processed every deposit, both instances are ready and (with a
     standby) their warm copies caught up."""
-    from walletkit.devstack.net import wait_until
     from wallet_operator.kafka_lag import LagReader
+    from walletkit.devstack.net import wait_until
 
     reader = LagReader({"bootstrap.servers": cluster.broker.bootstrap}, timeout=10)
     try:
         if drained:
-            wait_until(lambda: all(reader.read(group, "deposit").total_lag == 0
-                                   for group in ("balance", "above_threshold")),
-                       opts.restore_timeout, interval=0.5, what="both groups to process every deposit")
+            wait_until(
+                lambda: all(reader.read(group, "deposit").total_lag == 0 for group in ("balance", "above_threshold")),
+                opts.restore_timeout,
+                interval=0.5,
+                what="both groups to process every deposit",
+            )
     finally:
         reader.close()
 
@@ -222,13 +238,20 @@ def _measured(probe: Probe, load: Background, since: float, **figures: float) ->
     """Stop the probe and the load; the scene's figures from ``since`` (the kill, the roll) on."""
     probe.stop()
     load.stop()
-    return {"gap_seconds": probe.gap(since), "typical_seconds": probe.typical(since), **figures,
-            "probes": len(probe.samples), "background_deposits": load.sent}
+    return {
+        "gap_seconds": probe.gap(since),
+        "typical_seconds": probe.typical(since),
+        **figures,
+        "probes": len(probe.samples),
+        "background_deposits": load.sent,
+    }
 
 
 def _report(progress: Progress, name: str, result: dict, what: str) -> dict:
-    progress.say(f"failover/{name}: gap {result['gap_seconds']:.2f}s (typical {result['typical_seconds']:.3f}s), "
-                 f"{what}, restored {result['restored_records']:,.0f} records")
+    progress.say(
+        f"failover/{name}: gap {result['gap_seconds']:.2f}s (typical {result['typical_seconds']:.3f}s), "
+        f"{what}, restored {result['restored_records']:,.0f} records"
+    )
     return result
 
 
@@ -241,8 +264,13 @@ def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
         victim_i = max((0, 1), key=lambda i: len(owned[i]))
         victim, survivor = procs[victim_i], procs[1 - victim_i]
         probe = Probe(cluster.services["api-0"].port, _probe_wallets(owned[victim_i], opts.partitions)).start()
-        load = Background(cluster.broker.bootstrap, opts.partitions, opts.failover_wallets, opts.failover_rate,
-                          opts.failover_seconds + 60).start()
+        load = Background(
+            cluster.broker.bootstrap,
+            opts.partitions,
+            opts.failover_wallets,
+            opts.failover_rate,
+            opts.failover_seconds + 60,
+        ).start()
         time.sleep(min(5.0, opts.failover_seconds / 3))
         before = _restored(survivor)
         progress.say(f"failover/{name}: kill -9 of balance-{victim_i} (partitions {owned[victim_i]})")
@@ -250,13 +278,17 @@ def _kill_scene(opts, work: Path, standby: int, progress: Progress) -> dict:
         victim.kill()
         from walletkit.devstack.net import wait_until
 
-        wait_until(lambda: len(_status(survivor)["partitions"]) == opts.partitions
-                   and _status(survivor)["status"] == "ok", opts.restore_timeout, interval=0.1,
-                   what="the survivor to own and restore every partition")
+        wait_until(
+            lambda: len(_status(survivor)["partitions"]) == opts.partitions and _status(survivor)["status"] == "ok",
+            opts.restore_timeout,
+            interval=0.1,
+            what="the survivor to own and restore every partition",
+        )
         took_over = time.monotonic() - killed
         time.sleep(min(5.0, opts.failover_seconds / 3))
-        result = _measured(probe, load, killed, takeover_seconds=took_over,
-                           restored_records=_restored(survivor) - before)
+        result = _measured(
+            probe, load, killed, takeover_seconds=took_over, restored_records=_restored(survivor) - before
+        )
         return _report(progress, name, result, f"takeover {took_over:.2f}s")
     finally:
         cluster.stop()
@@ -267,10 +299,16 @@ def _rolling_scene(opts, work: Path, progress: Progress) -> dict:
     cluster = _stack(opts, work, name, 1, progress)
     try:
         procs = [cluster.services["balance-0"], cluster.services["balance-1"]]
-        probe = Probe(cluster.services["api-0"].port, _probe_wallets(list(range(opts.partitions)),
-                                                                     opts.partitions)).start()
-        load = Background(cluster.broker.bootstrap, opts.partitions, opts.failover_wallets, opts.failover_rate,
-                          opts.failover_seconds + 120).start()
+        probe = Probe(
+            cluster.services["api-0"].port, _probe_wallets(list(range(opts.partitions)), opts.partitions)
+        ).start()
+        load = Background(
+            cluster.broker.bootstrap,
+            opts.partitions,
+            opts.failover_wallets,
+            opts.failover_rate,
+            opts.failover_seconds + 120,
+        ).start()
         time.sleep(min(5.0, opts.failover_seconds / 3))
         started = time.monotonic()
         restored = 0.0
@@ -297,8 +335,9 @@ def _crash_restart(cluster: LocalCluster, opts, progress: Progress) -> dict:
     name = "crash-restart"
     proc = cluster.services["balance-0"]
     probe = Probe(cluster.services["api-0"].port, _probe_wallets(_status(proc)["partitions"], opts.partitions)).start()
-    load = Background(cluster.broker.bootstrap, opts.partitions, opts.failover_wallets, opts.failover_rate,
-                      opts.failover_seconds + 60).start()
+    load = Background(
+        cluster.broker.bootstrap, opts.partitions, opts.failover_wallets, opts.failover_rate, opts.failover_seconds + 60
+    ).start()
     time.sleep(min(5.0, opts.failover_seconds / 3))
     progress.say(f"failover/{name}: kill -9 of balance-0, started again at once (same disk and id)")
     killed = time.monotonic()

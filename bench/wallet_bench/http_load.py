@@ -20,26 +20,56 @@ def wrk_available() -> str | None:
 
 def wrk(url: str, script: str, seconds: float, connections: int, threads: int, wallets: int) -> dict:
     """Run wrk for ``seconds``; requests/s of 2xx answers and latency percentiles (ms)."""
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--timeout", "10s",
-           "-s", str(LUA / script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
-                         env={**os.environ, "BENCH_WALLETS": str(wallets)})
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(int(seconds), 1)}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA / script),
+        url,
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 60, env={**os.environ, "BENCH_WALLETS": str(wallets)}
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     r = json.loads(line.split(" ", 1)[1])
     secs = r["duration_us"] / 1e6
     errors = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
-    return {"rps": (r["requests"] - r["status"]) / secs, "requests": r["requests"], "errors": errors,
-            "non_2xx": r["status"], "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-            "mean_ms": r["mean_us"] / 1000, "seconds": secs}
+    return {
+        "rps": (r["requests"] - r["status"]) / secs,
+        "requests": r["requests"],
+        "errors": errors,
+        "non_2xx": r["status"],
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "mean_ms": r["mean_us"] / 1000,
+        "seconds": secs,
+    }
 
 
 def open_loop(binary: Path, base: str, mode: str, rate: float, seconds: float, wallets: int, seed: int = 7) -> dict:
     """Requests offered at a constant ``rate`` for ``seconds`` (bench/openloop): what clients
     saw, each latency taken from when its request was due (no coordinated omission)."""
-    cmd = [str(binary), "-url", base, "-mode", mode, "-rate", f"{rate:g}", "-duration", f"{seconds:g}s",
-           "-wallets", str(wallets), "-seed", str(seed)]
+    cmd = [
+        str(binary),
+        "-url",
+        base,
+        "-mode",
+        mode,
+        "-rate",
+        f"{rate:g}",
+        "-duration",
+        f"{seconds:g}s",
+        "-wallets",
+        str(wallets),
+        "-seed",
+        str(seed),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("OPENLOOP_JSON ")), None)
     if out.returncode != 0 or line is None:
@@ -54,8 +84,7 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
 
 
-async def _visible(base: str, rate: float, seconds: float, wallets: int, sample_every: int, seed: int,
-                   tick) -> dict:
+async def _visible(base: str, rate: float, seconds: float, wallets: int, sample_every: int, seed: int, tick) -> dict:
     import aiohttp
 
     rng = random.Random(seed)
@@ -95,7 +124,7 @@ async def _visible(base: str, rate: float, seconds: float, wallets: int, sample_
                             fail(f"GET {resp.status}")
                             return
                 fail("not visible after 3 tries")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 fail(type(exc).__name__)
 
     connector = aiohttp.TCPConnector(limit=256)
@@ -114,14 +143,24 @@ async def _visible(base: str, rate: float, seconds: float, wallets: int, sample_
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 60)
     ms = [v * 1000 for v in latencies]
     post_ms = [v * 1000 for v in post_latencies]
-    return {"deposits": total, "offered_rate": rate, "achieved_rate": total / max(sent_seconds, 1e-3),
-            "sampled": len(ms), "p50_ms": _pct(ms, 50), "p99_ms": _pct(ms, 99), "max_ms": max(ms, default=float("nan")),
-            "post_p50_ms": _pct(post_ms, 50), "post_p99_ms": _pct(post_ms, 99), "failures": failures,
-            "percentiles_ms": {f"{q:g}": _pct(ms, q) for q in (50, 75, 90, 95, 99, 99.5, 99.9) if ms}}
+    return {
+        "deposits": total,
+        "offered_rate": rate,
+        "achieved_rate": total / max(sent_seconds, 1e-3),
+        "sampled": len(ms),
+        "p50_ms": _pct(ms, 50),
+        "p99_ms": _pct(ms, 99),
+        "max_ms": max(ms, default=float("nan")),
+        "post_p50_ms": _pct(post_ms, 50),
+        "post_p99_ms": _pct(post_ms, 99),
+        "failures": failures,
+        "percentiles_ms": {f"{q:g}": _pct(ms, q) for q in (50, 75, 90, 95, 99, 99.5, 99.9) if ms},
+    }
 
 
-def deposit_to_visible(base: str, rate: float, seconds: float, wallets: int, sample_every: int, seed: int,
-                       tick) -> dict:
+def deposit_to_visible(
+    base: str, rate: float, seconds: float, wallets: int, sample_every: int, seed: int, tick
+) -> dict:
     """POST deposits at a steady ``rate`` for ``seconds``; every ``sample_every``-th one is read back
     with its ConsistencyToken (GET /details waits until both views reflect it). Latency: POST sent ->
     GET answered 200."""

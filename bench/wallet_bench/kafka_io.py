@@ -18,12 +18,31 @@ def wallet_id(i: int) -> str:
     return f"wallet{i:08d}"
 
 
-def _produce_all(bootstrap: str, topic: str, partitions: int, records: Iterator[tuple[bytes, bytes]], total: int,
-                 tick: Callable[[str], None]) -> list[int]:
+def _produce_all(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    records: Iterator[tuple[bytes, bytes]],
+    total: int,
+    tick: Callable[[str], None],
+) -> list[int]:
     """Produce (key, value) records with Goka's partitioner; records per partition."""
-    producer = Producer({k: v for k, v in KafkaSettings(bootstrap, client_id="bench-loader").producer(**{
-        "linger.ms": 20, "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 1_048_576}).items() if k != "logger"})
+    producer = Producer(
+        {
+            k: v
+            for k, v in KafkaSettings(bootstrap, client_id="bench-loader")
+            .producer(
+                **{
+                    "linger.ms": 20,
+                    "batch.num.messages": 10_000,
+                    "queue.buffering.max.messages": 500_000,
+                    "queue.buffering.max.kbytes": 1_048_576,
+                }
+            )
+            .items()
+            if k != "logger"
+        }
+    )
     counts = [0] * partitions
     errors: list[str] = []
 
@@ -50,8 +69,9 @@ def _produce_all(bootstrap: str, topic: str, partitions: int, records: Iterator[
     return counts
 
 
-def load_deposits(bootstrap: str, topic: str, partitions: int, deposits: int, wallets: int, seed: int,
-                  tick: Callable[[str], None]) -> list[int]:
+def load_deposits(
+    bootstrap: str, topic: str, partitions: int, deposits: int, wallets: int, seed: int, tick: Callable[[str], None]
+) -> list[int]:
     """``deposits`` DepositRequests over ``wallets`` wallets, as the API writes them.
 
     One deposit per millisecond of ``CreatedAt`` in wallet round-robin-ish random
@@ -66,28 +86,41 @@ def load_deposits(bootstrap: str, topic: str, partitions: int, deposits: int, wa
             wid = wallet_id(rng.randrange(wallets))
             micros = rng.randint(100_00, 1500_00) * 10_000
             at = base + i * 1000
-            yield wid.encode(), DepositRequest(
-                WalletID=wid, Amount=micros / SCALE, CreatedAt=at // SCALE, AmountMicros=micros,
-                DepositID=f"{i:032x}", CreatedAtMicros=at).SerializeToString()
+            yield (
+                wid.encode(),
+                DepositRequest(
+                    WalletID=wid,
+                    Amount=micros / SCALE,
+                    CreatedAt=at // SCALE,
+                    AmountMicros=micros,
+                    DepositID=f"{i:032x}",
+                    CreatedAtMicros=at,
+                ).SerializeToString(),
+            )
 
     return _produce_all(bootstrap, topic, partitions, records(), deposits, tick)
 
 
-def load_balance_table(bootstrap: str, topic: str, partitions: int, wallets: int,
-                       tick: Callable[[str], None]) -> list[int]:
+def load_balance_table(
+    bootstrap: str, topic: str, partitions: int, wallets: int, tick: Callable[[str], None]
+) -> list[int]:
     """One ``Wallet`` per wallet, as the balance processor writes it."""
+
     def records() -> Iterator[tuple[bytes, bytes]]:
         for i in range(wallets):
             wid = wallet_id(i)
             micros = (i % 100_000 + 1) * 10_000
-            yield wid.encode(), Wallet(WalletID=wid, Balance=micros / SCALE, BalanceMicros=micros,
-                                       AppliedOffset=i).SerializeToString()
+            yield (
+                wid.encode(),
+                Wallet(WalletID=wid, Balance=micros / SCALE, BalanceMicros=micros, AppliedOffset=i).SerializeToString(),
+            )
 
     return _produce_all(bootstrap, topic, partitions, records(), wallets, tick)
 
 
-def load_threshold_table(bootstrap: str, topic: str, partitions: int, wallets: int,
-                         tick: Callable[[str], None]) -> list[int]:
+def load_threshold_table(
+    bootstrap: str, topic: str, partitions: int, wallets: int, tick: Callable[[str], None]
+) -> list[int]:
     """One ``WalletInfoList`` of 2 kept deposits per wallet, as above_threshold writes it."""
     base = int(time.time()) * SCALE
 
@@ -97,10 +130,19 @@ def load_threshold_table(bootstrap: str, topic: str, partitions: int, wallets: i
             msg = WalletInfoList(AppliedOffset=i, AboveThreshold=False)
             for k in range(2):
                 at = base + k * 1_000_000
-                msg.List.append(WalletInfo(WalletID=wid, LastDepositAmount=100.0, RollingPeriodCumulative=100.0 * (k + 1),
-                                           AboveThreshold=False, CreatedAt=at // SCALE, LastDepositMicros=100 * SCALE,
-                                           RollingPeriodCumulativeMicros=100 * SCALE * (k + 1), CreatedAtMicros=at,
-                                           DepositOffset=i + k))
+                msg.List.append(
+                    WalletInfo(
+                        WalletID=wid,
+                        LastDepositAmount=100.0,
+                        RollingPeriodCumulative=100.0 * (k + 1),
+                        AboveThreshold=False,
+                        CreatedAt=at // SCALE,
+                        LastDepositMicros=100 * SCALE,
+                        RollingPeriodCumulativeMicros=100 * SCALE * (k + 1),
+                        CreatedAtMicros=at,
+                        DepositOffset=i + k,
+                    )
+                )
             yield wid.encode(), msg.SerializeToString()
 
     return _produce_all(bootstrap, topic, partitions, records(), wallets, tick)

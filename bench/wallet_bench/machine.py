@@ -27,9 +27,15 @@ def describe() -> dict[str, str | int]:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return {"cpu": model, "cores": os.cpu_count() or 0, "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "implementation": sys.implementation.name,
-            "kernel": platform.release(), "loadavg_1m_at_start": round(load, 2)}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count() or 0,
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "kernel": platform.release(),
+        "loadavg_1m_at_start": round(load, 2),
+    }
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

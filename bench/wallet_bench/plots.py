@@ -15,12 +15,16 @@ from pathlib import Path
 #: How contenders are named on the pictures, and their colours (ours: solid; peers: dashed).
 _NAMES = {
     "raw": "raw loop (the limit)",
-    "balance": "balance (ours, exactly_once)", "above_threshold": "above_threshold (ours, exactly_once)",
+    "balance": "balance (ours, exactly_once)",
+    "above_threshold": "above_threshold (ours, exactly_once)",
     "balance_applied_offsets": "balance (ours, applied_offsets)",
     "above_threshold_applied_offsets": "above_threshold (ours, applied_offsets)",
-    "quix_balance": "Quix Streams balance", "quix_above_threshold": "Quix Streams above_threshold",
-    "goka_balance": "Goka balance", "goka_above_threshold": "Goka above_threshold",
-    "kstreams_balance_eos": "Kafka Streams balance (eos v2)", "kstreams_balance_alos": "Kafka Streams balance (alos)",
+    "quix_balance": "Quix Streams balance",
+    "quix_above_threshold": "Quix Streams above_threshold",
+    "goka_balance": "Goka balance",
+    "goka_above_threshold": "Goka above_threshold",
+    "kstreams_balance_eos": "Kafka Streams balance (eos v2)",
+    "kstreams_balance_alos": "Kafka Streams balance (alos)",
     "kstreams_above_threshold_eos": "Kafka Streams above_threshold (eos v2)",
     "kstreams_above_threshold_alos": "Kafka Streams above_threshold (alos)",
 }
@@ -38,8 +42,16 @@ def _pyplot():
 
 def _footnote(fig, results: dict) -> None:
     m = results.get("machine", {})
-    fig.text(0.01, 0.005, f"make bench, {results.get('started', '')}; {m.get('cpu', '')}, {m.get('cores', '?')} cores "
-             "shared by the broker, the contender and the load", fontsize=7, color="0.4", ha="left", va="bottom")
+    fig.text(
+        0.01,
+        0.005,
+        f"make bench, {results.get('started', '')}; {m.get('cpu', '')}, {m.get('cores', '?')} cores "
+        "shared by the broker, the contender and the load",
+        fontsize=7,
+        color="0.4",
+        ha="left",
+        va="bottom",
+    )
 
 
 def _save(plt, fig, results: dict, path: Path) -> Path:
@@ -81,8 +93,14 @@ def processors(results: dict, path: Path) -> Path | None:
                 continue
             xs, ys = rates_over_time(timeline)
             ours = name in (kind, f"{kind}_applied_offsets")
-            ax.plot(xs, ys, label=_NAMES.get(name, name), linewidth=2.2 if ours else 1.3,
-                    linestyle="-" if ours or name == "raw" else "--", color="0.55" if name == "raw" else None)
+            ax.plot(
+                xs,
+                ys,
+                label=_NAMES.get(name, name),
+                linewidth=2.2 if ours else 1.3,
+                linestyle="-" if ours or name == "raw" else "--",
+                color="0.55" if name == "raw" else None,
+            )
         ax.set_title(f"{kind} ({sum(p.get('ends') or []):,} pre-loaded deposits)")
         ax.set_xlabel("seconds since the contender started")
         ax.grid(True, alpha=0.3)
@@ -109,16 +127,32 @@ def latency(results: dict, path: Path) -> Path | None:
         qs = [q for q in _PERCENTILES if q in pct and pct[q] > 0]
         if not qs:
             continue
-        label = f"{'POST' if mode == 'post' else 'GET'} {float(rate):,.0f}/s, " + {
-            "stack": "wallet-api, whole stack", "alone": "wallet-api, processors stopped", "bare": "bare aiohttp"}[name]
-        ax.plot([_nines(q) for q in qs], [pct[q] for q in qs], marker="o", markersize=3,
-                linestyle="--" if name == "bare" else "-", label=label)
+        label = (
+            f"{'POST' if mode == 'post' else 'GET'} {float(rate):,.0f}/s, "
+            + {"stack": "wallet-api, whole stack", "alone": "wallet-api, processors stopped", "bare": "bare aiohttp"}[
+                name
+            ]
+        )
+        ax.plot(
+            [_nines(q) for q in qs],
+            [pct[q] for q in qs],
+            marker="o",
+            markersize=3,
+            linestyle="--" if name == "bare" else "-",
+            label=label,
+        )
     v = a.get("visible")
     if v and v.get("percentiles_ms"):
         pct = {float(q): ms for q, ms in v["percentiles_ms"].items()}
         qs = [q for q in _PERCENTILES if q in pct]
-        ax.plot([_nines(q) for q in qs], [pct[q] for q in qs], marker="s", linewidth=2.2, color="black",
-                label=f"deposit → visible in /details, {v['achieved_rate']:,.0f}/s")
+        ax.plot(
+            [_nines(q) for q in qs],
+            [pct[q] for q in qs],
+            marker="s",
+            linewidth=2.2,
+            color="black",
+            label=f"deposit → visible in /details, {v['achieved_rate']:,.0f}/s",
+        )
     ax.set_yscale("log")
     ax.set_xticks([_nines(q) for q in _PERCENTILES])
     ax.set_xticklabels([f"p{q:g}" for q in _PERCENTILES])
@@ -138,8 +172,12 @@ def latency_over_time(results: dict, path: Path) -> Path | None:
     for key, r in sorted(runs.items()):
         name, mode, rate = key.split("_")
         ys = [s["p99_ms"] for s in r.get("timeline", [])]
-        ax.plot(range(1, len(ys) + 1), ys, linestyle="--" if name == "bare" else "-",
-                label=f"{'POST' if mode == 'post' else 'GET'} {float(rate):,.0f}/s, {name}")
+        ax.plot(
+            range(1, len(ys) + 1),
+            ys,
+            linestyle="--" if name == "bare" else "-",
+            label=f"{'POST' if mode == 'post' else 'GET'} {float(rate):,.0f}/s, {name}",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("second of the run")
     ax.set_ylabel("p99 of the second, ms")
@@ -152,6 +190,9 @@ def latency_over_time(results: dict, path: Path) -> Path | None:
 def write(results: dict, directory: Path) -> list[Path]:
     """Every picture the results have data for, into ``directory``; their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    made = [processors(results, directory / "processors.png"), latency(results, directory / "latency.png"),
-            latency_over_time(results, directory / "latency-over-time.png")]
+    made = [
+        processors(results, directory / "processors.png"),
+        latency(results, directory / "latency.png"),
+        latency_over_time(results, directory / "latency-over-time.png"),
+    ]
     return [p for p in made if p is not None]

@@ -24,8 +24,19 @@ def attach(pid: int, out: Path, rate: int, log_path: Path, duration: float | Non
     if spy is None:
         raise RuntimeError("py-spy not found: pip install -r requirements/bench.txt into .venv/bench")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--output", str(out),
-           "--nonblocking"]
+    cmd = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
     if duration is not None:
         cmd += ["--duration", str(max(int(duration), 1))]
     with open(log_path.with_suffix(".py-spy.log"), "ab") as log:
@@ -77,17 +88,21 @@ def summarize(path: Path, top: int = 12) -> dict:
                 seen.add(name)
                 inclusive[name] += n
     pct = lambda c: round(100 * c / max(total, 1), 1)  # noqa: E731
-    return {"samples": total,
-            "self": [(name, pct(c)) for name, c in self_lines.most_common(top)],
-            "inclusive_project": [(name, pct(c)) for name, c in inclusive.most_common(top)],
-            "file": str(path)}
+    return {
+        "samples": total,
+        "self": [(name, pct(c)) for name, c in self_lines.most_common(top)],
+        "inclusive_project": [(name, pct(c)) for name, c in inclusive.most_common(top)],
+        "file": str(path),
+    }
 
 
 def format_summary(title: str, summary: dict) -> str:
     if "error" in summary:
         return f"{title}: {summary['error']}"
-    lines = [f"{title} ({summary['samples']} busy samples; {summary['file']})",
-             "  self time (where the CPU was, by line):"]
+    lines = [
+        f"{title} ({summary['samples']} busy samples; {summary['file']})",
+        "  self time (where the CPU was, by line):",
+    ]
     lines += [f"    {pct:5.1f}%  {name}" for name, pct in summary["self"]]
     lines.append("  inclusive, project functions (time in them and what they call):")
     lines += [f"    {pct:5.1f}%  {name}" for name, pct in summary["inclusive_project"]]

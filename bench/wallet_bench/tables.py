@@ -8,27 +8,42 @@ import subprocess
 import time
 from pathlib import Path
 
-from walletkit.devstack.kafka import ApacheKafka
-from walletkit.devstack.cluster import LocalCluster
-from walletkit.devstack.net import wait_until
-from walletkit.stream import KafkaSettings, TopicManager
-from walletkit.wallet.topology import ABOVE_THRESHOLD_TABLE, BALANCE_TABLE, ensure_topics
 from wallet_bench import profiling
 from wallet_bench.contenders import env, pyspy_binary, stop, worker_cmd
 from wallet_bench.kafka_io import load_balance_table, load_threshold_table
 from wallet_bench.machine import rss_mb
 from wallet_bench.progress import Progress
+from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.kafka import ApacheKafka
+from walletkit.devstack.net import wait_until
+from walletkit.stream import KafkaSettings, TopicManager
+from walletkit.wallet.topology import ABOVE_THRESHOLD_TABLE, BALANCE_TABLE, ensure_topics
 
 
 def _restore(opts, bs: str, topic: str, kind: str, work: Path, progress: Progress, profile: bool) -> dict:
     state = work / "state" / f"restore-{kind}"
     shutil.rmtree(state, ignore_errors=True)
-    cmd = worker_cmd("restore", "--bootstrap", bs, "--kind", kind, "--topic", topic, "--state-dir", str(state),
-                     "--kafka-config", opts.kafka_config)
+    cmd = worker_cmd(
+        "restore",
+        "--bootstrap",
+        bs,
+        "--kind",
+        kind,
+        "--topic",
+        topic,
+        "--state-dir",
+        str(state),
+        "--kafka-config",
+        opts.kafka_config,
+    )
     log = work / "logs" / f"restore-{kind}{'-profiled' if profile else ''}.log"
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=err, text=True)
-    spy = profiling.attach(proc.pid, work / "profiles" / f"restore-{kind}.txt", opts.profile_rate, log) if profile else None
+    spy = (
+        profiling.attach(proc.pid, work / "profiles" / f"restore-{kind}.txt", opts.profile_rate, log)
+        if profile
+        else None
+    )
     try:
         out, _ = proc.communicate(timeout=opts.restore_timeout)
     except subprocess.TimeoutExpired:
@@ -49,9 +64,13 @@ def run(opts, work: Path, progress: Progress) -> dict:
     results: dict = {"wallets": opts.table_wallets}
     n = opts.table_wallets
     broker = ApacheKafka(log_path=work / "logs" / "broker-tables.log")
-    cluster = LocalCluster(work / "tables", broker=broker, partitions=opts.partitions,
-                           session_timeout_ms=opts.session_timeout_ms,
-                           extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None)
+    cluster = LocalCluster(
+        work / "tables",
+        broker=broker,
+        partitions=opts.partitions,
+        session_timeout_ms=opts.session_timeout_ms,
+        extra_env={"KAFKA_CONFIG": opts.kafka_config} if opts.kafka_config else None,
+    )
     try:
         cluster.start_broker()
         bs = broker.bootstrap
@@ -69,8 +88,9 @@ def run(opts, work: Path, progress: Progress) -> dict:
             for topic, kind in ((BALANCE_TABLE, "balance"), (ABOVE_THRESHOLD_TABLE, "above_threshold")):
                 progress.say(f"profile: restore of {topic} under py-spy")
                 _restore(opts, bs, topic, kind, work, progress, profile=True)
-                results[f"profile_restore_{kind}"] = profiling.summarize(work / "profiles" / f"restore-{kind}.txt",
-                                                                         opts.profile_top)
+                results[f"profile_restore_{kind}"] = profiling.summarize(
+                    work / "profiles" / f"restore-{kind}.txt", opts.profile_top
+                )
 
         progress.say(f"views: starting wallet-api with empty state; its views follow {n:,} wallets each")
         api = cluster.service("api")

@@ -25,14 +25,17 @@ from pathlib import Path
 def _settings(args):
     from walletkit.stream import KafkaSettings, parse_kafka_config
 
-    return KafkaSettings(args.bootstrap, client_id=f"bench-{args.cmd}", session_timeout_ms=args.session_timeout_ms,
-                         extra=parse_kafka_config(args.kafka_config))
+    return KafkaSettings(
+        args.bootstrap,
+        client_id=f"bench-{args.cmd}",
+        session_timeout_ms=args.session_timeout_ms,
+        extra=parse_kafka_config(args.kafka_config),
+    )
 
 
 def run_processor(args) -> None:
     from walletkit.service.runtime import tune_gc
-    from walletkit.stream import Processor, TopicManager
-    from walletkit.stream import Guarantee
+    from walletkit.stream import Guarantee, Processor, TopicManager
     from walletkit.wallet.topology import DEPOSIT_TOPIC
 
     if args.kind == "balance":
@@ -51,8 +54,9 @@ def run_processor(args) -> None:
     partitions = topics.partitions([DEPOSIT_TOPIC])[DEPOSIT_TOPIC]
     topics.ensure_table(spec.table_topic, partitions)
     tune_gc()  # as the console scripts do
-    proc = Processor.create(spec, settings, args.state_dir, batch_size=args.batch_size,
-                            guarantee=Guarantee(args.guarantee))
+    proc = Processor.create(
+        spec, settings, args.state_dir, batch_size=args.batch_size, guarantee=Guarantee(args.guarantee)
+    )
     signal.signal(signal.SIGTERM, lambda *_: proc.stop())
     signal.signal(signal.SIGINT, lambda *_: proc.stop())
     proc.run()
@@ -101,8 +105,7 @@ def run_raw(args) -> None:
             if producer.flush(30):
                 raise SystemExit("raw loop: records unacknowledged")
             # Asynchronous, like the processor's commits: the loop never waits for the coordinator.
-            consumer.commit(offsets=[TopicPartition(args.topic, p, o + 1) for p, o in last.items()],
-                            asynchronous=True)
+            consumer.commit(offsets=[TopicPartition(args.topic, p, o + 1) for p, o in last.items()], asynchronous=True)
     consumer.close()
     producer.flush(5)
 
@@ -142,13 +145,18 @@ def run_bare_http(args) -> None:
         doc = json.loads(await request.read())
         if not isinstance(doc, dict) or "WalletID" not in doc or "Amount" not in doc:
             return web.Response(status=400, text='{"error":"bad request"}', content_type="application/json")
-        return web.Response(status=202, text=json.dumps({"WalletID": doc["WalletID"], "Amount": doc["Amount"]},
-                                                        separators=(",", ":")), content_type="application/json")
+        return web.Response(
+            status=202,
+            text=json.dumps({"WalletID": doc["WalletID"], "Amount": doc["Amount"]}, separators=(",", ":")),
+            content_type="application/json",
+        )
 
     async def details(request: web.Request) -> web.Response:
         wid = request.match_info["wallet_id"]
-        return web.Response(text=f'{{"WalletID":{json.dumps(wid)},"Balance":8000,"AboveThreshold":false}}',
-                            content_type="application/json")
+        return web.Response(
+            text=f'{{"WalletID":{json.dumps(wid)},"Balance":8000,"AboveThreshold":false}}',
+            content_type="application/json",
+        )
 
     app = web.Application()
     app.router.add_post("/deposit", deposit)

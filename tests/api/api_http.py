@@ -39,10 +39,20 @@ class Reply:
         return self.doc.get("error") if isinstance(self.doc, dict) else None
 
 
-def request(port: int, method: str | bytes, path: str | bytes, *, body: bytes | None = None,
-            headers: list[Header] | tuple[Header, ...] = (), chunks: list[bytes] | None = None,
-            content_length: bool = True, pieces: list[bytes] | None = None, gap: float = 0.0,
-            timeout: float = 15.0, host: str = "127.0.0.1") -> Reply:
+def request(
+    port: int,
+    method: str | bytes,
+    path: str | bytes,
+    *,
+    body: bytes | None = None,
+    headers: list[Header] | tuple[Header, ...] = (),
+    chunks: list[bytes] | None = None,
+    content_length: bool = True,
+    pieces: list[bytes] | None = None,
+    gap: float = 0.0,
+    timeout: float = 15.0,
+    host: str = "127.0.0.1",
+) -> Reply:
     """Send one request on a fresh connection (``Connection: close``) and read the whole reply.
 
     ``chunks`` sends the body with ``Transfer-Encoding: chunked`` (one chunk each);
@@ -94,8 +104,13 @@ def request(port: int, method: str | bytes, path: str | bytes, *, body: bytes | 
 
 def post_json(port: int, doc: Any, headers: list[Header] | tuple[Header, ...] = ()) -> Reply:
     """POST /deposit as ``curl -d`` does (a form content type, a JSON body)."""
-    return request(port, "POST", "/deposit", body=json.dumps(doc).encode(),
-                   headers=[("Content-Type", "application/x-www-form-urlencoded"), *headers])
+    return request(
+        port,
+        "POST",
+        "/deposit",
+        body=json.dumps(doc).encode(),
+        headers=[("Content-Type", "application/x-www-form-urlencoded"), *headers],
+    )
 
 
 def get(port: int, path: str, headers: list[Header] | tuple[Header, ...] = ()) -> Reply:

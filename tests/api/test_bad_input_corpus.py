@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from api_http import Reply, get, post_json, request
 from support import read_topic
 
 pytestmark = pytest.mark.integration
 
 MAX_BODY = 4096
-SEED_WALLET = "corpus-seed"       # has a deposit before the corpus runs (for token cases)
-KEYED_WALLET = "corpus-keyed"     # has a deposit with KEYED_KEY before the corpus runs
+SEED_WALLET = "corpus-seed"  # has a deposit before the corpus runs (for token cases)
+KEYED_WALLET = "corpus-keyed"  # has a deposit with KEYED_KEY before the corpus runs
 KEYED_KEY = "corpus-key-1"
 KEYED_AMOUNT = 7
 
@@ -68,13 +67,13 @@ class Case:
     id: str
     body: bytes | None = None
     status: int = 400
-    message: str = ""                       # regex the "error" must match
+    message: str = ""  # regex the "error" must match
     method: str = "POST"
-    path: str = "/deposit"                  # may hold placeholders of Api.vars (values known at run time)
+    path: str = "/deposit"  # may hold placeholders of Api.vars (values known at run time)
     headers: tuple[tuple[str, str | bytes], ...] = ()
     chunks: tuple[bytes, ...] | None = None  # send chunked instead of with a Content-Length
     pieces: tuple[bytes, ...] | None = None  # send with a Content-Length, in several writes
-    gap: float = 0.0                         # seconds between the writes of head, chunks or pieces
+    gap: float = 0.0  # seconds between the writes of head, chunks or pieces
     content_length: bool = True
     marks: tuple[Any, ...] = ()
     #: The WalletID a wrongly accepted request would be stored under (see test_corpus_emitted_nothing).
@@ -141,8 +140,11 @@ BODY: list[Case] = [
     Case("invalid escape", b'{"WalletID": "\\x41", "Amount": 5}', message=NOT_JSON),
     Case("truncated unicode escape", b'{"WalletID": "\\u12", "Amount": 5}', message=NOT_JSON),
     Case("nested arrays beyond the parser's depth", b"[" * 2000 + b"]" * 2000, message=NOT_JSON),
-    Case("deep nesting inside an extra field",
-         b'{"WalletID": "corpus", "Amount": 5, "x": ' + b"[" * 1500 + b"]" * 1500 + b"}", message=NOT_JSON),
+    Case(
+        "deep nesting inside an extra field",
+        b'{"WalletID": "corpus", "Amount": 5, "x": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+        message=NOT_JSON,
+    ),
     Case("amount with a leading zero", deposit_body("corpus", "05"), message=NOT_JSON),
     Case("amount with a plus sign", deposit_body("corpus", "+5"), message=NOT_JSON),
     Case("amount starting with a dot", deposit_body("corpus", ".5"), message=NOT_JSON),
@@ -169,14 +171,23 @@ ENCODING: list[Case] = [
     Case("UTF-16 BE without BOM", _VALID_TEXT.encode("utf-16-be"), message=UTF8_OR_JSON),
     Case("UTF-32 with BOM", _VALID_TEXT.encode("utf-32"), message=UTF8),
     Case("UTF-32 LE without BOM", _VALID_TEXT.encode("utf-32-le"), message=UTF8_OR_JSON),
-    Case("UTF-16 declared in the Content-Type", _VALID_TEXT.encode("utf-16"), message=UTF8,
-         headers=(("Content-Type", "application/json; charset=utf-16"),)),
+    Case(
+        "UTF-16 declared in the Content-Type",
+        _VALID_TEXT.encode("utf-16"),
+        message=UTF8,
+        headers=(("Content-Type", "application/json; charset=utf-16"),),
+    ),
     Case("Latin-1 wallet id", '{"WalletID": "café", "Amount": 5}'.encode("latin-1"), message=UTF8),
-    Case("Latin-1 declared in the Content-Type", '{"WalletID": "café", "Amount": 5}'.encode("latin-1"),
-         message=UTF8, headers=(("Content-Type", "application/json; charset=iso-8859-1"),)),
-    Case("Latin-1 in an unknown key", '{"WalletID": "corpus", "Amount": 5, "Größe": 1}'.encode("latin-1"),
-         message=UTF8),
-    Case("cp1252 smart quotes", b'{\x93WalletID\x94: \x93corpus\x94, \x93Amount\x94: 5}', message=UTF8),
+    Case(
+        "Latin-1 declared in the Content-Type",
+        '{"WalletID": "café", "Amount": 5}'.encode("latin-1"),
+        message=UTF8,
+        headers=(("Content-Type", "application/json; charset=iso-8859-1"),),
+    ),
+    Case(
+        "Latin-1 in an unknown key", '{"WalletID": "corpus", "Amount": 5, "Größe": 1}'.encode("latin-1"), message=UTF8
+    ),
+    Case("cp1252 smart quotes", b"{\x93WalletID\x94: \x93corpus\x94, \x93Amount\x94: 5}", message=UTF8),
     Case("invalid UTF-8: lone continuation byte", wallet_body(b'"w\x80"'), message=UTF8),
     Case("invalid UTF-8: 0xFF", wallet_body(b'"w\xff"'), message=UTF8),
     Case("invalid UTF-8: overlong slash", wallet_body(b'"w\xc0\xaf"'), message=UTF8),
@@ -186,63 +197,162 @@ ENCODING: list[Case] = [
     Case("invalid UTF-8: beyond U+10FFFF", wallet_body(b'"w\xf4\x90\x80\x80"'), message=UTF8),
     Case("invalid UTF-8: 5-byte sequence", wallet_body(b'"w\xf8\x88\x80\x80\x80"'), message=UTF8),
     Case("invalid UTF-8 at the very end", VALID + b"\xe2", message=UTF8),
-    Case("gzip-encoded body with a bad amount", gzip.compress(deposit_body("corpus", "0")), message=AMT_POSITIVE,
-         headers=(("Content-Encoding", "gzip"),)),
-    Case("deflate-encoded body with a bad wallet id", zlib.compress(wallet_body('"a b"')), message=WID_CHARS,
-         headers=(("Content-Encoding", "deflate"),)),
-    Case("gzip bomb: 4 MiB of spaces", gzip.compress(b"{" + b" " * (4 << 20) + b"}"), status=413, message=TOO_BIG,
-         headers=(("Content-Encoding", "gzip"),)),
-    Case("gzip bomb wrapping a valid deposit", gzip.compress(padded(VALID, 100_000)), status=413, message=TOO_BIG,
-         headers=(("Content-Encoding", "gzip"),)),
-    Case("Content-Encoding gzip on a body that is not gzip", VALID, message=r"gzip|encod",
-         headers=(("Content-Encoding", "gzip"),)),
-    Case("Content-Encoding deflate on a body that is not deflate", VALID, message=r"deflate|encod",
-         headers=(("Content-Encoding", "deflate"),)),
+    Case(
+        "gzip-encoded body with a bad amount",
+        gzip.compress(deposit_body("corpus", "0")),
+        message=AMT_POSITIVE,
+        headers=(("Content-Encoding", "gzip"),),
+    ),
+    Case(
+        "deflate-encoded body with a bad wallet id",
+        zlib.compress(wallet_body('"a b"')),
+        message=WID_CHARS,
+        headers=(("Content-Encoding", "deflate"),),
+    ),
+    Case(
+        "gzip bomb: 4 MiB of spaces",
+        gzip.compress(b"{" + b" " * (4 << 20) + b"}"),
+        status=413,
+        message=TOO_BIG,
+        headers=(("Content-Encoding", "gzip"),),
+    ),
+    Case(
+        "gzip bomb wrapping a valid deposit",
+        gzip.compress(padded(VALID, 100_000)),
+        status=413,
+        message=TOO_BIG,
+        headers=(("Content-Encoding", "gzip"),),
+    ),
+    Case(
+        "Content-Encoding gzip on a body that is not gzip",
+        VALID,
+        message=r"gzip|encod",
+        headers=(("Content-Encoding", "gzip"),),
+    ),
+    Case(
+        "Content-Encoding deflate on a body that is not deflate",
+        VALID,
+        message=r"deflate|encod",
+        headers=(("Content-Encoding", "deflate"),),
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------
 # 2b. A body that reaches the server in several TCP segments is still one body.
 _SPLIT = deposit_body("corpus-split", "5")
 SEGMENTS: list[Case] = [
-    Case("a valid object, then trailing garbage in a later segment", None, pieces=(_SPLIT, b" trailing garbage"),
-         gap=0.2, message=NOT_JSON, wallet="corpus-split"),
-    Case("a valid object, then a second object in a later segment", None, pieces=(_SPLIT, _SPLIT), gap=0.2,
-         message=NOT_JSON, wallet="corpus-split"),
-    Case("a valid object, then an unknown field in a later segment", None,
-         pieces=(_SPLIT[:-1], b', "extra": 1}'), gap=0.2, message=r"unknown field.*'extra'", wallet="corpus-split"),
-    Case("chunked: a valid object, then a second object in a later chunk", None, chunks=(_SPLIT, _SPLIT), gap=0.2,
-         message=NOT_JSON, wallet="corpus-split"),
-    Case("chunked: an amount completed by a later chunk", None,
-         chunks=(deposit_body("corpus-split", "5")[:-1], b"0.001}"), gap=0.2, message=AMT_DECIMALS,
-         wallet="corpus-split"),
-    Case("an invalid body split in three segments", None, pieces=(b'{"WalletID": "corpus-split", ', b'"Amount": ', b"0}"),
-         gap=0.1, message=AMT_POSITIVE),
+    Case(
+        "a valid object, then trailing garbage in a later segment",
+        None,
+        pieces=(_SPLIT, b" trailing garbage"),
+        gap=0.2,
+        message=NOT_JSON,
+        wallet="corpus-split",
+    ),
+    Case(
+        "a valid object, then a second object in a later segment",
+        None,
+        pieces=(_SPLIT, _SPLIT),
+        gap=0.2,
+        message=NOT_JSON,
+        wallet="corpus-split",
+    ),
+    Case(
+        "a valid object, then an unknown field in a later segment",
+        None,
+        pieces=(_SPLIT[:-1], b', "extra": 1}'),
+        gap=0.2,
+        message=r"unknown field.*'extra'",
+        wallet="corpus-split",
+    ),
+    Case(
+        "chunked: a valid object, then a second object in a later chunk",
+        None,
+        chunks=(_SPLIT, _SPLIT),
+        gap=0.2,
+        message=NOT_JSON,
+        wallet="corpus-split",
+    ),
+    Case(
+        "chunked: an amount completed by a later chunk",
+        None,
+        chunks=(deposit_body("corpus-split", "5")[:-1], b"0.001}"),
+        gap=0.2,
+        message=AMT_DECIMALS,
+        wallet="corpus-split",
+    ),
+    Case(
+        "an invalid body split in three segments",
+        None,
+        pieces=(b'{"WalletID": "corpus-split", ', b'"Amount": ', b"0}"),
+        gap=0.1,
+        message=AMT_POSITIVE,
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------
 # 3. Sizes: at most 4096 bytes, however the body is framed.
 SIZE: list[Case] = [
-    Case("exactly 4096 bytes, bad amount: parsed, not refused for size",
-         padded(deposit_body("corpus", "0"), MAX_BODY), message=AMT_POSITIVE),
-    Case("exactly 4096 bytes, unknown field",
-         b'{"WalletID": "corpus", "Amount": 5, "pad": "' + b"x" * (MAX_BODY - 47) + b'"}', message=r"unknown field.*'pad'"),
+    Case(
+        "exactly 4096 bytes, bad amount: parsed, not refused for size",
+        padded(deposit_body("corpus", "0"), MAX_BODY),
+        message=AMT_POSITIVE,
+    ),
+    Case(
+        "exactly 4096 bytes, unknown field",
+        b'{"WalletID": "corpus", "Amount": 5, "pad": "' + b"x" * (MAX_BODY - 47) + b'"}',
+        message=r"unknown field.*'pad'",
+    ),
     Case("4097 bytes: a valid deposit padded", padded(VALID, MAX_BODY + 1), status=413, message=TOO_BIG),
     Case("4097 bytes of garbage", b"x" * (MAX_BODY + 1), status=413, message=TOO_BIG),
     Case("8 KiB valid deposit padded", padded(VALID, 8192), status=413, message=TOO_BIG),
     Case("64 KiB", padded(VALID, 65536), status=413, message=TOO_BIG),
     Case("1 MiB", padded(VALID, 1 << 20), status=413, message=TOO_BIG),
-    Case("4097 bytes chunked, no Content-Length", None, chunks=(padded(VALID, MAX_BODY + 1),), status=413,
-         message=TOO_BIG),
-    Case("4097 bytes in 1-byte chunks", None, chunks=tuple(bytes([b]) for b in padded(VALID, MAX_BODY + 1)),
-         status=413, message=TOO_BIG),
-    Case("4096 bytes chunked, bad amount: parsed", None, chunks=(padded(deposit_body("corpus", "-1"), MAX_BODY),),
-         message=AMT_POSITIVE),
-    Case("Content-Length 4097 announced with Expect: 100-continue, no body sent", b"", status=413, message=TOO_BIG,
-         content_length=False, headers=(("Content-Length", "4097"), ("Expect", "100-continue"))),
-    Case("Content-Length 10 GB announced, no body sent", b"", status=413, message=TOO_BIG,
-         content_length=False, headers=(("Content-Length", "10000000000"), ("Expect", "100-continue"))),
-    Case("4097 bytes, the padding arriving in a later TCP segment", None, chunks=(_SPLIT, b" " * (MAX_BODY + 1)),
-         gap=0.2, status=413, message=TOO_BIG, wallet="corpus-split"),
+    Case(
+        "4097 bytes chunked, no Content-Length",
+        None,
+        chunks=(padded(VALID, MAX_BODY + 1),),
+        status=413,
+        message=TOO_BIG,
+    ),
+    Case(
+        "4097 bytes in 1-byte chunks",
+        None,
+        chunks=tuple(bytes([b]) for b in padded(VALID, MAX_BODY + 1)),
+        status=413,
+        message=TOO_BIG,
+    ),
+    Case(
+        "4096 bytes chunked, bad amount: parsed",
+        None,
+        chunks=(padded(deposit_body("corpus", "-1"), MAX_BODY),),
+        message=AMT_POSITIVE,
+    ),
+    Case(
+        "Content-Length 4097 announced with Expect: 100-continue, no body sent",
+        b"",
+        status=413,
+        message=TOO_BIG,
+        content_length=False,
+        headers=(("Content-Length", "4097"), ("Expect", "100-continue")),
+    ),
+    Case(
+        "Content-Length 10 GB announced, no body sent",
+        b"",
+        status=413,
+        message=TOO_BIG,
+        content_length=False,
+        headers=(("Content-Length", "10000000000"), ("Expect", "100-continue")),
+    ),
+    Case(
+        "4097 bytes, the padding arriving in a later TCP segment",
+        None,
+        chunks=(_SPLIT, b" " * (MAX_BODY + 1)),
+        gap=0.2,
+        status=413,
+        message=TOO_BIG,
+        wallet="corpus-split",
+    ),
     Case("4000-character wallet id inside the limit", deposit_body("a" * 4000), message=WID_LONG),
     Case("4000-digit amount inside the limit", deposit_body("corpus", "9" * 4000), message=AMT_MAX),
     Case("4000-digit fraction inside the limit", deposit_body("corpus", "1." + "0" * 3990 + "1"), message=AMT_DECIMALS),
@@ -250,53 +360,97 @@ SIZE: list[Case] = [
 
 # ---------------------------------------------------------------------------------------------
 # 4. WalletID: a string of 1-64 characters of [A-Za-z0-9._:-].
-WALLET: list[Case] = [
-    Case("WalletID missing", b'{"Amount": 5}', message=WID_REQUIRED),
-    Case("WalletID null", wallet_body("null"), message=WID_STRING),
-    Case("WalletID integer", wallet_body("5"), message=WID_STRING),
-    Case("WalletID float", wallet_body("5.5"), message=WID_STRING),
-    Case("WalletID negative", wallet_body("-1"), message=WID_STRING),
-    Case("WalletID 1e400", wallet_body("1e400"), message=WID_STRING),
-    Case("WalletID true", wallet_body("true"), message=WID_STRING),
-    Case("WalletID false", wallet_body("false"), message=WID_STRING),
-    Case("WalletID empty array", wallet_body("[]"), message=WID_STRING),
-    Case("WalletID array of a string", wallet_body('["corpus"]'), message=WID_STRING),
-    Case("WalletID object", wallet_body('{"id": "corpus"}'), message=WID_STRING),
-    Case("WalletID empty string", wallet_body('""'), message=WID_EMPTY),
-    Case("WalletID 65 characters", deposit_body("a" * 65), message=WID_LONG),
-    Case("WalletID 100 characters", deposit_body("a" * 100), message=WID_LONG),
-    Case("WalletID 1000 characters", deposit_body("a" * 1000), message=WID_LONG),
-    Case("WalletID 65 two-byte characters", deposit_body("é" * 65), message=WID_LONG_OR_CHARS),
-    Case("WalletID 64 two-byte characters", deposit_body("é" * 64), message=WID_CHARS),
-    Case("WalletID 64 characters is fine: the amount is what is wrong", deposit_body("a" * 64, "0"), message=AMT_POSITIVE),
-    Case("WalletID 1 character is fine: the amount is what is wrong", deposit_body("a", "0"), message=AMT_POSITIVE),
-    Case("WalletID of every allowed punctuation is fine: the amount is what is wrong",
-         deposit_body("._:-", "0"), message=AMT_POSITIVE),
-] + [
-    Case(f"WalletID with {label}", deposit_body(value), message=WID_CHARS)
-    for label, value in [
-        ("only a space", " "), ("a leading space", " corpus"), ("a trailing space", "corpus "),
-        ("an inner space", "cor pus"), ("a tab", "cor\tpus"), ("a newline", "cor\npus"),
-        ("CRLF header injection", "corpus\r\nX-Injected: 1"), ("a slash", "a/b"), ("only a slash", "/"),
-        ("path traversal", "../../etc/passwd"), ("a backslash", "a\\b"), ("a question mark", "a?b"),
-        ("a hash", "a#b"), ("a percent", "a%b"), ("a percent-encoded space", "a%20b"), ("an ampersand", "a&b"),
-        ("an equals sign", "a=b"), ("a plus", "a+b"), ("an at sign", "a@b"), ("an exclamation mark", "a!b"),
-        ("an asterisk", "*"), ("a single quote", "a'b"), ("a double quote", 'a"b'),
-        ("html", "<script>alert(1)</script>"), ("braces", "{}"), ("a bracket", "a[0]"), ("a tilde", "~a"),
-        ("a comma", "a,b"), ("a semicolon", "a;b"), ("a dollar", "$where"), ("a caret", "a^b"), ("a pipe", "a|b"),
-        ("a backtick", "a`b"), ("NUL", "a\x00b"), ("DEL", "a\x7fb"), ("NEL", "a\x85b"), ("an e-acute", "café"),
-        ("an umlaut", "über"), ("an emoji", "wallet💰"), ("a fullwidth letter", "Ａ"),
-        ("a Cyrillic homoglyph", "wаllet"), ("a right-to-left override", "a\u202eb"),
-        ("a zero-width space", "a\u200bb"), ("a non-breaking space", "a\u00a0b"),
-        ("Arabic-Indic digits", "\u0661\u0662\u0663"), ("a dotless i", "\u0131d"), ("the Kelvin sign", "\u212a"),
-        ("a titlecase digraph", "\u01c5"),
+WALLET: list[Case] = (
+    [
+        Case("WalletID missing", b'{"Amount": 5}', message=WID_REQUIRED),
+        Case("WalletID null", wallet_body("null"), message=WID_STRING),
+        Case("WalletID integer", wallet_body("5"), message=WID_STRING),
+        Case("WalletID float", wallet_body("5.5"), message=WID_STRING),
+        Case("WalletID negative", wallet_body("-1"), message=WID_STRING),
+        Case("WalletID 1e400", wallet_body("1e400"), message=WID_STRING),
+        Case("WalletID true", wallet_body("true"), message=WID_STRING),
+        Case("WalletID false", wallet_body("false"), message=WID_STRING),
+        Case("WalletID empty array", wallet_body("[]"), message=WID_STRING),
+        Case("WalletID array of a string", wallet_body('["corpus"]'), message=WID_STRING),
+        Case("WalletID object", wallet_body('{"id": "corpus"}'), message=WID_STRING),
+        Case("WalletID empty string", wallet_body('""'), message=WID_EMPTY),
+        Case("WalletID 65 characters", deposit_body("a" * 65), message=WID_LONG),
+        Case("WalletID 100 characters", deposit_body("a" * 100), message=WID_LONG),
+        Case("WalletID 1000 characters", deposit_body("a" * 1000), message=WID_LONG),
+        Case("WalletID 65 two-byte characters", deposit_body("é" * 65), message=WID_LONG_OR_CHARS),
+        Case("WalletID 64 two-byte characters", deposit_body("é" * 64), message=WID_CHARS),
+        Case(
+            "WalletID 64 characters is fine: the amount is what is wrong",
+            deposit_body("a" * 64, "0"),
+            message=AMT_POSITIVE,
+        ),
+        Case("WalletID 1 character is fine: the amount is what is wrong", deposit_body("a", "0"), message=AMT_POSITIVE),
+        Case(
+            "WalletID of every allowed punctuation is fine: the amount is what is wrong",
+            deposit_body("._:-", "0"),
+            message=AMT_POSITIVE,
+        ),
     ]
-] + [
-    Case("WalletID with a lone high surrogate escape", wallet_body(r'"a\ud800b"'), message=WID_CHARS),
-    Case("WalletID with a lone low surrogate escape", wallet_body(r'"\udfff"'), message=WID_CHARS),
-    Case("WalletID with an escaped NUL", wallet_body(r'"a\u0000b"'), message=WID_CHARS),
-    Case("WalletID with an escaped slash is a slash", wallet_body(r'"a\/b"'), message=WID_CHARS),
-]
+    + [
+        Case(f"WalletID with {label}", deposit_body(value), message=WID_CHARS)
+        for label, value in [
+            ("only a space", " "),
+            ("a leading space", " corpus"),
+            ("a trailing space", "corpus "),
+            ("an inner space", "cor pus"),
+            ("a tab", "cor\tpus"),
+            ("a newline", "cor\npus"),
+            ("CRLF header injection", "corpus\r\nX-Injected: 1"),
+            ("a slash", "a/b"),
+            ("only a slash", "/"),
+            ("path traversal", "../../etc/passwd"),
+            ("a backslash", "a\\b"),
+            ("a question mark", "a?b"),
+            ("a hash", "a#b"),
+            ("a percent", "a%b"),
+            ("a percent-encoded space", "a%20b"),
+            ("an ampersand", "a&b"),
+            ("an equals sign", "a=b"),
+            ("a plus", "a+b"),
+            ("an at sign", "a@b"),
+            ("an exclamation mark", "a!b"),
+            ("an asterisk", "*"),
+            ("a single quote", "a'b"),
+            ("a double quote", 'a"b'),
+            ("html", "<script>alert(1)</script>"),
+            ("braces", "{}"),
+            ("a bracket", "a[0]"),
+            ("a tilde", "~a"),
+            ("a comma", "a,b"),
+            ("a semicolon", "a;b"),
+            ("a dollar", "$where"),
+            ("a caret", "a^b"),
+            ("a pipe", "a|b"),
+            ("a backtick", "a`b"),
+            ("NUL", "a\x00b"),
+            ("DEL", "a\x7fb"),
+            ("NEL", "a\x85b"),
+            ("an e-acute", "café"),
+            ("an umlaut", "über"),
+            ("an emoji", "wallet💰"),
+            ("a fullwidth letter", "Ａ"),
+            ("a Cyrillic homoglyph", "wаllet"),
+            ("a right-to-left override", "a\u202eb"),
+            ("a zero-width space", "a\u200bb"),
+            ("a non-breaking space", "a\u00a0b"),
+            ("Arabic-Indic digits", "\u0661\u0662\u0663"),
+            ("a dotless i", "\u0131d"),
+            ("the Kelvin sign", "\u212a"),
+            ("a titlecase digraph", "\u01c5"),
+        ]
+    ]
+    + [
+        Case("WalletID with a lone high surrogate escape", wallet_body(r'"a\ud800b"'), message=WID_CHARS),
+        Case("WalletID with a lone low surrogate escape", wallet_body(r'"\udfff"'), message=WID_CHARS),
+        Case("WalletID with an escaped NUL", wallet_body(r'"a\u0000b"'), message=WID_CHARS),
+        Case("WalletID with an escaped slash is a slash", wallet_body(r'"a\/b"'), message=WID_CHARS),
+    ]
+)
 
 # ---------------------------------------------------------------------------------------------
 # 5. Amount: a JSON number > 0, <= 1000000000, at most 2 decimal places.
@@ -304,86 +458,216 @@ AMOUNT: list[Case] = [Case("Amount missing", b'{"WalletID": "corpus"}', message=
     Case(f"Amount {text}", deposit_body("corpus", text), message=msg)
     for text, msg in [
         # zero, in every spelling
-        ("0", AMT_POSITIVE), ("-0", AMT_POSITIVE), ("0.0", AMT_POSITIVE), ("-0.0", AMT_POSITIVE),
-        ("0.00", AMT_POSITIVE), ("0e0", AMT_POSITIVE), ("0E+5", AMT_POSITIVE), ("-0e-5", AMT_POSITIVE),
+        ("0", AMT_POSITIVE),
+        ("-0", AMT_POSITIVE),
+        ("0.0", AMT_POSITIVE),
+        ("-0.0", AMT_POSITIVE),
+        ("0.00", AMT_POSITIVE),
+        ("0e0", AMT_POSITIVE),
+        ("0E+5", AMT_POSITIVE),
+        ("-0e-5", AMT_POSITIVE),
         ("0.000000000000000000000", AMT_POSITIVE),
         # negative
-        ("-1", AMT_POSITIVE), ("-0.01", AMT_POSITIVE), ("-1000000000", AMT_POSITIVE), ("-1e400", AMT_POSITIVE),
-        ("-1e-400", AMT_POSITIVE), ("-99999999999999999999999", AMT_POSITIVE),
+        ("-1", AMT_POSITIVE),
+        ("-0.01", AMT_POSITIVE),
+        ("-1000000000", AMT_POSITIVE),
+        ("-1e400", AMT_POSITIVE),
+        ("-1e-400", AMT_POSITIVE),
+        ("-99999999999999999999999", AMT_POSITIVE),
         # more than 2 decimal places
-        ("0.001", AMT_DECIMALS), ("0.009", AMT_DECIMALS), ("0.005", AMT_DECIMALS), ("1.001", AMT_DECIMALS),
-        ("1.999", AMT_DECIMALS), ("0.015", AMT_DECIMALS), ("999999999.999", AMT_DECIMALS),
-        ("1e-3", AMT_DECIMALS), ("1E-7", AMT_DECIMALS), ("5e-324", AMT_DECIMALS), ("1e-400", AMT_DECIMALS),
-        ("12345e-5", AMT_DECIMALS), ("1.00001e2", AMT_DECIMALS), ("0.1000000000000000055511151231257827", AMT_DECIMALS),
-        ("0.30000000000000004", AMT_DECIMALS), ("1.0000000000000000000000000000001", AMT_DECIMALS),
+        ("0.001", AMT_DECIMALS),
+        ("0.009", AMT_DECIMALS),
+        ("0.005", AMT_DECIMALS),
+        ("1.001", AMT_DECIMALS),
+        ("1.999", AMT_DECIMALS),
+        ("0.015", AMT_DECIMALS),
+        ("999999999.999", AMT_DECIMALS),
+        ("1e-3", AMT_DECIMALS),
+        ("1E-7", AMT_DECIMALS),
+        ("5e-324", AMT_DECIMALS),
+        ("1e-400", AMT_DECIMALS),
+        ("12345e-5", AMT_DECIMALS),
+        ("1.00001e2", AMT_DECIMALS),
+        ("0.1000000000000000055511151231257827", AMT_DECIMALS),
+        ("0.30000000000000004", AMT_DECIMALS),
+        ("1.0000000000000000000000000000001", AMT_DECIMALS),
         # above the maximum
-        ("1000000000.01", AMT_MAX), ("1000000000.001", AMT_MAX), ("1000000000.1", AMT_MAX),
-        ("1000000001", AMT_MAX), ("1.00000000001e9", AMT_MAX), ("1e10", AMT_MAX), ("1E+10", AMT_MAX),
-        ("10000000000", AMT_MAX), ("1e400", AMT_MAX), ("1e999999999", AMT_MAX), ("1e99999999999999999999", AMT_MAX),
-        ("18446744073709551616", AMT_MAX), ("340282366920938463463374607431768211457", AMT_MAX),
-        ("9223372036854775807", AMT_MAX), ("1.7976931348623157e308", AMT_MAX),
+        ("1000000000.01", AMT_MAX),
+        ("1000000000.001", AMT_MAX),
+        ("1000000000.1", AMT_MAX),
+        ("1000000001", AMT_MAX),
+        ("1.00000000001e9", AMT_MAX),
+        ("1e10", AMT_MAX),
+        ("1E+10", AMT_MAX),
+        ("10000000000", AMT_MAX),
+        ("1e400", AMT_MAX),
+        ("1e999999999", AMT_MAX),
+        ("1e99999999999999999999", AMT_MAX),
+        ("18446744073709551616", AMT_MAX),
+        ("340282366920938463463374607431768211457", AMT_MAX),
+        ("9223372036854775807", AMT_MAX),
+        ("1.7976931348623157e308", AMT_MAX),
         # not finite
-        ("NaN", AMT_FINITE), ("Infinity", AMT_FINITE), ("-Infinity", AMT_FINITE),
+        ("NaN", AMT_FINITE),
+        ("Infinity", AMT_FINITE),
+        ("-Infinity", AMT_FINITE),
         # not a number
-        ('"5"', AMT_NUMBER), ('"5.00"', AMT_NUMBER), ('""', AMT_NUMBER), ('"abc"', AMT_NUMBER),
-        ('"NaN"', AMT_NUMBER), ('"Infinity"', AMT_NUMBER), ('"1e3"', AMT_NUMBER), ('" 5"', AMT_NUMBER),
-        ("true", AMT_NUMBER), ("false", AMT_NUMBER), ("null", AMT_NUMBER), ("[]", AMT_NUMBER), ("[5]", AMT_NUMBER),
-        ("[5, 6]", AMT_NUMBER), ("{}", AMT_NUMBER), ('{"value": 5}', AMT_NUMBER), ('{"Amount": 5}', AMT_NUMBER),
+        ('"5"', AMT_NUMBER),
+        ('"5.00"', AMT_NUMBER),
+        ('""', AMT_NUMBER),
+        ('"abc"', AMT_NUMBER),
+        ('"NaN"', AMT_NUMBER),
+        ('"Infinity"', AMT_NUMBER),
+        ('"1e3"', AMT_NUMBER),
+        ('" 5"', AMT_NUMBER),
+        ("true", AMT_NUMBER),
+        ("false", AMT_NUMBER),
+        ("null", AMT_NUMBER),
+        ("[]", AMT_NUMBER),
+        ("[5]", AMT_NUMBER),
+        ("[5, 6]", AMT_NUMBER),
+        ("{}", AMT_NUMBER),
+        ('{"value": 5}', AMT_NUMBER),
+        ('{"Amount": 5}', AMT_NUMBER),
     ]
 ]
 
 # ---------------------------------------------------------------------------------------------
 # 6. Exactly the two fields: no repeated, unknown or mis-cased ones.
 FIELDS: list[Case] = [
-    Case("WalletID twice, same value", b'{"WalletID": "corpus", "WalletID": "corpus", "Amount": 5}',
-         message=r"'WalletID' appears more than once"),
-    Case("WalletID twice, different values", b'{"WalletID": "a", "WalletID": "b", "Amount": 5}',
-         message=r"'WalletID' appears more than once"),
-    Case("Amount twice, same value", b'{"WalletID": "corpus", "Amount": 5, "Amount": 5}',
-         message=r"'Amount' appears more than once"),
-    Case("Amount twice, different values", b'{"WalletID": "corpus", "Amount": 5, "Amount": 50000}',
-         message=r"'Amount' appears more than once"),
-    Case("Amount twice, the first one invalid", b'{"WalletID": "corpus", "Amount": -5, "Amount": 5}',
-         message=r"'Amount' appears more than once"),
-    Case("both fields twice", b'{"WalletID": "a", "Amount": 5, "WalletID": "b", "Amount": 6}',
-         message=r"appears more than once"),
-    Case("WalletID twice, once spelled with an escape", b'{"WalletID": "a", "Wallet\\u0049D": "b", "Amount": 5}',
-         message=r"'WalletID' appears more than once"),
-    Case("an unknown field twice", b'{"WalletID": "corpus", "Amount": 5, "x": 1, "x": 2}',
-         message=r"'x' appears more than once|unknown field"),
-    Case("a repeated key in a nested unknown object", b'{"WalletID": "corpus", "Amount": 5, "x": {"a": 1, "a": 2}}',
-         message=r"appears more than once|unknown field"),
+    Case(
+        "WalletID twice, same value",
+        b'{"WalletID": "corpus", "WalletID": "corpus", "Amount": 5}',
+        message=r"'WalletID' appears more than once",
+    ),
+    Case(
+        "WalletID twice, different values",
+        b'{"WalletID": "a", "WalletID": "b", "Amount": 5}',
+        message=r"'WalletID' appears more than once",
+    ),
+    Case(
+        "Amount twice, same value",
+        b'{"WalletID": "corpus", "Amount": 5, "Amount": 5}',
+        message=r"'Amount' appears more than once",
+    ),
+    Case(
+        "Amount twice, different values",
+        b'{"WalletID": "corpus", "Amount": 5, "Amount": 50000}',
+        message=r"'Amount' appears more than once",
+    ),
+    Case(
+        "Amount twice, the first one invalid",
+        b'{"WalletID": "corpus", "Amount": -5, "Amount": 5}',
+        message=r"'Amount' appears more than once",
+    ),
+    Case(
+        "both fields twice",
+        b'{"WalletID": "a", "Amount": 5, "WalletID": "b", "Amount": 6}',
+        message=r"appears more than once",
+    ),
+    Case(
+        "WalletID twice, once spelled with an escape",
+        b'{"WalletID": "a", "Wallet\\u0049D": "b", "Amount": 5}',
+        message=r"'WalletID' appears more than once",
+    ),
+    Case(
+        "an unknown field twice",
+        b'{"WalletID": "corpus", "Amount": 5, "x": 1, "x": 2}',
+        message=r"'x' appears more than once|unknown field",
+    ),
+    Case(
+        "a repeated key in a nested unknown object",
+        b'{"WalletID": "corpus", "Amount": 5, "x": {"a": 1, "a": 2}}',
+        message=r"appears more than once|unknown field",
+    ),
     Case("only unknown fields", b'{"wallet": "corpus", "amount": 5}', message=r"unknown field"),
 ] + [
-    Case(f"unknown field {name!r}", VALID[:-1] + b", " + json.dumps(name).encode() + b": 1}",
-         message=r"unknown field.*" + re.escape(repr(name)))
-    for name in ["extra", "walletid", "WALLETID", "walletID", "Walletid", "wallet_id", "amount", "AMOUNT",
-                 " WalletID", "WalletID ", "", "CreatedAt", "CreatedAtMicros", "DepositID", "Partition", "Offset",
-                 "ConsistencyToken", "Balance", "AboveThreshold", "IdempotencyKey", "Idempotency-Key",
-                 "__proto__", "constructor", "$where", "Amount\u0000"]
+    Case(
+        f"unknown field {name!r}",
+        VALID[:-1] + b", " + json.dumps(name).encode() + b": 1}",
+        message=r"unknown field.*" + re.escape(repr(name)),
+    )
+    for name in [
+        "extra",
+        "walletid",
+        "WALLETID",
+        "walletID",
+        "Walletid",
+        "wallet_id",
+        "amount",
+        "AMOUNT",
+        " WalletID",
+        "WalletID ",
+        "",
+        "CreatedAt",
+        "CreatedAtMicros",
+        "DepositID",
+        "Partition",
+        "Offset",
+        "ConsistencyToken",
+        "Balance",
+        "AboveThreshold",
+        "IdempotencyKey",
+        "Idempotency-Key",
+        "__proto__",
+        "constructor",
+        "$where",
+        "Amount\u0000",
+    ]
 ]
+
 
 # ---------------------------------------------------------------------------------------------
 # 7. Headers: the Idempotency-Key must be 1-64 characters of [A-Za-z0-9._:-]; a key is one deposit.
 # Each case would emit under its own wallet if it were (wrongly) accepted.
 def _idem(label: str, key: str | bytes, wallet: str, **kw: Any) -> Case:
-    return Case(f"Idempotency-Key {label}", deposit_body(wallet), message=kw.pop("message", IDEM),
-                headers=(("Idempotency-Key", key),), wallet=wallet, **kw)
+    return Case(
+        f"Idempotency-Key {label}",
+        deposit_body(wallet),
+        message=kw.pop("message", IDEM),
+        headers=(("Idempotency-Key", key),),
+        wallet=wallet,
+        **kw,
+    )
 
 
 HEADERS: list[Case] = [
-    _idem(label, key, f"corpus-idem-{i}") for i, (label, key) in enumerate([
-        ("empty", ""), ("65 characters", "k" * 65), ("200 characters", "k" * 200), ("4000 characters", "k" * 4000),
-        ("with an inner space", "a b"), ("with a tab", "a\tb"), ("with a slash", "a/b"), ("with a comma", "a,b"),
-        ("with a semicolon", "a;b"), ("with an equals sign", "a=b"), ("with angle brackets", "<key>"),
-        ("quoted", '"key"'), ("with a plus", "a+b"), ("with an at sign", "a@b"), ("percent-encoded", "a%20b"),
-        ("an asterisk", "*"), ("with braces", "{key}"), ("with a backslash", "a\\b"),
-        ("in UTF-8 Cyrillic", "ключ"), ("with a Latin-1 byte", b"caf\xe9"), ("with an invalid UTF-8 byte", b"k\xff"),
-        ("an emoji", "🔑"),
-    ])
+    _idem(label, key, f"corpus-idem-{i}")
+    for i, (label, key) in enumerate(
+        [
+            ("empty", ""),
+            ("65 characters", "k" * 65),
+            ("200 characters", "k" * 200),
+            ("4000 characters", "k" * 4000),
+            ("with an inner space", "a b"),
+            ("with a tab", "a\tb"),
+            ("with a slash", "a/b"),
+            ("with a comma", "a,b"),
+            ("with a semicolon", "a;b"),
+            ("with an equals sign", "a=b"),
+            ("with angle brackets", "<key>"),
+            ("quoted", '"key"'),
+            ("with a plus", "a+b"),
+            ("with an at sign", "a@b"),
+            ("percent-encoded", "a%20b"),
+            ("an asterisk", "*"),
+            ("with braces", "{key}"),
+            ("with a backslash", "a\\b"),
+            ("in UTF-8 Cyrillic", "ключ"),
+            ("with a Latin-1 byte", b"caf\xe9"),
+            ("with an invalid UTF-8 byte", b"k\xff"),
+            ("an emoji", "🔑"),
+        ]
+    )
 ] + [
-    Case("Idempotency-Key reused for another Amount", deposit_body(KEYED_WALLET, str(KEYED_AMOUNT + 1)), status=409,
-         message=IDEM_REUSED, headers=(("Idempotency-Key", KEYED_KEY),), wallet=KEYED_WALLET),
+    Case(
+        "Idempotency-Key reused for another Amount",
+        deposit_body(KEYED_WALLET, str(KEYED_AMOUNT + 1)),
+        status=409,
+        message=IDEM_REUSED,
+        headers=(("Idempotency-Key", KEYED_KEY),),
+        wallet=KEYED_WALLET,
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -397,16 +681,28 @@ ROUTES: list[Case] = [
     Case("POST /deposit/ (trailing slash)", VALID, status=404, path="/deposit/", message=NO_ENDPOINT),
     Case("POST /Deposit (case)", VALID, status=404, path="/Deposit", message=NO_ENDPOINT),
     Case("POST /deposits", VALID, status=404, path="/deposits", message=NO_ENDPOINT),
-    Case("POST /deposit with the fields in the query, no body", b"", path="/deposit?WalletID=corpus&Amount=5",
-         message=BODY_OBJECT),
+    Case(
+        "POST /deposit with the fields in the query, no body",
+        b"",
+        path="/deposit?WalletID=corpus&Amount=5",
+        message=BODY_OBJECT,
+    ),
     Case("POST /details/{id}", VALID, status=405, path=f"/details/{SEED_WALLET}", message=NOT_ALLOWED),
-    Case("POST /healthz (operations are not on the public port)", b"", status=404, path="/healthz",
-         message=NO_ENDPOINT),
-    Case("GET /metrics (operations are not on the public port)", None, status=404, method="GET", path="/metrics",
-         message=NO_ENDPOINT),
+    Case(
+        "POST /healthz (operations are not on the public port)", b"", status=404, path="/healthz", message=NO_ENDPOINT
+    ),
+    Case(
+        "GET /metrics (operations are not on the public port)",
+        None,
+        status=404,
+        method="GET",
+        path="/metrics",
+        message=NO_ENDPOINT,
+    ),
     Case("GET /", None, status=404, method="GET", path="/", message=NO_ENDPOINT),
     Case("GET /detail/{id} (typo)", None, status=404, method="GET", path=f"/detail/{SEED_WALLET}", message=NO_ENDPOINT),
 ]
+
 
 # ---------------------------------------------------------------------------------------------
 # 9. GET /details/{wallet_id}: malformed ids and consistency tokens.
@@ -415,54 +711,100 @@ def _get(label: str, path: str, status: int = 400, message: str = WID_CHARS, **k
 
 
 _SEED = f"/details/{SEED_WALLET}"
-DETAILS: list[Case] = [
-    _get("id of 65 characters", "/details/" + "a" * 65, message=WID_LONG),
-    _get("id of 1000 characters", "/details/" + "a" * 1000, message=WID_LONG),
-    _get("id of 8000 characters", "/details/" + "a" * 8000, message=WID_LONG),
-    _get("id of 64 characters is well-formed: unknown", "/details/" + "a" * 64, status=404, message=r"not found"),
-    _get("empty id", "/details/", status=404, message=NO_ENDPOINT),
-    _get("id with a slash", "/details/a/b", status=404, message=NO_ENDPOINT),
-] + [
-    _get(f"id {label}", "/details/" + raw)
-    for label, raw in [
-        ("percent-encoded space", "%20"), ("with a percent-encoded space", "a%20b"), ("percent-encoded slash", "a%2Fb"),
-        ("percent-encoded backslash", "a%5Cb"), ("percent-encoded NUL", "a%00b"), ("percent-encoded newline", "a%0Ab"),
-        ("percent-encoded CRLF injection", "a%0D%0ASet-Cookie:%20x=1"), ("percent-encoded e-acute", "caf%C3%A9"),
-        ("percent-encoded RTL override", "a%E2%80%AEb"), ("percent-encoded emoji", "%F0%9F%92%B0"),
-        ("percent-encoded invalid UTF-8", "a%FFb"), ("percent-encoded overlong slash", "a%C0%AFb"),
-        ("bad percent escape", "a%ZZb"), ("lone percent", "%"), ("double percent", "%%"), ("truncated escape", "a%2"),
-        ("percent-encoded percent", "a%25b"), ("percent-encoded question mark", "a%3Fb"),
-        ("percent-encoded hash", "a%23b"), ("percent-encoded html", "%3Cscript%3E"), ("a tilde", "~a"),
-        ("an exclamation mark", "a!b"), ("a single quote", "a'b"), ("an asterisk", "a*b"), ("parentheses", "a(b)"),
-        ("a dollar", "$where"), ("an at sign", "a@b"), ("a plus", "a+b"), ("an equals sign", "a=b"),
-        ("a comma", "a,b"), ("a semicolon", "a;b"),
+DETAILS: list[Case] = (
+    [
+        _get("id of 65 characters", "/details/" + "a" * 65, message=WID_LONG),
+        _get("id of 1000 characters", "/details/" + "a" * 1000, message=WID_LONG),
+        _get("id of 8000 characters", "/details/" + "a" * 8000, message=WID_LONG),
+        _get("id of 64 characters is well-formed: unknown", "/details/" + "a" * 64, status=404, message=r"not found"),
+        _get("empty id", "/details/", status=404, message=NO_ENDPOINT),
+        _get("id with a slash", "/details/a/b", status=404, message=NO_ENDPOINT),
     ]
-] + [
-    # Consistency tokens (on a wallet that exists, so only the token can be wrong).
-    _get(f"token {label}", f"{_SEED}?token={raw}", **{"message": TOKEN, **kw})
-    for label, raw, kw in [
-        ("word", "abc", {}), ("without an offset", "1", {}), ("negative", "-1", {}), ("without an offset after -", "1-", {}),
-        ("only a dash", "-", {}), ("double dash", "1--2", {}), ("negative partition", "-1-2", {}),
-        ("three parts", "1-2-3", {}), ("plus sign", "%2B1-2", {}), ("plus offset", "1-%2B2", {}),
-        ("leading space", "%201-2", {}), ("trailing space", "1-2%20", {}), ("decimal", "1.0-2", {}),
-        ("hexadecimal", "0x1-2", {}), ("trailing letter", "1-2x", {}), ("underscore", "1_0-2", {}),
-        ("colon instead of dash", "1:2", {}), ("41 characters", "1-" + "0" * 39, {}),
-        ("NUL", "1-2%00", {}), ("fullwidth digits", "%EF%BC%91-%EF%BC%92", {}),
-        ("of a partition that does not exist", "8-0", {"message": TOKEN_OTHER}),
-        ("of a huge partition", "99999999999999999999-0", {}),
-        ("of another wallet's partition", "@OTHER_PARTITION@-0", {"message": TOKEN_OTHER}),
-        ("empty", "", {}),
-        ("with superscript digits", "%C2%B2-0", {}),
-        ("with Arabic-Indic digits", "@SEED_DIGITS@-0", {}),
+    + [
+        _get(f"id {label}", "/details/" + raw)
+        for label, raw in [
+            ("percent-encoded space", "%20"),
+            ("with a percent-encoded space", "a%20b"),
+            ("percent-encoded slash", "a%2Fb"),
+            ("percent-encoded backslash", "a%5Cb"),
+            ("percent-encoded NUL", "a%00b"),
+            ("percent-encoded newline", "a%0Ab"),
+            ("percent-encoded CRLF injection", "a%0D%0ASet-Cookie:%20x=1"),
+            ("percent-encoded e-acute", "caf%C3%A9"),
+            ("percent-encoded RTL override", "a%E2%80%AEb"),
+            ("percent-encoded emoji", "%F0%9F%92%B0"),
+            ("percent-encoded invalid UTF-8", "a%FFb"),
+            ("percent-encoded overlong slash", "a%C0%AFb"),
+            ("bad percent escape", "a%ZZb"),
+            ("lone percent", "%"),
+            ("double percent", "%%"),
+            ("truncated escape", "a%2"),
+            ("percent-encoded percent", "a%25b"),
+            ("percent-encoded question mark", "a%3Fb"),
+            ("percent-encoded hash", "a%23b"),
+            ("percent-encoded html", "%3Cscript%3E"),
+            ("a tilde", "~a"),
+            ("an exclamation mark", "a!b"),
+            ("a single quote", "a'b"),
+            ("an asterisk", "a*b"),
+            ("parentheses", "a(b)"),
+            ("a dollar", "$where"),
+            ("an at sign", "a@b"),
+            ("a plus", "a+b"),
+            ("an equals sign", "a=b"),
+            ("a comma", "a,b"),
+            ("a semicolon", "a;b"),
+        ]
     ]
-] + [
-    _get(f"Consistency-Token header {label}", _SEED, headers=(("Consistency-Token", raw),), **{"message": TOKEN, **kw})
-    for label, raw, kw in [
-        ("word", "abc", {}), ("empty", "", {}), ("three parts", "1-2-3", {}), ("negative", "-1", {}),
-        ("of another wallet's partition", "@OTHER_PARTITION@-0", {"message": TOKEN_OTHER}),
-        ("with superscript digits", "²-0", {}),
+    + [
+        # Consistency tokens (on a wallet that exists, so only the token can be wrong).
+        _get(f"token {label}", f"{_SEED}?token={raw}", **{"message": TOKEN, **kw})
+        for label, raw, kw in [
+            ("word", "abc", {}),
+            ("without an offset", "1", {}),
+            ("negative", "-1", {}),
+            ("without an offset after -", "1-", {}),
+            ("only a dash", "-", {}),
+            ("double dash", "1--2", {}),
+            ("negative partition", "-1-2", {}),
+            ("three parts", "1-2-3", {}),
+            ("plus sign", "%2B1-2", {}),
+            ("plus offset", "1-%2B2", {}),
+            ("leading space", "%201-2", {}),
+            ("trailing space", "1-2%20", {}),
+            ("decimal", "1.0-2", {}),
+            ("hexadecimal", "0x1-2", {}),
+            ("trailing letter", "1-2x", {}),
+            ("underscore", "1_0-2", {}),
+            ("colon instead of dash", "1:2", {}),
+            ("41 characters", "1-" + "0" * 39, {}),
+            ("NUL", "1-2%00", {}),
+            ("fullwidth digits", "%EF%BC%91-%EF%BC%92", {}),
+            ("of a partition that does not exist", "8-0", {"message": TOKEN_OTHER}),
+            ("of a huge partition", "99999999999999999999-0", {}),
+            ("of another wallet's partition", "@OTHER_PARTITION@-0", {"message": TOKEN_OTHER}),
+            ("empty", "", {}),
+            ("with superscript digits", "%C2%B2-0", {}),
+            ("with Arabic-Indic digits", "@SEED_DIGITS@-0", {}),
+        ]
     ]
-]
+    + [
+        _get(
+            f"Consistency-Token header {label}",
+            _SEED,
+            headers=(("Consistency-Token", raw),),
+            **{"message": TOKEN, **kw},
+        )
+        for label, raw, kw in [
+            ("word", "abc", {}),
+            ("empty", "", {}),
+            ("three parts", "1-2-3", {}),
+            ("negative", "-1", {}),
+            ("of another wallet's partition", "@OTHER_PARTITION@-0", {"message": TOKEN_OTHER}),
+            ("with superscript digits", "²-0", {}),
+        ]
+    ]
+)
 
 CORPUS: list[Case] = BODY + ENCODING + SEGMENTS + SIZE + WALLET + AMOUNT + FIELDS + HEADERS + ROUTES + DETAILS
 
@@ -489,9 +831,9 @@ class Api:
 
     port: int
     bootstrap: str
-    vars: dict[str, str]        # placeholders in Case.path and header values -> their run-time values
-    records_before: int         # records in the deposit topic before the corpus
-    ops_port: int = 0           # the operations listener (/healthz, /readyz, /metrics)
+    vars: dict[str, str]  # placeholders in Case.path and header values -> their run-time values
+    records_before: int  # records in the deposit topic before the corpus
+    ops_port: int = 0  # the operations listener (/healthz, /readyz, /metrics)
     sent: list[str] = field(default_factory=list)
 
 
@@ -508,8 +850,13 @@ def api(module_cluster) -> Api:
         assert reply.status == 200, reply
     partition = seed.doc["Partition"]
     variables = {"@OTHER_PARTITION@": str((partition + 1) % 8), "@SEED_DIGITS@": _arabic_indic(partition)}
-    return Api(port, module_cluster.broker.bootstrap, variables, len(read_topic(module_cluster.broker.bootstrap, "deposit")),
-               ops_port=module_cluster.services["api-0"].ops_port)
+    return Api(
+        port,
+        module_cluster.broker.bootstrap,
+        variables,
+        len(read_topic(module_cluster.broker.bootstrap, "deposit")),
+        ops_port=module_cluster.services["api-0"].ops_port,
+    )
 
 
 def _arabic_indic(number: int) -> str:
@@ -524,11 +871,17 @@ def send(api: Api, case: Case) -> Reply:
                 text = text.replace(name, value)
         return text
 
-    return request(api.port, case.method, fmt(case.path), body=case.body,
-                   headers=[(k, fmt(v)) for k, v in case.headers],
-                   chunks=list(case.chunks) if case.chunks is not None else None,
-                   pieces=list(case.pieces) if case.pieces is not None else None, gap=case.gap,
-                   content_length=case.content_length)
+    return request(
+        api.port,
+        case.method,
+        fmt(case.path),
+        body=case.body,
+        headers=[(k, fmt(v)) for k, v in case.headers],
+        chunks=list(case.chunks) if case.chunks is not None else None,
+        pieces=list(case.pieces) if case.pieces is not None else None,
+        gap=case.gap,
+        content_length=case.content_length,
+    )
 
 
 @pytest.mark.parametrize("case", _params())
@@ -571,14 +924,16 @@ PROTOCOL: list[tuple[str, bytes]] = [
     ("two different Content-Lengths", _raw(_POST, b"Content-Length: 2", body=VALID)),
     ("Content-Length with Transfer-Encoding (smuggling)", _raw(_POST, b"Transfer-Encoding: chunked", body=VALID)),
     ("Content-Encoding br (no brotli decoder)", _raw(_POST, b"Content-Encoding: br", body=VALID)),
-    ("Authorization header of 100 KB", _raw(b"GET /details/corpus-seed HTTP/1.1",
-                                            b"Authorization: Bearer " + SECRET_TOKEN)),
+    (
+        "Authorization header of 100 KB",
+        _raw(b"GET /details/corpus-seed HTTP/1.1", b"Authorization: Bearer " + SECRET_TOKEN),
+    ),
     ("Authorization header of 100 KB on a deposit", _raw(_POST, b"Authorization: Bearer " + SECRET_TOKEN, body=VALID)),
 ]
 
 
 def _windows(data: bytes, size: int = 24) -> set[bytes]:
-    return {data[i:i + size] for i in range(0, max(len(data) - size, 0) + 1)}
+    return {data[i : i + size] for i in range(0, max(len(data) - size, 0) + 1)}
 
 
 @pytest.mark.parametrize("raw", [pytest.param(r, id=i) for i, r in PROTOCOL])
@@ -626,7 +981,10 @@ def test_corpus_emitted_nothing_and_the_api_keeps_serving(api: Api):
     reply = post_json(api.port, {"WalletID": "corpus-after", "Amount": 12.34})
     assert reply.status == 202, reply
     details = get(api.port, f"/details/corpus-after?token={reply.doc['ConsistencyToken']}")
-    assert (details.status, details.body) == (200, b'{"WalletID":"corpus-after","Balance":12.34,"AboveThreshold":false}')
+    assert (details.status, details.body) == (
+        200,
+        b'{"WalletID":"corpus-after","Balance":12.34,"AboveThreshold":false}',
+    )
 
 
 def test_a_valid_body_arriving_in_several_segments_is_accepted(api: Api):

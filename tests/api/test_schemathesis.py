@@ -13,25 +13,32 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, settings
-
 import schemathesis
-import wallet_api
+import yaml
+from api_http import get
+from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_headers_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
-from api_http import get
+import wallet_api
 
 pytestmark = pytest.mark.integration
 
 SPEC = Path(wallet_api.__file__).with_name("openapi.yaml")
 schema = schemathesis.openapi.from_path(str(SPEC))
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 #: How long GET /details waits for a token's deposit in this module's API (the default is 5 s): generated
 #: tokens are well-formed but mostly name deposits that do not exist, and each would wait that long.
 CONSISTENCY_TIMEOUT = "0.3"
@@ -47,13 +54,22 @@ def base_url(module_cluster) -> str:
 def _waited_for_a_token(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """GET /details with a token that never showed: the documented 503 (not a server fault)."""
     headers = {k.lower(): v for k, v in (case.headers or {}).items()}
-    return (case.operation.label == "GET /details/{wallet_id}" and response.status_code == 503
-            and ("token" in (case.query or {}) or "consistency-token" in headers))
+    return (
+        case.operation.label == "GET /details/{wallet_id}"
+        and response.status_code == 503
+        and ("token" in (case.query or {}) or "consistency-token" in headers)
+    )
 
 
 @schema.parametrize()
-@settings(max_examples=50, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck), print_blob=False)
+@settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=False,
+)
 def test_api_conforms_to_its_openapi_description(case: schemathesis.Case, base_url: str):
     response = case.call(base_url=base_url, timeout=15)
     if _waited_for_a_token(case, response):

@@ -27,12 +27,16 @@ def test_each_workers_samples_are_kept_under_its_own_label_in_one_family_each():
     assert requests == {"0": 3.0, "1": 5.0}
     gauges = {s.labels["worker"]: s.value for s in families["http_in_flight"].samples}
     assert gauges == {"0": 1.0, "1": 2.0}
-    counts = {s.labels["worker"]: s.value for s in families["http_request_duration_seconds"].samples
-              if s.name.endswith("_count")}
+    counts = {
+        s.labels["worker"]: s.value
+        for s in families["http_request_duration_seconds"].samples
+        if s.name.endswith("_count")
+    }
     assert counts == {"0": 3.0, "1": 5.0}
     buckets = [s for s in families["http_request_duration_seconds"].samples if s.name.endswith("_bucket")]
     assert {(s.labels["worker"], s.labels["le"]) for s in buckets} == {
-        (w, le) for w in "01" for le in ("0.01", "0.1", "+Inf")}
+        (w, le) for w in "01" for le in ("0.01", "0.1", "+Inf")
+    }
 
 
 def test_a_workers_command_line_overrides_the_supervisors_flags():
@@ -45,4 +49,9 @@ def test_a_workers_command_line_overrides_the_supervisors_flags():
     p.add_argument("--reuse-port", action="store_true")
     args = p.parse_args(argv)
     assert (args.workers, args.ops_port, args.state_dir, args.ops_host, args.reuse_port) == (
-        "1", "40123", "/s/worker-2", "127.0.0.1", True)
+        "1",
+        "40123",
+        "/s/worker-2",
+        "127.0.0.1",
+        True,
+    )

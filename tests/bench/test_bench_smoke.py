@@ -75,11 +75,29 @@ def test_quick_run_prints_every_figure(tmp_path):
     out_json = tmp_path / "results.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "wallet_bench", "--quick", "--json", str(out_json),
-                          "--work-dir", str(tmp_path / "work"), "--plots", str(tmp_path / "plots")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wallet_bench",
+            "--quick",
+            "--json",
+            str(out_json),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     elapsed = time.monotonic() - started
-    assert run.returncode == 0, f"exit {run.returncode}\n--- stderr ---\n{run.stderr[-6000:]}\n--- stdout ---\n{run.stdout}"
+    assert run.returncode == 0, (
+        f"exit {run.returncode}\n--- stderr ---\n{run.stderr[-6000:]}\n--- stdout ---\n{run.stdout}"
+    )
     # How long --quick takes is a figure, not a test (about 100 s on the 2-core machine); the
     # subprocess timeout above only stops a hung run.
     print(f"bench --quick took {elapsed:.0f} s")
@@ -115,7 +133,8 @@ def test_profile_summary_reads_collapsed_stacks(tmp_path):
     raw.write_text(
         f"process 1;thread (0x1);run (walletkit/stream/processor.py:140);_process ({REPO}/walletkit/stream/processor.py:259) 30\n"
         f"thread (0x1);run (walletkit/stream/processor.py:140);_flush (walletkit/stream/processor.py:300);"
-        f"write (/x/lib/python3.11/site-packages/rocksdict/__init__.py:10) 70\n")
+        f"write (/x/lib/python3.11/site-packages/rocksdict/__init__.py:10) 70\n"
+    )
     s = profiling.summarize(raw, top=5)
     assert s["samples"] == 100
     assert s["self"][0] == ("write (rocksdict/__init__.py:10)", 70.0)
@@ -129,13 +148,20 @@ def test_report_judges_targets():
     proc = {"rate": 10_000.0, "rate_per_cpu": 12_000.0, "steady": True}
     results = {
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 1, "python": "3.11", "loadavg_1m_at_start": 0},
-        "started": "now", "sizes": "s",
-        "processors": {"raw": {**proc, "rate": 11_000.0}, "balance": proc, "above_threshold": {**proc, "rate": 5000.0},
-                       "balance_applied_offsets": {**proc, "rate": 12_000.0},
-                       "quix_balance": {**proc, "rate": 2000.0}, "quix_above_threshold": {**proc, "rate": 2000.0},
-                       "goka_balance": {**proc, "rate": 6000.0}, "goka_above_threshold": {**proc, "rate": 3000.0},
-                       "kstreams_balance_eos": {**proc, "rate": 15_000.0},
-                       "kstreams_balance_alos": {**proc, "rate": 16_000.0}},
+        "started": "now",
+        "sizes": "s",
+        "processors": {
+            "raw": {**proc, "rate": 11_000.0},
+            "balance": proc,
+            "above_threshold": {**proc, "rate": 5000.0},
+            "balance_applied_offsets": {**proc, "rate": 12_000.0},
+            "quix_balance": {**proc, "rate": 2000.0},
+            "quix_above_threshold": {**proc, "rate": 2000.0},
+            "goka_balance": {**proc, "rate": 6000.0},
+            "goka_above_threshold": {**proc, "rate": 3000.0},
+            "kstreams_balance_eos": {**proc, "rate": 15_000.0},
+            "kstreams_balance_alos": {**proc, "rate": 16_000.0},
+        },
     }
     rows = {r[0]: r for r in report.rows(results)}
     assert rows["balance vs Quix Streams"][3:] == ("5.00×", "≥ 5×", "met")
@@ -144,7 +170,12 @@ def test_report_judges_targets():
     assert rows["above_threshold vs Goka"][3:] == ("1.67×", "≥ 1.5×", "met")
     # Same guarantee against same guarantee: exactly_once with exactly_once_v2, applied_offsets with at_least_once.
     assert rows["balance vs Kafka Streams, exactly_once vs exactly_once_v2"][1:] == (
-        "10,000 rec/s", "15,000 rec/s", "0.67×", "≥ 0.7×", "NOT MET")
+        "10,000 rec/s",
+        "15,000 rec/s",
+        "0.67×",
+        "≥ 0.7×",
+        "NOT MET",
+    )
     assert rows["balance vs Kafka Streams, applied_offsets vs at_least_once"][3:] == ("0.75×", "≥ 0.7×", "met")
     assert rows["balance vs raw loop"][3:] == ("0.91×", "≥ 0.9×", "met")
     assert "balance vs Quix Streams" in report.render(results)

@@ -17,11 +17,11 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-from walletkit.devstack.images import DockerIgnore  # noqa: F401 (re-exported for the Dockerfile tests)
 from typing import Any
 
 import pytest
+
+from walletkit.devstack.images import DockerIgnore  # noqa: F401 (re-exported for the Dockerfile tests)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "wallet"
@@ -62,15 +62,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     # The API autoscaled, processors at the partition bound, a real storage class.
     "hpa-scaled": {
-        "api": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 10,
-                                "targetMemoryUtilizationPercentage": 80}},
+        "api": {
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 3,
+                "maxReplicas": 10,
+                "targetMemoryUtilizationPercentage": 80,
+            }
+        },
         "balance": {"replicaCount": 8, "persistence": {"storageClass": "fast-ssd", "size": "20Gi"}},
         "aboveThreshold": {"replicaCount": 8},
     },
     # The API's views on a volume per pod (a StatefulSet), autoscaled.
     "api-persistent": {
-        "api": {"stateVolume": {"persistent": {"enabled": True, "size": "4Gi", "storageClass": "fast-ssd"}},
-                "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}},
+        "api": {
+            "stateVolume": {"persistent": {"enabled": True, "size": "4Gi", "storageClass": "fast-ssd"}},
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
+        },
     },
     # Everything prometheus-operator related on.
     "monitoring": {
@@ -100,9 +108,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # The way in through this release's own Gateway, with an HTTPS listener whose certificate
     # cert-manager issues; plain HTTP only redirects.
     "gateway": {
-        "gateway": {"create": True, "className": "eg",
-                    "tls": {"enabled": True, "hostname": "wallet.example.com",
-                            "certManager": {"clusterIssuer": "letsencrypt"}}},
+        "gateway": {
+            "create": True,
+            "className": "eg",
+            "tls": {"enabled": True, "hostname": "wallet.example.com", "certManager": {"clusterIssuer": "letsencrypt"}},
+        },
         "api": {"httpRoute": {"enabled": True, "hostnames": ["wallet.example.com"]}},
     },
     # The optional Ingress instead (an ingress controller of your own).
@@ -111,31 +121,52 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     # The Ingress terminating TLS with a certificate cert-manager issues for its host.
     "ingress-tls": {
-        "api": {"httpRoute": {"enabled": False},
-                "ingress": {"enabled": True, "className": "traefik", "host": "wallet.example.com",
-                            "certManager": {"clusterIssuer": "letsencrypt"}}},
+        "api": {
+            "httpRoute": {"enabled": False},
+            "ingress": {
+                "enabled": True,
+                "className": "traefik",
+                "host": "wallet.example.com",
+                "certManager": {"clusterIssuer": "letsencrypt"},
+            },
+        },
     },
     # Bearer tokens checked against the issuer's JWKS URL, and a per-client rate limit.
     "auth-jwks-url": {
-        "api": {"auth": {"enabled": True, "issuer": "https://id.example.com/realms/wallet", "audience": "wallet-api",
-                         "jwksUrl": "https://id.example.com/realms/wallet/protocol/openid-connect/certs",
-                         "algorithms": ["RS256", "PS256"], "leewaySeconds": 10},
-                "rateLimit": {"requestsPerSecond": 20, "burst": 40}},
+        "api": {
+            "auth": {
+                "enabled": True,
+                "issuer": "https://id.example.com/realms/wallet",
+                "audience": "wallet-api",
+                "jwksUrl": "https://id.example.com/realms/wallet/protocol/openid-connect/certs",
+                "algorithms": ["RS256", "PS256"],
+                "leewaySeconds": 10,
+            },
+            "rateLimit": {"requestsPerSecond": 20, "burst": 40},
+        },
         "networkPolicy": {"jwks": {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}},
     },
     # Bearer tokens checked against a JWKS document from a ConfigMap; the helm test has a token.
     "auth-jwks-file": {
-        "api": {"auth": {"enabled": True, "issuer": "https://id.example.com", "audience": "wallet",
-                         "jwks": {"configMap": "wallet-issuer-keys", "key": "keys.json"},
-                         "scopes": {"deposit": "payments:write", "read": "payments:read"}, "walletsClaim": "accounts"}},
+        "api": {
+            "auth": {
+                "enabled": True,
+                "issuer": "https://id.example.com",
+                "audience": "wallet",
+                "jwks": {"configMap": "wallet-issuer-keys", "key": "keys.json"},
+                "scopes": {"deposit": "payments:write", "read": "payments:read"},
+                "walletsClaim": "accounts",
+            }
+        },
         "tests": {"bearerToken": {"secret": "wallet-helm-test-token"}},
     },
     # Images pinned by digest (what production should do).
     "pinned": {
         "api": {"image": {"repository": "registry.example/wallet-api", "digest": "sha256:" + "a" * 64}},
         "balance": {"image": {"repository": "registry.example/wallet-balance", "digest": "sha256:" + "b" * 64}},
-        "aboveThreshold": {"image": {"repository": "registry.example/wallet-above-threshold",
-                                     "digest": "sha256:" + "c" * 64}},
+        "aboveThreshold": {
+            "image": {"repository": "registry.example/wallet-above-threshold", "digest": "sha256:" + "c" * 64}
+        },
     },
 }
 
@@ -156,12 +187,18 @@ def helm():
 
 def checkov_binary() -> str:
     """checkov lives in its own venv (its pins conflict with the project's lock): find it."""
-    candidates = [os.environ.get("CHECKOV_BIN"), shutil.which("checkov"), str(REPO / ".venv" / "checkov" / "bin" / "checkov")]
+    candidates = [
+        os.environ.get("CHECKOV_BIN"),
+        shutil.which("checkov"),
+        str(REPO / ".venv" / "checkov" / "bin" / "checkov"),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    message = ("checkov not found (CHECKOV_BIN, PATH, .venv/checkov/bin/checkov); install it in its own venv: "
-               "python3 -m venv .venv/checkov && .venv/checkov/bin/pip install checkov==3.3.30")
+    message = (
+        "checkov not found (CHECKOV_BIN, PATH, .venv/checkov/bin/checkov); install it in its own venv: "
+        "python3 -m venv .venv/checkov && .venv/checkov/bin/pip install checkov==3.3.30"
+    )
     if os.environ.get("CI"):
         pytest.fail(message + " (CI must install it)")
     pytest.skip(message)
@@ -315,8 +352,12 @@ def structural_to_jsonschema(node: Any) -> Any:
         out["properties"].setdefault("metadata", {"type": "object"})
     if node.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
-    if (out.get("type") == "object" and "properties" in out and "additionalProperties" not in out
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -345,8 +386,9 @@ def load_crds() -> dict[tuple[str, str], CrdVersion]:
             for version in spec["versions"]:
                 schema = structural_to_jsonschema(version["schema"]["openAPIV3Schema"])
                 key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
-                found[key] = CrdVersion(spec["group"], spec["names"]["kind"], version["name"],
-                                        bool(version.get("served")), schema)
+                found[key] = CrdVersion(
+                    spec["group"], spec["names"]["kind"], version["name"], bool(version.get("served")), schema
+                )
     return found
 
 
@@ -429,8 +471,13 @@ def copy_sources(instruction: Instruction) -> tuple[list[str], str, dict[str, st
 
 def repo_files() -> list[str]:
     """Files of the working tree that git would consider (tracked or new, not ignored)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line for line in out.splitlines() if (REPO / line).is_file()]
 
 

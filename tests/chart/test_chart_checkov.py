@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from chart_support import REPO, SCENARIOS, SERVICES, checkov_binary, checkov_skips, render_scenario
+from chart_support import REPO, SCENARIOS, checkov_binary, checkov_skips, render_scenario
 
 CHECKOV_ENV = {
     **os.environ,
@@ -23,8 +22,14 @@ CHECKOV_ENV = {
 
 def run_checkov(args: list[str]) -> list[dict]:
     """Run checkov with JSON output; the list of its reports (one per framework)."""
-    proc = subprocess.run([checkov_binary(), *args, "--skip-download", "--compact", "-o", "json"],
-                          capture_output=True, text=True, env=CHECKOV_ENV, timeout=180, cwd=REPO)
+    proc = subprocess.run(
+        [checkov_binary(), *args, "--skip-download", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=CHECKOV_ENV,
+        timeout=180,
+        cwd=REPO,
+    )
     assert proc.returncode in (0, 1), f"checkov failed to run ({proc.returncode}): {proc.stderr[-2000:]}"
     out = json.loads(proc.stdout)
     reports = out if isinstance(out, list) else [out]
@@ -45,8 +50,12 @@ def manifest_findings(tmp_path_factory) -> dict[str, list[tuple[str, str, str]]]
         rendered = render_scenario(scenario)
         (root / scenario).mkdir()
         (root / scenario / "manifests.yaml").write_text(
-            "\n---\n".join(text for template, text in sorted(rendered.raw.items())
-                           if not template.endswith("NOTES.txt") and text.strip()))
+            "\n---\n".join(
+                text
+                for template, text in sorted(rendered.raw.items())
+                if not template.endswith("NOTES.txt") and text.strip()
+            )
+        )
     reports = run_checkov(["-d", str(root), "--framework", "kubernetes"])
     passed = sum(r["summary"]["passed"] for r in reports)
     assert passed > 100 * len(SCENARIOS) / 2, f"checkov passed only {passed} checks: did it scan the manifests?"
@@ -59,8 +68,12 @@ def manifest_findings(tmp_path_factory) -> dict[str, list[tuple[str, str, str]]]
 
 def test_rendered_manifests_have_no_unaccepted_findings(manifest_findings):
     skips = checkov_skips()
-    unaccepted = [f"{scenario}: {check} {resource}" for scenario, found in manifest_findings.items()
-                  for check, resource, _ in found if not any(s.matches(check, resource) for s in skips)]
+    unaccepted = [
+        f"{scenario}: {check} {resource}"
+        for scenario, found in manifest_findings.items()
+        for check, resource, _ in found
+        if not any(s.matches(check, resource) for s in skips)
+    ]
     assert not unaccepted, "checkov findings without a reason in checkov-skips.yaml:\n" + "\n".join(unaccepted)
 
 

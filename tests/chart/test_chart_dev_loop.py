@@ -8,9 +8,8 @@ import shutil
 import subprocess
 
 import yaml
-
+from chart_support import RELEASE, REPO, SERVICES, containers, render, require_module
 from support import missing_tool
-from chart_support import REPO, RELEASE, SERVICES, containers, render, require_module
 
 
 def load_yaml(name):
@@ -115,16 +114,24 @@ def test_kind_up_script_is_strict_and_checks_its_tools():
     assert (REPO / "scripts" / "kind-up.sh").stat().st_mode & 0o111, "executable"
     for tool in ("docker", "kind", "kubectl", "helm", "skaffold"):
         assert re.search(rf"^need {tool} ", script, re.M), f"no clear message when {tool} is missing"
-    for step in ("kind create cluster", "envoyproxy/gateway-helm", "kind-gateway.yaml", "strimzi-kafka-operator",
-                 "kube-prometheus-stack",
-                 "skaffold dev --profile kind", "kind-config.yaml"):
+    for step in (
+        "kind create cluster",
+        "envoyproxy/gateway-helm",
+        "kind-gateway.yaml",
+        "strimzi-kafka-operator",
+        "kube-prometheus-stack",
+        "skaffold dev --profile kind",
+        "kind-config.yaml",
+    ):
         assert step in script
     # The namespaces it installs into are those the chart's NetworkPolicies admit by default.
     values = load_yaml("charts/wallet/values.yaml")["networkPolicy"]
     assert values["prometheus"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"
     assert "--namespace monitoring" in script
-    assert values["gateway"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == \
-        "envoy-gateway-system" and "--namespace envoy-gateway-system" in script
+    assert (
+        values["gateway"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "envoy-gateway-system"
+        and "--namespace envoy-gateway-system" in script
+    )
     subprocess.run(["bash", "-n", str(REPO / "scripts" / "kind-up.sh")], check=True)
 
 
@@ -139,8 +146,13 @@ def test_kind_up_reports_every_missing_tool_and_stops(tmp_path):
     """With an empty PATH (bar bash's own builtins) the script names the tools and exits non-zero
     before touching anything."""
     bash = shutil.which("bash")
-    result = subprocess.run([bash, str(REPO / "scripts" / "kind-up.sh"), "--no-dev"], capture_output=True, text=True,
-                            env={"PATH": str(tmp_path), "HOME": str(tmp_path)}, timeout=30)
+    result = subprocess.run(
+        [bash, str(REPO / "scripts" / "kind-up.sh"), "--no-dev"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path), "HOME": str(tmp_path)},
+        timeout=30,
+    )
     assert result.returncode != 0
     for tool in ("docker", "kind", "kubectl", "helm", "skaffold"):
         assert f"'{tool}' is required" in result.stderr, result.stderr

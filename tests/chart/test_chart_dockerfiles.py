@@ -7,17 +7,28 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from chart_support import (
-    REPO, RELEASE, SERVICES, DockerIgnore, containers, copy_sources, parse_dockerfile, pyproject, render_scenario,
+    RELEASE,
+    REPO,
+    SERVICES,
+    DockerIgnore,
+    containers,
+    copy_sources,
+    parse_dockerfile,
+    pyproject,
+    render_scenario,
     repo_files,
 )
+
 from walletkit.devstack.images import artifacts
 
 DOCKERFILE = REPO / "services" / "Dockerfile"
 # Chart component name and values key of each service directory.
-COMPONENTS = {"api": ("Deployment", "api"), "balance": ("StatefulSet", "balance"),
-              "above_threshold": ("StatefulSet", "above-threshold")}
+COMPONENTS = {
+    "api": ("Deployment", "api"),
+    "balance": ("StatefulSet", "balance"),
+    "above_threshold": ("StatefulSet", "above-threshold"),
+}
 # skaffold.yaml's artifact of each service: its image is the chart's wallet-<component>.
 TARGETS = {a.image.removeprefix("wallet-").replace("-", "_"): a.target for a in artifacts()}
 
@@ -41,8 +52,11 @@ def stages(instructions):
 def final_stage(service: str):
     """The instructions that make the service's image: its target stage after the stages it is
     built FROM, parents first (a later ENTRYPOINT or USER overrides an earlier one)."""
-    by_name = {args.split()[-1]: (args.split()[0], body) for args, body in stages(dockerfile())
-               if len(args.split()) == 3 and args.split()[1].upper() == "AS"}
+    by_name = {
+        args.split()[-1]: (args.split()[0], body)
+        for args, body in stages(dockerfile())
+        if len(args.split()) == 3 and args.split()[1].upper() == "AS"
+    }
     chain, name = [], TARGETS[service]
     while name in by_name:
         base, body = by_name[name]
@@ -94,8 +108,11 @@ def test_the_api_images_healthcheck_probes_the_operations_port():
     """/healthz is served only on WALLET_OPS_PORT: the image's own check must look there."""
     check = last(final_stage("api"), "HEALTHCHECK").args
     assert "/healthz" in check and "WALLET_OPS_PORT" in check and "'8090'" in check, check
-    ops = next(p for p in containers(render_scenario("defaults").one("Deployment", f"{RELEASE}-api"))[0]["ports"]
-               if p["name"] == "ops")
+    ops = next(
+        p
+        for p in containers(render_scenario("defaults").one("Deployment", f"{RELEASE}-api"))[0]["ports"]
+        if p["name"] == "ops"
+    )
     assert ops["containerPort"] == 8090
 
 
@@ -132,8 +149,11 @@ def pip_commands():
     found = []
     for ins in dockerfile():
         if ins.keyword == "RUN":
-            found += [part.strip() for part in re.split(r"&&|;", ins.args)
-                      if re.search(r"\bpip (install|wheel|download)\b", part)]
+            found += [
+                part.strip()
+                for part in re.split(r"&&|;", ins.args)
+                if re.search(r"\bpip (install|wheel|download)\b", part)
+            ]
     return found
 
 
@@ -142,8 +162,10 @@ def test_everything_fetched_is_hash_locked_and_the_rest_is_offline():
     (--require-hashes --no-deps, wheels only) or reaches no index at all (--no-index)."""
     commands = pip_commands()
     locked = [c for c in commands if "--require-hashes" in c]
-    assert {re.search(r"-r (\S+)", c).group(1) for c in locked} == {"requirements/image.txt",
-                                                                     "requirements/image-build.txt"}, commands
+    assert {re.search(r"-r (\S+)", c).group(1) for c in locked} == {
+        "requirements/image.txt",
+        "requirements/image-build.txt",
+    }, commands
     for command in commands:
         assert "[dev]" not in command and "-e " not in command, "the dev extra never enters an image"
         assert "--no-deps" in command, f"pip resolves dependencies beyond the lock: {command}"
@@ -191,8 +213,13 @@ def test_copy_sources_exist_and_survive_dockerignore():
                 assert not ignore.excluded(source.rstrip("/")), f"{source} is excluded by .dockerignore"
                 below = [f for f in files if f == source.rstrip("/") or f.startswith(source.rstrip("/") + "/")]
                 assert below, f"{source} holds no files"
-                lost = [f for f in below if f.endswith((".py", ".pyi", ".proto", ".toml", ".txt")) and ignore.excluded(f)
-                        and "__pycache__" not in f]
+                lost = [
+                    f
+                    for f in below
+                    if f.endswith((".py", ".pyi", ".proto", ".toml", ".txt"))
+                    and ignore.excluded(f)
+                    and "__pycache__" not in f
+                ]
                 assert not lost, f"COPY {source} needs files .dockerignore drops: {lost[:5]}"
                 checked += 1
     assert checked >= 3
@@ -210,19 +237,34 @@ def test_copied_sources_hold_every_package_pyproject_installs():
                     copied |= {s.rstrip("/") for s in sources}
     assert {"pyproject.toml", "requirements/image.txt", "requirements/image-build.txt"} <= copied
     for package, directory in package_dirs.items():
-        assert any(directory == c or directory.startswith(c + "/") for c in copied), \
+        assert any(directory == c or directory.startswith(c + "/") for c in copied), (
             f"package {package} ({directory}) is not copied into the build stage"
+        )
 
 
 def test_dockerignore_keeps_the_context_small():
     ignore = DockerIgnore((REPO / ".dockerignore").read_text())
-    for path in (".git/HEAD", ".venv/bin/python", "tests/chart/conftest.py", "charts/wallet/Chart.yaml",
-                 "walletkit/__pycache__/x.cpython-311.pyc", "services/Dockerfile", ".state/api/x",
-                 # the dev lock and the other requirements files: the image installs only its own lock
-                 "constraints.txt", "requirements/chart.txt", "requirements/lock-image.sh"):
+    for path in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/chart/conftest.py",
+        "charts/wallet/Chart.yaml",
+        "walletkit/__pycache__/x.cpython-311.pyc",
+        "services/Dockerfile",
+        ".state/api/x",
+        # the dev lock and the other requirements files: the image installs only its own lock
+        "constraints.txt",
+        "requirements/chart.txt",
+        "requirements/lock-image.sh",
+    ):
         assert ignore.excluded(path), f"{path} should not be sent to the builder"
-    for path in ("pyproject.toml", "requirements/image.txt", "requirements/image-build.txt", "walletkit/__init__.py",
-                 "services/api/wallet_api/app.py"):
+    for path in (
+        "pyproject.toml",
+        "requirements/image.txt",
+        "requirements/image-build.txt",
+        "walletkit/__init__.py",
+        "services/api/wallet_api/app.py",
+    ):
         assert not ignore.excluded(path), f"{path} is needed by the build"
 
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chart_support import RELEASE, containers, env_of, pod_spec, render
 
 pytestmark = pytest.mark.integration
@@ -58,7 +57,7 @@ def local_command(container: dict) -> tuple[str, list[str]]:
     command = list(container["command"]) + list(container.get("args", []))
     for wrapper in INIT_WRAPPERS:
         if command[: len(wrapper)] == wrapper:
-            command = command[len(wrapper):]
+            command = command[len(wrapper) :]
     assert command and not command[0].startswith("-"), f"no program in {container['command']}"
     return command[0], command[1:]
 
@@ -118,17 +117,25 @@ def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
             probed = container["readinessProbe"]["httpGet"]
             assert probed["path"] == "/readyz" and probed["port"] in local_ports
             # Adapted: loopback only, free ports, temporary state.
-            env.update({
-                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                "WALLET_HTTP_HOST": "127.0.0.1",
-                "WALLET_STATE_DIR": str(tmp_path / "state" / pod_name),
-                **{PORT_ENV[name]: str(port) for name, port in local_ports.items()},  # ServiceProcess sets them too
-            })
+            env.update(
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                    "WALLET_HTTP_HOST": "127.0.0.1",
+                    "WALLET_STATE_DIR": str(tmp_path / "state" / pod_name),
+                    **{PORT_ENV[name]: str(port) for name, port in local_ports.items()},  # ServiceProcess sets them too
+                }
+            )
             script, args = local_command(container)
             grace = pod_spec(workload)["terminationGracePeriodSeconds"]
             # ServiceProcess waits for /readyz on its operations port: the one the chart's probe uses.
-            proc = ServiceProcess(script, env, local_ports["http"], tmp_path / f"{pod_name}.log", args=args,
-                                  ops_port=local_ports[probed["port"]]).start()
+            proc = ServiceProcess(
+                script,
+                env,
+                local_ports["http"],
+                tmp_path / f"{pod_name}.log",
+                args=args,
+                ops_port=local_ports[probed["port"]],
+            ).start()
             services.append((pod_name, proc, grace))
             if script == "wallet-balance":
                 proc.wait_ready(60)
@@ -163,8 +170,9 @@ def test_chart_rendered_services_carry_the_seed_flow(tmp_path):
         hook_env = local_env(hook_container, hook["metadata"]["name"])
         assert hook_env["WALLET_API_URL"].startswith(f"http://{RELEASE}-api.")
         hook_env.update({"WALLET_API_URL": api.url(""), "WALLET_TEST_TIMEOUT_SECONDS": "20"})
-        result = subprocess.run([sys.executable, *hook_container["command"][1:]], env=hook_env,
-                                capture_output=True, text=True, timeout=40)
+        result = subprocess.run(
+            [sys.executable, *hook_container["command"][1:]], env=hook_env, capture_output=True, text=True, timeout=40
+        )
         assert result.returncode == 0, f"helm test script failed: {result.stdout}{result.stderr}"
         assert "read back" in result.stdout
 

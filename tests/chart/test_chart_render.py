@@ -8,13 +8,25 @@ import shutil
 import subprocess
 
 import pytest
-
 from chart_support import (
-    CHART, NAMESPACE, RELEASE, SCENARIOS, containers, env_of, helm, pod_spec, render, render_scenario, require_module,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    containers,
+    env_of,
+    helm,
+    pod_spec,
+    render,
+    render_scenario,
+    require_module,
 )
 
-WORKLOADS = [("Deployment", f"{RELEASE}-api"), ("StatefulSet", f"{RELEASE}-balance"),
-             ("StatefulSet", f"{RELEASE}-above-threshold")]
+WORKLOADS = [
+    ("Deployment", f"{RELEASE}-api"),
+    ("StatefulSet", f"{RELEASE}-balance"),
+    ("StatefulSet", f"{RELEASE}-above-threshold"),
+]
 STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
@@ -35,7 +47,7 @@ def test_every_scenario_renders_the_three_workloads(scenario):
     persistent_api = SCENARIOS[scenario].get("api", {}).get("stateVolume", {}).get("persistent", {}).get("enabled")
     for kind, name in WORKLOADS:
         rendered.one("StatefulSet" if persistent_api and name == f"{RELEASE}-api" else kind, name)
-    assert f"Wallet service \"{RELEASE}\"" in rendered.notes
+    assert f'Wallet service "{RELEASE}"' in rendered.notes
     for m in rendered.manifests:
         assert m.doc["metadata"].get("namespace") == NAMESPACE, f"{m.kind}/{m.name} has no explicit namespace"
         labels = m.doc["metadata"].get("labels", {})
@@ -88,7 +100,10 @@ def test_topics_are_the_contracts_with_equal_partitions_and_their_policies():
 def test_kafka_is_kraft_with_a_node_pool_and_listeners_limited_to_the_release():
     rendered = render_scenario("defaults")
     kafka = rendered.one("Kafka", RELEASE)["spec"]["kafka"]
-    assert {(l["name"], l["port"], l["tls"]) for l in kafka["listeners"]} == {("plain", 9092, False), ("tls", 9093, True)}
+    assert {(lis["name"], lis["port"], lis["tls"]) for lis in kafka["listeners"]} == {
+        ("plain", 9092, False),
+        ("tls", 9093, True),
+    }
     for listener in kafka["listeners"]:
         peer = listener["networkPolicyPeers"][0]["podSelector"]["matchLabels"]
         assert peer == {"app.kubernetes.io/name": "wallet", "app.kubernetes.io/instance": RELEASE}
@@ -102,14 +117,17 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
     rendered = render_scenario("strimzi-tls-scram")
     kafka = rendered.one("Kafka", RELEASE)["spec"]
     assert kafka["kafka"]["authorization"] == {"type": "simple"}
-    assert all(l["authentication"] == {"type": "scram-sha-512"} for l in kafka["kafka"]["listeners"])
+    assert all(lis["authentication"] == {"type": "scram-sha-512"} for lis in kafka["kafka"]["listeners"])
     assert "userOperator" in kafka["entityOperator"]
     users = {m.name: m.doc for m in rendered.of_kind("KafkaUser")}
     assert set(users) == {f"{RELEASE}-api", f"{RELEASE}-balance", f"{RELEASE}-above-threshold"}
 
     def acl(user, rtype, name):
-        ops = [a["operations"] for a in users[user]["spec"]["authorization"]["acls"]
-               if a["resource"]["type"] == rtype and a["resource"]["name"] == name]
+        ops = [
+            a["operations"]
+            for a in users[user]["spec"]["authorization"]["acls"]
+            if a["resource"]["type"] == rtype and a["resource"]["name"] == name
+        ]
         return set(ops[0]) if ops else set()
 
     # Least privilege, per the services' code: who writes what, which groups.
@@ -127,7 +145,9 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
     assert acl(f"{RELEASE}-balance", "group", "balance-v") == {"Read"}
     assert "Write" not in acl(f"{RELEASE}-balance", "topic", "above_threshold-v")
     assert acl(f"{RELEASE}-above-threshold", "topic", "above_threshold-v") >= {"Read", "Write"}
-    assert "Write" not in acl(f"{RELEASE}-api", "topic", "balance-v") | acl(f"{RELEASE}-api", "topic", "above_threshold-v")
+    assert "Write" not in acl(f"{RELEASE}-api", "topic", "balance-v") | acl(
+        f"{RELEASE}-api", "topic", "above_threshold-v"
+    )
     for user in users:
         assert acl(user, "topic", "table-versions") == {"Read", "Describe"}
     # Exactly-once: every producer registers a transactional id (a processor also those of the
@@ -150,8 +170,11 @@ def test_tls_and_scram_wire_users_acls_secrets_and_ca_into_every_service():
         assert env["KAFKA_SASL_USERNAME"]["value"] == name, "the username is the component's KafkaUser"
         # The password: a read-only file of the KafkaUser's Secret (written by Strimzi), not an env var.
         assert "KAFKA_SASL_PASSWORD" not in env
-        assert password_file_secret(workload, container) == {"secretName": name, "defaultMode": 0o440,
-                                                             "items": [{"key": "password", "path": "password"}]}
+        assert password_file_secret(workload, container) == {
+            "secretName": name,
+            "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}],
+        }
         ca_path = env["KAFKA_SSL_CA_LOCATION"]["value"]
         mount = next(v for v in container["volumeMounts"] if v["name"] == "kafka-ca")
         assert ca_path == f"{mount['mountPath']}/ca.crt" and mount["readOnly"]
@@ -167,12 +190,16 @@ def test_external_tls_sasl_takes_credentials_and_ca_from_named_secrets():
         env = env_of(containers(workload)[0])
         assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
         assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-256"
-        assert env["KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "wallet-kafka-credentials",
-                                                                             "key": "username"}
+        assert env["KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+            "name": "wallet-kafka-credentials",
+            "key": "username",
+        }
         assert "KAFKA_SASL_PASSWORD" not in env
         assert password_file_secret(workload, containers(workload)[0]) == {
-            "secretName": "wallet-kafka-credentials", "defaultMode": 0o440,
-            "items": [{"key": "password", "path": "password"}]}
+            "secretName": "wallet-kafka-credentials",
+            "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}],
+        }
         assert env["WALLET_CREATE_TOPICS"]["value"] == "false"
         volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "kafka-ca")
         assert volume["secret"] == {"secretName": "corp-kafka-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}
@@ -295,27 +322,44 @@ def test_rendering_fails_clearly_when_processor_replicas_exceed_partitions(proce
     render({key: {"replicaCount": 8}, "kafka": {"topics": {"partitions": 8}}})  # the bound itself is fine
 
 
-@pytest.mark.parametrize("values,expected", [
-    ({"kafka": {"strimzi": {"enabled": False}}}, "no Kafka"),
-    ({"kafka": {"external": {"bootstrapServers": "k:9092"}}}, "choose one Kafka"),
-    ({"kafka": {"strimzi": {"enabled": False}, "external": {"bootstrapServers": "k:9092"}, "sasl": {"enabled": True}}},
-     "existingSecret"),
-    ({"kafka": {"sasl": {"enabled": True, "mechanism": "PLAIN"}}}, "SCRAM-SHA-512"),
-    ({"api": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, r"minReplicas \(5\) is above"),
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ({"kafka": {"strimzi": {"enabled": False}}}, "no Kafka"),
+        ({"kafka": {"external": {"bootstrapServers": "k:9092"}}}, "choose one Kafka"),
+        (
+            {
+                "kafka": {
+                    "strimzi": {"enabled": False},
+                    "external": {"bootstrapServers": "k:9092"},
+                    "sasl": {"enabled": True},
+                }
+            },
+            "existingSecret",
+        ),
+        ({"kafka": {"sasl": {"enabled": True, "mechanism": "PLAIN"}}}, "SCRAM-SHA-512"),
+        (
+            {"api": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}},
+            r"minReplicas \(5\) is above",
+        ),
+    ],
+)
 def test_inconsistent_values_fail_with_a_message(values, expected):
     h = helm()
     with pytest.raises(h.HelmRenderError, match=expected):
         render(values)
 
 
-@pytest.mark.parametrize("values,path", [
-    ({"api": {"replicaCount": "two"}}, "/api/replicaCount"),
-    ({"kafka": {"topics": {"partitions": 0}}}, "/kafka/topics/partitions"),
-    ({"aboveThreshold": {"threshold": "ten thousand"}}, "/aboveThreshold/threshold"),
-    ({"api": {"ingres": {"enabled": True}}}, "ingres"),
-    ({"logLevel": "verbose"}, "/logLevel"),
-])
+@pytest.mark.parametrize(
+    "values,path",
+    [
+        ({"api": {"replicaCount": "two"}}, "/api/replicaCount"),
+        ({"kafka": {"topics": {"partitions": 0}}}, "/kafka/topics/partitions"),
+        ({"aboveThreshold": {"threshold": "ten thousand"}}, "/aboveThreshold/threshold"),
+        ({"api": {"ingres": {"enabled": True}}}, "ingres"),
+        ({"logLevel": "verbose"}, "/logLevel"),
+    ],
+)
 def test_the_values_schema_rejects_bad_values(values, path):
     h = helm()
     with pytest.raises(h.HelmValuesError, match=path):
@@ -330,11 +374,16 @@ def test_a_persistent_api_state_is_a_statefulset_with_a_volume_per_pod_that_the_
     api = rendered.one("StatefulSet", f"{RELEASE}-api")["spec"]
     claim = api["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "state"
-    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-ssd",
-                             "resources": {"requests": {"storage": "4Gi"}}}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"storage": "4Gi"}},
+    }
     pod = api["template"]["spec"]
     assert "state" not in {v["name"] for v in pod["volumes"]}, "the emptyDir would shadow the claim"
-    mounts = {m["name"]: m["mountPath"] for m in containers(rendered.one("StatefulSet", f"{RELEASE}-api"))[0]["volumeMounts"]}
+    mounts = {
+        m["name"]: m["mountPath"] for m in containers(rendered.one("StatefulSet", f"{RELEASE}-api"))[0]["volumeMounts"]
+    }
     state_dir = env_of(containers(rendered.one("StatefulSet", f"{RELEASE}-api"))[0])["WALLET_STATE_DIR"]["value"]
     assert state_dir.startswith(mounts["state"]), (mounts, state_dir)
     assert "replicas" not in api  # the HPA owns them
@@ -360,23 +409,31 @@ def test_hpa_replaces_the_fixed_replica_count():
     assert render_scenario("defaults").one("Deployment", f"{RELEASE}-api")["spec"]["replicas"] == 2
 
 
-PUBLIC_PATHS = [("Exact", "/deposit"), ("PathPrefix", "/details/"), ("Exact", "/openapi.yaml"),
-                ("Exact", "/openapi.json")]
+PUBLIC_PATHS = [
+    ("Exact", "/deposit"),
+    ("PathPrefix", "/details/"),
+    ("Exact", "/openapi.yaml"),
+    ("Exact", "/openapi.json"),
+]
 
 
 def test_api_service_and_ingress_reach_port_8080():
     rendered = render_scenario("defaults")
     service = rendered.one("Service", f"{RELEASE}-api")["spec"]
-    assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
-                                {"name": "ops", "port": 8090, "targetPort": "ops", "protocol": "TCP"}]
-    assert not [m for m in rendered.manifests if m.kind in ("Ingress", "HTTPRoute", "Gateway")], \
+    assert service["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {"name": "ops", "port": 8090, "targetPort": "ops", "protocol": "TCP"},
+    ]
+    assert not [m for m in rendered.manifests if m.kind in ("Ingress", "HTTPRoute", "Gateway")], (
         "no Gateway named and no Gateway API served here: no way in is invented"
+    )
     ingress = render_scenario("ingress").one("Ingress", f"{RELEASE}-api")["spec"]
     assert ingress["ingressClassName"] == "nginx"
     # Only the public API, to port http: /metrics, /healthz and /readyz stay inside the cluster.
     paths = ingress["rules"][0]["http"]["paths"]
-    assert [(p["pathType"], p["path"]) for p in paths] == [("Prefix" if t == "PathPrefix" else t, v)
-                                                            for t, v in PUBLIC_PATHS]
+    assert [(p["pathType"], p["path"]) for p in paths] == [
+        ("Prefix" if t == "PathPrefix" else t, v) for t, v in PUBLIC_PATHS
+    ]
     for path in paths:
         assert path["backend"]["service"] == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
     assert "host" not in ingress["rules"][0], "no host: localhost works"
@@ -419,25 +476,42 @@ def test_network_policies_deny_by_default_and_allow_what_the_design_needs():
     rendered = render_scenario("defaults")
     policies = {m.name: m.doc["spec"] for m in rendered.of_kind("NetworkPolicy")}
     deny = policies[f"{RELEASE}-default-deny"]
-    assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "wallet", "app.kubernetes.io/instance": RELEASE}
+    assert deny["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "wallet",
+        "app.kubernetes.io/instance": RELEASE,
+    }
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
     api = policies[f"{RELEASE}-api"]
     sources = [peer for rule in api["ingress"] for peer in rule["from"]]
-    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "envoy-gateway-system"}
-               and p.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "envoy"}
-               for p in sources), "the Gateway's proxies -> API"
-    assert any(p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
-               for p in sources), "Prometheus -> API metrics"
+    assert any(
+        p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "envoy-gateway-system"}
+        and p.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "envoy"}
+        for p in sources
+    ), "the Gateway's proxies -> API"
+    assert any(
+        p.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
+        for p in sources
+    ), "Prometheus -> API metrics"
+
     # The public port from the Gateway's proxies and labelled clients; the operations port from
     # Prometheus and from nothing else.
     def sources_of(port):
-        return [peer for rule in api["ingress"] if any(p["port"] == port for p in rule["ports"]) for peer in rule["from"]]
+        return [
+            peer for rule in api["ingress"] if any(p["port"] == port for p in rule["ports"]) for peer in rule["from"]
+        ]
+
     assert {p["port"] for rule in api["ingress"] for p in rule["ports"]} == {"http", "ops"}
     assert all(len(rule["ports"]) == 1 for rule in api["ingress"]), "one port per rule: no rule opens both"
-    assert sources_of("ops") == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
-    assert not any(p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-                   == "monitoring" for p in sources_of("http")), "Prometheus scrapes ops, not the public port"
+    assert sources_of("ops") == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+    assert not any(
+        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+        for p in sources_of("http")
+    ), "Prometheus scrapes ops, not the public port"
     assert len(sources_of("http")) == 2, "the Gateway's proxies and labelled clients"
     processors = policies[f"{RELEASE}-processors"]
     assert len(processors["ingress"]) == 1, "only Prometheus reaches a processor"
@@ -479,15 +553,23 @@ def test_images_default_to_the_app_version_and_take_digests():
 
 def test_a_digest_wins_over_the_tag_for_every_image_the_operators_too():
     digest = {c: "sha256:" + c * 64 for c in "abcd"}
-    rendered = render({
-        "global": {"imageRegistry": "registry.example.com/wallet"},
-        "api": {"image": {"tag": "1.2.3", "digest": digest["a"]}},
-        "balance": {"image": {"tag": "1.2.3", "digest": digest["b"]}},
-        "aboveThreshold": {"image": {"digest": digest["c"]}},
-        "operator": {"enabled": True, "image": {"repository": "wallet-operator", "tag": "9", "digest": digest["d"]}},
-    })
-    images = {m.name: containers(m.doc)[0]["image"] for m in rendered.manifests
-              if m.kind in ("Deployment", "StatefulSet", "Pod")}
+    rendered = render(
+        {
+            "global": {"imageRegistry": "registry.example.com/wallet"},
+            "api": {"image": {"tag": "1.2.3", "digest": digest["a"]}},
+            "balance": {"image": {"tag": "1.2.3", "digest": digest["b"]}},
+            "aboveThreshold": {"image": {"digest": digest["c"]}},
+            "operator": {
+                "enabled": True,
+                "image": {"repository": "wallet-operator", "tag": "9", "digest": digest["d"]},
+            },
+        }
+    )
+    images = {
+        m.name: containers(m.doc)[0]["image"]
+        for m in rendered.manifests
+        if m.kind in ("Deployment", "StatefulSet", "Pod")
+    }
     assert images == {
         f"{RELEASE}-api": f"registry.example.com/wallet/wallet-api@{digest['a']}",
         f"{RELEASE}-balance": f"registry.example.com/wallet/wallet-balance@{digest['b']}",
@@ -500,8 +582,9 @@ def test_a_digest_wins_over_the_tag_for_every_image_the_operators_too():
     assert containers(shared.one("Deployment", f"{RELEASE}-operator"))[0]["image"] == f"wallet-api@{digest['a']}"
 
 
-@pytest.mark.parametrize("digest", ["sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha512:" + "a" * 64, "a" * 64,
-                                    "sha256:" + "a" * 64 + "\n"])
+@pytest.mark.parametrize(
+    "digest", ["sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha512:" + "a" * 64, "a" * 64, "sha256:" + "a" * 64 + "\n"]
+)
 @pytest.mark.parametrize("component", ["api", "balance", "aboveThreshold", "operator"])
 def test_the_schema_accepts_only_sha256_digests(component, digest):
     with pytest.raises(helm().HelmValuesError, match=f"/{component}/image/digest"):
@@ -516,10 +599,17 @@ def test_what_make_images_pushes_is_what_the_chart_pulls_with_the_registry_alone
 
     registry = "registry.example.com/wallet"
     rendered = render({"global": {"imageRegistry": registry}, "operator": {"enabled": True}})
-    wanted = {c["image"] for m in rendered.manifests if m.kind in ("Deployment", "StatefulSet", "Pod")
-              for c in containers(m.doc)}
-    pushed = {target for image in ("wallet-api", "wallet-balance", "wallet-above-threshold")
-              for target in push_targets(registry + "/", image, "0123456789ab")}
+    wanted = {
+        c["image"]
+        for m in rendered.manifests
+        if m.kind in ("Deployment", "StatefulSet", "Pod")
+        for c in containers(m.doc)
+    }
+    pushed = {
+        target
+        for image in ("wallet-api", "wallet-balance", "wallet-above-threshold")
+        for target in push_targets(registry + "/", image, "0123456789ab")
+    }
     assert wanted and wanted <= pushed, wanted - pushed
     assert f"{registry}/wallet-api:0123456789ab" in pushed  # and the build stays pinnable
 
@@ -527,9 +617,16 @@ def test_what_make_images_pushes_is_what_the_chart_pulls_with_the_registry_alone
 def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
     """What `helm install` needs after `make images IMAGES_ARGS="push REGISTRY"`: one value."""
     version = helm().Chart.load(str(CHART)).metadata["appVersion"]
-    rendered = render({"global": {"imageRegistry": "registry.example.com/wallet/"}, "operator": {"enabled": True},
-                       "aboveThreshold": {"image": {"registry": "mirror.example:5000"}}})
-    images = {d.name: containers(d.doc)[0]["image"] for d in rendered.manifests if d.kind in ("Deployment", "StatefulSet")}
+    rendered = render(
+        {
+            "global": {"imageRegistry": "registry.example.com/wallet/"},
+            "operator": {"enabled": True},
+            "aboveThreshold": {"image": {"registry": "mirror.example:5000"}},
+        }
+    )
+    images = {
+        d.name: containers(d.doc)[0]["image"] for d in rendered.manifests if d.kind in ("Deployment", "StatefulSet")
+    }
     assert images[f"{RELEASE}-api"] == f"registry.example.com/wallet/wallet-api:{version}"
     assert images[f"{RELEASE}-balance"] == f"registry.example.com/wallet/wallet-balance:{version}"
     assert images[f"{RELEASE}-above-threshold"] == f"mirror.example:5000/wallet-above-threshold:{version}"
@@ -537,20 +634,34 @@ def test_a_global_registry_prefixes_every_image_and_a_component_registry_wins():
 
 
 def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
-    shared = render({"api": {"httpRoute": {"enabled": True, "hostnames": ["wallet.example.com"],
-                                           "parentRefs": [{"name": "public", "namespace": "gateways",
-                                                           "sectionName": "https"}]}}})
+    shared = render(
+        {
+            "api": {
+                "httpRoute": {
+                    "enabled": True,
+                    "hostnames": ["wallet.example.com"],
+                    "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+                }
+            }
+        }
+    )
     route = shared.one("HTTPRoute", f"{RELEASE}-api")["spec"]
     assert route["parentRefs"] == [{"name": "public", "namespace": "gateways", "sectionName": "https"}]
     assert route["hostnames"] == ["wallet.example.com"]
-    assert route["rules"] == [{"matches": [{"path": {"type": t, "value": v}} for t, v in PUBLIC_PATHS],
-                               "backendRefs": [{"name": f"{RELEASE}-api", "port": 8080}]}], \
-        "only the public API, to the public port: no /metrics, /healthz or /readyz from outside"
+    assert route["rules"] == [
+        {
+            "matches": [{"path": {"type": t, "value": v}} for t, v in PUBLIC_PATHS],
+            "backendRefs": [{"name": f"{RELEASE}-api", "port": 8080}],
+        }
+    ], "only the public API, to the public port: no /metrics, /healthz or /readyz from outside"
     assert not [m for m in shared.manifests if m.kind == "Gateway"]
     own = render_scenario("gateway")
     gateway = own.one("Gateway", RELEASE)
     listeners = gateway["spec"]["listeners"]
-    assert [(l["name"], l["protocol"], l["port"]) for l in listeners] == [("http", "HTTP", 80), ("https", "HTTPS", 443)]
+    assert [(lis["name"], lis["protocol"], lis["port"]) for lis in listeners] == [
+        ("http", "HTTP", 80),
+        ("https", "HTTPS", 443),
+    ]
     # cert-manager issues for the listener's hostname into the Secret the listener names.
     assert listeners[1]["hostname"] == "wallet.example.com"
     assert listeners[1]["tls"] == {"mode": "Terminate", "certificateRefs": [{"name": f"{RELEASE}-gateway-tls"}]}
@@ -560,13 +671,21 @@ def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
     redirect = own.one("HTTPRoute", f"{RELEASE}-api-https-redirect")["spec"]
     assert redirect["parentRefs"] == [{"name": RELEASE, "sectionName": "http"}]
     assert redirect["hostnames"] == ["wallet.example.com"]
-    assert redirect["rules"] == [{"filters": [{"type": "RequestRedirect",
-                                               "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]
+    assert redirect["rules"] == [
+        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}
+    ]
     assert "through the Gateway" in own.notes and "BASE=https://wallet.example.com" in own.notes
     # Opting out of the redirect, or a TLS-less Gateway: one route on every listener, as before.
     route_on = {"api": {"httpRoute": {"enabled": True}}}
-    both = render({**route_on, "gateway": {"create": True, "tls": {"enabled": True, "redirectHttp": False,
-                                                                   "certificateRefs": [{"name": "wallet-tls"}]}}})
+    both = render(
+        {
+            **route_on,
+            "gateway": {
+                "create": True,
+                "tls": {"enabled": True, "redirectHttp": False, "certificateRefs": [{"name": "wallet-tls"}]},
+            },
+        }
+    )
     assert both.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
     assert both.one("Gateway", RELEASE)["spec"]["listeners"][1]["tls"]["certificateRefs"] == [{"name": "wallet-tls"}]
     assert len(both.of_kind("HTTPRoute")) == 1
@@ -574,9 +693,12 @@ def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
     assert plain.one("HTTPRoute", f"{RELEASE}-api")["spec"]["parentRefs"] == [{"name": RELEASE}]
     assert "BASE=http://localhost:8080" in plain.notes
     # A shared Gateway is its owner's: parentRefs are taken as given, no redirect route is added.
-    shared_tls = render({"gateway": {"create": True, "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]}},
-                         "api": {"httpRoute": {"enabled": True,
-                                               "parentRefs": [{"name": "public", "sectionName": "https"}]}}})
+    shared_tls = render(
+        {
+            "gateway": {"create": True, "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]}},
+            "api": {"httpRoute": {"enabled": True, "parentRefs": [{"name": "public", "sectionName": "https"}]}},
+        }
+    )
     assert [m.name for m in shared_tls.of_kind("HTTPRoute")] == [f"{RELEASE}-api"]
     with pytest.raises(Exception, match="names no Gateway"):
         render({"api": {"httpRoute": {"enabled": True}}})
@@ -584,25 +706,84 @@ def test_the_httproute_attaches_to_the_named_gateway_or_the_releases_own():
         render({"gateway": {"create": True, "tls": {"enabled": True}}})
 
 
-@pytest.mark.parametrize("values,expected", [
-    ({"gateway": {"create": True, "tls": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}},
-     "set gateway.tls.hostname"),
-    ({"gateway": {"create": True, "annotations": {"cert-manager.io/issuer": "ca"},
-                  "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]}}}, "set gateway.tls.hostname"),
-    ({"gateway": {"create": True, "annotations": {"cert-manager.io/issuer": "ca"},
-                  "tls": {"enabled": True, "hostname": "w.example.com", "certManager": {"issuer": "ca"}}}},
-     "gateway.annotations sets cert-manager.io/issuer and gateway.tls.certManager names an issuer too"),
-    ({"gateway": {"create": True, "tls": {"enabled": True, "hostname": "a.example.com",
-                                          "certManager": {"clusterIssuer": "le", "issuer": "ca"}}}},
-     "gateway.tls.certManager: set clusterIssuer or issuer, not both"),
-    ({"gateway": {"create": True, "tls": {"enabled": True, "hostname": "a.example.com", "certificateRefs": [{"name": "t"}]}},
-      "api": {"httpRoute": {"enabled": True, "hostnames": ["b.example.com"]}}}, "would not attach to the HTTPS listener"),
-    ({"api": {"ingress": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}}, "set api.ingress.host"),
-    ({"api": {"ingress": {"enabled": True, "host": "a.example.com",
-                          "tls": [{"hosts": ["b.example.com"], "secretName": "s"}]}}}, "covers none of api.ingress.host"),
-    ({"api": {"ingress": {"enabled": True, "host": "a.example.com", "certManager": {"clusterIssuer": "le"},
-                          "annotations": {"cert-manager.io/cluster-issuer": "other"}}}}, "keep one"),
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (
+            {"gateway": {"create": True, "tls": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}},
+            "set gateway.tls.hostname",
+        ),
+        (
+            {
+                "gateway": {
+                    "create": True,
+                    "annotations": {"cert-manager.io/issuer": "ca"},
+                    "tls": {"enabled": True, "certificateRefs": [{"name": "t"}]},
+                }
+            },
+            "set gateway.tls.hostname",
+        ),
+        (
+            {
+                "gateway": {
+                    "create": True,
+                    "annotations": {"cert-manager.io/issuer": "ca"},
+                    "tls": {"enabled": True, "hostname": "w.example.com", "certManager": {"issuer": "ca"}},
+                }
+            },
+            "gateway.annotations sets cert-manager.io/issuer and gateway.tls.certManager names an issuer too",
+        ),
+        (
+            {
+                "gateway": {
+                    "create": True,
+                    "tls": {
+                        "enabled": True,
+                        "hostname": "a.example.com",
+                        "certManager": {"clusterIssuer": "le", "issuer": "ca"},
+                    },
+                }
+            },
+            "gateway.tls.certManager: set clusterIssuer or issuer, not both",
+        ),
+        (
+            {
+                "gateway": {
+                    "create": True,
+                    "tls": {"enabled": True, "hostname": "a.example.com", "certificateRefs": [{"name": "t"}]},
+                },
+                "api": {"httpRoute": {"enabled": True, "hostnames": ["b.example.com"]}},
+            },
+            "would not attach to the HTTPS listener",
+        ),
+        ({"api": {"ingress": {"enabled": True, "certManager": {"clusterIssuer": "le"}}}}, "set api.ingress.host"),
+        (
+            {
+                "api": {
+                    "ingress": {
+                        "enabled": True,
+                        "host": "a.example.com",
+                        "tls": [{"hosts": ["b.example.com"], "secretName": "s"}],
+                    }
+                }
+            },
+            "covers none of api.ingress.host",
+        ),
+        (
+            {
+                "api": {
+                    "ingress": {
+                        "enabled": True,
+                        "host": "a.example.com",
+                        "certManager": {"clusterIssuer": "le"},
+                        "annotations": {"cert-manager.io/cluster-issuer": "other"},
+                    }
+                }
+            },
+            "keep one",
+        ),
+    ],
+)
 def test_tls_in_is_refused_where_it_could_not_work(values, expected):
     with pytest.raises(helm().HelmRenderError, match=expected):
         render(values)
@@ -616,8 +797,18 @@ def test_the_ingress_terminates_tls_with_the_certificate_cert_manager_issues():
     assert ingress["spec"]["rules"][0]["host"] == "wallet.example.com"
     assert "BASE=https://wallet.example.com" in rendered.notes
     # TLS blocks of your own are taken as given (a wildcard covers the host), with a namespaced Issuer.
-    own = render({"api": {"ingress": {"enabled": True, "host": "wallet.example.com", "certManager": {"issuer": "ca"},
-                                      "tls": [{"hosts": ["*.example.com"], "secretName": "wildcard-tls"}]}}})
+    own = render(
+        {
+            "api": {
+                "ingress": {
+                    "enabled": True,
+                    "host": "wallet.example.com",
+                    "certManager": {"issuer": "ca"},
+                    "tls": [{"hosts": ["*.example.com"], "secretName": "wildcard-tls"}],
+                }
+            }
+        }
+    )
     ingress = own.one("Ingress", f"{RELEASE}-api")
     assert ingress["spec"]["tls"] == [{"hosts": ["*.example.com"], "secretName": "wildcard-tls"}]
     assert ingress["metadata"]["annotations"]["cert-manager.io/issuer"] == "ca"
@@ -637,8 +828,15 @@ def test_monitoring_objects_follow_the_clusters_prometheus_operator_api_by_defau
 
 def test_runbook_urls_are_absolute_links_to_each_alerts_section_when_published():
     base = "https://git.example.com/wallet/blob/v0.1.0/docs/observability.md"
-    rule = render({**SCENARIOS["monitoring"], "metrics": {**SCENARIOS["monitoring"]["metrics"], "prometheusRule": {
-        "enabled": True, "runbookBaseUrl": base}}}).one("PrometheusRule", RELEASE)
+    rule = render(
+        {
+            **SCENARIOS["monitoring"],
+            "metrics": {
+                **SCENARIOS["monitoring"]["metrics"],
+                "prometheusRule": {"enabled": True, "runbookBaseUrl": base},
+            },
+        }
+    ).one("PrometheusRule", RELEASE)
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
     assert alerts
     for alert in alerts:
@@ -697,23 +895,34 @@ def test_defaults_cannot_lose_an_acknowledged_deposit():
     assert env["WALLET_REPLICATION_FACTOR"]["value"] == "3" and env["WALLET_MIN_INSYNC_REPLICAS"]["value"] == "2"
 
 
-@pytest.mark.parametrize("values,named", [
-    ({"kafka": {"strimzi": {"nodePool": {"replicas": 1}}}}, "kafka.strimzi.nodePool.replicas is 1"),
-    ({"kafka": {"topics": {"replicas": 2}}}, "kafka.topics.replicas is 2"),
-    ({"kafka": {"topics": {"replicas": -1}}}, "kafka.topics.replicas is -1"),
-    ({"kafka": {"topics": {"minInsyncReplicas": 1}}}, "kafka.topics.minInsyncReplicas is 1"),
-    ({"kafka": {"topics": {"tableConfig": {"unclean.leader.election.enable": True}}}},
-     "kafka.topics.tableConfig enables unclean leader election"),
-    ({"kafka": {"topics": {"depositConfig": {"min.insync.replicas": 1}}}},
-     "kafka.topics.depositConfig sets min.insync.replicas 1"),
-    ({"kafka": {"strimzi": {"config": {"default.replication.factor": 1}}}},
-     "default.replication.factor is 1"),
-    ({"kafka": {"strimzi": {"config": {"transaction.state.log.min.isr": 1}}}}, "transaction.state.log.min.isr is 1"),
-    ({"kafka": {"strimzi": {"config": {"unclean.leader.election.enable": True}}}},
-     "enables unclean.leader.election.enable"),
-    ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": True}}}}, "auto.create.topics.enable: false"),
-    ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": None}}}}, "auto.create.topics.enable: false"),
-])
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({"kafka": {"strimzi": {"nodePool": {"replicas": 1}}}}, "kafka.strimzi.nodePool.replicas is 1"),
+        ({"kafka": {"topics": {"replicas": 2}}}, "kafka.topics.replicas is 2"),
+        ({"kafka": {"topics": {"replicas": -1}}}, "kafka.topics.replicas is -1"),
+        ({"kafka": {"topics": {"minInsyncReplicas": 1}}}, "kafka.topics.minInsyncReplicas is 1"),
+        (
+            {"kafka": {"topics": {"tableConfig": {"unclean.leader.election.enable": True}}}},
+            "kafka.topics.tableConfig enables unclean leader election",
+        ),
+        (
+            {"kafka": {"topics": {"depositConfig": {"min.insync.replicas": 1}}}},
+            "kafka.topics.depositConfig sets min.insync.replicas 1",
+        ),
+        ({"kafka": {"strimzi": {"config": {"default.replication.factor": 1}}}}, "default.replication.factor is 1"),
+        (
+            {"kafka": {"strimzi": {"config": {"transaction.state.log.min.isr": 1}}}},
+            "transaction.state.log.min.isr is 1",
+        ),
+        (
+            {"kafka": {"strimzi": {"config": {"unclean.leader.election.enable": True}}}},
+            "enables unclean.leader.election.enable",
+        ),
+        ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": True}}}}, "auto.create.topics.enable: false"),
+        ({"kafka": {"strimzi": {"config": {"auto.create.topics.enable": None}}}}, "auto.create.topics.enable: false"),
+    ],
+)
 def test_an_unsafe_kafka_setting_is_refused_unless_explicitly_allowed(values, named):
     h = helm()
     with pytest.raises(h.HelmRenderError) as failure:
@@ -761,8 +970,11 @@ def test_authentication_is_off_by_default_and_said_so_explicitly():
 
 def test_authentication_with_a_jwks_url_wires_every_setting_and_lets_the_api_reach_the_issuer():
     rendered = render_scenario("auth-jwks-url")
-    env = {name: item["value"] for name, item in api_env(rendered).items()
-           if name.startswith(("WALLET_AUTH", "WALLET_RATE_LIMIT"))}
+    env = {
+        name: item["value"]
+        for name, item in api_env(rendered).items()
+        if name.startswith(("WALLET_AUTH", "WALLET_RATE_LIMIT"))
+    }
     assert env == {
         "WALLET_AUTH": "jwt",
         "WALLET_AUTH_ISSUER": "https://id.example.com/realms/wallet",
@@ -780,10 +992,16 @@ def test_authentication_with_a_jwks_url_wires_every_setting_and_lets_the_api_rea
     assert not [v for v in pod_spec(api)["volumes"] if v["name"] == "auth-jwks"], "keys from the URL: no file"
     egress = rendered.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"]
     assert egress[-1] == {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}
-    own_port = render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a",
-                                        "jwksUrl": "https://keys.example:8443/jwks"}}})
+    own_port = render(
+        {
+            "api": {
+                "auth": {"enabled": True, "issuer": "i", "audience": "a", "jwksUrl": "https://keys.example:8443/jwks"}
+            }
+        }
+    )
     assert own_port.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"][-1] == {
-        "ports": [{"port": 8443, "protocol": "TCP"}]}, "the URL's own port, to anywhere unless networkPolicy.jwks.to"
+        "ports": [{"port": 8443, "protocol": "TCP"}]
+    }, "the URL's own port, to anywhere unless networkPolicy.jwks.to"
     processors = rendered.one("NetworkPolicy", f"{RELEASE}-processors")["spec"]["egress"]
     assert not [r for r in processors if r["ports"][0]["port"] == 443], "only the API fetches keys"
 
@@ -798,14 +1016,21 @@ def test_authentication_with_a_jwks_file_mounts_it_read_only():
     mount = next(m for m in container["volumeMounts"] if m["name"] == "auth-jwks")
     assert mount["readOnly"] is True and path == mount["mountPath"] + "/jwks.json"
     volume = next(v for v in pod_spec(api)["volumes"] if v["name"] == "auth-jwks")
-    assert volume == {"name": "auth-jwks", "configMap": {"name": "wallet-issuer-keys",
-                                                         "items": [{"key": "keys.json", "path": "jwks.json"}]}}
-    assert (env["WALLET_AUTH_DEPOSIT_SCOPE"]["value"], env["WALLET_AUTH_READ_SCOPE"]["value"],
-            env["WALLET_AUTH_WALLETS_CLAIM"]["value"]) == ("payments:write", "payments:read", "accounts")
+    assert volume == {
+        "name": "auth-jwks",
+        "configMap": {"name": "wallet-issuer-keys", "items": [{"key": "keys.json", "path": "jwks.json"}]},
+    }
+    assert (
+        env["WALLET_AUTH_DEPOSIT_SCOPE"]["value"],
+        env["WALLET_AUTH_READ_SCOPE"]["value"],
+        env["WALLET_AUTH_WALLETS_CLAIM"]["value"],
+    ) == ("payments:write", "payments:read", "accounts")
     egress = rendered.one("NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"]
     assert not [r for r in egress if r["ports"][0]["port"] == 443], "keys from a file: no egress to an issuer"
     secret = render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a", "jwks": {"secret": "keys"}}}})
-    volume = next(v for v in pod_spec(secret.one("Deployment", f"{RELEASE}-api"))["volumes"] if v["name"] == "auth-jwks")
+    volume = next(
+        v for v in pod_spec(secret.one("Deployment", f"{RELEASE}-api"))["volumes"] if v["name"] == "auth-jwks"
+    )
     assert volume["secret"] == {"secretName": "keys", "items": [{"key": "jwks.json", "path": "jwks.json"}]}
 
 
@@ -821,38 +1046,53 @@ def test_the_helm_test_knows_whether_the_api_wants_a_token():
     mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
     assert mount["readOnly"] and path == mount["mountPath"] + "/token"
     assert next(v for v in pod["spec"]["volumes"] if v["name"] == "token")["secret"] == {
-        "secretName": "wallet-helm-test-token", "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]}
+        "secretName": "wallet-helm-test-token",
+        "defaultMode": 0o440,
+        "items": [{"key": "token", "path": "token"}],
+    }
 
 
-@pytest.mark.parametrize("auth,expected", [
-    ({}, r"api.auth.enabled needs api.auth.issuer"),
-    ({"issuer": "https://id.example.com"}, r"api.auth.enabled needs api.auth.audience"),
-    ({"issuer": "https://id.example.com", "audience": "  "}, r"needs api.auth.audience"),
-    ({"issuer": "i", "audience": "a"}, r"exactly one source of the issuer's keys.*\(none is set\)"),
-    ({"issuer": "i", "audience": "a", "jwksUrl": "https://k.example/jwks", "jwks": {"secret": "keys"}},
-     r"api.auth.jwksUrl and api.auth.jwks.secret are set together"),
-    ({"issuer": "i", "audience": "a", "jwks": {"secret": "keys", "configMap": "keys"}},
-     r"api.auth.jwks.configMap and api.auth.jwks.secret are set together"),
-])
+@pytest.mark.parametrize(
+    "auth,expected",
+    [
+        ({}, r"api.auth.enabled needs api.auth.issuer"),
+        ({"issuer": "https://id.example.com"}, r"api.auth.enabled needs api.auth.audience"),
+        ({"issuer": "https://id.example.com", "audience": "  "}, r"needs api.auth.audience"),
+        ({"issuer": "i", "audience": "a"}, r"exactly one source of the issuer's keys.*\(none is set\)"),
+        (
+            {"issuer": "i", "audience": "a", "jwksUrl": "https://k.example/jwks", "jwks": {"secret": "keys"}},
+            r"api.auth.jwksUrl and api.auth.jwks.secret are set together",
+        ),
+        (
+            {"issuer": "i", "audience": "a", "jwks": {"secret": "keys", "configMap": "keys"}},
+            r"api.auth.jwks.configMap and api.auth.jwks.secret are set together",
+        ),
+    ],
+)
 def test_enabled_authentication_needs_issuer_audience_and_exactly_one_key_source(auth, expected):
     with pytest.raises(helm().HelmRenderError, match=expected):
         render({"api": {"auth": {"enabled": True, **auth}}})
 
 
-@pytest.mark.parametrize("values,path", [
-    ({"api": {"auth": {"jwksUrl": "http://id.example.com/jwks"}}}, "/api/auth/jwksUrl"),
-    ({"api": {"auth": {"algorithms": ["HS256"]}}}, "/api/auth/algorithms"),
-    ({"api": {"auth": {"algorithms": []}}}, "/api/auth/algorithms"),
-    ({"api": {"auth": {"leewaySeconds": 301}}}, "/api/auth/leewaySeconds"),
-    ({"api": {"auth": {"scopes": {"read": "wallet read"}}}}, "/api/auth/scopes/read"),
-    ({"api": {"rateLimit": {"requestsPerSecond": -1}}}, "/api/rateLimit/requestsPerSecond"),
-    ({"api": {"rateLimit": {"burst": 1.5}}}, "/api/rateLimit/burst"),
-])
+@pytest.mark.parametrize(
+    "values,path",
+    [
+        ({"api": {"auth": {"jwksUrl": "http://id.example.com/jwks"}}}, "/api/auth/jwksUrl"),
+        ({"api": {"auth": {"algorithms": ["HS256"]}}}, "/api/auth/algorithms"),
+        ({"api": {"auth": {"algorithms": []}}}, "/api/auth/algorithms"),
+        ({"api": {"auth": {"leewaySeconds": 301}}}, "/api/auth/leewaySeconds"),
+        ({"api": {"auth": {"scopes": {"read": "wallet read"}}}}, "/api/auth/scopes/read"),
+        ({"api": {"rateLimit": {"requestsPerSecond": -1}}}, "/api/rateLimit/requestsPerSecond"),
+        ({"api": {"rateLimit": {"burst": 1.5}}}, "/api/rateLimit/burst"),
+    ],
+)
 def test_the_schema_refuses_auth_values_the_api_would_refuse(values, path):
     with pytest.raises(helm().HelmValuesError, match=path):
         render(values)
     # Loopback http is the one exception (a sidecar in the pod serving the keys).
-    render({"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a", "jwksUrl": "http://127.0.0.1:8089/jwks"}}})
+    render(
+        {"api": {"auth": {"enabled": True, "issuer": "i", "audience": "a", "jwksUrl": "http://127.0.0.1:8089/jwks"}}}
+    )
 
 
 class _StubApi:
@@ -878,8 +1118,9 @@ class _StubApi:
                 self.wfile.write(data)
 
             def authorized(self):
-                return not stub.enforce or (stub.token is not None
-                                            and self.headers.get("Authorization") == f"Bearer {stub.token}")
+                return not stub.enforce or (
+                    stub.token is not None and self.headers.get("Authorization") == f"Bearer {stub.token}"
+                )
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -894,8 +1135,10 @@ class _StubApi:
                     return self.reply(401, '{"error":"no token"}')
                 if wallet not in stub.wallets:
                     return self.reply(404, '{"error":"unknown wallet"}')
-                self.reply(200, json.dumps({"WalletID": wallet, "Balance": 8000, "AboveThreshold": False},
-                                           separators=(",", ":")))
+                self.reply(
+                    200,
+                    json.dumps({"WalletID": wallet, "Balance": 8000, "AboveThreshold": False}, separators=(",", ":")),
+                )
 
         self.token, self.enforce, self.wallets = token, enforce, set()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -6,9 +6,14 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from chart_support import (
-    KUBE_VERSIONS, RELEASE, SCENARIOS, load_crds, render_scenario, require_module, validate_custom_resource,
+    KUBE_VERSIONS,
+    RELEASE,
+    SCENARIOS,
+    load_crds,
+    render_scenario,
+    require_module,
+    validate_custom_resource,
 )
 
 CUSTOM_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/", "scaling.wallet.dev/", "gateway.networking.k8s.io/")
@@ -32,7 +37,9 @@ def test_kubernetes_objects_match_the_kubernetes_schemas(scenario):
             except kv.ValidationError as exc:
                 failures.append(f"{m.kind}/{m.name} (Kubernetes {version}): {exc}")
             checked += 1
-    assert checked >= 6 * len(KUBE_VERSIONS), f"only {checked} validations: did rendering lose objects?"  # 3 workloads + 3 Services at least
+    assert checked >= 6 * len(KUBE_VERSIONS), (
+        f"only {checked} validations: did rendering lose objects?"
+    )  # 3 workloads + 3 Services at least
     assert not failures, "\n".join(failures)
 
 
@@ -64,15 +71,22 @@ def test_every_custom_kind_the_chart_can_render_has_a_crd():
     crds = load_crds()
     rendered = set()
     for scenario in SCENARIOS:
-        rendered |= {(m.doc["apiVersion"], m.kind) for m in render_scenario(scenario).manifests
-                     if m.doc["apiVersion"].startswith(CUSTOM_GROUPS)}
+        rendered |= {
+            (m.doc["apiVersion"], m.kind)
+            for m in render_scenario(scenario).manifests
+            if m.doc["apiVersion"].startswith(CUSTOM_GROUPS)
+        }
     assert rendered == {
-        ("kafka.strimzi.io/v1", "Kafka"), ("kafka.strimzi.io/v1", "KafkaNodePool"),
-        ("kafka.strimzi.io/v1", "KafkaTopic"), ("kafka.strimzi.io/v1", "KafkaUser"),
-        ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor"),
+        ("kafka.strimzi.io/v1", "Kafka"),
+        ("kafka.strimzi.io/v1", "KafkaNodePool"),
+        ("kafka.strimzi.io/v1", "KafkaTopic"),
+        ("kafka.strimzi.io/v1", "KafkaUser"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("scaling.wallet.dev/v1alpha1", "ProcessorScaler"),
-        ("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("gateway.networking.k8s.io/v1", "Gateway"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     }
     assert rendered <= set(crds)
 
@@ -87,41 +101,49 @@ def _broken(kind, name, scenario, mutate):
 def test_crd_validation_rejects_deliberately_broken_resources():
     def bad_partitions(doc):
         doc["spec"]["partitions"] = "eight"
+
     errors = _broken("KafkaTopic", f"{RELEASE}-deposit", "defaults", bad_partitions)
     assert any(e.startswith("spec.partitions") and "integer" in e for e in errors), errors
 
     def typo(doc):  # an unknown field would be pruned silently by the API server: a typo that does nothing
         doc["spec"]["partitionz"] = 8
+
     errors = _broken("KafkaTopic", f"{RELEASE}-deposit", "defaults", typo)
     assert any("partitionz" in e for e in errors), errors
 
     def no_roles(doc):
         del doc["spec"]["roles"]
+
     errors = _broken("KafkaNodePool", "dual-role", "defaults", no_roles)
     assert any("'roles' is a required property" in e for e in errors), errors
 
     def bad_listener(doc):
         doc["spec"]["kafka"]["listeners"][0]["name"] = "plain_listener"
         doc["spec"]["kafka"]["listeners"][1]["type"] = "internet"
+
     errors = _broken("Kafka", RELEASE, "defaults", bad_listener)
     assert any("listeners.0.name" in e for e in errors) and any("listeners.1.type" in e for e in errors), errors
 
     def bad_acl(doc):
         doc["spec"]["authorization"]["acls"][0]["operations"] = ["Scribble"]
+
     errors = _broken("KafkaUser", f"{RELEASE}-api", "strimzi-tls-scram", bad_acl)
     assert any("Scribble" in e for e in errors), errors
 
     def old_api(doc):
         doc["apiVersion"] = "kafka.strimzi.io/v1beta2"
+
     errors = _broken("KafkaTopic", f"{RELEASE}-deposit", "defaults", old_api)
     assert errors, "v1beta2 is not in the shipped CRDs"
 
     def bad_endpoint(doc):
         doc["spec"]["endpoints"][0]["interval"] = "thirty seconds"
+
     errors = _broken("ServiceMonitor", f"{RELEASE}-api", "monitoring", bad_endpoint)
     assert any("endpoints.0.interval" in e for e in errors), errors
 
     def bad_name(doc):
         doc["metadata"]["name"] = "above_threshold-table"
+
     errors = _broken("KafkaTopic", f"{RELEASE}-deposit", "defaults", bad_name)
     assert any("DNS-1123" in e for e in errors), errors

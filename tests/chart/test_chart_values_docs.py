@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-
 from chart_support import CHART, require_module
 
 PARAM = re.compile(r"^\s*## @param (\S+) (\S.*)$")
@@ -51,7 +50,9 @@ def schema_node(path: str):
     for part in path.split("."):
         props = node.get("properties")
         if props is None:
-            return node if node.get("type") == "object" and node.get("additionalProperties", True) is not False else None
+            return (
+                node if node.get("type") == "object" and node.get("additionalProperties", True) is not False else None
+            )
         if part not in props:
             return None
         node = props[part]

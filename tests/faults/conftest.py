@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from support import serve_cluster
 
 from walletkit.devstack.cluster import LocalCluster
 from walletkit.devstack.kafka import ApacheKafka
-
-from support import serve_cluster
 
 
 @pytest.fixture

@@ -22,23 +22,30 @@ import urllib.request
 from collections import Counter
 
 import pytest
-
 from support import balances_in_table, balances_match, create_topics, details, flags_in_table, wait_for
+
 from wallet_above_threshold.threshold import Rule, flagged_by_definition
 
 pytestmark = pytest.mark.integration
 
 SEED = 20261125
-MIN_DEPOSITS = 3000     # sent at least; the clients go on until the fault schedule is over
-MAX_DEPOSITS = 30_000   # ... but never more (a bounded load)
+MIN_DEPOSITS = 3000  # sent at least; the clients go on until the fault schedule is over
+MAX_DEPOSITS = 30_000  # ... but never more (a bounded load)
 WALLETS = 300
 
 
 class Client(threading.Thread):
     """Sends its share of deposits; retries each (same key) until a 202, bounded."""
 
-    def __init__(self, ports: list[int], work: list[tuple[str, str, int]], acked: dict, stats: Counter,
-                 enough: threading.Event, min_count: int) -> None:
+    def __init__(
+        self,
+        ports: list[int],
+        work: list[tuple[str, str, int]],
+        acked: dict,
+        stats: Counter,
+        enough: threading.Event,
+        min_count: int,
+    ) -> None:
         super().__init__(daemon=True)
         self.ports, self.work, self.acked, self.stats = ports, work, acked, stats
         self.enough, self.min_count = enough, min_count
@@ -53,8 +60,9 @@ class Client(threading.Thread):
             while time.monotonic() < deadline:
                 port = self.ports[(i + attempt) % len(self.ports)]
                 attempt += 1
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/deposit", data=body, method="POST",
-                                             headers={"Idempotency-Key": key})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/deposit", data=body, method="POST", headers={"Idempotency-Key": key}
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=10) as resp:
                         receipt = json.loads(resp.read())
@@ -98,9 +106,20 @@ def test_deposits_survive_kills_restarts_lost_disks_rebalances_and_api_crashes(c
         c.start()
 
     actions = Counter()
-    schedule = ["kill_balance", "kill_threshold_empty_disk", "join_second", "kill_api", "kill_balance_empty_disk",
-                "leave_second", "kill_threshold", "join_second", "kill_second", "kill_api", "kill_balance",
-                "kill_threshold"]
+    schedule = [
+        "kill_balance",
+        "kill_threshold_empty_disk",
+        "join_second",
+        "kill_api",
+        "kill_balance_empty_disk",
+        "leave_second",
+        "kill_threshold",
+        "join_second",
+        "kill_second",
+        "kill_api",
+        "kill_balance",
+        "kill_threshold",
+    ]
     for action in schedule:
         # Each fault hits a service that is up: one restarted a moment ago is first waited for.
         for proc in list(cluster.services.values()):
@@ -142,8 +161,11 @@ def test_deposits_survive_kills_restarts_lost_disks_rebalances_and_api_crashes(c
         expected[wallet] += micros
         per_wallet.setdefault(wallet, []).append((at, micros))
     want_flags = {w: flagged_by_definition(ds, Rule()) for w, ds in per_wallet.items()}
-    wait_for(lambda: balances_match(cluster.broker.bootstrap, dict(expected)), 120,
-             "every balance to equal the acknowledged deposits")
+    wait_for(
+        lambda: balances_match(cluster.broker.bootstrap, dict(expected)),
+        120,
+        "every balance to equal the acknowledged deposits",
+    )
     wait_for(lambda: flags_in_table(cluster.broker.bootstrap) == want_flags, 60, "every flag to equal the model")
     # And through the API (the views), for every wallet.
     api = cluster.services["api-0"]
@@ -157,7 +179,9 @@ def test_deposits_survive_kills_restarts_lost_disks_rebalances_and_api_crashes(c
     assert not wrong, wrong[:5]
     balances = balances_in_table(cluster.broker.bootstrap)
     mismatches = sum(1 for w, m in expected.items() if balances.get(w) != m)
-    print(f"\nfault suite: {len(acked)} deposits acknowledged over {len(expected)} wallets, "
-          f"{sum(want_flags.values())} flagged; actions {dict(actions)}; client {dict(stats)}; mismatches {mismatches}")
+    print(
+        f"\nfault suite: {len(acked)} deposits acknowledged over {len(expected)} wallets, "
+        f"{sum(want_flags.values())} flagged; actions {dict(actions)}; client {dict(stats)}; mismatches {mismatches}"
+    )
     assert sum(actions.values()) == len(schedule), actions
     assert any(want_flags.values()) and not all(want_flags.values())

@@ -14,12 +14,17 @@ import random
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from support import (
+    Deposit,
+    DepositWriter,
+    balances_match,
+    create_topics,
+    ops_status,
+    scraped_metric,
+    wait_for,
+)
 
 from walletkit.stream.standby import range_assignment
-
-from support import (
-    Deposit, DepositWriter, balances_match, create_topics, ops_status, scraped_metric, wait_for,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +36,9 @@ def changelog_records(bootstrap: str, partitions: list[int]) -> int:
     """Records in these partitions of balance-table (its high watermarks: nothing is compacted yet)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "standby-test-probe"})
     try:
-        return sum(consumer.get_watermark_offsets(TopicPartition("balance-table", p), timeout=10)[1]
-                   for p in partitions)
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition("balance-table", p), timeout=10)[1] for p in partitions
+        )
     finally:
         consumer.close()
 
@@ -45,8 +51,15 @@ def restored(proc) -> float:
 def test_a_takeover_from_a_standby_restores_only_the_tail(cluster, standby):
     bootstrap = cluster.broker.bootstrap
     create_topics(bootstrap)
-    procs = [cluster.start("balance", i, wait=False, env={
-        "WALLET_INSTANCE_ID": f"wallet-balance-{i}", "WALLET_STANDBY_REPLICAS": str(standby)}) for i in (0, 1)]
+    procs = [
+        cluster.start(
+            "balance",
+            i,
+            wait=False,
+            env={"WALLET_INSTANCE_ID": f"wallet-balance-{i}", "WALLET_STANDBY_REPLICAS": str(standby)},
+        )
+        for i in (0, 1)
+    ]
     for proc in procs:
         proc.wait_ready(90)
 
@@ -67,8 +80,11 @@ def test_a_takeover_from_a_standby_restores_only_the_tail(cluster, standby):
     moved = layout["wallet-balance-1"]
     if standby:
         wait_for(lambda: ops_status(survivor.port)["standby"] == moved, 30, "the survivor to keep the standby")
-        wait_for(lambda: scraped_metric(survivor.port, "stream_standby_lag_records", topic="balance-table") == 0,
-                 30, "the standby copies to catch up")
+        wait_for(
+            lambda: scraped_metric(survivor.port, "stream_standby_lag_records", topic="balance-table") == 0,
+            30,
+            "the standby copies to catch up",
+        )
     before = restored(survivor)
     victim.kill()
 
@@ -78,14 +94,22 @@ def test_a_takeover_from_a_standby_restores_only_the_tail(cluster, standby):
     tail.flush()
     for d in tail.acked:
         expected[d.wallet] += d.micros
-    wait_for(lambda: ops_status(survivor.port)["partitions"] == list(range(cluster.partitions))
-             and ops_status(survivor.port)["status"] == "ok", 60, "the survivor to take every partition over")
+    wait_for(
+        lambda: (
+            ops_status(survivor.port)["partitions"] == list(range(cluster.partitions))
+            and ops_status(survivor.port)["status"] == "ok"
+        ),
+        60,
+        "the survivor to take every partition over",
+    )
     wait_for(lambda: balances_match(bootstrap, expected), 60, "every deposit, the tail too, in the table")
 
     taken_over = restored(survivor) - before
     in_moved = changelog_records(bootstrap, moved)
-    print(f"\nstandby={standby}: the takeover restored {taken_over:.0f} of the moved partitions' "
-          f"{in_moved} changelog records")
+    print(
+        f"\nstandby={standby}: the takeover restored {taken_over:.0f} of the moved partitions' "
+        f"{in_moved} changelog records"
+    )
     if standby:
         assert taken_over <= 0.02 * in_moved, (taken_over, in_moved)
     else:

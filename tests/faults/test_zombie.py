@@ -25,11 +25,18 @@ import time
 
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-
 from support import (
-    Deposit, DepositWriter, balances_match, create_topics, expected_balances, expected_flags, flags_in_table,
-    read_topic, wait_for,
+    Deposit,
+    DepositWriter,
+    balances_match,
+    create_topics,
+    expected_balances,
+    expected_flags,
+    flags_in_table,
+    read_topic,
+    wait_for,
 )
+
 from walletkit.devstack.net import http_get
 
 pytestmark = pytest.mark.integration
@@ -47,11 +54,15 @@ def stopped(pid: int) -> bool:
 def compact_fast(bootstrap: str, topic: str) -> None:
     """Roll segments after 1 s and clean as soon as anything is dirty."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("segment.ms", "1000", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("min.cleanable.dirty.ratio", "0.01", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("delete.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
-    ])
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("segment.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("min.cleanable.dirty.ratio", "0.01", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("delete.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
     admin.incremental_alter_configs([res])[res].result(15)
 
 
@@ -75,8 +86,9 @@ def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_c
     rng = random.Random(4471)
     now = int(time.time() * UNIT)
     trigger = tmp_path / "pause-now"
-    zombie = cluster.start("balance", 0, env={"WALLET_FAULT_INJECTION": "pause_before_changelog=1",
-                                              "WALLET_FAULT_TRIGGER": str(trigger)})
+    zombie = cluster.start(
+        "balance", 0, env={"WALLET_FAULT_INJECTION": "pause_before_changelog=1", "WALLET_FAULT_TRIGGER": str(trigger)}
+    )
     cluster.start("above_threshold")
     writer = DepositWriter(bootstrap)
 
@@ -96,8 +108,11 @@ def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_c
     successor.wait_ready(90)
     writer.write(deposits(rng, 600, now + 4_000_000_000))
     writer.flush()
-    wait_for(lambda: balances_match(bootstrap, expected_balances(writer.acked)), 90,
-             "balance-1 to apply every deposit while balance-0 is frozen")
+    wait_for(
+        lambda: balances_match(bootstrap, expected_balances(writer.acked)),
+        90,
+        "balance-1 to apply every deposit while balance-0 is frozen",
+    )
 
     # 4. The zombie wakes up and finishes its stale batch.
     os.kill(zombie.proc.pid, signal.SIGCONT)
@@ -121,6 +136,7 @@ def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_c
         records = read_topic(bootstrap, "balance-table")
         seen = [r[2] for r in records if r[2] is not None and not r[2].startswith(b"roll-")]
         return len(seen) == len(set(seen)) or f"{len(seen) - len(set(seen))} superseded records left"
+
     wait_for(compacted, 90, "the log cleaner to compact balance-table", interval=1.0)
 
     # 6. A processor restored from an empty disk, and an API view built from scratch, are exact.
@@ -133,8 +149,11 @@ def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_c
     writer.write(extra)
     writer.flush()
     expected = expected_balances(writer.acked)
-    wait_for(lambda: balances_match(bootstrap, expected), 90,
-             "balances after a restore from the compacted changelog to equal the acknowledged deposits")
+    wait_for(
+        lambda: balances_match(bootstrap, expected),
+        90,
+        "balances after a restore from the compacted changelog to equal the acknowledged deposits",
+    )
     api = cluster.start("api")
     for wallet in WALLETS:
         status, body = http_get(f"http://127.0.0.1:{api.port}/details/{wallet}")

@@ -17,24 +17,24 @@ import os
 import signal
 import stat
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from support import missing_tool, post_deposit, wait_for
 
 from walletkit.devstack import images
 from walletkit.devstack.net import free_port, http_get
-from walletkit.devstack.processes import SERVICES
-
-from support import missing_tool, post_deposit, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Paths buildah run itself creates or bind-mounts in the container's root for every command
 # (not the service's doing): its marker file and the generated name-resolution files.
 RUNTIME_MOUNTS = {"run/.containerenv", "etc/hosts", "etc/resolv.conf", "etc/hostname"}
-SCRIPT_OF_IMAGE = {"wallet-api": "wallet-api", "wallet-balance": "wallet-balance",
-                   "wallet-above-threshold": "wallet-above-threshold"}
+SCRIPT_OF_IMAGE = {
+    "wallet-api": "wallet-api",
+    "wallet-balance": "wallet-balance",
+    "wallet-above-threshold": "wallet-above-threshold",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +83,19 @@ class Container:
         self.proc: subprocess.Popen | None = None
         self.before: dict[str, tuple] = {}
 
-    def start(self, env: dict[str, str]) -> "Container":
+    def start(self, env: dict[str, str]) -> Container:
         self.before = snapshot(self.root)
         args = ["run", "--isolation", "chroot", "--network", "host", "-v", f"{self.state}:/var/lib/wallet"]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         command = self.buildah.command(*args, self.name, "--", *self.config["Entrypoint"])
-        self.proc = subprocess.Popen(command, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            command,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self
 
     def descendants(self) -> list[tuple[int, list[bytes]]]:
@@ -112,7 +117,7 @@ class Container:
         return [pid for pid, argv in self.descendants() if script in argv]
 
     def uids(self, pid: int) -> list[int]:
-        line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("Uid:"))
+        line = next(row for row in Path(f"/proc/{pid}/status").read_text().splitlines() if row.startswith("Uid:"))
         return [int(u) for u in line.split()[1:]]
 
     def stop(self) -> int | None:
@@ -149,8 +154,9 @@ class Container:
         after = snapshot(self.root)
         # A directory counts when it is new; an existing one's mtime only says an entry below it
         # changed, and that entry is reported itself.
-        changed = [p for p, v in after.items()
-                   if p not in self.before or (self.before[p] != v and v[0] != stat.S_IFDIR >> 12)]
+        changed = [
+            p for p, v in after.items() if p not in self.before or (self.before[p] != v and v[0] != stat.S_IFDIR >> 12)
+        ]
         return sorted(p for p in changed if not (p == "tmp" or p.startswith("tmp/")) and p not in RUNTIME_MOUNTS)
 
     def remove(self) -> None:
@@ -184,10 +190,21 @@ def test_runtime_holds_debians_python_and_not_the_build_secret(buildah, built, t
     ctr = Container(buildah, built["wallet-api"], tmp_path)
     try:
         assert Path(ctr.root / "opt/wallet/bin/python3").resolve(strict=False).name.startswith("python3")
-        out = subprocess.run(buildah.command("run", "--isolation", "chroot", ctr.name, "--", "python3", "-c",
-                                             "import sys, wallet_api.app as a; print(sys.version.split()[0], "
-                                             "sys.prefix, a.OPENAPI.is_file())"),
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            buildah.command(
+                "run",
+                "--isolation",
+                "chroot",
+                ctr.name,
+                "--",
+                "python3",
+                "-c",
+                "import sys, wallet_api.app as a; print(sys.version.split()[0], sys.prefix, a.OPENAPI.is_file())",
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert out[0].startswith("3.13.") and out[1] == "/opt/wallet" and out[2] == "True", out
         assert not (ctr.root / "run/secrets/ca-bundle").exists()
         assert not (ctr.root / "src").exists(), "the build stage's sources stay in the build stage"
@@ -212,10 +229,18 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
     try:
         for image in ("wallet-balance", "wallet-above-threshold", "wallet-api"):
             ctr = containers[image] = Container(buildah, built[image], tmp_path / image)
-            ctr.start({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "WALLET_HTTP_PORT": str(ports[image]),
-                       "WALLET_OPS_PORT": str(ops_ports[image]),
-                       "WALLET_HTTP_HOST": "127.0.0.1", "WALLET_PARTITIONS": "4", "WALLET_LOG_LEVEL": "info"})
+            ctr.start(
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                    "WALLET_HTTP_PORT": str(ports[image]),
+                    "WALLET_OPS_PORT": str(ops_ports[image]),
+                    "WALLET_HTTP_HOST": "127.0.0.1",
+                    "WALLET_PARTITIONS": "4",
+                    "WALLET_LOG_LEVEL": "info",
+                }
+            )
         for image, ctr in containers.items():
+
             def ready(ctr=ctr, port=ops_ports[image]):
                 if ctr.proc.poll() is not None:
                     raise AssertionError(f"{ctr.image} exited {ctr.proc.returncode}:\n{ctr.tail()}")
@@ -223,6 +248,7 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
                     return http_get(f"http://127.0.0.1:{port}/readyz", timeout=1)[0] == 200 or ctr.tail(3)
                 except OSError as exc:  # not listening yet
                     return f"{exc}; {ctr.tail(3)}"
+
             wait_for(ready, 120, f"{image} ready")
 
         api = ports["wallet-api"]
@@ -234,6 +260,7 @@ def test_seed_flow_through_the_three_containers(buildah, built, broker, tmp_path
         def shown():
             code, raw = http_get(f"http://127.0.0.1:{api}/details/walletID001", timeout=2)
             return raw == b'{"WalletID":"walletID001","Balance":12000,"AboveThreshold":true}' or (code, raw)
+
         wait_for(shown, 60, "the deposits in /details")
 
         for path in ("/openapi.json", "/openapi.yaml"):
@@ -270,20 +297,38 @@ def test_the_venv_holds_exactly_the_hash_locked_dependencies(buildah, built, tmp
     assert locked, "requirements/image.txt pins nothing"
     ctr = Container(buildah, built["wallet-api"], tmp_path)
     try:
-        listing = subprocess.run(buildah.command(
-            "run", "--isolation", "chroot", ctr.name, "--", "/opt/wallet/bin/python", "-c",
-            "import importlib.metadata as m, json, re; print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower():"
-            " d.version for d in m.distributions()}))"), capture_output=True, text=True, check=True).stdout
-        check = subprocess.run(buildah.command("run", "--isolation", "chroot", ctr.name, "--",
-                                               "/opt/wallet/bin/python", "-m", "pip", "check"),
-                               capture_output=True, text=True)
+        listing = subprocess.run(
+            buildah.command(
+                "run",
+                "--isolation",
+                "chroot",
+                ctr.name,
+                "--",
+                "/opt/wallet/bin/python",
+                "-c",
+                "import importlib.metadata as m, json, re; print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower():"
+                " d.version for d in m.distributions()}))",
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        check = subprocess.run(
+            buildah.command(
+                "run", "--isolation", "chroot", ctr.name, "--", "/opt/wallet/bin/python", "-m", "pip", "check"
+            ),
+            capture_output=True,
+            text=True,
+        )
     finally:
         ctr.remove()
     installed = json.loads(listing)
     import tomllib
+
     assert installed.pop("wallet-service") == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     installed.pop("pip", None)
-    assert installed == locked, {n: (installed.get(n), locked.get(n)) for n in set(installed) | set(locked)
-                                 if installed.get(n) != locked.get(n)}
+    assert installed == locked, {
+        n: (installed.get(n), locked.get(n)) for n in set(installed) | set(locked) if installed.get(n) != locked.get(n)
+    }
     assert "setuptools" not in installed, "the build backend stays in the build stage"
     assert check.returncode == 0, check.stdout + check.stderr

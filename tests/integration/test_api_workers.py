@@ -16,9 +16,9 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for
 
 from walletkit.devstack.net import http_get
-from support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,12 @@ pytestmark = pytest.mark.integration
 def request(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # a new connection each time
     try:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Content-Type": "application/json"} if body is not None else {})
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": "application/json"} if body is not None else {},
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
@@ -62,8 +66,11 @@ def test_two_workers_share_the_port_and_each_sees_every_deposit(cluster):
         status, doc = request(port, "POST", "/deposit", {"WalletID": "shared", "Amount": 25})
         assert status == 202, doc
     # Every worker's views reach the same balance: read on new connections until both answered.
-    wait_for(lambda: all(request(port, "GET", "/details/shared")[1].get("Balance") == 25 * deposits
-                         for _ in range(8)), 60, "every worker to show all deposits")
+    wait_for(
+        lambda: all(request(port, "GET", "/details/shared")[1].get("Balance") == 25 * deposits for _ in range(8)),
+        60,
+        "every worker to show all deposits",
+    )
 
     status, text = http_get(api.ops_url("/metrics"))
     assert status == 200

@@ -14,11 +14,19 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
 from support import (
-    Deposit, DepositWriter, balances_in_table, create_topics, balances_match, details, expected_balances, expected_flags,
-    flags_in_table, wait_for,
+    Deposit,
+    DepositWriter,
+    balances_in_table,
+    balances_match,
+    create_topics,
+    details,
+    expected_balances,
+    expected_flags,
+    flags_in_table,
+    wait_for,
 )
+
 from walletkit.devstack.net import http_get
 from walletkit.stream.changelog import stored_position
 from walletkit.stream.store import Store
@@ -34,7 +42,11 @@ def make_deposits(rng: random.Random, count: int, wallets: int, start_micros: in
     for i in range(count):
         w = rng.randrange(wallets)
         name = f"big-{w}" if w % 3 == 0 else f"small-{w}"
-        amount = rng.randint(500, 4000) * UNIT if name.startswith("big") else rng.randint(1, 300) * UNIT + rng.randint(0, 99) * 10_000
+        amount = (
+            rng.randint(500, 4000) * UNIT
+            if name.startswith("big")
+            else rng.randint(1, 300) * UNIT + rng.randint(0, 99) * 10_000
+        )
         out.append(Deposit(name, amount, start_micros + i * 1000))
     return out
 
@@ -46,8 +58,14 @@ class BackgroundWriter(threading.Thread):
     is set, and otherwise stops after the last one (always bounded).
     """
 
-    def __init__(self, writer: DepositWriter, deposits: list[Deposit], rate: float,
-                 until: threading.Event | None = None, min_count: int = 0) -> None:
+    def __init__(
+        self,
+        writer: DepositWriter,
+        deposits: list[Deposit],
+        rate: float,
+        until: threading.Event | None = None,
+        min_count: int = 0,
+    ) -> None:
         super().__init__(daemon=True)
         self.writer, self.deposits, self.rate = writer, deposits, rate
         self.until, self.min_count = until, min_count
@@ -57,7 +75,7 @@ class BackgroundWriter(threading.Thread):
         for i in range(0, len(self.deposits), chunk):
             if self.until is not None and self.until.is_set() and i >= self.min_count:
                 break
-            self.writer.write(self.deposits[i:i + chunk])
+            self.writer.write(self.deposits[i : i + chunk])
             time.sleep(chunk / self.rate)
         self.writer.flush()
 
@@ -88,7 +106,9 @@ def test_sigkill_mid_stream_and_restart_leaves_every_balance_and_flag_exact(clus
         cluster.services[name].wait_ready(60)
     assert writer.failed == 0 and len(writer.acked) == len(deposits)
     expected = expected_balances(writer.acked)
-    wait_for(lambda: balances_match(cluster.broker.bootstrap, expected), 90, "balances to match the acknowledged deposits")
+    wait_for(
+        lambda: balances_match(cluster.broker.bootstrap, expected), 90, "balances to match the acknowledged deposits"
+    )
     want = expected_flags(writer.acked)
 
     def flags_exact():
@@ -150,7 +170,9 @@ def test_crashes_between_changelog_write_and_commit_never_count_twice(cluster, g
     for point in points:
         assert f"injected crash at {point}" in log, point
     expected = expected_balances(writer.acked)
-    wait_for(lambda: balances_match(cluster.broker.bootstrap, expected), 90, "balances to match the acknowledged deposits")
+    wait_for(
+        lambda: balances_match(cluster.broker.bootstrap, expected), 90, "balances to match the acknowledged deposits"
+    )
     want = expected_flags(writer.acked)
     wait_for(lambda: flags_in_table(cluster.broker.bootstrap) == want, 30, "flags to match the model")
 
@@ -170,12 +192,16 @@ def test_processor_rebuilds_a_lost_disk_from_its_changelog(cluster):
     writer.write(second)
     writer.flush()
     # Wallets of the first batch keep their restored balance and add the second on top.
-    wait_for(lambda: balances_match(cluster.broker.bootstrap, expected_balances(writer.acked)), 30,
-             "balances after the rebuild")
+    wait_for(
+        lambda: balances_match(cluster.broker.bootstrap, expected_balances(writer.acked)),
+        30,
+        "balances after the rebuild",
+    )
     log = cluster.services["balance-0"].log_path.read_text()
     restored = [line for line in log.splitlines() if "restored partitions" in line]
-    assert restored and any('"msg":"table balance-table restored partitions' in line and " 0 records" not in line
-                            for line in restored), "the second start must have restored records from the changelog"
+    assert restored and any(
+        '"msg":"table balance-table restored partitions' in line and " 0 records" not in line for line in restored
+    ), "the second start must have restored records from the changelog"
 
 
 def test_second_instance_joining_and_leaving_mid_stream_keeps_balances_exact(cluster):

@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from support import details, post_deposit, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,10 +29,16 @@ def test_threshold_flag_and_exact_decimals_end_to_end(running_api):
         assert post_deposit(port, json.dumps({"WalletID": "big", "Amount": amount}).encode())[0] == 202
     for _ in range(10):
         assert post_deposit(port, b'{"WalletID": "dimes", "Amount": 0.1}')[0] == 202
-    wait_for(lambda: details(port, "big")[1] == b'{"WalletID":"big","Balance":12000,"AboveThreshold":true}', 20,
-             "wallet 'big' flagged")
-    wait_for(lambda: details(port, "dimes")[1] == b'{"WalletID":"dimes","Balance":1,"AboveThreshold":false}', 20,
-             "ten deposits of 0.1 to make exactly 1")
+    wait_for(
+        lambda: details(port, "big")[1] == b'{"WalletID":"big","Balance":12000,"AboveThreshold":true}',
+        20,
+        "wallet 'big' flagged",
+    )
+    wait_for(
+        lambda: details(port, "dimes")[1] == b'{"WalletID":"dimes","Balance":1,"AboveThreshold":false}',
+        20,
+        "ten deposits of 0.1 to make exactly 1",
+    )
 
 
 def test_unknown_wallet_and_bad_input_are_4xx_json_and_emit_nothing(running_api):
@@ -42,10 +47,23 @@ def test_unknown_wallet_and_bad_input_are_4xx_json_and_emit_nothing(running_api)
     assert status == 404 and "not found" in json.loads(body)["error"]
     assert details(port, "bad%20id")[0] == 400
     before = len(read_topic(cluster.broker.bootstrap, "deposit"))
-    bad = [b"", b"not json", b"[]", b'{"WalletID": "w"}', b'{"Amount": 5}', b'{"WalletID": "w", "Amount": -1}',
-           b'{"WalletID": "w", "Amount": 0}', b'{"WalletID": "w", "Amount": "5"}', b'{"WalletID": "w", "Amount": 1.001}',
-           b'{"WalletID": "w", "Amount": NaN}', b'{"WalletID": "", "Amount": 5}', b'{"WalletID": "w w", "Amount": 5}',
-           b'{"WalletID": "w", "Amount": 5, "extra": 1}', b'{"WalletID": "w", "Amount": true}', b"x" * 10_000]
+    bad = [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"WalletID": "w"}',
+        b'{"Amount": 5}',
+        b'{"WalletID": "w", "Amount": -1}',
+        b'{"WalletID": "w", "Amount": 0}',
+        b'{"WalletID": "w", "Amount": "5"}',
+        b'{"WalletID": "w", "Amount": 1.001}',
+        b'{"WalletID": "w", "Amount": NaN}',
+        b'{"WalletID": "", "Amount": 5}',
+        b'{"WalletID": "w w", "Amount": 5}',
+        b'{"WalletID": "w", "Amount": 5, "extra": 1}',
+        b'{"WalletID": "w", "Amount": true}',
+        b"x" * 10_000,
+    ]
     for body in bad:
         status, doc, _ = post_deposit(port, body)
         assert 400 <= status < 500 and doc.get("error"), (body[:40], status, doc)
@@ -80,11 +98,13 @@ def test_records_written_by_a_go_emitter_are_processed_like_the_reference(runnin
     cluster, port = running_api
     now = int(_time.time()) * 1_000_000
     writer = DepositWriter(cluster.broker.bootstrap)
-    writer.write([Deposit("go-dimes", 100_000, now) for _ in range(10)], go_style=True)           # 10 x 0.1
-    writer.write([Deposit("go-big", 6_000_000_000, now), Deposit("go-big", 6_000_000_000, now + 119_000_000)],
-                 go_style=True)                                                                     # within 2 min
-    writer.write([Deposit("go-apart", 6_000_000_000, now), Deposit("go-apart", 6_000_000_000, now + 120_000_000)],
-                 go_style=True)                                                                     # exactly 120 s
+    writer.write([Deposit("go-dimes", 100_000, now) for _ in range(10)], go_style=True)  # 10 x 0.1
+    writer.write(
+        [Deposit("go-big", 6_000_000_000, now), Deposit("go-big", 6_000_000_000, now + 119_000_000)], go_style=True
+    )  # within 2 min
+    writer.write(
+        [Deposit("go-apart", 6_000_000_000, now), Deposit("go-apart", 6_000_000_000, now + 120_000_000)], go_style=True
+    )  # exactly 120 s
     writer.flush()
     expected = {
         "go-dimes": b'{"WalletID":"go-dimes","Balance":1,"AboveThreshold":false}',

@@ -17,8 +17,8 @@ import time
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
-
 from support import Deposit, DepositWriter, create_topics, wait_for
+
 from walletkit.devstack.net import http_get
 
 pytestmark = pytest.mark.integration
@@ -49,9 +49,14 @@ def start_pair(cluster, static: bool):
     procs[0].start().wait_ready(60)
     procs[1].start().wait_ready(60)
     # Both members hold half of the partitions.
-    wait_for(lambda: all(assignments(p.log_path) and len(assignments(p.log_path)[-1]) == PARTITIONS // 2
-                         for p in procs) or [assignments(p.log_path) for p in procs],
-             60, "both members to hold four partitions each")
+    wait_for(
+        lambda: (
+            all(assignments(p.log_path) and len(assignments(p.log_path)[-1]) == PARTITIONS // 2 for p in procs)
+            or [assignments(p.log_path) for p in procs]
+        ),
+        60,
+        "both members to hold four partitions each",
+    )
     time.sleep(1.0)  # the assignment settled (no rebalance still in progress)
     return procs
 
@@ -84,8 +89,7 @@ def admin_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
-                              isolation_level=IsolationLevel.READ_COMMITTED)
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED)
     end = {tp.partition: f.result(10).offset for tp, f in ends.items()}
     return {tp.partition: end[tp.partition] - max(tp.offset, 0) for tp in committed.topic_partitions}
 
@@ -110,8 +114,14 @@ def test_the_lag_metric_equals_the_brokers_view_of_the_group(cluster):
     writer.flush()
     # About 4 KiB per fetch, then the broker throttles the client for about a second.
     cluster.broker.set_client_quota("wallet-balance", consumer_byte_rate=4096)
-    proc = cluster.start("balance", env={"KAFKA_CONFIG": "fetch.max.bytes=4096,message.max.bytes=4096,max.partition.fetch.bytes=1024,"
-                                                         "statistics.interval.ms=250"}, wait=False)
+    proc = cluster.start(
+        "balance",
+        env={
+            "KAFKA_CONFIG": "fetch.max.bytes=4096,message.max.bytes=4096,max.partition.fetch.bytes=1024,"
+            "statistics.interval.ms=250"
+        },
+        wait=False,
+    )
     proc.wait_ready(60)
 
     agreed: list[dict[int, int]] = []
@@ -121,8 +131,12 @@ def test_the_lag_metric_equals_the_brokers_view_of_the_group(cluster):
         broker_view = admin_lag(bootstrap, "balance", "deposit")
         # Mid-way: something consumed and committed, not everything (at the very start both
         # say 8000, which shows nothing).
-        if len(metric) == PARTITIONS and metric == broker_view and metric == metric_lag(proc.port, "balance") \
-                and 0 < sum(metric.values()) < 8000:
+        if (
+            len(metric) == PARTITIONS
+            and metric == broker_view
+            and metric == metric_lag(proc.port, "balance")
+            and 0 < sum(metric.values()) < 8000
+        ):
             agreed.append(metric)
             return True
         return f"metric {metric} vs admin {broker_view}"

@@ -38,12 +38,19 @@ def test_a_three_node_cluster_has_production_durability_and_survives_a_killed_no
         # Kill the leader of partition 0: acks=all writes go on with the two others in sync.
         leader = cluster.leader_of("durable", 0)
         cluster.kill_node(leader)
-        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
-                             "message.timeout.ms": 30000})
+        producer = Producer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "message.timeout.ms": 30000,
+            }
+        )
         acked = []
         for i in range(20):
-            producer.produce("durable", b"v", str(i).encode(), partition=0,
-                             on_delivery=lambda err, msg: acked.append(err))
+            producer.produce(
+                "durable", b"v", str(i).encode(), partition=0, on_delivery=lambda err, msg: acked.append(err)
+            )
         assert producer.flush(40) == 0
         assert acked == [None] * 20
         assert cluster.leader_of("durable", 0) != leader

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import post_deposit
+
 from walletkit.devstack.net import free_port, http_get, wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,17 +28,33 @@ def test_the_seed_flow_on_the_local_stack(tmp_path: Path, kafka: str):
     port, broker_port = free_port(), free_port()
     log = open(tmp_path / "stack.log", "wb")
     stack = subprocess.Popen(
-        [str(Path(sys.executable).parent / "wallet-stack"), "--kafka", kafka, "--port", str(port),
-         "--broker-port", str(broker_port), "--state-dir", str(tmp_path / "state")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "wallet-stack"),
+            "--kafka",
+            kafka,
+            "--port",
+            str(port),
+            "--broker-port",
+            str(broker_port),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        wait_until(lambda: stack.poll() is None and "Ctrl-C stops everything" in (tmp_path / "stack.log").read_text(),
-                   120, what=f"wallet-stack on {kafka} (log {tmp_path / 'stack.log'})")
+        wait_until(
+            lambda: stack.poll() is None and "Ctrl-C stops everything" in (tmp_path / "stack.log").read_text(),
+            120,
+            what=f"wallet-stack on {kafka} (log {tmp_path / 'stack.log'})",
+        )
         assert f"Kafka ({kafka})" in (tmp_path / "stack.log").read_text()
         status, body, _ = post_deposit(port, SEED)
         assert status == 202, body
-        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/details/walletID001")[0] == 200, 30,
-                   what="the deposit to show")
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{port}/details/walletID001")[0] == 200, 30, what="the deposit to show"
+        )
         status, raw = http_get(f"http://127.0.0.1:{port}/details/walletID001")
         assert raw == b'{"WalletID":"walletID001","Balance":8000,"AboveThreshold":false}', raw
         assert json.loads(raw)["Balance"] == 8000

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import REGISTRY
+from support import CounterCodec, IntCodec, add
 
 from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream.kafka import KafkaClients
 from walletkit.stream.partitioner import partition_for
 from walletkit.stream.processor import LocalStores
 from walletkit.stream.store import Store
-
-from support import CounterCodec, IntCodec, add
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +33,9 @@ KEYS = 20_000
 MAX_POLL_INTERVAL_MS = 6_000  # the shortest the broker's default session bounds allow
 
 
-SPEC = GroupSpec(group="restores", input_topic="amounts", input_codec=IntCodec(), table_codec=CounterCodec(),
-                 callback=add)
+SPEC = GroupSpec(
+    group="restores", input_topic="amounts", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add
+)
 
 
 class SlowReader(Consumer):
@@ -111,23 +111,29 @@ def build_table(broker, tmp_path) -> dict[str, int]:
     first = Processor.create(SPEC, settings(broker), tmp_path / "first")
     thread = run_in_thread(first)
     wait_for(lambda: first.ready, 60, "the first member")
-    wait_for(lambda: sum(len(list(part.store.items())) for part in first.tables.values()) >= KEYS, 60,
-             "the first member to apply every record")
+    wait_for(
+        lambda: sum(len(list(part.store.items())) for part in first.tables.values()) >= KEYS,
+        60,
+        "the first member to apply every record",
+    )
     first.stop()
     thread.join(30)
     return expected
 
 
 def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_restarts_its_restore(
-        broker, tmp_path, caplog):
+    broker, tmp_path, caplog
+):
     """Cold start of two members: the second joins while the first restores, for longer than
     the group's rebalance timeout (max.poll.interval.ms). A restore inside the rebalance
     callback cannot take part in that rebalance: the coordinator evicts the member, which then
     comes back as a new member with its partitions lost."""
     expected = build_table(broker, tmp_path)
     caplog.set_level(logging.INFO, logger="walletkit")
-    members = [Processor(SPEC, SlowRestores(settings(broker)), LocalStores(tmp_path / name / SPEC.group))
-               for name in ("a", "b")]
+    members = [
+        Processor(SPEC, SlowRestores(settings(broker)), LocalStores(tmp_path / name / SPEC.group))
+        for name in ("a", "b")
+    ]
     a, b = members
     started = time.monotonic()
     threads = [run_in_thread(a)]
@@ -138,7 +144,8 @@ def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_re
     wait_for(lambda: a.ready and b.ready, 180, "both members restored")
     restore_seconds = time.monotonic() - started
     assert restore_seconds > MAX_POLL_INTERVAL_MS / 1000, (
-        f"the restores took {restore_seconds:.1f}s: too fast to show anything about max.poll.interval.ms")
+        f"the restores took {restore_seconds:.1f}s: too fast to show anything about max.poll.interval.ms"
+    )
     messages = [r.getMessage() for r in caplog.records]
     # The first member stayed in the group throughout: same member id, nothing lost.
     assert a.member_id == first_id, "the restoring member was evicted and came back as a new member"
@@ -153,8 +160,14 @@ def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_re
     # And processing goes on from the restored values.
     owner = a if partition_for(b"k00000", PARTITIONS) in a.partitions else b
     produce(broker, [("k00000", 1000)])
-    wait_for(lambda: (v := owner.tables[partition_for(b"k00000", PARTITIONS)].get("k00000")) is not None
-             and v["n"] == expected["k00000"] + 1000, 30, "the next record on top of the restored value")
+    wait_for(
+        lambda: (
+            (v := owner.tables[partition_for(b"k00000", PARTITIONS)].get("k00000")) is not None
+            and v["n"] == expected["k00000"] + 1000
+        ),
+        30,
+        "the next record on top of the restored value",
+    )
     owned = {"a": a.partitions, "b": b.partitions}
     for member, thread in zip(members, threads):
         member.stop()
@@ -162,8 +175,13 @@ def test_a_member_joining_mid_restore_neither_evicts_the_restoring_member_nor_re
     expected["k00000"] += 1000
     totals: dict[str, int] = {}
     for name, partitions in owned.items():
-        totals.update({k: v for k, v in stored_totals(tmp_path / name / SPEC.group).items()
-                       if partition_for(k.encode(), PARTITIONS) in partitions})
+        totals.update(
+            {
+                k: v
+                for k, v in stored_totals(tmp_path / name / SPEC.group).items()
+                if partition_for(k.encode(), PARTITIONS) in partitions
+            }
+        )
     assert totals == expected
 
 
@@ -185,13 +203,21 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
     produce(broker, [(key, 5)] * 2)
     back = Processor.create(SPEC, settings(broker), tmp_path / "back")
     thread = run_in_thread(back)
-    wait_for(lambda: (v := back.tables.get(p) and back.tables[p].get(key)) and v["n"] == 10, 60,
-             "the member to apply the first deposits")
+    wait_for(
+        lambda: (v := back.tables.get(p) and back.tables[p].get(key)) and v["n"] == 10,
+        60,
+        "the member to apply the first deposits",
+    )
     back.stop()
     thread.join(30)
     # The departed member: a transaction on the changelog partition, never ended.
-    departed = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "restores-departed",
-                         "transaction.timeout.ms": 120_000})
+    departed = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "transactional.id": "restores-departed",
+            "transaction.timeout.ms": 120_000,
+        }
+    )
     departed.init_transactions(30)
     departed.begin_transaction()
     departed.produce(SPEC.table_topic, json.dumps({"n": 0, "o": -1}).encode(), b"k-departed", partition=p)
@@ -210,8 +236,11 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
         departed.abort_transaction(30)
         still_open = False
         wait_for(lambda: nxt.ready, 30, "the next owner to finish its restore")
-        wait_for(lambda: (v := nxt.tables[p].get(key)) is not None and v["n"] == 50, 30,
-                 "the next owner to apply the deposits")
+        wait_for(
+            lambda: (v := nxt.tables[p].get(key)) is not None and v["n"] == 50,
+            30,
+            "the next owner to apply the deposits",
+        )
         nxt.stop()
         thread.join(30)
     finally:
@@ -222,8 +251,11 @@ def test_a_restore_held_short_by_a_departed_producers_open_transaction_waits_for
     thread = run_in_thread(back)
     wait_for(lambda: back.ready, 60, "the member back")
     produce(broker, [(key, 7)])
-    wait_for(lambda: (v := back.tables[p].get(key)) is not None and v["o"] >= 10, 30,
-             "the member back to apply the next deposit")
+    wait_for(
+        lambda: (v := back.tables[p].get(key)) is not None and v["o"] >= 10,
+        30,
+        "the member back to apply the next deposit",
+    )
     assert back.tables[p].get(key)["n"] == 57, back.tables[p].get(key)
     back.stop()
     thread.join(30)

@@ -6,7 +6,6 @@ Real broker, real RocksDB; processors and views run in-process on threads.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -15,19 +14,29 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from support import CounterCodec, IntCodec, add
 
 from walletkit.stream import (
-    BrokerUnavailable, CoPartitioningError, Context, Emitter, GroupSpec, KafkaSettings, Processor, ProcessorState,
-    SkipRecord, StreamError, TopicManager, View,
+    BrokerUnavailable,
+    Context,
+    CoPartitioningError,
+    Emitter,
+    GroupSpec,
+    KafkaSettings,
+    Processor,
+    ProcessorState,
+    StreamError,
+    TopicManager,
+    View,
 )
 from walletkit.stream.partitioner import partition_for
-
-from support import CounterCodec, IntCodec, add
 
 pytestmark = pytest.mark.integration
 
 
-SPEC = GroupSpec(group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add)
+SPEC = GroupSpec(
+    group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add
+)
 
 
 def settings(broker) -> KafkaSettings:
@@ -225,8 +234,15 @@ def test_transactional_emitter_commits_each_record_once_and_its_successor_fences
     make_topics(broker)
 
     def committed() -> list[tuple[int, int, bytes]]:
-        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "txn-check", "enable.partition.eof": True,
-                      "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": "txn-check",
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
         c.assign([TopicPartition("events", p, 0) for p in range(4)])
         out, ends = [], set()
         deadline = time.monotonic() + 30
@@ -284,8 +300,9 @@ def test_a_bug_in_the_callback_stops_the_processor_and_the_record_is_retried(bro
             None.missing  # noqa: B018 - the bug
         add(ctx, amount)
 
-    spec = GroupSpec(group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(),
-                     callback=buggy)
+    spec = GroupSpec(
+        group="counter", input_topic="events", input_codec=IntCodec(), table_codec=CounterCodec(), callback=buggy
+    )
     produce(broker, [("a", b"5"), ("a", b"13")])
     failing = Running(broker, tmp_path / "proc", spec)
     failing.thread.join(60)  # bounded: a processor that swallowed the bug would run on
@@ -303,8 +320,9 @@ def test_a_bug_in_the_callback_stops_the_processor_and_the_record_is_retried(bro
 def committed_total(broker, group: str = "counter", topic: str = "events", partitions: int = 4) -> int:
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        return sum(max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)],
-                                                         timeout=10))
+        return sum(
+            max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        )
     finally:
         c.close()
 

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
+from support import CounterCodec, IntCodec, add, counter_table, produce_amounts, read_topic, wait_for
 
 from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream import kafka as kafka_module
 from walletkit.stream.kafka import KafkaClients
 from walletkit.stream.processor import LocalStores
-
-from support import CounterCodec, IntCodec, add, counter_table, produce_amounts, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +38,13 @@ GRACE = 1.0
 def short_grace(monkeypatch):
     monkeypatch.setattr(kafka_module, "STUCK_GRACE", GRACE)
 
+
 PARTITIONS = 2
 FLUSH_TIMEOUT = 2.0  # the processor's timeout for each transactional call
-SPEC = GroupSpec(group="stuck-client", input_topic="stuck-amounts", input_codec=IntCodec(),
-                 table_codec=CounterCodec(), callback=add)
+SPEC = GroupSpec(
+    group="stuck-client", input_topic="stuck-amounts", input_codec=IntCodec(), table_codec=CounterCodec(), callback=add
+)
+
 
 def hangs_once(method: str) -> type[Producer]:
     """A real transactional producer whose first ``method`` call after ``armed`` is set blocks
@@ -84,12 +86,15 @@ def table(bootstrap: str) -> dict[str, int]:
 
 
 def abandoned() -> float:
-    return REGISTRY.get_sample_value("stream_processor_transactions_total",
-                                     {"group": SPEC.group, "outcome": "abandoned"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("stream_processor_transactions_total", {"group": SPEC.group, "outcome": "abandoned"})
+        or 0.0
+    )
 
 
 def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_counts_every_record_once(
-        broker, tmp_path: Path):
+    broker, tmp_path: Path
+):
     settings = KafkaSettings(broker.bootstrap, client_id="stuck-test", session_timeout_ms=6000)
     topics = TopicManager(settings)
     topics.ensure_stream(SPEC.input_topic, PARTITIONS)
@@ -108,13 +113,19 @@ def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_
         hung_at = time.monotonic()
         produce(broker.bootstrap, [(k, 100) for k in keys])
         # Given up after its timeout and the grace, the batch is redone with a new producer.
-        wait_for(lambda: table(broker.bootstrap) == {k: 111 for k in keys}, FLUSH_TIMEOUT + GRACE + 60,
-                 "every record counted once after the hang")
+        wait_for(
+            lambda: table(broker.bootstrap) == {k: 111 for k in keys},
+            FLUSH_TIMEOUT + GRACE + 60,
+            "every record counted once after the hang",
+        )
         print(f"went on {time.monotonic() - hung_at:.1f} s after the call hung")
         assert abandoned() == before + 1, "the stuck transaction is counted as abandoned"
         assert thread.is_alive() and processor.ready, "the processor goes on"
-        totals = {k: v["n"] for part in processor.tables.values() for k, v in
-                  ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())}
+        totals = {
+            k: v["n"]
+            for part in processor.tables.values()
+            for k, v in ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())
+        }
         assert totals == {k: 111 for k in keys}, "the local stores agree with the changelog"
     finally:
         HangsOnce.release.set()
@@ -123,7 +134,8 @@ def test_a_processor_whose_send_offsets_never_returns_replaces_its_producer_and_
 
 
 def test_an_emitter_lane_whose_commit_never_returns_fails_that_batch_and_goes_on_with_a_new_producer(
-        broker, monkeypatch):
+    broker, monkeypatch
+):
     import asyncio
 
     from walletkit.stream import emitter as emitter_module

@@ -13,9 +13,9 @@ import signal
 import time
 
 import pytest
+from support import create_topics, post_deposit, wait_for
 
 from walletkit.devstack.net import http_get
-from support import create_topics, post_deposit, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,17 @@ def test_services_wait_unready_for_missing_topics_and_start_once_they_appear(clu
     # wait with exit 0.
     quitters = [cluster.start(name, 1, wait=False, env=NO_CREATE) for name in ("balance", "api")]
     for svc in services:
-        wait_for(lambda: svc.running and answers(svc, "/healthz") == 200, 30,
-                 f"{svc.script} alive while its topics are missing")
+        wait_for(
+            lambda: svc.running and answers(svc, "/healthz") == 200,
+            30,
+            f"{svc.script} alive while its topics are missing",
+        )
     for svc in services:  # a missing topic counts as missing after 5 s (metadata may lag a creation)
-        wait_for(lambda: "waiting for topics deposit" in svc.log_path.read_text(), 20,
-                 f"{svc.script} to say what it waits for")
+        wait_for(
+            lambda: "waiting for topics deposit" in svc.log_path.read_text(),
+            20,
+            f"{svc.script} to say what it waits for",
+        )
     time.sleep(3)  # longer than a check: still waiting, not exited
     for svc in services:
         assert svc.running, f"{svc.script} exited instead of waiting; see {svc.log_path}"

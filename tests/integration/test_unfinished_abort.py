@@ -21,20 +21,24 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from support import CounterCodec, IntCodec, add, counter_table, produce_amounts, wait_for
 
 from walletkit.stream import GroupSpec, KafkaSettings, Processor, TopicManager
 from walletkit.stream.kafka import KafkaClients
 from walletkit.stream.processor import LocalStores
 
-from support import CounterCodec, IntCodec, add, counter_table, produce_amounts, wait_for
-
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 2
 FLUSH_TIMEOUT = 2.0  # the processor's timeout for each transactional call
-FROZEN = 8.0         # seconds the broker is frozen: longer than a record's and an abort's timeout
-SPEC = GroupSpec(group="unfinished-abort", input_topic="unfinished-amounts", input_codec=IntCodec(),
-                 table_codec=CounterCodec(), callback=add)
+FROZEN = 8.0  # seconds the broker is frozen: longer than a record's and an abort's timeout
+SPEC = GroupSpec(
+    group="unfinished-abort",
+    input_topic="unfinished-amounts",
+    input_codec=IntCodec(),
+    table_codec=CounterCodec(),
+    callback=add,
+)
 
 
 class FreezesBroker(Producer):
@@ -67,9 +71,11 @@ def table(bootstrap: str) -> dict[str, int]:
 
 
 def test_a_processor_whose_abort_times_out_goes_on_once_kafka_answers_and_counts_every_record_once(
-        broker, tmp_path: Path):
-    settings = KafkaSettings(broker.bootstrap, client_id="unfinished-abort-test", session_timeout_ms=30_000,
-                             delivery_timeout_ms=2000)
+    broker, tmp_path: Path
+):
+    settings = KafkaSettings(
+        broker.bootstrap, client_id="unfinished-abort-test", session_timeout_ms=30_000, delivery_timeout_ms=2000
+    )
     topics = TopicManager(settings)
     topics.ensure_stream(SPEC.input_topic, PARTITIONS)
     topics.ensure_table(SPEC.table_topic, PARTITIONS)
@@ -87,12 +93,18 @@ def test_a_processor_whose_abort_times_out_goes_on_once_kafka_answers_and_counts
         frozen_at = time.monotonic()
         time.sleep(FROZEN + 0.5)
         produce(broker.bootstrap, [(k, 100) for k in keys])
-        wait_for(lambda: table(broker.bootstrap) == {k: 111 for k in keys}, 90,
-                 "every record counted once after Kafka answers again")
+        wait_for(
+            lambda: table(broker.bootstrap) == {k: 111 for k in keys},
+            90,
+            "every record counted once after Kafka answers again",
+        )
         print(f"went on {time.monotonic() - frozen_at - FROZEN:.1f} s after the broker thawed")
         assert thread.is_alive() and processor.ready, "the processor goes on"
-        totals = {k: v["n"] for part in processor.tables.values() for k, v in
-                  ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())}
+        totals = {
+            k: v["n"]
+            for part in processor.tables.values()
+            for k, v in ((key.decode(), CounterCodec().decode(raw)) for key, raw in part.store.items())
+        }
         assert totals == {k: 111 for k in keys}, "the local stores agree with the changelog"
     finally:
         broker.node(1).signal(signal.SIGCONT)

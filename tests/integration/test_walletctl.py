@@ -10,12 +10,18 @@ import subprocess
 
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from support import (
+    Deposit,
+    DepositWriter,
+    balances_in_table,
+    balances_match,
+    create_topics,
+    expected_balances,
+    wait_for,
+    walletctl,
+)
 
 from walletkit.devstack.processes import console_script
-
-from support import (
-    Deposit, DepositWriter, balances_in_table, balances_match, create_topics, expected_balances, wait_for, walletctl,
-)
 
 pytestmark = pytest.mark.integration
 UNIT = 1_000_000
@@ -66,8 +72,13 @@ def test_lag_get_topics_check_and_a_reset_that_rebuilds_the_same_table(cluster):
     ok = walletctl(cluster, "topics", "check")
     assert ok.returncode == 0 and ok.stdout.strip().endswith("configured as the services need"), ok
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    res = ConfigResource(ConfigResource.Type.TOPIC, "deposit", incremental_configs=[
-        ConfigEntry("message.timestamp.type", "CreateTime", incremental_operation=AlterConfigOpType.SET)])
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "deposit",
+        incremental_configs=[
+            ConfigEntry("message.timestamp.type", "CreateTime", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
     admin.incremental_alter_configs([res])[res].result(15)
     bad = walletctl(cluster, "topics", "check")
     assert bad.returncode == 1 and "PROBLEM deposit: message.timestamp.type=CreateTime" in bad.stdout, bad
@@ -116,8 +127,9 @@ def test_rebuild_builds_the_next_version_beside_the_live_one_switches_readers_an
         for i in range(150):
             wallet = f"w{i % 10:02d}"
             for _attempt in range(100):
-                status, _body, _headers = post_deposit(api.port, {"WalletID": wallet, "Amount": 1},
-                                                       {"Idempotency-Key": f"during-{i}"})
+                status, _body, _headers = post_deposit(
+                    api.port, {"WalletID": wallet, "Amount": 1}, {"Idempotency-Key": f"during-{i}"}
+                )
                 if status == 202:
                     acked.append((wallet, UNIT))
                     break
@@ -127,9 +139,22 @@ def test_rebuild_builds_the_next_version_beside_the_live_one_switches_readers_an
 
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
-    run = subprocess.run([console_script("walletctl"), "rebuild", "balance", "--expect-identical",
-                          "--state-dir", str(tmp_path / "walletctl"), "--timeout", "120"],
-                         capture_output=True, text=True, timeout=300, env={**cluster.env(), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [
+            console_script("walletctl"),
+            "rebuild",
+            "balance",
+            "--expect-identical",
+            "--state-dir",
+            str(tmp_path / "walletctl"),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**cluster.env(), "PATH": "/usr/bin:/bin"},
+    )
     thread.join(120)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     out = run.stdout
@@ -150,8 +175,11 @@ def test_rebuild_builds_the_next_version_beside_the_live_one_switches_readers_an
     # The processors run the new group, the API reads the new table, the old ones are gone.
     balance = cluster.services["balance-0"]
     wait_for(lambda: json.loads(http_body(balance.port))["group"] == "balance-v2", 30, "balance on version 2")
-    wait_for(lambda: json.loads(http_body(api.ops_port))["balance_table"] == "balance-v2-table", 30,
-             "the API's view on version 2")
+    wait_for(
+        lambda: json.loads(http_body(api.ops_port))["balance_table"] == "balance-v2-table",
+        30,
+        "the API's view on version 2",
+    )
     admin = AdminClient({"bootstrap.servers": bootstrap})
     assert "balance-table" not in admin.list_topics(timeout=10).topics
     assert "balance" not in {g.group_id for g in admin.list_consumer_groups().result().valid}

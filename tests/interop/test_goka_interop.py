@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import committed_offsets, create_topics, dump_logs, wait_for, walletctl
+
 from walletkit.devstack.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,18 @@ def go_test(cluster, *args: str, **env: str) -> str:
         pytest.fail("the interop tests need Go 1.26 or newer on PATH (the Go toolchain)")
     api = cluster.services["api-0"]
     result = subprocess.run(
-        [go, "test", "-count=1", "-v", *args], cwd=MODULE, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "WALLET_INTEROP_BROKERS": cluster.broker.bootstrap,
-             "WALLET_INTEROP_API": f"http://127.0.0.1:{api.port}", **env})
+        [go, "test", "-count=1", "-v", *args],
+        cwd=MODULE,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "WALLET_INTEROP_BROKERS": cluster.broker.bootstrap,
+            "WALLET_INTEROP_API": f"http://127.0.0.1:{api.port}",
+            **env,
+        },
+    )
     print(result.stdout[-20000:])
     print(result.stderr[-5000:])
     assert result.returncode == 0, f"go test {' '.join(args)} failed (its output is above)"
@@ -49,8 +58,11 @@ def test_goka_emitter_and_partitioner_agree_with_our_services(cluster):
     create_topics(cluster.broker.bootstrap)
     cluster.start_all()
     out = go_test(cluster, "./...", WALLET_INTEROP_GUARANTEE="exactly_once")
-    for scenario in ("TestGokaEmitterDepositsFollowTheRules", "TestGokaPartitionsKeysLikeOurEmitter",
-                     "TestGokaViewCannotRecoverATransactionallyWrittenTable"):
+    for scenario in (
+        "TestGokaEmitterDepositsFollowTheRules",
+        "TestGokaPartitionsKeysLikeOurEmitter",
+        "TestGokaViewCannotRecoverATransactionallyWrittenTable",
+    ):
         assert f"--- PASS: {scenario}" in out, f"{scenario} did not run and pass"
 
 
@@ -60,8 +72,9 @@ def test_goka_views_read_our_tables_under_applied_offsets(tmp_path, broker, requ
     try:
         create_topics(broker.bootstrap)
         cluster.start_all()
-        out = go_test(cluster, "-run", "TestGokaViewsReadOurTablesLikeOurAPI", ".",
-                      WALLET_INTEROP_GUARANTEE="applied_offsets")
+        out = go_test(
+            cluster, "-run", "TestGokaViewsReadOurTablesLikeOurAPI", ".", WALLET_INTEROP_GUARANTEE="applied_offsets"
+        )
         assert "--- PASS: TestGokaViewsReadOurTablesLikeOurAPI" in out
     except BaseException:
         dump_logs(tmp_path)
@@ -95,8 +108,9 @@ def test_a_takeover_from_the_reference_as_pinned_is_refused_until_reset_then_exa
     out = go_test(cluster, *REFERENCE_PINS, "-run", "TestMigrationFromGoka", ".", WALLET_INTEROP_PHASE="goka", **shared)
     assert "--- PASS: TestMigrationFromGoka" in out
     for group in ("balance", "above_threshold"):
-        assert committed_offsets(cluster.broker.bootstrap, group, "deposit", 8) == {}, \
+        assert committed_offsets(cluster.broker.bootstrap, group, "deposit", 8) == {}, (
             f"group {group} holds committed offsets: the reference's commits were not refused, nothing is tested"
+        )
     for service in ("balance", "above_threshold"):
         proc = cluster.start(service, wait=False)
         wait_for(lambda: not proc.running, 120, f"{service} refusing the Go-written table")
@@ -108,6 +122,5 @@ def test_a_takeover_from_the_reference_as_pinned_is_refused_until_reset_then_exa
         reset = walletctl(cluster, "reset", group)
         assert reset.returncode == 0, reset.stdout + reset.stderr
     cluster.start_all(("balance", "above_threshold"))
-    out = go_test(cluster, *REFERENCE_PINS, "-run", "TestMigrationFromGoka", ".", WALLET_INTEROP_PHASE="ours",
-                  **shared)
+    out = go_test(cluster, *REFERENCE_PINS, "-run", "TestMigrationFromGoka", ".", WALLET_INTEROP_PHASE="ours", **shared)
     assert "--- PASS: TestMigrationFromGoka" in out

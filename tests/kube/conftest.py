@@ -15,8 +15,9 @@ for path in (_HERE, _HERE.parent / "chart", _HERE.parent / "operator"):  # contr
         sys.path.insert(0, str(path))
 
 from chart_support import crds_dir  # noqa: E402
-from walletkit.devstack.controlplane import CHART, ControlPlane  # noqa: E402
 from support import wait_for  # noqa: E402
+
+from walletkit.devstack.controlplane import CHART, ControlPlane  # noqa: E402
 
 
 def crd_files() -> list[Path]:
@@ -48,5 +49,6 @@ def plane(request, tmp_path_factory):
 
 def established(admin, name: str) -> bool:
     doc = admin.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    return any(c["type"] == "Established" and c["status"] == "True"
-               for c in doc.get("status", {}).get("conditions", []))
+    return any(
+        c["type"] == "Established" and c["status"] == "True" for c in doc.get("status", {}).get("conditions", [])
+    )

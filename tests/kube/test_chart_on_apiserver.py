@@ -12,10 +12,10 @@ import json
 
 import pytest
 import yaml
-
 from chart_support import SCENARIOS
-from walletkit.devstack.controlplane import CHART, ControlPlane, KubeError
 from support import wait_for as wait
+
+from walletkit.devstack.controlplane import CHART, ControlPlane, KubeError
 
 NAMESPACE = "wallet"
 
@@ -42,8 +42,18 @@ class Resources:
 def rendered(plane: ControlPlane, values: dict, *extra: str, namespace: str = NAMESPACE) -> list[dict]:
     values_file = plane.root / f"values-{abs(hash(json.dumps(values, sort_keys=True)))}.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    out = plane.helm("template", "wallet", str(CHART), "-n", namespace, "-f", str(values_file),
-                     "--api-versions", "monitoring.coreos.com/v1", *extra).stdout
+    out = plane.helm(
+        "template",
+        "wallet",
+        str(CHART),
+        "-n",
+        namespace,
+        "-f",
+        str(values_file),
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        *extra,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -100,11 +110,19 @@ def test_the_server_refuses_what_the_chart_must_never_render(plane):
         refused[name] = err.value.status
     assert refused == {"unknown field": 400, "wrong type": 422}, refused
     assert "x-kubernetes-validations" in json.dumps(scaler_crd), "the ProcessorScaler CRD has its CEL rule"
-    scaler = {"apiVersion": "scaling.wallet.dev/v1alpha1", "kind": "ProcessorScaler",
-              "metadata": {"name": "bad", "namespace": NAMESPACE},
-              "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "x"},
-                       "consumerGroup": "balance", "topic": "deposit", "minReplicas": 5, "maxReplicas": 2,
-                       "targetLagPerReplica": 1000}}
+    scaler = {
+        "apiVersion": "scaling.wallet.dev/v1alpha1",
+        "kind": "ProcessorScaler",
+        "metadata": {"name": "bad", "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "x"},
+            "consumerGroup": "balance",
+            "topic": "deposit",
+            "minReplicas": 5,
+            "maxReplicas": 2,
+            "targetLagPerReplica": 1000,
+        },
+    }
     with pytest.raises(KubeError) as err:
         dry_run_create(admin, resources, scaler)
     assert err.value.status == 422 and "minReplicas" in str(err.value), err.value
@@ -114,8 +132,7 @@ def objects_in(plane: ControlPlane, namespace: str) -> set[str]:
     """kind/name of every object in the namespace, of every listable namespaced resource."""
     admin = plane.admin()
     found = set()
-    groups = [("/api", "v1")] + [("/apis", g["preferredVersion"]["groupVersion"])
-                                 for g in admin.get("/apis")["groups"]]
+    groups = [("/api", "v1")] + [("/apis", g["preferredVersion"]["groupVersion"]) for g in admin.get("/apis")["groups"]]
     for prefix, gv in groups:
         for r in admin.get(f"{prefix}/{gv}")["resources"]:
             if "/" in r["name"] or not r["namespaced"] or "list" not in r["verbs"] or r["kind"] == "Event":
@@ -132,38 +149,76 @@ def statefulset(plane: ControlPlane, name: str) -> dict:
 def test_install_upgrade_rollback_uninstall(plane):
     ns = "lifecycle"
     admin = plane.admin()
-    installed = plane.helm("install", "wallet", str(CHART), "-n", ns, "--create-namespace",
-                           "--set", "balance.replicaCount=2")
+    installed = plane.helm(
+        "install", "wallet", str(CHART), "-n", ns, "--create-namespace", "--set", "balance.replicaCount=2"
+    )
     assert "STATUS: deployed" in installed.stdout, installed.stdout
     live = objects_in(plane, ns)
-    for expected in ("Deployment/wallet-api", "StatefulSet/wallet-balance", "StatefulSet/wallet-above-threshold",
-                     "Service/wallet-api", "Kafka/wallet", "KafkaNodePool/dual-role",
-                     "KafkaTopic/wallet-deposit", "NetworkPolicy/wallet-api",
-                     # The server serves monitoring.coreos.com/v1 (its CRDs are installed), so the
-                     # monitoring objects are on by default (auto).
-                     "ServiceMonitor/wallet-api", "PodMonitor/wallet-processors", "PrometheusRule/wallet",
-                     "ConfigMap/wallet-dashboard-wallet-overview"):
+    for expected in (
+        "Deployment/wallet-api",
+        "StatefulSet/wallet-balance",
+        "StatefulSet/wallet-above-threshold",
+        "Service/wallet-api",
+        "Kafka/wallet",
+        "KafkaNodePool/dual-role",
+        "KafkaTopic/wallet-deposit",
+        "NetworkPolicy/wallet-api",
+        # The server serves monitoring.coreos.com/v1 (its CRDs are installed), so the
+        # monitoring objects are on by default (auto).
+        "ServiceMonitor/wallet-api",
+        "PodMonitor/wallet-processors",
+        "PrometheusRule/wallet",
+        "ConfigMap/wallet-dashboard-wallet-overview",
+    ):
         assert any(o.lower() == expected.lower() for o in live), f"{expected} not installed: {sorted(live)}"
     # The StatefulSet controller acts on what helm created: pods and their claims exist (Pending).
-    wait(lambda: {f"Pod/wallet-balance-{i}" for i in range(2)} <= objects_in(plane, ns) or "no pods", 60,
-         "the StatefulSet controller to create balance's pods")
-    assert {"PersistentVolumeClaim/state-wallet-balance-0", "PersistentVolumeClaim/state-wallet-balance-1"} \
-        <= objects_in(plane, ns)
+    wait(
+        lambda: {f"Pod/wallet-balance-{i}" for i in range(2)} <= objects_in(plane, ns) or "no pods",
+        60,
+        "the StatefulSet controller to create balance's pods",
+    )
+    assert {
+        "PersistentVolumeClaim/state-wallet-balance-0",
+        "PersistentVolumeClaim/state-wallet-balance-1",
+    } <= objects_in(plane, ns)
 
     # An upgrade that changes what may change: replicas, image, resources, an env setting.
-    plane.helm("upgrade", "wallet", str(CHART), "-n", ns, "--set", "balance.replicaCount=3",
-               "--set", "api.replicaCount=1", "--set", "balance.image.tag=0.1.1",
-               "--set", "balance.resources.limits.memory=1Gi")
+    plane.helm(
+        "upgrade",
+        "wallet",
+        str(CHART),
+        "-n",
+        ns,
+        "--set",
+        "balance.replicaCount=3",
+        "--set",
+        "api.replicaCount=1",
+        "--set",
+        "balance.image.tag=0.1.1",
+        "--set",
+        "balance.resources.limits.memory=1Gi",
+    )
     sts = admin.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/wallet-balance")
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.1")
 
     # What cannot change on a StatefulSet is refused before anything is applied, with what to do.
-    refused = plane.helm("upgrade", "wallet", str(CHART), "-n", ns, "--set", "balance.replicaCount=3",
-                         "--set", "balance.persistence.size=5Gi", check=False)
+    refused = plane.helm(
+        "upgrade",
+        "wallet",
+        str(CHART),
+        "-n",
+        ns,
+        "--set",
+        "balance.replicaCount=3",
+        "--set",
+        "balance.persistence.size=5Gi",
+        check=False,
+    )
     assert refused.returncode != 0
-    assert "balance.persistence.size cannot change" in refused.stderr and "--cascade=orphan" in refused.stderr, \
+    assert "balance.persistence.size cannot change" in refused.stderr and "--cascade=orphan" in refused.stderr, (
         refused.stderr
+    )
     # The same size written another way is no change (the server stores quantities canonically).
     plane.helm("upgrade", "wallet", str(CHART), "-n", ns, "--reuse-values", "--set", "balance.persistence.size=1024Mi")
     assert admin.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/wallet-balance")["spec"]["replicas"] == 3
@@ -173,13 +228,21 @@ def test_install_upgrade_rollback_uninstall(plane):
 
     plane.helm("rollback", "wallet", "1", "-n", ns)
     sts = admin.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/wallet-balance")
-    assert sts["spec"]["replicas"] == 2 and not sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.1")
+    assert sts["spec"]["replicas"] == 2 and not sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        ":0.1.1"
+    )
 
     plane.helm("uninstall", "wallet", "-n", ns, "--wait", "--timeout", "120s")
+
     def only_kept():
-        left = {o for o in objects_in(plane, ns) if not o.startswith(("ServiceAccount/default", "ConfigMap/kube-root-ca.crt"))}
+        left = {
+            o
+            for o in objects_in(plane, ns)
+            if not o.startswith(("ServiceAccount/default", "ConfigMap/kube-root-ca.crt"))
+        }
         meant = {o for o in left if o.startswith(("PersistentVolumeClaim/", "Kafka/", "KafkaNodePool/", "KafkaTopic/"))}
         return left == meant or sorted(left - meant)
+
     wait(only_kept, 90, "only the kept objects left after uninstall")
     left = objects_in(plane, ns)
     assert "Kafka/wallet" in left and "KafkaTopic/wallet-deposit" in left, "topics and the cluster are kept"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-from walletkit.devstack.controlplane import CHART
 from harness import LagMaker
 from support import wait_for as wait
+
+from walletkit.devstack.controlplane import CHART
 from walletkit.devstack.kafka import ApacheKafka
 from walletkit.devstack.net import free_port
 from walletkit.devstack.processes import console_script, terminate
@@ -32,33 +32,69 @@ def test_operator_scales_through_the_scale_subresource_under_the_charts_role(pla
     broker = ApacheKafka(log_path=tmp_path / "broker.log").start()
     operator = None
     try:
-        plane.helm("install", "wallet", str(CHART), "-n", NS, "--create-namespace",
-                   "--set", "operator.enabled=true", "--set", "operator.syncSeconds=1",
-                   "--set", "operator.scalers.balance.scaleUpStabilizationSeconds=0",
-                   "--set", "operator.scalers.aboveThreshold.enabled=false")
+        plane.helm(
+            "install",
+            "wallet",
+            str(CHART),
+            "-n",
+            NS,
+            "--create-namespace",
+            "--set",
+            "operator.enabled=true",
+            "--set",
+            "operator.syncSeconds=1",
+            "--set",
+            "operator.scalers.balance.scaleUpStabilizationSeconds=0",
+            "--set",
+            "operator.scalers.aboveThreshold.enabled=false",
+        )
         admin = plane.admin()
         assert "replicas" not in admin.get(STS)["spec"] or admin.get(STS)["spec"]["replicas"] == 1
 
         lag = LagMaker(broker.bootstrap, "deposit", "balance", partitions=8)
-        lag.produce(per_partition=500)   # 4000 records, target 1000 per replica: 4 replicas
+        lag.produce(per_partition=500)  # 4000 records, target 1000 per replica: 4 replicas
         lag.commit([0] * 8)
 
         token = tmp_path / "token"
         token.write_text(plane.service_account_token(NS, "wallet-operator"))
         log = open(tmp_path / "operator.log", "ab")
         operator = subprocess.Popen(
-            [console_script("wallet-operator"), "--bootstrap-servers", broker.bootstrap, "--namespace", NS,
-             "--kube-api", plane.server, "--kube-token-file", str(token), "--kube-ca-file", str(plane.ca_file),
-             "--sync-seconds", "1", "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-             "--health-port", str(free_port())],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                console_script("wallet-operator"),
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--namespace",
+                NS,
+                "--kube-api",
+                plane.server,
+                "--kube-token-file",
+                str(token),
+                "--kube-ca-file",
+                str(plane.ca_file),
+                "--sync-seconds",
+                "1",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(free_port()),
+                "--health-port",
+                str(free_port()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def scaled():
             assert operator.poll() is None, (tmp_path / "operator.log").read_text()[-3000:]
             return admin.get(STS)["spec"].get("replicas") == 4 or admin.get(SCALER).get("status")
+
         wait(scaled, 90, "the operator to scale wallet-balance to 4 through statefulsets/scale")
-        wait(lambda: condition(admin, "Ready").get("status") == "True" or condition(admin, "Ready"), 30,
-             "the ProcessorScaler's status written by the operator")
+        wait(
+            lambda: condition(admin, "Ready").get("status") == "True" or condition(admin, "Ready"),
+            30,
+            "the ProcessorScaler's status written by the operator",
+        )
 
         # The Role is enforced by the server: without `patch` on statefulsets/scale the operator
         # can read the scale but not set it, and says so in the scaler's status.
@@ -71,8 +107,10 @@ def test_operator_scales_through_the_scale_subresource_under_the_charts_role(pla
 
         def refused():
             degraded = condition(admin, "Degraded")
-            return (degraded.get("status") == "True" and "ScaleTargetForbidden" in degraded.get("reason", "")) \
-                or degraded
+            return (
+                degraded.get("status") == "True" and "ScaleTargetForbidden" in degraded.get("reason", "")
+            ) or degraded
+
         wait(refused, 60, "the scaler Degraded by the refused scale")
         assert admin.get(STS)["spec"]["replicas"] == 1, "a verb the Role lacks must not take effect"
     finally:

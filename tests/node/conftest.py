@@ -37,8 +37,10 @@ def cluster(request):
             for name in ("kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver", "provisioner"):
                 print(f"\n===== {name} (last lines) =====\n{log_tail(root, name, 15)}")
             for pod_log in sorted((root / "pod-logs").rglob("*.log"))[-12:]:
-                print(f"\n===== {pod_log.relative_to(root)} =====\n" + "\n".join(
-                    pod_log.read_text(errors="replace").splitlines()[-10:]))
+                print(
+                    f"\n===== {pod_log.relative_to(root)} =====\n"
+                    + "\n".join(pod_log.read_text(errors="replace").splitlines()[-10:])
+                )
         node.stop()
         if not request.session.testsfailed:
             shutil.rmtree(root, ignore_errors=True)  # its containerd holds every image: about 1 GB

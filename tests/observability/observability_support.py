@@ -7,7 +7,6 @@ Run as a script to regenerate the generated sections of docs/observability.md:
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -53,8 +52,12 @@ def panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def panel_queries() -> list[PanelQuery]:
-    return [PanelQuery(name, p["title"], t["refId"], t["expr"])
-            for name, doc in dashboards().items() for p in panels(doc) for t in p.get("targets", [])]
+    return [
+        PanelQuery(name, p["title"], t["refId"], t["expr"])
+        for name, doc in dashboards().items()
+        for p in panels(doc)
+        for t in p.get("targets", [])
+    ]
 
 
 def variable_queries(doc: dict[str, Any]) -> dict[str, str]:
@@ -69,8 +72,10 @@ def variable_queries(doc: dict[str, Any]) -> dict[str, str]:
 
 def substitute(expr: str, namespace: str) -> str:
     """A panel's PromQL with Grafana's variables replaced for a direct query; KeyError for an unknown one."""
-    return grafana.substitute(expr, {"namespace": namespace, "pod": ".*", "__rate_interval": RATE_INTERVAL,
-                                     "__range": RANGE, "__interval": "15s"})
+    return grafana.substitute(
+        expr,
+        {"namespace": namespace, "pod": ".*", "__rate_interval": RATE_INTERVAL, "__range": RANGE, "__interval": "15s"},
+    )
 
 
 _LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")
@@ -89,6 +94,7 @@ def label_values_query(query: str) -> tuple[str | None, str]:
 def rule_groups(namespace: str, release: str = "wallet", partitions: int | None = None) -> list[dict[str, Any]]:
     """The chart's PrometheusRule groups rendered for namespace/release (fails without the Helm SDK)."""
     from support import missing_tool
+
     from walletkit.devstack.prometheus import chart_rule_groups
 
     groups = chart_rule_groups(namespace, release, partitions=partitions)
@@ -100,6 +106,7 @@ def rule_groups(namespace: str, release: str = "wallet", partitions: int | None 
 def require_prometheus() -> None:
     """Fail without a ``prometheus`` binary, saying how to install it."""
     from support import missing_tool
+
     from walletkit.devstack.prometheus import PrometheusNotFound, find_binary
 
     try:
@@ -128,7 +135,7 @@ def github_anchors(markdown: str) -> set[str]:
 
 @dataclass(frozen=True)
 class MetricDoc:
-    name: str          # as exposed (counters with _total)
+    name: str  # as exposed (counters with _total)
     type: str
     labels: tuple[str, ...]
     help: str
@@ -136,8 +143,12 @@ class MetricDoc:
 
 
 #: Where a metric is served, by the package that defines it (the toolkit's by its component).
-_SERVICES = {"wallet_api": "api", "wallet_balance": "balance", "wallet_above_threshold": "above_threshold",
-             "wallet_operator": "operator"}
+_SERVICES = {
+    "wallet_api": "api",
+    "wallet_balance": "balance",
+    "wallet_above_threshold": "above_threshold",
+    "wallet_operator": "operator",
+}
 
 
 def _exposed_by(name: str, module: str | None) -> str:
@@ -184,8 +195,13 @@ def metric_catalogue() -> list[MetricDoc]:
     for collector in list(registry._collector_to_names):  # noqa: SLF001 (no public way to list collectors)
         if isinstance(collector, MetricWrapperBase):
             name = collector._name + ("_total" if collector._type == "counter" else "")  # noqa: SLF001
-            found[name] = MetricDoc(name, collector._type, tuple(collector._labelnames),  # noqa: SLF001
-                                    collector._documentation, _exposed_by(name, modules.get(id(collector))))  # noqa: SLF001
+            found[name] = MetricDoc(
+                name,
+                collector._type,
+                tuple(collector._labelnames),  # noqa: SLF001
+                collector._documentation,
+                _exposed_by(name, modules.get(id(collector))),
+            )  # noqa: SLF001
         else:  # process, platform and GC collectors: describe them by what they expose
             for family in collector.collect():
                 labels = tuple(sorted({k for s in family.samples for k in s.labels}))
@@ -239,8 +255,10 @@ def alerts_table(groups: list[dict[str, Any]]) -> str:
     rows = ["| alert | severity | for | fires when |", "|---|---|---|---|"]
     for name, rule in alerts(groups).items():
         anchor = rule["annotations"]["runbook"].partition("#")[2].split()[0]
-        rows.append(f"| [{name}](#{anchor}) | {rule['labels']['severity']} | {rule.get('for', '0s')} "
-                    f"| {_cell(rule['annotations']['summary'])} |")
+        rows.append(
+            f"| [{name}](#{anchor}) | {rule['labels']['severity']} | {rule.get('for', '0s')} "
+            f"| {_cell(rule['annotations']['summary'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -267,7 +285,7 @@ def replace_section(text: str, section: str, body: str) -> str:
 
 def section_of(text: str, section: str) -> str:
     begin, end = f"<!-- generated:{section} -->", f"<!-- end:{section} -->"
-    return text[text.index(begin) + len(begin): text.index(end)].strip()
+    return text[text.index(begin) + len(begin) : text.index(end)].strip()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import time
 from datetime import datetime
 
 import pytest
-
 from observability_support import alerts, require_prometheus, rule_groups
 
 pytestmark = pytest.mark.integration
@@ -55,7 +54,7 @@ PROCESSOR_FETCHES = "max.partition.fetch.bytes=1024"
 #: that it happens is asserted (a busy machine scrapes, evaluates and processes later).
 FIRE_TIMEOUT = 180.0
 RESOLVE_TIMEOUT = 180.0
-CATCHING_UP = "wallet-api-catching-up"     # client id of api-1
+CATCHING_UP = "wallet-api-catching-up"  # client id of api-1
 SCALE = 60
 EVALUATION = 1.0  # seconds: Prometheus' evaluation and scrape interval here
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -80,16 +79,24 @@ def compress(groups: list[dict]) -> list[dict]:
             rule = dict(rule)
             if "for" in rule:
                 rule["for"] = compressed(rule["for"])
-            rule["expr"] = _RANGE.sub(lambda m: "[" + compressed(m.group(1))
-                                      + (":" + compressed(m.group(2)) if m.group(2) else "") + "]", rule["expr"])
+            rule["expr"] = _RANGE.sub(
+                lambda m: "[" + compressed(m.group(1)) + (":" + compressed(m.group(2)) if m.group(2) else "") + "]",
+                rule["expr"],
+            )
             rules.append(rule)
         out.append({**group, "rules": rules})
     return out
 
 
 def test_compress_divides_every_duration():
-    groups = [{"name": "g", "rules": [{"alert": "A", "for": "10m",
-                                       "expr": "deriv(x[15m:1m]) > 0 and rate(y[5m]) > 0 and rate(z[6h]) > 0"}]}]
+    groups = [
+        {
+            "name": "g",
+            "rules": [
+                {"alert": "A", "for": "10m", "expr": "deriv(x[15m:1m]) > 0 and rate(y[5m]) > 0 and rate(z[6h]) > 0"}
+            ],
+        }
+    ]
     rule = compress(groups)[0]["rules"][0]
     assert rule["for"] == "10s"
     assert rule["expr"] == "deriv(x[15s:1s]) > 0 and rate(y[5s]) > 0 and rate(z[360s]) > 0"
@@ -106,29 +113,42 @@ def live(tmp_path_factory):
     groups = compress(rule_groups(LOCAL_NAMESPACE, partitions=PARTITIONS))
     root = tmp_path_factory.mktemp("alerts")
     # A frozen member keeps its partitions until its session expires: longer than a test.
-    cluster = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log"), partitions=PARTITIONS,
-                           session_timeout_ms=60_000,
-                           extra_env={"KAFKA_CONFIG": f"{STATISTICS},{PROCESSOR_FETCHES}",
-                                      "WALLET_MAX_VALUE_BYTES": "1024",
-                                      "WALLET_DEPOSIT_TIMEOUT_SECONDS": "2"})
+    cluster = LocalCluster(
+        root,
+        broker=ApacheKafka(log_path=root / "logs" / "broker.log"),
+        partitions=PARTITIONS,
+        session_timeout_ms=60_000,
+        extra_env={
+            "KAFKA_CONFIG": f"{STATISTICS},{PROCESSOR_FETCHES}",
+            "WALLET_MAX_VALUE_BYTES": "1024",
+            "WALLET_DEPOSIT_TIMEOUT_SECONDS": "2",
+        },
+    )
     # A second API with a client id of its own, so that a quota can slow its views alone;
     # small fetches, so that the quota's throttle comes in small steps.
-    cluster.service("api", 1, env={"KAFKA_CONFIG": f"{STATISTICS},client.id={CATCHING_UP},"
-                                                   "max.partition.fetch.bytes=1024"})
+    cluster.service(
+        "api", 1, env={"KAFKA_CONFIG": f"{STATISTICS},client.id={CATCHING_UP},max.partition.fetch.bytes=1024"}
+    )
     prometheus = None
     try:
         cluster.start_broker()
         cluster.start_members({"balance": 2, "above_threshold": 1, "api": 2})
-        prometheus = LocalPrometheus(root / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
-                                     rule_groups=groups, log_path=root / "logs" / "prometheus.log").start()
+        prometheus = LocalPrometheus(
+            root / "prometheus",
+            cluster_targets(cluster.services),
+            scrape_interval="1s",
+            rule_groups=groups,
+            log_path=root / "logs" / "prometheus.log",
+        ).start()
         prometheus.wait_targets_up(30)
         # Settled first: members that just joined may still be sharing out partitions (under
         # load, long enough for PartitionsUnowned to go pending), and each test's provocation
         # must start from a stack with no alert active.
         from walletkit.devstack.net import wait_until
 
-        wait_until(lambda: not prometheus.api("alerts")["alerts"], 90, interval=0.5,
-                   what="no alert active on the fresh stack")
+        wait_until(
+            lambda: not prometheus.api("alerts")["alerts"], 90, interval=0.5, what="no alert active on the fresh stack"
+        )
         yield cluster, prometheus, alerts(groups)
     finally:
         if prometheus is not None:
@@ -140,8 +160,11 @@ def live(tmp_path_factory):
 
 
 def active(prometheus, name: str, **labels: str) -> list[dict]:
-    return [a for a in prometheus.api("alerts")["alerts"]
-            if a["labels"]["alertname"] == name and all(a["labels"].get(k) == v for k, v in labels.items())]
+    return [
+        a
+        for a in prometheus.api("alerts")["alerts"]
+        if a["labels"]["alertname"] == name and all(a["labels"].get(k) == v for k, v in labels.items())
+    ]
 
 
 def _ts(rfc3339: str) -> float:
@@ -165,8 +188,9 @@ def wait_firing(prometheus, rule: dict, timeout: float = FIRE_TIMEOUT, *, during
             print(f"figure: {rule['alert']} fired {late:.1f}s after its for: window")
             return firing[0]
         time.sleep(0.25)
-    raise AssertionError(f"{rule['alert']} {labels} did not fire within {timeout}s; "
-                         f"now {active(prometheus, rule['alert'])}")
+    raise AssertionError(
+        f"{rule['alert']} {labels} did not fire within {timeout}s; now {active(prometheus, rule['alert'])}"
+    )
 
 
 def wait_resolved(prometheus, name: str, timeout: float = RESOLVE_TIMEOUT, **labels: str) -> None:
@@ -215,7 +239,6 @@ def test_deposits_beyond_the_value_size_limit_are_quarantined_and_alerted(live):
     wait_resolved(prometheus, rule["alert"])  # its window passes without another
 
 
-
 class Deposits:
     """Deposits posted to one API from a few threads until the block ends; bounded in count
     and time. ``statuses`` counts the answers (0: no answer)."""
@@ -238,14 +261,15 @@ class Deposits:
                 if sum(self.statuses.values()) >= self.limit:
                     return
             try:
-                status, _ = http_post_json(self.api.url("/deposit"), {"WalletID": f"{self.wallet}-{i}", "Amount": 1},
-                                           timeout=10)
+                status, _ = http_post_json(
+                    self.api.url("/deposit"), {"WalletID": f"{self.wallet}-{i}", "Amount": 1}, timeout=10
+                )
             except OSError:
                 status = 0
             with self._lock:
                 self.statuses[status] += 1
 
-    def __enter__(self) -> "Deposits":
+    def __enter__(self) -> Deposits:
         for t in self._threads:
             t.start()
         return self
@@ -282,6 +306,7 @@ def _group_lag(prometheus, group: str) -> float:
 
 def test_a_throttled_group_falls_behind_and_catches_up(live):
     from support import Deposit, DepositWriter
+
     from walletkit.devstack.net import wait_until
 
     cluster, prometheus, rules = live
@@ -367,8 +392,12 @@ def test_changelog_writes_the_broker_refuses_fail_flushes_until_it_accepts_them(
     # Every deposit of those rewound and retried batches counts once (1.00 each; none failed).
     assert set(load.statuses) == {202}, load.statuses
     api = cluster.services["api-0"]
-    wait_until(lambda: json.loads(http_get(api.url(f"/details/{wallet}-0"))[1]).get("Balance") == load.statuses[202],
-               60, interval=0.5, what=f"a balance of {load.statuses[202]} in {wallet}-0")
+    wait_until(
+        lambda: json.loads(http_get(api.url(f"/details/{wallet}-0"))[1]).get("Balance") == load.statuses[202],
+        60,
+        interval=0.5,
+        what=f"a balance of {load.statuses[202]} in {wallet}-0",
+    )
 
 
 def test_a_restore_that_reads_nothing_is_stuck_until_it_can_read(live):

@@ -12,8 +12,9 @@ from walletkit.service.logs import JsonFormatter, log_context, parse_level, setu
 
 
 def record(msg: str = "hello", level: int = logging.INFO, **extra) -> logging.LogRecord:
-    rec = logging.getLogger("walletkit.test").makeRecord("walletkit.test", level, __file__, 1, msg, (), None,
-                                                          extra=extra or None)
+    rec = logging.getLogger("walletkit.test").makeRecord(
+        "walletkit.test", level, __file__, 1, msg, (), None, extra=extra or None
+    )
     return rec
 
 
@@ -54,14 +55,17 @@ def test_exceptions_stay_on_one_line():
     assert "\n" not in line and "ValueError: boom" in json.loads(line)["exc"]
 
 
-@pytest.mark.parametrize("spec, root, loggers", [
-    ("info", logging.INFO, {}),
-    ("DEBUG", logging.DEBUG, {}),
-    ("warn", logging.WARNING, {}),
-    ("error,librdkafka=debug", logging.ERROR, {"librdkafka": logging.DEBUG}),
-    ("walletkit.stream.view=debug", logging.INFO, {"walletkit.stream.view": logging.DEBUG}),
-    ("", logging.INFO, {}),
-])
+@pytest.mark.parametrize(
+    "spec, root, loggers",
+    [
+        ("info", logging.INFO, {}),
+        ("DEBUG", logging.DEBUG, {}),
+        ("warn", logging.WARNING, {}),
+        ("error,librdkafka=debug", logging.ERROR, {"librdkafka": logging.DEBUG}),
+        ("walletkit.stream.view=debug", logging.INFO, {"walletkit.stream.view": logging.DEBUG}),
+        ("", logging.INFO, {}),
+    ],
+)
 def test_levels_parse(spec, root, loggers):
     assert parse_level(spec) == (root, loggers)
 
@@ -115,9 +119,18 @@ def test_access_lines_are_the_same_json_as_every_other_line_and_written_in_batch
     monkeypatch.setattr(logs, "_service", "wallet-api")
     access.request("GET", "/details/{wallet_id}", 200, 1.234, "r-7")  # no event loop: written at once
     doc = json.loads(out.getvalue())
-    assert doc == {"ts": doc["ts"], "level": "info", "service": "wallet-api", "logger": "wallet_api.access",
-                   "msg": "GET /details/{wallet_id} 200", "method": "GET", "route": "/details/{wallet_id}",
-                   "status": 200, "duration_ms": 1.23, "request_id": "r-7"}
+    assert doc == {
+        "ts": doc["ts"],
+        "level": "info",
+        "service": "wallet-api",
+        "logger": "wallet_api.access",
+        "msg": "GET /details/{wallet_id} 200",
+        "method": "GET",
+        "route": "/details/{wallet_id}",
+        "status": 200,
+        "duration_ms": 1.23,
+        "request_id": "r-7",
+    }
     assert doc["ts"].endswith("Z") and len(doc["ts"]) == len("2026-01-05T10:12:43.377Z")
 
     import asyncio

@@ -7,11 +7,19 @@ import json
 import re
 
 import pytest
+from observability_support import (
+    DOC,
+    dashboards,
+    generated,
+    label_values_query,
+    panel_queries,
+    panels,
+    section_of,
+    substitute,
+    variable_queries,
+)
 from prometheus_client import CollectorRegistry, Gauge
 
-from observability_support import (
-    DOC, dashboards, generated, label_values_query, panel_queries, panels, section_of, substitute, variable_queries,
-)
 from walletkit.stream import metrics
 
 
@@ -23,20 +31,28 @@ ABSENT = -1001  # librdkafka's "no offset"
 
 
 def part(state="active", hi=ABSENT, ls=ABSENT, lo=ABSENT, committed=ABSENT, app=ABSENT):
-    return {"fetch_state": state, "hi_offset": hi, "ls_offset": ls, "lo_offset": lo,
-            "committed_offset": committed, "app_offset": app}
+    return {
+        "fetch_state": state,
+        "hi_offset": hi,
+        "ls_offset": ls,
+        "lo_offset": lo,
+        "committed_offset": committed,
+        "app_offset": app,
+    }
 
 
 def test_lag_is_end_minus_committed_from_fetched_watermarks():
-    doc = stats({
-        "0": part(hi=120, ls=120, lo=0, committed=100, app=110),   # committed wins over position
-        "1": part(hi=50, ls=40, lo=0, committed=30),               # read_committed: last stable offset
-        "2": part(hi=70, lo=20),                                   # nothing committed: behind by the whole log
-        "3": part(hi=5, ls=5, committed=9),                        # never negative
-        "4": part(),                                               # not fetched yet: unknown, left out
-        "5": part(state="none", hi=10, committed=0),               # not assigned to this member
-        "-1": part(hi=10),                                         # librdkafka's internal UA partition
-    })
+    doc = stats(
+        {
+            "0": part(hi=120, ls=120, lo=0, committed=100, app=110),  # committed wins over position
+            "1": part(hi=50, ls=40, lo=0, committed=30),  # read_committed: last stable offset
+            "2": part(hi=70, lo=20),  # nothing committed: behind by the whole log
+            "3": part(hi=5, ls=5, committed=9),  # never negative
+            "4": part(),  # not fetched yet: unknown, left out
+            "5": part(state="none", hi=10, committed=0),  # not assigned to this member
+            "-1": part(hi=10),  # librdkafka's internal UA partition
+        }
+    )
     assert metrics.consumer_lag_from_statistics(doc, "deposit") == {0: 20, 1: 10, 2: 50, 3: 0}
     assert metrics.consumer_lag_from_statistics(doc, "other") == {}
 
@@ -93,19 +109,29 @@ def test_dashboard_uids_are_unique_and_the_overview_has_what_the_issue_asks():
     docs = dashboards()
     assert len({d["uid"] for d in docs.values()}) == len(docs)
     overview = " ".join(q.expr for q in panel_queries() if q.dashboard == "wallet-overview")
-    for needle in ("wallet_deposits_total", "histogram_quantile", 'status!~"5.."', "record_delay_seconds",
-                   "wallet_flagged_total"):
+    for needle in (
+        "wallet_deposits_total",
+        "histogram_quantile",
+        'status!~"5.."',
+        "record_delay_seconds",
+        "wallet_flagged_total",
+    ):
         assert needle in overview, needle
     processors = " ".join(q.expr for q in panel_queries() if q.dashboard == "wallet-processors")
-    for needle in ("stream_processor_consumer_lag", "stream_processor_records_total", "stream_restore_remaining_records",
-                   "stream_processor_state_bytes"):
+    for needle in (
+        "stream_processor_consumer_lag",
+        "stream_processor_records_total",
+        "stream_restore_remaining_records",
+        "stream_processor_state_bytes",
+    ):
         assert needle in processors, needle
 
 
 @pytest.mark.parametrize("section", ["metrics", "panels"])
 def test_generated_doc_sections_are_current(section):
-    assert section_of(DOC.read_text(), section) == generated(section).strip(), \
+    assert section_of(DOC.read_text(), section) == generated(section).strip(), (
         "run: .venv/bin/python tests/observability/observability_support.py --write"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(dashboards()))
@@ -117,7 +143,8 @@ def test_panels_use_drawable_units_and_name_pods_not_addresses(name):
     for panel in panels(dashboards()[name]):
         field = panel.get("fieldConfig", {})
         units = [field.get("defaults", {}).get("unit")] + [
-            p["value"] for o in field.get("overrides", []) for p in o.get("properties", []) if p["id"] == "unit"]
+            p["value"] for o in field.get("overrides", []) for p in o.get("properties", []) if p["id"] == "unit"
+        ]
         for unit in filter(None, units):
             assert unit in UNITS or unit.startswith("suffix:"), (panel["title"], unit)
         for target in panel["targets"]:

@@ -22,10 +22,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from observability_support import (
-    DOC, documented_name, label_values_query, panel_queries, dashboards, rule_groups, alerts, substitute,
-    variable_queries, section_of, require_prometheus,
+    DOC,
+    alerts,
+    dashboards,
+    documented_name,
+    label_values_query,
+    panel_queries,
+    require_prometheus,
+    rule_groups,
+    section_of,
+    substitute,
+    variable_queries,
 )
 
 pytestmark = pytest.mark.integration
@@ -89,8 +97,12 @@ def drive(api_port: int, prometheus, namespace: str) -> Traffic:
     def scraped() -> bool:
         flagged = prometheus.query(f'sum(wallet_flagged_total{{namespace="{namespace}"}})')
         deposits = prometheus.query(f'sum(wallet_deposits_total{{namespace="{namespace}"}})')
-        return (bool(flagged) and float(flagged[0]["value"][1]) >= 1
-                and bool(deposits) and float(deposits[0]["value"][1]) == traffic.accepted)
+        return (
+            bool(flagged)
+            and float(flagged[0]["value"][1]) >= 1
+            and bool(deposits)
+            and float(deposits[0]["value"][1]) == traffic.accepted
+        )
 
     wait_until(scraped, 20, interval=0.25, what="Prometheus to scrape the deposits and the flag")
     time.sleep(2.5)  # a few more scrapes: the last batches' histograms and the lag statistics
@@ -101,19 +113,28 @@ def drive(api_port: int, prometheus, namespace: str) -> Traffic:
 def observed(request, tmp_path_factory):
     """(cluster, prometheus, traffic, namespace): the stack, scraped, after the traffic."""
     require_prometheus()
-    from walletkit.devstack.kafka import ApacheKafka
     from walletkit.devstack.cluster import LocalCluster
+    from walletkit.devstack.kafka import ApacheKafka
     from walletkit.devstack.prometheus import LOCAL_NAMESPACE, LocalPrometheus, cluster_targets
 
     groups = rule_groups(LOCAL_NAMESPACE, partitions=PARTITIONS)
     root = tmp_path_factory.mktemp("observed")
-    cluster = LocalCluster(root, broker=ApacheKafka(log_path=root / "logs" / "broker.log"), partitions=PARTITIONS,
-                           extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000"})
+    cluster = LocalCluster(
+        root,
+        broker=ApacheKafka(log_path=root / "logs" / "broker.log"),
+        partitions=PARTITIONS,
+        extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000"},
+    )
     prometheus = None
     try:
         cluster.start_broker().start_all()
-        prometheus = LocalPrometheus(root / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
-                                     rule_groups=groups, log_path=root / "logs" / "prometheus.log").start()
+        prometheus = LocalPrometheus(
+            root / "prometheus",
+            cluster_targets(cluster.services),
+            scrape_interval="1s",
+            rule_groups=groups,
+            log_path=root / "logs" / "prometheus.log",
+        ).start()
         prometheus.wait_targets_up(30)
         traffic = drive(cluster.services["api-0"].port, prometheus, LOCAL_NAMESPACE)
         yield cluster, prometheus, traffic, LOCAL_NAMESPACE
@@ -173,14 +194,18 @@ def test_prometheus_evaluates_every_rule_without_error(observed):
     def evaluated() -> bool:
         rules = [r for g in prometheus.rules() for r in g["rules"]]
         return {r["name"] for r in rules} == expected and all(
-            not r.get("lastEvaluation", "").startswith("0001") for r in rules)
+            not r.get("lastEvaluation", "").startswith("0001") for r in rules
+        )
 
     wait_until(evaluated, 15, interval=0.25, what="Prometheus to evaluate every rule")
     rules = {r["name"]: r for g in prometheus.rules() for r in g["rules"]}
     unhealthy = {name: r.get("lastError") for name, r in rules.items() if r["health"] != "ok"}
     assert not unhealthy, unhealthy
-    active = {name: r["state"] for name, r in rules.items()
-              if r["state"] != "inactive" and name not in TIMING_DEPENDENT_ALERTS}
+    active = {
+        name: r["state"]
+        for name, r in rules.items()
+        if r["state"] != "inactive" and name not in TIMING_DEPENDENT_ALERTS
+    }
     assert not active, f"alerts pending or firing on a healthy stack: {active}"
 
 
@@ -190,8 +215,9 @@ def test_every_exposed_metric_is_documented(observed):
     from walletkit.devstack.net import http_get
 
     cluster, _, _, _ = observed
-    documented = {line.split("`")[1] for line in section_of(DOC.read_text(), "metrics").splitlines()
-                  if line.startswith("| `")}
+    documented = {
+        line.split("`")[1] for line in section_of(DOC.read_text(), "metrics").splitlines() if line.startswith("| `")
+    }
     undocumented: dict[str, set[str]] = {}
     for name, proc in cluster.services.items():
         status, body = http_get(proc.ops_url("/metrics"))
@@ -219,21 +245,30 @@ def test_series_have_bounded_labels_and_cover_every_partition(observed):
     def by(expr: str, label: str) -> dict[str, float]:
         return {r["metric"][label]: float(r["value"][1]) for r in prometheus.query(expr)}
 
-    assert by(f"count by (group) (stream_processor_consumer_lag{{{sel}}})", "group") == \
-        {"balance": PARTITIONS, "above_threshold": PARTITIONS}, "lag of every partition of both groups"
-    assert by(f"sum by (group) (stream_processor_partitions{{{sel}}})", "group") == \
-        {"balance": PARTITIONS, "above_threshold": PARTITIONS}
-    assert by(f"count by (topic) (stream_view_lag{{{sel}}})", "topic") == \
-        {"balance-table": PARTITIONS, "above_threshold-table": PARTITIONS}
+    assert by(f"count by (group) (stream_processor_consumer_lag{{{sel}}})", "group") == {
+        "balance": PARTITIONS,
+        "above_threshold": PARTITIONS,
+    }, "lag of every partition of both groups"
+    assert by(f"sum by (group) (stream_processor_partitions{{{sel}}})", "group") == {
+        "balance": PARTITIONS,
+        "above_threshold": PARTITIONS,
+    }
+    assert by(f"count by (topic) (stream_view_lag{{{sel}}})", "topic") == {
+        "balance-table": PARTITIONS,
+        "above_threshold-table": PARTITIONS,
+    }
     assert set(by(f"stream_view_caught_up{{{sel}}}", "topic").values()) == {1.0}
     assert set(by(f"stream_processor_ready{{{sel}}}", "group").values()) == {1.0}
     assert all(v > 0 for v in by(f"stream_processor_state_bytes{{{sel}}}", "group").values())
     assert scalar(f"sum(wallet_deposits_total{{{sel}}})") == traffic.accepted
     assert scalar(f"sum(wallet_deposited_amount_total{{{sel}}})") == pytest.approx(
-        10.5 * len(WALLETS) * ROUNDS + 12_000)
+        10.5 * len(WALLETS) * ROUNDS + 12_000
+    )
     assert scalar(f"sum(wallet_flagged_total{{{sel}}})") == 1
     assert scalar(f'sum(http_requests_total{{{sel}, route="/deposit", status="400"}})') == traffic.rejected
-    assert scalar(f'sum(http_requests_total{{{sel}, route="/details/{{wallet_id}}", status="404"}})') >= traffic.not_found
+    assert (
+        scalar(f'sum(http_requests_total{{{sel}, route="/details/{{wallet_id}}", status="404"}})') >= traffic.not_found
+    )
     assert scalar(f'sum(stream_processor_records_total{{{sel}, outcome="processed"}})') == 2 * traffic.accepted
     assert scalar(f"sum(stream_emitter_ack_seconds_count{{{sel}}})") == traffic.accepted
     assert scalar(f"sum(stream_emitter_connected{{{sel}}})") == 1

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,12 +67,18 @@ def test_a_deposit_is_followed_by_its_request_id_through_the_api_and_both_proces
     assert traced(threshold.log_path, "wallet flagged above threshold"), "the flag line carries the id too"
 
     # No id, or one that is not a safe token: a new one, answered and logged.
-    for sent in ({}, {"X-Request-ID": "has spaces and \"quotes\""}, {"X-Request-ID": "x" * 129}):
+    for sent in ({}, {"X-Request-ID": 'has spaces and "quotes"'}, {"X-Request-ID": "x" * 129}):
         status, headers, _ = post(api.port, {"WalletID": "traced", "Amount": 1}, sent)
         assert status == 202
         made = headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", made), (sent, made)
-        wait_for(lambda: any(line.get("request_id") == made for line in lines_with(api.log_path, made)), 10,
-                 "the new id in the API's access line")
-        wait_for(lambda: any(line.get("request_id") == made for line in lines_with(balance.log_path, made)), 30,
-                 "the new id in the balance processor's log")
+        wait_for(
+            lambda: any(line.get("request_id") == made for line in lines_with(api.log_path, made)),
+            10,
+            "the new id in the API's access line",
+        )
+        wait_for(
+            lambda: any(line.get("request_id") == made for line in lines_with(balance.log_path, made)),
+            30,
+            "the new id in the balance processor's log",
+        )

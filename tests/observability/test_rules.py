@@ -9,9 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-
-from support import missing_tool, require_module
 from observability_support import DOC, RULES_TEST, alerts, github_anchors, rule_groups, section_of
+from support import missing_tool, require_module
 
 yaml = require_module("yaml", "PyYAML comes with requirements/chart.txt")
 
@@ -38,22 +37,28 @@ def rules_dir(tmp_path, groups):
 
 
 def test_promtool_checks_the_rules(rules_dir, groups):
-    result = subprocess.run([promtool(), "check", "rules", "rules.yml"], cwd=rules_dir, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [promtool(), "check", "rules", "rules.yml"], cwd=rules_dir, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alerts(groups))} rules found" in result.stdout, result.stdout
 
 
 def test_promtool_unit_tests_pass(rules_dir):
-    result = subprocess.run([promtool(), "test", "rules", RULES_TEST.name], cwd=rules_dir, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [promtool(), "test", "rules", RULES_TEST.name], cwd=rules_dir, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_alert_has_a_test_where_it_fires():
     tested = yaml.safe_load(RULES_TEST.read_text())
-    firing = {case["alertname"] for test in tested["tests"] for case in test.get("alert_rule_test", [])
-              if case.get("exp_alerts")}
+    firing = {
+        case["alertname"]
+        for test in tested["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
     assert set(alerts(rule_groups(NAMESPACE))) <= firing, "alerts without a promtool test in which they fire"
 
 
@@ -75,23 +80,25 @@ def test_every_alert_is_described_and_has_a_runbook_section(groups):
 def test_the_alert_table_in_the_docs_is_current():
     from observability_support import generated
 
-    assert section_of(DOC.read_text(), "alerts") == generated("alerts").strip(), \
+    assert section_of(DOC.read_text(), "alerts") == generated("alerts").strip(), (
         "run: .venv/bin/python tests/observability/observability_support.py --write"
+    )
 
 
 def test_the_slo_threshold_is_a_bucket_of_the_latency_histogram():
     """The SLO counts requests in the `le` bucket it names: it must be a real bucket boundary."""
     import json
 
+    from observability_support import REPO
     from prometheus_client.utils import floatToGoString
 
-    from observability_support import REPO
     from wallet_api.app import LATENCY
 
     buckets = {floatToGoString(b) for b in LATENCY._upper_bounds}  # noqa: SLF001
     schema = json.loads((REPO / "charts" / "wallet" / "values.schema.json").read_text())
-    allowed = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["latencySLO"][
-        "properties"]["thresholdSeconds"]["enum"]
+    allowed = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["latencySLO"]["properties"][
+        "thresholdSeconds"
+    ]["enum"]
     assert set(allowed) <= buckets, f"thresholds the schema allows that are no bucket: {set(allowed) - buckets}"
     values = yaml.safe_load((REPO / "charts" / "wallet" / "values.yaml").read_text())
     assert values["metrics"]["prometheusRule"]["latencySLO"]["thresholdSeconds"] in allowed

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import logging
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from support import require_module  # noqa: E402
 
 kopf = require_module("kopf", "pip install -c constraints.txt kopf")
@@ -68,32 +67,68 @@ class Emulator(kmock_lib.KubernetesEmulator):
             # A failed "test" is 422 Unprocessable on an API server (kopf then retries on the next
             # event with the fresh version); kmock would answer 500, which kopf retries as is.
             try:
-                stored_version = self.objects[request.resource, request.namespace, request.name].raw.get(
-                    "metadata", {}).get("resourceVersion")
+                stored_version = (
+                    self.objects[request.resource, request.namespace, request.name]
+                    .raw.get("metadata", {})
+                    .get("resourceVersion")
+                )
             except KeyError:
                 stored_version = None
             for op in data:
-                if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" \
-                        and op.get("value") != stored_version:
-                    raise kmock_lib.KubernetesError(status=422, reason="Invalid", message=(
-                        f"the object has been modified (resourceVersion {stored_version}, not {op.get('value')})"))
+                if (
+                    op.get("op") == "test"
+                    and op.get("path") == "/metadata/resourceVersion"
+                    and op.get("value") != stored_version
+                ):
+                    raise kmock_lib.KubernetesError(
+                        status=422,
+                        reason="Invalid",
+                        message=(
+                            f"the object has been modified (resourceVersion {stored_version}, not {op.get('value')})"
+                        ),
+                    )
             data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
         return await super()._handle(request)
 
 
 def declare_resources(kmock: Any) -> None:
     """Everything kopf and the operator touch, as the API server's discovery would list it."""
-    kmock.resources[SCALERS] = dict(kind=KIND, singular="processorscaler", namespaced=True,
-                                    verbs={"list", "watch", "get", "patch", "create", "delete"},
-                                    subresources={"status"}, shortnames=set(), categories=set())
-    kmock.resources[STATEFULSETS] = dict(kind="StatefulSet", singular="statefulset", namespaced=True,
-                                         verbs={"get", "list", "patch", "create"}, subresources={"scale", "status"},
-                                         shortnames=set(), categories=set())
-    kmock.resources[EVENTS] = dict(kind="Event", singular="event", namespaced=True, verbs={"create", "list"},
-                                   subresources=set(), shortnames=set(), categories=set())
-    kmock.resources["v1/namespaces"] = dict(kind="Namespace", singular="namespace", namespaced=False,
-                                            verbs={"list", "watch", "get"}, subresources=set(),
-                                            shortnames=set(), categories=set())
+    kmock.resources[SCALERS] = dict(
+        kind=KIND,
+        singular="processorscaler",
+        namespaced=True,
+        verbs={"list", "watch", "get", "patch", "create", "delete"},
+        subresources={"status"},
+        shortnames=set(),
+        categories=set(),
+    )
+    kmock.resources[STATEFULSETS] = dict(
+        kind="StatefulSet",
+        singular="statefulset",
+        namespaced=True,
+        verbs={"get", "list", "patch", "create"},
+        subresources={"scale", "status"},
+        shortnames=set(),
+        categories=set(),
+    )
+    kmock.resources[EVENTS] = dict(
+        kind="Event",
+        singular="event",
+        namespaced=True,
+        verbs={"create", "list"},
+        subresources=set(),
+        shortnames=set(),
+        categories=set(),
+    )
+    kmock.resources["v1/namespaces"] = dict(
+        kind="Namespace",
+        singular="namespace",
+        namespaced=False,
+        verbs={"list", "watch", "get"},
+        subresources=set(),
+        shortnames=set(),
+        categories=set(),
+    )
 
 
 # ---------------------------------------------------------------- the operator
@@ -108,8 +143,9 @@ class RunningOperator:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kmock: Any, bootstrap: str, *, sync_seconds: float = 0.5, kafka_timeout: float = 2.0,
-                           health_port: int | None = None) -> AsyncIterator[RunningOperator]:
+async def running_operator(
+    kmock: Any, bootstrap: str, *, sync_seconds: float = 0.5, kafka_timeout: float = 2.0, health_port: int | None = None
+) -> AsyncIterator[RunningOperator]:
     """kopf.operator() as a task, in this event loop, with the test's Kafka and emulator."""
     from walletkit.devstack.net import free_port
 
@@ -117,8 +153,9 @@ async def running_operator(kmock: Any, bootstrap: str, *, sync_seconds: float = 
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-lag")
     scale = ScaleClient(endpoint, timeout=5)
     reader = LagReader({"bootstrap.servers": bootstrap, "logger": _RDKAFKA_LOG}, timeout=kafka_timeout)
-    runtime = OperatorRuntime(endpoint=endpoint, reconciler=Reconciler(reader, scale, executor), scale=scale,
-                              sync_seconds=sync_seconds)
+    runtime = OperatorRuntime(
+        endpoint=endpoint, reconciler=Reconciler(reader, scale, executor), scale=scale, sync_seconds=sync_seconds
+    )
     s = settings(reporting_instance="test")
     s.posting.default_backoffs = (0.1, 0.2)
     s.networking.error_backoffs = (0.1, 0.2, 0.5)
@@ -127,9 +164,17 @@ async def running_operator(kmock: Any, bootstrap: str, *, sync_seconds: float = 
     s.persistence.consistency_timeout = 0.7
     port = health_port or free_port()
     stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(
-        registry=build_registry(runtime), settings=s, namespaces=[NAMESPACE], standalone=True,
-        liveness_endpoint=f"http://127.0.0.1:{port}/healthz", stop_flag=stop_flag, ready_flag=ready_flag))
+    task = asyncio.create_task(
+        kopf.operator(
+            registry=build_registry(runtime),
+            settings=s,
+            namespaces=[NAMESPACE],
+            standalone=True,
+            liveness_endpoint=f"http://127.0.0.1:{port}/healthz",
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    )
     try:
         await wait_for(lambda: ready_flag.is_set() or task.done(), 20, "the operator to start")
         if task.done():
@@ -156,32 +201,58 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, inte
         except (KeyError, TypeError, IndexError, AssertionError) as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}"
-                        + (f" (last error: {last_error!r})" if last_error else ""))
+            pytest.fail(
+                f"timed out after {timeout:g}s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         await asyncio.sleep(interval)
 
 
 # ---------------------------------------------------------------- the emulator's objects
 
 
-def scaler_manifest(name: str, target: str, *, group: str, topic: str, min_replicas: int = 1, max_replicas: int = 8,
-                    target_lag: int = 500, up_window: int = 0, down_window: int = 3, paused: bool = False,
-                    **extra: Any) -> dict[str, Any]:
-    spec = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": target},
-            "consumerGroup": group, "topic": topic, "minReplicas": min_replicas, "maxReplicas": max_replicas,
-            "targetLagPerReplica": target_lag, "scaleUp": {"stabilizationWindowSeconds": up_window},
-            "scaleDown": {"stabilizationWindowSeconds": down_window}, "paused": paused, **extra}
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-            "metadata": {"name": name, "namespace": NAMESPACE, "generation": 1},
-            "spec": spec}
+def scaler_manifest(
+    name: str,
+    target: str,
+    *,
+    group: str,
+    topic: str,
+    min_replicas: int = 1,
+    max_replicas: int = 8,
+    target_lag: int = 500,
+    up_window: int = 0,
+    down_window: int = 3,
+    paused: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    spec = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": target},
+        "consumerGroup": group,
+        "topic": topic,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "targetLagPerReplica": target_lag,
+        "scaleUp": {"stabilizationWindowSeconds": up_window},
+        "scaleDown": {"stabilizationWindowSeconds": down_window},
+        "paused": paused,
+        **extra,
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": NAMESPACE, "generation": 1},
+        "spec": spec,
+    }
 
 
 def statefulset_manifest(name: str, replicas: int) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"replicas": replicas, "serviceName": f"{name}-headless",
-                     "selector": {"matchLabels": {"app": name}}},
-            "status": {"replicas": replicas}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"replicas": replicas, "serviceName": f"{name}-headless", "selector": {"matchLabels": {"app": name}}},
+        "status": {"replicas": replicas},
+    }
 
 
 async def create(kmock: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -243,8 +314,9 @@ async def follow_statefulsets(kmock: Any, names: list[str], stop: asyncio.Event)
         for name in names:
             sts = stored(kmock, STATEFULSETS, name)
             if sts and sts.get("status", {}).get("replicas") != sts["spec"]["replicas"]:
-                await merge_patch(kmock, f"{STATEFULSETS_URL}/{name}/status",
-                                  {"status": {"replicas": sts["spec"]["replicas"]}})
+                await merge_patch(
+                    kmock, f"{STATEFULSETS_URL}/{name}/status", {"status": {"replicas": sts["spec"]["replicas"]}}
+                )
         await asyncio.sleep(0.2)
 
 
@@ -272,11 +344,18 @@ class LagMaker:
         self.end = [e + per_partition for e in self.end]
 
     def commit(self, offsets: list[int]) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                             "enable.auto.commit": False, "logger": _RDKAFKA_LOG})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "logger": _RDKAFKA_LOG,
+            }
+        )
         try:
-            consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in enumerate(offsets)],
-                            asynchronous=False)
+            consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in enumerate(offsets)], asynchronous=False
+            )
         finally:
             consumer.close()
 

@@ -14,8 +14,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 
 from chart_support import (  # noqa: E402
-    CHART, KUBE_VERSIONS, NAMESPACE, RELEASE, containers, env_of, helm, pod_spec, pyproject, render,
-    require_module, structural_to_jsonschema, validate_custom_resource,
+    CHART,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    containers,
+    env_of,
+    helm,
+    pod_spec,
+    pyproject,
+    render,
+    require_module,
+    structural_to_jsonschema,
+    validate_custom_resource,
 )
 
 from wallet_operator import main as operator_main  # noqa: E402
@@ -63,6 +74,7 @@ def test_the_crd_is_a_valid_apiextensions_v1_object_with_status_and_printer_colu
 def test_the_crd_schema_is_structural():
     """Every node typed, no unknown-field preservation: what the API server requires of a v1 CRD
     (and what lets it prune and default)."""
+
     def walk(node, where):
         if not isinstance(node, dict):
             return
@@ -72,6 +84,7 @@ def test_the_crd_schema_is_structural():
             walk(sub, f"{where}.{name}")
         if "items" in node:
             walk(node["items"], f"{where}[]")
+
     schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     walk(schema["properties"]["spec"], "spec")
     walk(schema["properties"]["status"], "status")
@@ -107,7 +120,9 @@ def test_the_crd_rejects_bad_resources():
 
 def test_operator_off_renders_nothing_of_it_and_keeps_the_replicas():
     rendered = render({})
-    assert not [m for m in rendered.manifests if m.doc["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+    assert not [
+        m for m in rendered.manifests if m.doc["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
     assert not rendered.of_kind(KIND)
     for component, _ in PROCESSORS.values():
         assert rendered.one("StatefulSet", f"{RELEASE}-{component}")["spec"]["replicas"] == 1
@@ -128,8 +143,12 @@ def test_one_processorscaler_per_processor_and_no_replicas_in_its_statefulset():
 
 
 def test_a_scaler_can_be_left_off_and_its_statefulset_keeps_its_replicas():
-    rendered = render({"operator": {"enabled": True, "scalers": {"aboveThreshold": {"enabled": False}}},
-                       "aboveThreshold": {"replicaCount": 3}})
+    rendered = render(
+        {
+            "operator": {"enabled": True, "scalers": {"aboveThreshold": {"enabled": False}}},
+            "aboveThreshold": {"replicaCount": 3},
+        }
+    )
     assert [m.name for m in rendered.of_kind(KIND)] == [f"{RELEASE}-balance"]
     assert rendered.one("StatefulSet", f"{RELEASE}-above-threshold")["spec"]["replicas"] == 3
     assert "replicas" not in rendered.one("StatefulSet", f"{RELEASE}-balance")["spec"]
@@ -139,7 +158,9 @@ def test_a_scaler_can_be_left_off_and_its_statefulset_keeps_its_replicas():
 
 def test_min_above_max_fails_rendering_with_a_message():
     h = helm()
-    with pytest.raises(h.HelmRenderError, match=r"operator.scalers.balance.minReplicas \(5\) is above its maxReplicas \(4\)"):
+    with pytest.raises(
+        h.HelmRenderError, match=r"operator.scalers.balance.minReplicas \(5\) is above its maxReplicas \(4\)"
+    ):
         render({"operator": {"enabled": True, "scalers": {"balance": {"minReplicas": 5, "maxReplicas": 4}}}})
     with pytest.raises(h.HelmValuesError, match="targetLagPerReplica"):
         render({"operator": {"enabled": True, "scalers": {"balance": {"targetLagPerReplica": 0}}}})
@@ -153,16 +174,25 @@ def test_rbac_is_namespaced_least_privilege_without_wildcards():
     rules = rendered.one("Role", f"{RELEASE}-operator")["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {
-        (GROUP, PLURAL, "get"), (GROUP, PLURAL, "list"), (GROUP, PLURAL, "watch"), (GROUP, PLURAL, "patch"),
-        (GROUP, f"{PLURAL}/status", "get"), (GROUP, f"{PLURAL}/status", "patch"),
-        ("apps", "statefulsets/scale", "get"), ("apps", "statefulsets/scale", "patch"),
+        (GROUP, PLURAL, "get"),
+        (GROUP, PLURAL, "list"),
+        (GROUP, PLURAL, "watch"),
+        (GROUP, PLURAL, "patch"),
+        (GROUP, f"{PLURAL}/status", "get"),
+        (GROUP, f"{PLURAL}/status", "patch"),
+        ("apps", "statefulsets/scale", "get"),
+        ("apps", "statefulsets/scale", "patch"),
         ("", "events", "create"),
     }
     assert not [x for rule in rules for key in ("apiGroups", "resources", "verbs") for x in rule[key] if "*" in x]
     scale = next(r for r in rules if r["resources"] == ["statefulsets/scale"])
     assert sorted(scale["resourceNames"]) == [f"{RELEASE}-above-threshold", f"{RELEASE}-balance"]
     binding = rendered.one("RoleBinding", f"{RELEASE}-operator")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{RELEASE}-operator"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": f"{RELEASE}-operator",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}]
     assert rendered.one("ServiceAccount", f"{RELEASE}-operator")["automountServiceAccountToken"] is False
 
@@ -185,12 +215,16 @@ def test_the_deployment_runs_the_api_image_with_the_operators_command():
     token = next(v for v in spec["volumes"] if v["name"] == "kube-api-access")["projected"]["sources"]
     assert token[0]["serviceAccountToken"]["expirationSeconds"] <= 3607
     mount = next(m for m in container["volumeMounts"] if m["name"] == "kube-api-access")
-    assert mount == {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                     "readOnly": True}
+    assert mount == {
+        "name": "kube-api-access",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
     for other in ("api", "balance", "above-threshold"):
         kind = "Deployment" if other == "api" else "StatefulSet"
-        assert not [v for v in pod_spec(rendered.one(kind, f"{RELEASE}-{other}"))["volumes"] if "projected" in v], \
+        assert not [v for v in pod_spec(rendered.one(kind, f"{RELEASE}-{other}"))["volumes"] if "projected" in v], (
             "only the operator gets an API token"
+        )
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 8083, "health": 8084}
@@ -207,13 +241,24 @@ def test_every_setting_the_chart_passes_is_one_the_operator_reads():
     for action in operator_main.parser()._actions:
         if action.help and "[env " in action.help:
             read.add(action.help.split("[env ", 1)[1].split(",")[0].rstrip("]"))
-    shared_but_unused = {"WALLET_PARTITIONS", "WALLET_REPLICATION_FACTOR", "WALLET_MIN_INSYNC_REPLICAS",
-                         "WALLET_CREATE_TOPICS", "WALLET_STATE_DIR"}
+    shared_but_unused = {
+        "WALLET_PARTITIONS",
+        "WALLET_REPLICATION_FACTOR",
+        "WALLET_MIN_INSYNC_REPLICAS",
+        "WALLET_CREATE_TOPICS",
+        "WALLET_STATE_DIR",
+    }
     for name in env:
         if name.startswith("WALLET_"):
             assert name in read or name in shared_but_unused, f"{name} is set by the chart but not read"
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "WALLET_HTTP_PORT", "WALLET_HEALTH_PORT", "WALLET_OPERATOR_NAMESPACE",
-            "WALLET_OPERATOR_SYNC_SECONDS", "WALLET_OPERATOR_KAFKA_TIMEOUT_SECONDS"} <= set(env) & (read | {"KAFKA_BOOTSTRAP_SERVERS"})
+    assert {
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "WALLET_HTTP_PORT",
+        "WALLET_HEALTH_PORT",
+        "WALLET_OPERATOR_NAMESPACE",
+        "WALLET_OPERATOR_SYNC_SECONDS",
+        "WALLET_OPERATOR_KAFKA_TIMEOUT_SECONDS",
+    } <= set(env) & (read | {"KAFKA_BOOTSTRAP_SERVERS"})
     assert env["WALLET_HTTP_PORT"]["value"] == "8083" and env["WALLET_HEALTH_PORT"]["value"] == "8084"
     assert env["WALLET_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
@@ -225,8 +270,14 @@ def test_network_policy_lets_the_operator_reach_dns_kafka_and_the_api_server_onl
     egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
     assert egress == {(53, "UDP"), (53, "TCP"), (9092, "TCP"), (9093, "TCP"), (443, "TCP"), (6443, "TCP")}
     assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http"], "only Prometheus, on metrics"
-    narrowed = render({"operator": {"enabled": True, "networkPolicy": {"apiServer": {
-        "ports": [6443], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]}}}})
+    narrowed = render(
+        {
+            "operator": {
+                "enabled": True,
+                "networkPolicy": {"apiServer": {"ports": [6443], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]}},
+            }
+        }
+    )
     rule = narrowed.one("NetworkPolicy", f"{RELEASE}-operator")["spec"]["egress"][-1]
     assert rule == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]}
     assert not render({**ON, "networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
@@ -235,15 +286,20 @@ def test_network_policy_lets_the_operator_reach_dns_kafka_and_the_api_server_onl
 def test_with_sasl_the_operator_has_its_own_kafka_user_with_read_only_acls():
     rendered = render({**ON, "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}}})
     user = rendered.one("KafkaUser", f"{RELEASE}-operator")["spec"]["authorization"]["acls"]
-    ops = {(a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]): set(a["operations"])
-           for a in user}
-    assert ops == {("topic", "deposit", "literal"): {"Read", "Describe"},
-                   ("group", "balance", "literal"): {"Describe"}, ("group", "above_threshold", "literal"): {"Describe"},
-                   # the groups of rebuilt versions ("balance-v2"), and which version is live
-                   ("group", "balance-v", "prefix"): {"Describe"}, ("group", "above_threshold-v", "prefix"): {"Describe"},
-                   ("topic", "table-versions", "literal"): {"Read", "Describe"},
-                   ("group", "wallet-operator-reader", "literal"): {"Read"},
-                   ("group", "wallet-operator-lag-probe", "literal"): {"Read"}}
+    ops = {
+        (a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]): set(a["operations"]) for a in user
+    }
+    assert ops == {
+        ("topic", "deposit", "literal"): {"Read", "Describe"},
+        ("group", "balance", "literal"): {"Describe"},
+        ("group", "above_threshold", "literal"): {"Describe"},
+        # the groups of rebuilt versions ("balance-v2"), and which version is live
+        ("group", "balance-v", "prefix"): {"Describe"},
+        ("group", "above_threshold-v", "prefix"): {"Describe"},
+        ("topic", "table-versions", "literal"): {"Read", "Describe"},
+        ("group", "wallet-operator-reader", "literal"): {"Read"},
+        ("group", "wallet-operator-lag-probe", "literal"): {"Read"},
+    }
     env = env_of(containers(rendered.one("Deployment", f"{RELEASE}-operator"))[0])
     assert env["KAFKA_SASL_USERNAME"]["value"] == f"{RELEASE}-operator"
     assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-operator", "key": "password"}
@@ -260,9 +316,11 @@ def test_monitoring_scrapes_the_operator():
 def test_the_console_script_is_packaged():
     """The chart runs `wallet-operator`; pyproject.toml must map the package and the script."""
     project = pyproject()
-    assert project["project"]["scripts"].get("wallet-operator") == "wallet_operator.main:main", \
-        "add wallet-operator = \"wallet_operator.main:main\" to [project.scripts]"
+    assert project["project"]["scripts"].get("wallet-operator") == "wallet_operator.main:main", (
+        'add wallet-operator = "wallet_operator.main:main" to [project.scripts]'
+    )
     assert project["tool"]["setuptools"]["package-dir"].get("wallet_operator") == "services/operator/wallet_operator"
     assert "wallet_operator" in project["tool"]["setuptools"]["packages"]
-    assert any(dep.replace(" ", "").startswith("kopf") for dep in project["project"]["dependencies"]), \
+    assert any(dep.replace(" ", "").startswith("kopf") for dep in project["project"]["dependencies"]), (
         "kopf is a runtime dependency (the API image runs the operator)"
+    )

@@ -9,20 +9,37 @@ import random
 import pytest
 
 from wallet_operator.decision import (
-    Decision, LagSnapshot, PartitionOffsets, Recommendation, ScalingPolicy, bounds, decide, recommend,
+    Decision,
+    LagSnapshot,
+    PartitionOffsets,
+    Recommendation,
+    ScalingPolicy,
+    bounds,
+    decide,
+    recommend,
 )
 
-POLICY = ScalingPolicy(min_replicas=1, max_replicas=8, target_lag_per_replica=1000,
-                       scale_up_window=0, scale_down_window=60)
+POLICY = ScalingPolicy(
+    min_replicas=1, max_replicas=8, target_lag_per_replica=1000, scale_up_window=0, scale_down_window=60
+)
 
 
 def snapshot(lags: list[int] | None = None, *, partitions: int = 8, committed: bool = True) -> LagSnapshot:
     """A topic whose partition i has lags[i] records unread (0 when not given)."""
     lags = lags or []
-    return LagSnapshot("balance", "deposit", tuple(
-        PartitionOffsets(partition=p, committed=(100 if committed else None), end=100 + (lags[p] if p < len(lags) else 0),
-                         start=0 if committed else 100)
-        for p in range(partitions)))
+    return LagSnapshot(
+        "balance",
+        "deposit",
+        tuple(
+            PartitionOffsets(
+                partition=p,
+                committed=(100 if committed else None),
+                end=100 + (lags[p] if p < len(lags) else 0),
+                start=0 if committed else 100,
+            )
+            for p in range(partitions)
+        ),
+    )
 
 
 def total(n: int, partitions: int = 8) -> LagSnapshot:
@@ -93,8 +110,9 @@ def test_never_below_min_replicas_and_zero_lag_goes_to_the_minimum():
 
 
 def test_a_statefulset_outside_the_bounds_is_brought_back_at_once_despite_the_windows():
-    slow = ScalingPolicy(min_replicas=2, max_replicas=8, target_lag_per_replica=1000,
-                         scale_up_window=600, scale_down_window=600)
+    slow = ScalingPolicy(
+        min_replicas=2, max_replicas=8, target_lag_per_replica=1000, scale_up_window=600, scale_down_window=600
+    )
     assert decide(slow, total(50_000, partitions=4), current=7, history=(), now=0).desired == 4
     assert decide(slow, total(0), current=1, history=(), now=0).desired == 2
 
@@ -113,8 +131,11 @@ def test_a_group_without_committed_offsets_holds_the_current_replicas():
 
 
 def test_a_group_with_some_partitions_uncommitted_counts_them_from_the_log_start():
-    lag = LagSnapshot("balance", "deposit", (PartitionOffsets(0, committed=90, end=100),
-                                            PartitionOffsets(1, committed=None, end=2500, start=0)))
+    lag = LagSnapshot(
+        "balance",
+        "deposit",
+        (PartitionOffsets(0, committed=90, end=100), PartitionOffsets(1, committed=None, end=2500, start=0)),
+    )
     assert lag.group_found and lag.total_lag == 2510
     assert decide(POLICY, lag, current=1, history=(), now=0).desired == 2
 
@@ -147,8 +168,9 @@ def test_a_spike_inside_the_scale_down_window_restarts_the_wait():
 
 
 def test_scale_up_window_ignores_a_short_spike():
-    policy = ScalingPolicy(min_replicas=1, max_replicas=8, target_lag_per_replica=1000,
-                           scale_up_window=30, scale_down_window=0)
+    policy = ScalingPolicy(
+        min_replicas=1, max_replicas=8, target_lag_per_replica=1000, scale_up_window=30, scale_down_window=0
+    )
     history = (Recommendation(-10, 1),)  # one replica was enough until now
     d = decide(policy, total(6000), current=1, history=history, now=0)
     assert d.desired == 1, "the lowest recommendation in the window is still 1"
@@ -183,9 +205,13 @@ def test_random_lag_series_respect_bounds_and_windows():
     rng = random.Random(6)
     for _ in range(300):
         partitions = rng.randint(1, 12)
-        policy = ScalingPolicy(min_replicas=rng.randint(1, 4), max_replicas=rng.randint(4, 16),
-                               target_lag_per_replica=rng.choice([1, 100, 1000]),
-                               scale_up_window=rng.choice([0, 10, 30]), scale_down_window=rng.choice([0, 20, 60]))
+        policy = ScalingPolicy(
+            min_replicas=rng.randint(1, 4),
+            max_replicas=rng.randint(4, 16),
+            target_lag_per_replica=rng.choice([1, 100, 1000]),
+            scale_up_window=rng.choice([0, 10, 30]),
+            scale_down_window=rng.choice([0, 20, 60]),
+        )
         lower, upper, _ = bounds(policy, partitions)
         history: tuple[Recommendation, ...] = ()
         current, now = rng.randint(0, 20), 0.0
@@ -194,8 +220,13 @@ def test_random_lag_series_respect_bounds_and_windows():
         for step in range(40):
             if step:
                 now += rng.choice([1, 5, 15])
-            lag = LagSnapshot("g", "t", tuple(PartitionOffsets(p, committed=0, end=rng.choice([0, 0, 50, 3000, 90000]))
-                                              for p in range(partitions)))
+            lag = LagSnapshot(
+                "g",
+                "t",
+                tuple(
+                    PartitionOffsets(p, committed=0, end=rng.choice([0, 0, 50, 3000, 90000])) for p in range(partitions)
+                ),
+            )
             d = decide(policy, lag, current, history, now)
             assert lower <= d.desired <= upper <= partitions
             in_bounds = lower <= current <= upper

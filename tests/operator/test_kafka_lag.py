@@ -8,8 +8,8 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-
 from harness import LagMaker
+
 from wallet_operator.errors import KafkaUnavailable, TopicNotFound
 from wallet_operator.kafka_lag import LagReader
 
@@ -31,12 +31,17 @@ def test_lag_is_exact_per_partition_across_many_batches(bootstrap):
     for _ in range(5):  # five separate batches per partition
         lag.produce(per_partition=20)
     lag.commit([100, 30, 0, 100])
-    snapshot = LagReader({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG}, timeout=5).read("lag-exact-group", "lag-exact")
+    snapshot = LagReader({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG}, timeout=5).read(
+        "lag-exact-group", "lag-exact"
+    )
     assert snapshot.group_found
     assert [(p.partition, p.committed, p.end) for p in snapshot.partitions] == [
-        (0, 100, 100), (1, 30, 100), (2, 0, 100), (3, 100, 100)]
+        (0, 100, 100),
+        (1, 30, 100),
+        (2, 0, 100),
+        (3, 100, 100),
+    ]
     assert snapshot.lag_by_partition == {0: 0, 1: 70, 2: 100, 3: 0} and snapshot.total_lag == 170
-
 
 
 def test_records_of_an_open_transaction_are_not_lag_until_committed(bootstrap):
@@ -76,7 +81,9 @@ def test_a_group_that_never_committed_and_partitions_it_never_committed(bootstra
 
 def test_an_empty_topic_has_no_lag(bootstrap):
     LagMaker(bootstrap, "lag-empty", "lag-empty-group", partitions=2)
-    snapshot = LagReader({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG}, timeout=5).read("lag-empty-group", "lag-empty")
+    snapshot = LagReader({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG}, timeout=5).read(
+        "lag-empty-group", "lag-empty"
+    )
     assert [(p.end, p.lag) for p in snapshot.partitions] == [(0, 0), (0, 0)]
 
 

@@ -16,20 +16,31 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness import (
-    NAMESPACE, SCALERS_URL, STATEFULSETS_URL, Emulator, LagMaker, condition_of, create, declare_resources,
-    replicas_of, statefulset_manifest, status_of, wait_for,
+    NAMESPACE,
+    SCALERS_URL,
+    STATEFULSETS_URL,
+    Emulator,
+    LagMaker,
+    condition_of,
+    create,
+    declare_resources,
+    replicas_of,
+    statefulset_manifest,
+    status_of,
+    wait_for,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from chart_support import REPO, RELEASE, containers, env_of, render  # noqa: E402
+from chart_support import RELEASE, REPO, containers, env_of, render  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.kmock(cls=Emulator)]
 
 BOOTSTRAP_PLACEHOLDER = "kafka.operator-e2e.invalid:9092"
-VALUES = {"operator": {"enabled": True, "syncSeconds": 15},
-          "kafka": {"strimzi": {"enabled": False}, "external": {"bootstrapServers": BOOTSTRAP_PLACEHOLDER}}}
+VALUES = {
+    "operator": {"enabled": True, "syncSeconds": 15},
+    "kafka": {"strimzi": {"enabled": False}, "external": {"bootstrapServers": BOOTSTRAP_PLACEHOLDER}},
+}
 
 
 def local_command(container: dict) -> list[str]:
@@ -72,7 +83,9 @@ async def test_the_chart_s_operator_container_scales_serves_metrics_and_health_a
     rendered = render(VALUES)
     container = containers(rendered.one("Deployment", f"{RELEASE}-operator"))[0]
     scaler = rendered.one("ProcessorScaler", f"{RELEASE}-balance")
-    grace = rendered.one("Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    grace = rendered.one("Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
     assert env_of(container)["KAFKA_BOOTSTRAP_SERVERS"]["value"] == BOOTSTRAP_PLACEHOLDER
     assert env_of(container)["WALLET_OPERATOR_SYNC_SECONDS"]["value"] == "15"
     # The chart's scale-up window (60 s, above the session timeout) would outlast the test.
@@ -91,27 +104,34 @@ async def test_the_chart_s_operator_container_scales_serves_metrics_and_health_a
         await create(kmock, STATEFULSETS_URL, statefulset_manifest(f"{RELEASE}-balance", 1))
         await create(kmock, SCALERS_URL, scaler)
 
-        env = local_env(container, {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "WALLET_HTTP_PORT": str(metrics_port),
-            "WALLET_HEALTH_PORT": str(health_port),
-            "WALLET_HTTP_HOST": "127.0.0.1",
-            "WALLET_KUBE_API": str(kmock.url).rstrip("/"),
-            "WALLET_OPERATOR_SYNC_SECONDS": "0.5",
-        })
+        env = local_env(
+            container,
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "WALLET_HTTP_PORT": str(metrics_port),
+                "WALLET_HEALTH_PORT": str(health_port),
+                "WALLET_HTTP_HOST": "127.0.0.1",
+                "WALLET_KUBE_API": str(kmock.url).rstrip("/"),
+                "WALLET_OPERATOR_SYNC_SECONDS": "0.5",
+            },
+        )
         env["PATH"] = os.environ.get("PATH", "")
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "services" / "operator"), str(REPO)])
         with open(log, "wb") as out:
-            proc = subprocess.Popen(local_command(container), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=tmp_path)
+            proc = subprocess.Popen(
+                local_command(container), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
 
         def alive() -> bool:
             assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
             return True
 
         try:
-            await wait_for(lambda: alive() and replicas_of(kmock, f"{RELEASE}-balance") == 4, 30,
-                           "the operator process to scale the StatefulSet to 4")
+            await wait_for(
+                lambda: alive() and replicas_of(kmock, f"{RELEASE}-balance") == 4,
+                30,
+                "the operator process to scale the StatefulSet to 4",
+            )
         except BaseException:
             print(f"operator log:\n{log.read_text()[-5000:]}\nstatus: {status_of(kmock, f'{RELEASE}-balance')}")
             raise
@@ -119,9 +139,14 @@ async def test_the_chart_s_operator_container_scales_serves_metrics_and_health_a
 
         code, text = await http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert code == 200
-        assert (f'wallet_operator_consumer_lag{{group="balance",namespace="{NAMESPACE}",scaler="{RELEASE}-balance",'
-                f'topic="deposit"}} 4000.0') in text, text[:2000]
-        assert f'wallet_operator_scalings_total{{direction="up",namespace="{NAMESPACE}",scaler="{RELEASE}-balance"}} 1.0' in text
+        assert (
+            f'wallet_operator_consumer_lag{{group="balance",namespace="{NAMESPACE}",scaler="{RELEASE}-balance",'
+            f'topic="deposit"}} 4000.0'
+        ) in text, text[:2000]
+        assert (
+            f'wallet_operator_scalings_total{{direction="up",namespace="{NAMESPACE}",scaler="{RELEASE}-balance"}} 1.0'
+            in text
+        )
         code, text = await http_get(f"http://127.0.0.1:{health_port}/healthz")
         assert code == 200 and '"scalers": 1' in text.replace('":1', '": 1')
 

@@ -4,7 +4,6 @@ HTTP) attacked the way a client could, with real keys and real signed tokens."""
 from __future__ import annotations
 
 import pytest
-
 from security_support import Issuer
 
 

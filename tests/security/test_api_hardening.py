@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-
 from security_support import deposit, read, request
+
 from walletkit.devstack.net import http_get
 
 
@@ -38,8 +38,10 @@ def test_slow_bodies_hold_no_slot_and_time_out(stack):
     socks = []
     for _ in range(6):
         s = socket.create_connection(("127.0.0.1", api.port), timeout=15)
-        s.sendall(b"POST /deposit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
-                  b'{"WalletID":')
+        s.sendall(
+            b"POST /deposit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+            b'{"WalletID":'
+        )
         socks.append(s)
     try:
         time.sleep(0.3)  # every trickler is now waiting for the rest of its body
@@ -48,6 +50,7 @@ def test_slow_bodies_hold_no_slot_and_time_out(stack):
 
         def drain(s: socket.socket) -> None:
             answers.append(s.recv(4096))
+
         threads = [threading.Thread(target=drain, args=(s,)) for s in socks]
         for t in threads:
             t.start()
@@ -128,7 +131,9 @@ def test_the_loser_of_a_cross_replica_key_conflict_learns_it_from_its_token(stac
         assert (status, doc["Balance"]) == (200, 10), (replica.port, status, doc)
         status, doc, _ = read(replica.port, "conflicted", consistency=loser["ConsistencyToken"])
         assert status == 409, (replica.port, status, doc)
-        assert "was not applied" in doc["error"] and "Idempotency-Key was already used for another Amount" in doc["error"]
+        assert (
+            "was not applied" in doc["error"] and "Idempotency-Key was already used for another Amount" in doc["error"]
+        )
         assert f"offset {winner['Offset']} was applied instead" in doc["error"], doc
     # The loser retries as told (same key, same amount): refused, not charged; the winner's
     # retry is answered with its receipt.

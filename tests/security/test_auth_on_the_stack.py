@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from security_support import count_records, deposit, read
 from support import read_topic, wait_for
+
 from walletkit.wallet.wallet_pb2 import DepositRequest
 
 
@@ -30,8 +30,10 @@ def test_without_a_token_nothing_is_served(stack):
     assert count_records(cluster.broker.bootstrap) == before
 
 
-@pytest.mark.parametrize("case", ["expired", "wrong audience", "wrong issuer", "wrong key", "alg none",
-                                  "hmac with the public key", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    ["expired", "wrong audience", "wrong issuer", "wrong key", "alg none", "hmac with the public key", "garbage"],
+)
 def test_a_bad_token_is_401_and_emits_nothing(stack, issuer, case):
     import jwt
     from cryptography.hazmat.primitives import serialization
@@ -64,8 +66,9 @@ def _hmac_with_public_key(issuer, serialization) -> str:
 
     import jwt
 
-    pem = issuer.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     head = enc(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
     good = jwt.decode(issuer.token(), options={"verify_signature": False})
@@ -95,11 +98,17 @@ def test_an_accepted_deposit_names_its_principal_in_the_record_and_the_audit_log
     assert status == 202, receipt
     status, doc, _ = read(api.port, "alice-7", token=token, consistency=receipt["ConsistencyToken"])
     assert status == 200 and doc == {"WalletID": "alice-7", "Balance": 8000, "AboveThreshold": False}
-    records = [DepositRequest.FromString(v) for _p, _o, k, v in read_topic(cluster.broker.bootstrap, "deposit")
-               if k == b"alice-7"]
+    records = [
+        DepositRequest.FromString(v)
+        for _p, _o, k, v in read_topic(cluster.broker.bootstrap, "deposit")
+        if k == b"alice-7"
+    ]
     assert [r.Principal for r in records] == ["alice"]
-    audit = [json.loads(line) for line in api.log_path.read_text().splitlines()
-             if line.startswith("{") and '"wallet_api.audit"' in line]
+    audit = [
+        json.loads(line)
+        for line in api.log_path.read_text().splitlines()
+        if line.startswith("{") and '"wallet_api.audit"' in line
+    ]
     line = next(a for a in audit if a.get("deposit_id") == receipt["DepositID"])
     assert line["principal"] == "alice" and line["wallet_id"] == "alice-7" and line["amount"] == "8000"
 

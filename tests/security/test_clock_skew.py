@@ -17,9 +17,9 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
-
 from security_support import deposit, read
 from support import read_topic
+
 from walletkit.stream.partitioner import partition_for
 from walletkit.wallet.wallet_pb2 import DepositRequest
 

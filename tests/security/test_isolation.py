@@ -10,9 +10,9 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from security_support import deposit, read
 from support import read_topic, wait_for
+
 from walletkit.devstack.net import http_get
 from walletkit.stream.partitioner import partition_for
 from walletkit.wallet import money
@@ -26,8 +26,14 @@ def write(bootstrap: str, wallet: str, amounts_micros, *, keys=None) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20})
     partition = partition_for(wallet.encode(), PARTITIONS)
     for i, micros in enumerate(amounts_micros):
-        d = DepositRequest(WalletID=wallet, Amount=micros / money.SCALE, CreatedAt=0, AmountMicros=micros,
-                           DepositID=uuid.uuid4().hex, CreatedAtMicros=1)
+        d = DepositRequest(
+            WalletID=wallet,
+            Amount=micros / money.SCALE,
+            CreatedAt=0,
+            AmountMicros=micros,
+            DepositID=uuid.uuid4().hex,
+            CreatedAtMicros=1,
+        )
         if keys is not None:
             d.IdempotencyKey = keys[i]
         while True:
@@ -53,8 +59,12 @@ def metric(proc, name: str, **labels: str) -> float:
 
     status, body = http_get(proc.ops_url("/metrics"))
     assert status == 200
-    return sum(s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +80,7 @@ def test_ten_thousand_keyed_deposits_into_one_wallet_stay_far_below_the_record_l
     neighbour = same_partition_wallet("busy", "calm")
     status, receipt, _ = deposit(api.port, neighbour, 3)
     assert status == 202, receipt
+
     # The neighbour on the same partition is served once the 10,000 ahead of it are applied (a token
     # read answers 503 "retry" while they are not, as a busy machine may need longer than its 5 s wait);
     # the busy wallet counted every key once.
@@ -77,6 +88,7 @@ def test_ten_thousand_keyed_deposits_into_one_wallet_stay_far_below_the_record_l
         status, doc, _ = read(api.port, neighbour, consistency=receipt["ConsistencyToken"])
         assert status in (200, 503), (status, doc)
         return (status == 200 and doc["Balance"] == 3) or doc
+
     wait_for(neighbour_served, 120, "the neighbour's deposit behind 10,000 others")
     wait_for(lambda: read(api.port, "busy")[1].get("Balance") == 10_000, 60, "10,000 keyed deposits applied")
     for topic in ("balance-table", "above_threshold-table"):
@@ -106,12 +118,18 @@ def test_an_unwritable_value_is_quarantined_and_the_partition_flows(cluster):
     (With WALLET_MAX_VALUE_BYTES above the topic's limit, the same flood fails every flush.)"""
     bootstrap = cluster.broker.bootstrap
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics([
-        NewTopic("deposit", PARTITIONS, 1, config={"message.timestamp.type": "LogAppendTime"}),
-        NewTopic("balance-table", PARTITIONS, 1, config={"cleanup.policy": "compact"}),
-        NewTopic("above_threshold-table", PARTITIONS, 1,
-                 config={"cleanup.policy": "compact", "max.message.bytes": "16384"}),
-    ]).values():
+    for f in admin.create_topics(
+        [
+            NewTopic("deposit", PARTITIONS, 1, config={"message.timestamp.type": "LogAppendTime"}),
+            NewTopic("balance-table", PARTITIONS, 1, config={"cleanup.policy": "compact"}),
+            NewTopic(
+                "above_threshold-table",
+                PARTITIONS,
+                1,
+                config={"cleanup.policy": "compact", "max.message.bytes": "16384"},
+            ),
+        ]
+    ).values():
         f.result()
     cluster.extra_env["WALLET_MAX_VALUE_BYTES"] = "8192"
     cluster.start_all()
@@ -121,8 +139,11 @@ def test_an_unwritable_value_is_quarantined_and_the_partition_flows(cluster):
     assert status == 202, receipt
     # The client learns that its 202 was not applied everywhere, and why.
     status, doc, _ = read(api.port, "flood", consistency=receipt["ConsistencyToken"])
-    assert status == 409 and "was not applied to above_threshold-table" in doc["error"] \
-        and "value_too_large" in doc["error"], (status, doc)
+    assert (
+        status == 409
+        and "was not applied to above_threshold-table" in doc["error"]
+        and "value_too_large" in doc["error"]
+    ), (status, doc)
     assert metric(flags, "stream_processor_records_total", group="above_threshold", outcome="quarantined") > 0
     # The rest of the partition keeps flowing.
     neighbour = same_partition_wallet("flood", "quiet")

@@ -60,12 +60,12 @@ def parse(data: bytes) -> list[tuple[int, int, object]]:
         if wire_type == VARINT:
             value, i = _read_varint(data, i)
         elif wire_type == FIXED64:
-            value, i = data[i:i + 8], i + 8
+            value, i = data[i : i + 8], i + 8
         elif wire_type == FIXED32:
-            value, i = data[i:i + 4], i + 4
+            value, i = data[i : i + 4], i + 4
         elif wire_type == LEN:
             n, i = _read_varint(data, i)
-            value, i = data[i:i + n], i + n
+            value, i = data[i : i + n], i + n
         else:
             raise ValueError(f"wire type {wire_type}")
         if i > len(data):
@@ -125,8 +125,13 @@ def reference_view(data: bytes, schema: dict[int, tuple[str, str]]) -> dict[str,
 
 DEPOSIT_REQUEST = {1: ("WalletID", "string"), 2: ("Amount", "double"), 3: ("CreatedAt", "int64")}
 WALLET = {1: ("WalletID", "string"), 2: ("Balance", "double")}
-WALLET_INFO = {1: ("WalletID", "string"), 2: ("LastDepositAmount", "double"),
-               3: ("RollingPeriodCumulative", "double"), 4: ("AboveThreshold", "bool"), 5: ("CreatedAt", "int64")}
+WALLET_INFO = {
+    1: ("WalletID", "string"),
+    2: ("LastDepositAmount", "double"),
+    3: ("RollingPeriodCumulative", "double"),
+    4: ("AboveThreshold", "bool"),
+    5: ("CreatedAt", "int64"),
+}
 WALLET_INFO_LIST = {1: ("List", lambda raw: reference_view(raw, WALLET_INFO))}
 
 

@@ -21,15 +21,18 @@ T0 = 1_700_000_000 * MICROS
 
 
 def as_tuple(state: WindowState):
-    return (state.wallet_id, state.flagged, state.applied_offset,
-            [(e.at, e.offset, e.amount, e.cumulative) for e in state.entries])
+    return (
+        state.wallet_id,
+        state.flagged,
+        state.applied_offset,
+        [(e.at, e.offset, e.amount, e.cumulative) for e in state.entries],
+    )
 
 
 def sample_state(flagged: bool = False) -> WindowState:
     state = WindowState(wallet_id="walletID001", applied_offset=41)
     rule = Rule()
-    for i, (dt, amount) in enumerate([(0, 100_000), (30_500_000, 6000 * S), (30_500_000, 1),
-                                      (119_999_999, 3999 * S)]):
+    for i, (dt, amount) in enumerate([(0, 100_000), (30_500_000, 6000 * S), (30_500_000, 1), (119_999_999, 3999 * S)]):
         state.add(Entry(at=T0 + dt, offset=10 + i, amount=amount), rule)
     assert not state.flagged
     if flagged:
@@ -48,22 +51,28 @@ def test_round_trip(flagged):
 
 def test_round_trip_without_applied_offset_and_with_offset_zero():
     for applied in (-1, 0):
-        state = WindowState(entries=[Entry(at=T0, offset=0, amount=1, cumulative=1)], applied_offset=applied,
-                            wallet_id="w")
+        state = WindowState(
+            entries=[Entry(at=T0, offset=0, amount=1, cumulative=1)], applied_offset=applied, wallet_id="w"
+        )
         assert WINDOW_STATE.decode(WINDOW_STATE.encode(state)).applied_offset == applied
 
 
 def test_round_trip_keeps_sub_second_times_and_exact_amounts():
-    state = WindowState(entries=[Entry(at=T0 + 999_999, offset=3, amount=300_000, cumulative=300_001)],
-                        wallet_id="w")
+    state = WindowState(entries=[Entry(at=T0 + 999_999, offset=3, amount=300_000, cumulative=300_001)], wallet_id="w")
     decoded = WINDOW_STATE.decode(WINDOW_STATE.encode(state))
     e = decoded.entries[0]
     assert (e.at, e.offset, e.amount, e.cumulative) == (T0 + 999_999, 3, 300_000, 300_001)
 
 
 def test_decoded_entries_are_sorted_by_time_then_offset():
-    state = WindowState(entries=[Entry(at=T0 + 5, offset=1, amount=1), Entry(at=T0, offset=9, amount=1),
-                                 Entry(at=T0, offset=2, amount=1)], wallet_id="w")
+    state = WindowState(
+        entries=[
+            Entry(at=T0 + 5, offset=1, amount=1),
+            Entry(at=T0, offset=9, amount=1),
+            Entry(at=T0, offset=2, amount=1),
+        ],
+        wallet_id="w",
+    )
     decoded = WINDOW_STATE.decode(WINDOW_STATE.encode(state))
     assert [(e.at, e.offset) for e in decoded.entries] == [(T0, 2), (T0, 9), (T0 + 5, 1)]
 
@@ -131,7 +140,9 @@ def test_decode_go_style_list():
     assert state.flagged is False
     assert state.applied_offset == -1
     assert [(e.at, e.offset, e.amount) for e in state.entries] == [
-        (1_700_000_000 * MICROS, -1, 100_000), (1_700_000_100 * MICROS, -1, 6000 * S)]
+        (1_700_000_000 * MICROS, -1, 100_000),
+        (1_700_000_100 * MICROS, -1, 6000 * S),
+    ]
 
 
 def test_decode_go_style_list_flag_from_any_entry():

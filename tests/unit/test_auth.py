@@ -26,8 +26,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from wallet_api.auth import (
-    AuthConfigError, AuthSettings, Authenticator, Forbidden, KeySetError, KeysUnavailable, Principal,
-    Unauthorized, WalletRule, from_env,
+    AuthConfigError,
+    Authenticator,
+    AuthSettings,
+    Forbidden,
+    KeySetError,
+    KeysUnavailable,
+    Principal,
+    Unauthorized,
+    WalletRule,
+    from_env,
 )
 from walletkit.devstack.net import free_port
 
@@ -70,8 +78,15 @@ def ec_jwk(key: ec.EllipticCurvePrivateKey, kid: str, **extra: Any) -> dict[str,
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "iat": now, "exp": now + 300,
-            "scope": ALL_SCOPES, "wallets": ["acme-*", "walletID001"]}
+    base = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-1",
+        "iat": now,
+        "exp": now + 300,
+        "scope": ALL_SCOPES,
+        "wallets": ["acme-*", "walletID001"],
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -179,8 +194,9 @@ async def test_expired_beyond_leeway_is_refused(auth, rsa_key):
     now = int(time.time())
     exc = await refused(auth, bearer(sign(rsa_key, iat=now - 600, exp=now - 60)))
     assert "expired" in str(exc)
-    assert exc.www_authenticate == ('Bearer realm="wallet", error="invalid_token", '
-                                    'error_description="the token has expired"')
+    assert exc.www_authenticate == (
+        'Bearer realm="wallet", error="invalid_token", error_description="the token has expired"'
+    )
 
 
 async def test_expired_within_leeway_is_accepted(auth, rsa_key):
@@ -273,8 +289,10 @@ async def test_hs256_signed_with_the_public_key_pem_is_refused(jwks_path, rsa_ke
     # The classic confusion attack: a verifier that let the token pick HMAC would take the
     # public key (which anyone can fetch) as the shared secret.
     pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': 'rsa-1'}).encode())}." \
-                    f"{b64(json.dumps(claims()).encode())}"
+    signing_input = (
+        f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': 'rsa-1'}).encode())}."
+        f"{b64(json.dumps(claims()).encode())}"
+    )
     token = f"{signing_input}.{b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
     auth = Authenticator(file_settings(jwks_path, algorithms=configured))
     exc = await refused(auth, bearer(token))
@@ -316,8 +334,9 @@ async def test_key_type_must_fit_the_token_alg(tmp_path, rsa_key, ec_key):
 async def test_a_jwks_with_no_usable_key_fails_at_start(tmp_path, rsa_key):
     private = RSAAlgorithm.to_jwk(rsa_key, as_dict=True)
     weak = rsa_jwk(rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak")
-    path = write_jwks(tmp_path / "jwks.json", {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}, weak,
-                      dict(private, kid="leaked"))
+    path = write_jwks(
+        tmp_path / "jwks.json", {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}, weak, dict(private, kid="leaked")
+    )
     with pytest.raises(KeySetError) as caught:
         Authenticator(file_settings(path))
     message = str(caught.value)
@@ -362,8 +381,18 @@ async def test_no_bearer_credentials_get_the_bare_challenge(auth, header):
     assert "Bearer" in str(exc)
 
 
-@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer garbage", "Bearer a.b", "Bearer a.b.c.d",
-                                    "Bearer not@base64.x.y", "Bearer e30.e30.!!"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer garbage",
+        "Bearer a.b",
+        "Bearer a.b.c.d",
+        "Bearer not@base64.x.y",
+        "Bearer e30.e30.!!",
+    ],
+)
 async def test_malformed_bearer_tokens(auth, header):
     exc = await refused(auth, header)
     assert exc.error == "invalid_token"
@@ -396,9 +425,11 @@ async def test_missing_scope_is_forbidden(auth, rsa_key):
         auth.authorize(principal, "wallet:deposit", "walletID001")
     exc = caught.value
     assert exc.status == 403 and "wallet:deposit" in str(exc)
-    assert exc.www_authenticate == ('Bearer realm="wallet", error="insufficient_scope", '
-                                    'error_description="the token lacks the scope wallet:deposit", '
-                                    'scope="wallet:deposit"')
+    assert exc.www_authenticate == (
+        'Bearer realm="wallet", error="insufficient_scope", '
+        'error_description="the token lacks the scope wallet:deposit", '
+        'scope="wallet:deposit"'
+    )
 
 
 async def test_other_wallet_is_forbidden(auth, rsa_key):
@@ -419,8 +450,9 @@ async def test_no_wallets_claim_may_touch_no_wallet(auth, rsa_key):
 
 async def test_wallets_claim_name_is_configurable(jwks_path, rsa_key):
     auth = Authenticator(file_settings(jwks_path, wallets_claim="https://wallet.example/wallets"))
-    principal = await auth.authenticate(bearer(sign(rsa_key, wallets=None,
-                                                    **{"https://wallet.example/wallets": ["w1"]})))
+    principal = await auth.authenticate(
+        bearer(sign(rsa_key, wallets=None, **{"https://wallet.example/wallets": ["w1"]}))
+    )
     assert principal.may_touch("w1") and not principal.may_touch("walletID001")
 
 
@@ -430,17 +462,20 @@ async def test_malformed_wallets_claim_is_refused(auth, rsa_key, wallets):
     assert "wallets claim" in str(exc)
 
 
-@pytest.mark.parametrize(("pattern", "allowed", "denied"), [
-    ("acme-*", ["acme-1", "acme-", "acme-a.b:c"], ["acme", "acm", "xacme-1", "ACME-1"]),
-    ("*-eu", ["shop-eu", "-eu"], ["shop-us", "shop-eu1"]),
-    ("a*b*c", ["abc", "a-b-c", "abbc", "aXbYbZc"], ["ab", "acb", "abcd"]),
-    ("ab*ba", ["abba", "ab-ba"], ["aba"]),
-    # '.' is literal, never "any character": the pattern is not a regular expression.
-    ("acme.*", ["acme.1"], ["acmeX1", "acme-1"]),
-    ("*", ["anything", "w:1"], ["", "has space", "acme-*"]),
-    ("walletID001", ["walletID001"], ["walletID0011", "walletid001"]),
-    ("a**b", ["ab", "a-b"], ["a"]),
-])
+@pytest.mark.parametrize(
+    ("pattern", "allowed", "denied"),
+    [
+        ("acme-*", ["acme-1", "acme-", "acme-a.b:c"], ["acme", "acm", "xacme-1", "ACME-1"]),
+        ("*-eu", ["shop-eu", "-eu"], ["shop-us", "shop-eu1"]),
+        ("a*b*c", ["abc", "a-b-c", "abbc", "aXbYbZc"], ["ab", "acb", "abcd"]),
+        ("ab*ba", ["abba", "ab-ba"], ["aba"]),
+        # '.' is literal, never "any character": the pattern is not a regular expression.
+        ("acme.*", ["acme.1"], ["acmeX1", "acme-1"]),
+        ("*", ["anything", "w:1"], ["", "has space", "acme-*"]),
+        ("walletID001", ["walletID001"], ["walletID0011", "walletid001"]),
+        ("a**b", ["ab", "a-b"], ["a"]),
+    ],
+)
 def test_wallet_patterns(pattern, allowed, denied):
     principal = Principal("p", frozenset(), WalletRule((pattern,)))
     assert [w for w in allowed if principal.may_touch(w)] == allowed
@@ -457,10 +492,16 @@ def test_pattern_matching_does_not_backtrack():
 # --- settings and environment ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("algorithms", "says"), [
-    (("HS256",), "shared-secret"), (("RS256", "HS512"), "shared-secret"), (("none",), "unsigned"),
-    (("ES512",), "not supported"), ((), "at least one"),
-])
+@pytest.mark.parametrize(
+    ("algorithms", "says"),
+    [
+        (("HS256",), "shared-secret"),
+        (("RS256", "HS512"), "shared-secret"),
+        (("none",), "unsigned"),
+        (("ES512",), "not supported"),
+        ((), "at least one"),
+    ],
+)
 def test_settings_refuse_algorithms(tmp_path, algorithms, says):
     with pytest.raises(AuthConfigError) as caught:
         file_settings(tmp_path, algorithms=algorithms)
@@ -468,20 +509,27 @@ def test_settings_refuse_algorithms(tmp_path, algorithms, says):
     assert "accepted: RS256, RS384, RS512, ES256, ES384, PS256" in str(caught.value)
 
 
-@pytest.mark.parametrize(("changes", "setting"), [
-    ({"leeway_seconds": 301}, "leeway_seconds"), ({"leeway_seconds": -1}, "leeway_seconds"),
-    ({"issuer": ""}, "issuer"), ({"audience": " "}, "audience"),
-    ({"deposit_scope": "wallet deposit"}, "deposit_scope"), ({"wallets_claim": ""}, "wallets_claim"),
-    ({"jwks_url": "https://issuer.example/jwks"}, "jwks"),
-])
+@pytest.mark.parametrize(
+    ("changes", "setting"),
+    [
+        ({"leeway_seconds": 301}, "leeway_seconds"),
+        ({"leeway_seconds": -1}, "leeway_seconds"),
+        ({"issuer": ""}, "issuer"),
+        ({"audience": " "}, "audience"),
+        ({"deposit_scope": "wallet deposit"}, "deposit_scope"),
+        ({"wallets_claim": ""}, "wallets_claim"),
+        ({"jwks_url": "https://issuer.example/jwks"}, "jwks"),
+    ],
+)
 def test_settings_refuse_bad_values(tmp_path, changes, setting):
     with pytest.raises(AuthConfigError) as caught:
         file_settings(tmp_path, **changes)
     assert caught.value.setting == setting
 
 
-@pytest.mark.parametrize("url", ["http://issuer.example/jwks", "file:///etc/passwd", "ftp://x/jwks", "https://",
-                                 "not a url"])
+@pytest.mark.parametrize(
+    "url", ["http://issuer.example/jwks", "file:///etc/passwd", "ftp://x/jwks", "https://", "not a url"]
+)
 def test_settings_refuse_unsafe_jwks_urls(url):
     with pytest.raises(AuthConfigError) as caught:
         AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=url)
@@ -491,13 +539,20 @@ def test_settings_refuse_unsafe_jwks_urls(url):
 def test_settings_defaults_and_loopback_http():
     settings = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url="http://127.0.0.1:9/jwks")
     assert settings.algorithms == ("RS256", "ES256") and settings.leeway_seconds == 30
-    assert (settings.deposit_scope, settings.read_scope, settings.wallets_claim) == \
-        ("wallet:deposit", "wallet:read", "wallets")
+    assert (settings.deposit_scope, settings.read_scope, settings.wallets_claim) == (
+        "wallet:deposit",
+        "wallet:read",
+        "wallets",
+    )
     AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url="https://issuer.example/jwks")
 
 
-JWT_ENV = {"WALLET_AUTH": "jwt", "WALLET_AUTH_ISSUER": ISSUER, "WALLET_AUTH_AUDIENCE": AUDIENCE,
-           "WALLET_AUTH_JWKS_URL": "https://issuer.example/protocol/openid-connect/certs"}
+JWT_ENV = {
+    "WALLET_AUTH": "jwt",
+    "WALLET_AUTH_ISSUER": ISSUER,
+    "WALLET_AUTH_AUDIENCE": AUDIENCE,
+    "WALLET_AUTH_JWKS_URL": "https://issuer.example/protocol/openid-connect/certs",
+}
 
 
 def test_from_env_off():
@@ -507,32 +562,46 @@ def test_from_env_off():
 
 
 def test_from_env_jwt():
-    settings = from_env({**JWT_ENV, "WALLET_AUTH_ALGORITHMS": "ES256, PS256", "WALLET_AUTH_LEEWAY_SECONDS": "5",
-                         "WALLET_AUTH_DEPOSIT_SCOPE": "deposit", "WALLET_AUTH_READ_SCOPE": "read",
-                         "WALLET_AUTH_WALLETS_CLAIM": "wids"})
+    settings = from_env(
+        {
+            **JWT_ENV,
+            "WALLET_AUTH_ALGORITHMS": "ES256, PS256",
+            "WALLET_AUTH_LEEWAY_SECONDS": "5",
+            "WALLET_AUTH_DEPOSIT_SCOPE": "deposit",
+            "WALLET_AUTH_READ_SCOPE": "read",
+            "WALLET_AUTH_WALLETS_CLAIM": "wids",
+        }
+    )
     assert settings is not None
-    assert (settings.issuer, settings.audience, settings.jwks_url, settings.jwks_file) == \
-        (ISSUER, AUDIENCE, JWT_ENV["WALLET_AUTH_JWKS_URL"], None)
+    assert (settings.issuer, settings.audience, settings.jwks_url, settings.jwks_file) == (
+        ISSUER,
+        AUDIENCE,
+        JWT_ENV["WALLET_AUTH_JWKS_URL"],
+        None,
+    )
     assert settings.algorithms == ("ES256", "PS256") and settings.leeway_seconds == 5
     assert (settings.deposit_scope, settings.read_scope, settings.wallets_claim) == ("deposit", "read", "wids")
     file_env = {**JWT_ENV, "WALLET_AUTH_JWKS_URL": "", "WALLET_AUTH_JWKS_FILE": "/etc/wallet/jwks.json"}
     assert from_env(file_env).jwks_file == Path("/etc/wallet/jwks.json")
 
 
-@pytest.mark.parametrize(("env", "variable", "says"), [
-    ({"WALLET_AUTH": "oidc"}, "WALLET_AUTH", "must be none or jwt"),
-    ({"WALLET_AUTH_ISSUER": ISSUER}, "WALLET_AUTH", "WALLET_AUTH_ISSUER is set"),
-    ({**JWT_ENV, "WALLET_AUTH_ISSUER": ""}, "WALLET_AUTH_ISSUER", "required"),
-    ({**JWT_ENV, "WALLET_AUTH_AUDIENCE": None}, "WALLET_AUTH_AUDIENCE", "required"),
-    ({**JWT_ENV, "WALLET_AUTH_JWKS_URL": None}, "WALLET_AUTH_JWKS_URL or WALLET_AUTH_JWKS_FILE", "exactly one"),
-    ({**JWT_ENV, "WALLET_AUTH_JWKS_FILE": "/x"}, "WALLET_AUTH_JWKS_URL or WALLET_AUTH_JWKS_FILE", "exactly one"),
-    ({**JWT_ENV, "WALLET_AUTH_JWKS_URL": "http://issuer.example/certs"}, "WALLET_AUTH_JWKS_URL", "https"),
-    ({**JWT_ENV, "WALLET_AUTH_ALGORITHMS": "RS256,HS256"}, "WALLET_AUTH_ALGORITHMS", "HS256"),
-    ({**JWT_ENV, "WALLET_AUTH_ALGORITHMS": " , "}, "WALLET_AUTH_ALGORITHMS", "at least one"),
-    ({**JWT_ENV, "WALLET_AUTH_LEEWAY_SECONDS": "thirty"}, "WALLET_AUTH_LEEWAY_SECONDS", "0 to 300"),
-    ({**JWT_ENV, "WALLET_AUTH_LEEWAY_SECONDS": "3600"}, "WALLET_AUTH_LEEWAY_SECONDS", "0 to 300"),
-    ({**JWT_ENV, "WALLET_AUTH_READ_SCOPE": "a b"}, "WALLET_AUTH_READ_SCOPE", "one scope name"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"WALLET_AUTH": "oidc"}, "WALLET_AUTH", "must be none or jwt"),
+        ({"WALLET_AUTH_ISSUER": ISSUER}, "WALLET_AUTH", "WALLET_AUTH_ISSUER is set"),
+        ({**JWT_ENV, "WALLET_AUTH_ISSUER": ""}, "WALLET_AUTH_ISSUER", "required"),
+        ({**JWT_ENV, "WALLET_AUTH_AUDIENCE": None}, "WALLET_AUTH_AUDIENCE", "required"),
+        ({**JWT_ENV, "WALLET_AUTH_JWKS_URL": None}, "WALLET_AUTH_JWKS_URL or WALLET_AUTH_JWKS_FILE", "exactly one"),
+        ({**JWT_ENV, "WALLET_AUTH_JWKS_FILE": "/x"}, "WALLET_AUTH_JWKS_URL or WALLET_AUTH_JWKS_FILE", "exactly one"),
+        ({**JWT_ENV, "WALLET_AUTH_JWKS_URL": "http://issuer.example/certs"}, "WALLET_AUTH_JWKS_URL", "https"),
+        ({**JWT_ENV, "WALLET_AUTH_ALGORITHMS": "RS256,HS256"}, "WALLET_AUTH_ALGORITHMS", "HS256"),
+        ({**JWT_ENV, "WALLET_AUTH_ALGORITHMS": " , "}, "WALLET_AUTH_ALGORITHMS", "at least one"),
+        ({**JWT_ENV, "WALLET_AUTH_LEEWAY_SECONDS": "thirty"}, "WALLET_AUTH_LEEWAY_SECONDS", "0 to 300"),
+        ({**JWT_ENV, "WALLET_AUTH_LEEWAY_SECONDS": "3600"}, "WALLET_AUTH_LEEWAY_SECONDS", "0 to 300"),
+        ({**JWT_ENV, "WALLET_AUTH_READ_SCOPE": "a b"}, "WALLET_AUTH_READ_SCOPE", "one scope name"),
+    ],
+)
 def test_from_env_errors_name_the_variable(env, variable, says):
     env = {k: v for k, v in env.items() if v is not None}
     with pytest.raises(AuthConfigError) as caught:

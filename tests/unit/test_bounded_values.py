@@ -27,8 +27,14 @@ LIMIT = 512 * 1024
 
 
 def deposit(amount_micros: int, at: int, key: str = "", wallet: str = "busy") -> DepositRequest:
-    d = DepositRequest(WalletID=wallet, Amount=amount_micros / S, CreatedAt=at // MICROS, AmountMicros=amount_micros,
-                       CreatedAtMicros=at, DepositID=f"id-{key or at}")
+    d = DepositRequest(
+        WalletID=wallet,
+        Amount=amount_micros / S,
+        CreatedAt=at // MICROS,
+        AmountMicros=amount_micros,
+        CreatedAtMicros=at,
+        DepositID=f"id-{key or at}",
+    )
     if key:
         d.IdempotencyKey = key
     return d
@@ -124,8 +130,9 @@ def test_a_wallet_returns_to_exact_times_once_it_is_quiet_again():
 
 
 def test_resolution_and_quarantine_notes_survive_encoding_exactly_like_protobuf():
-    state = WindowState(entries=[Entry(at=T0 + 100_000, offset=1, amount=5, cumulative=5)], wallet_id="w",
-                        resolution=100_000)
+    state = WindowState(
+        entries=[Entry(at=T0 + 100_000, offset=1, amount=5, cumulative=5)], wallet_id="w", resolution=100_000
+    )
     idempotency.note_quarantine(state.quarantine, 9, "value_too_large: test")
     assert WINDOW_STATE.encode(state) == WINDOW_STATE.encode_plain(state)
     decoded = WINDOW_STATE.decode(WINDOW_STATE.encode(state))

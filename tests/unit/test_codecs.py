@@ -18,8 +18,17 @@ import protowire as pw  # noqa: E402
 from walletkit.stream.errors import SkipRecord  # noqa: E402
 from walletkit.wallet import money  # noqa: E402
 from walletkit.wallet.codecs import (  # noqa: E402
-    DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, Wallet, WalletInfo, WalletInfoList,
-    deposit_amount_micros, deposit_time_micros, wallet_balance_micros, wallet_flagged,
+    DEPOSIT,
+    WALLET,
+    WALLET_INFO_LIST,
+    DepositRequest,
+    Wallet,
+    WalletInfo,
+    WalletInfoList,
+    deposit_amount_micros,
+    deposit_time_micros,
+    wallet_balance_micros,
+    wallet_flagged,
 )
 
 S = money.SCALE
@@ -27,6 +36,7 @@ NOW = 1_700_000_000
 
 
 # --- the hand-written encoder itself (known protobuf encodings) ---------------------------
+
 
 def test_protowire_known_encodings():
     assert pw.varint(1) == b"\x01"
@@ -41,6 +51,7 @@ def test_protowire_known_encodings():
 
 # --- Go-written deposits ------------------------------------------------------------------
 
+
 def test_go_deposit_decodes_and_reads_amount_as_shortest_decimal():
     dep = DEPOSIT.decode(pw.go_deposit("walletID001", 0.1, NOW))
     assert isinstance(dep, DepositRequest)
@@ -54,13 +65,16 @@ def test_go_deposit_decodes_and_reads_amount_as_shortest_decimal():
     assert deposit_time_micros(dep) == NOW * 1_000_000
 
 
-@pytest.mark.parametrize("amount, micros", [
-    (8000.0, 8000 * S),
-    (0.3, 300_000),
-    (123456.78, 123_456_780_000),
-    (1e-6, 1),
-    (1e9, 1_000_000_000 * S),
-])
+@pytest.mark.parametrize(
+    "amount, micros",
+    [
+        (8000.0, 8000 * S),
+        (0.3, 300_000),
+        (123456.78, 123_456_780_000),
+        (1e-6, 1),
+        (1e9, 1_000_000_000 * S),
+    ],
+)
 def test_go_deposit_amounts(amount, micros):
     assert deposit_amount_micros(DEPOSIT.decode(pw.go_deposit("w", amount, NOW))) == micros
 
@@ -78,8 +92,14 @@ def test_go_deposit_negative_created_at_is_int64_two_complement():
 
 
 def test_our_deposit_exact_fields_take_precedence():
-    dep = DepositRequest(WalletID="w", Amount=0.30000000000000004, CreatedAt=NOW,
-                         AmountMicros=300_000, CreatedAtMicros=NOW * S + 123_456, DepositID="d-1")
+    dep = DepositRequest(
+        WalletID="w",
+        Amount=0.30000000000000004,
+        CreatedAt=NOW,
+        AmountMicros=300_000,
+        CreatedAtMicros=NOW * S + 123_456,
+        DepositID="d-1",
+    )
     dep = DEPOSIT.decode(DEPOSIT.encode(dep))
     assert deposit_amount_micros(dep) == 300_000
     assert deposit_time_micros(dep) == NOW * S + 123_456
@@ -129,15 +149,22 @@ def test_undecodable_deposit_is_skipped():
 
 
 def test_our_deposit_read_by_a_reference_reader():
-    dep = DepositRequest(WalletID="walletID001", Amount=0.1, CreatedAt=NOW, AmountMicros=100_000,
-                         DepositID="abc", CreatedAtMicros=NOW * S + 5)
+    dep = DepositRequest(
+        WalletID="walletID001",
+        Amount=0.1,
+        CreatedAt=NOW,
+        AmountMicros=100_000,
+        DepositID="abc",
+        CreatedAtMicros=NOW * S + 5,
+    )
     view = pw.reference_view(DEPOSIT.encode(dep), pw.DEPOSIT_REQUEST)
     assert view == {"WalletID": "walletID001", "Amount": 0.1, "CreatedAt": NOW}
 
 
 def test_our_deposit_extensions_use_new_field_numbers_only():
-    dep = DepositRequest(WalletID="w", Amount=2.5, CreatedAt=NOW, AmountMicros=2_500_000,
-                         DepositID="abc", CreatedAtMicros=NOW * S)
+    dep = DepositRequest(
+        WalletID="w", Amount=2.5, CreatedAt=NOW, AmountMicros=2_500_000, DepositID="abc", CreatedAtMicros=NOW * S
+    )
     fields = pw.parse(DEPOSIT.encode(dep))
     reference = [(f, t) for f, t, _ in fields if f <= 3]
     assert reference == [(1, pw.LEN), (2, pw.FIXED64), (3, pw.VARINT)]
@@ -146,13 +173,17 @@ def test_our_deposit_extensions_use_new_field_numbers_only():
 
 # --- balance-table values ---------------------------------------------------------------
 
-@pytest.mark.parametrize("balance, micros", [
-    (8000.0, 8000 * S),
-    (0.1, 100_000),
-    (1.5, 1_500_000),
-    (0.0, 0),
-    (9_000_000_000_000.5, 9_000_000_000_000_500_000),  # above the single-deposit maximum
-])
+
+@pytest.mark.parametrize(
+    "balance, micros",
+    [
+        (8000.0, 8000 * S),
+        (0.1, 100_000),
+        (1.5, 1_500_000),
+        (0.0, 0),
+        (9_000_000_000_000.5, 9_000_000_000_000_500_000),  # above the single-deposit maximum
+    ],
+)
 def test_go_wallet_balance(balance, micros):
     w = WALLET.decode(pw.go_wallet("w", balance))
     assert not w.HasField("BalanceMicros")
@@ -182,6 +213,7 @@ def test_our_wallet_read_by_a_reference_reader():
 
 
 # --- ProtobufTableCodec -----------------------------------------------------------------
+
 
 def test_applied_offset_is_minus_one_when_absent():
     assert WALLET.applied_offset(Wallet()) == -1
@@ -214,10 +246,13 @@ def test_table_codec_decode_rejects_junk_with_skip_record():
 
 # --- above_threshold-table values -------------------------------------------------------
 
+
 def test_wallet_flagged_from_go_list():
-    flagged = WALLET_INFO_LIST.decode(pw.go_wallet_info_list(
-        pw.go_wallet_info("w", 6000.0, 6000.0, False, NOW),
-        pw.go_wallet_info("w", 6000.0, 12000.0, True, NOW + 1)))
+    flagged = WALLET_INFO_LIST.decode(
+        pw.go_wallet_info_list(
+            pw.go_wallet_info("w", 6000.0, 6000.0, False, NOW), pw.go_wallet_info("w", 6000.0, 12000.0, True, NOW + 1)
+        )
+    )
     assert not flagged.HasField("AboveThreshold")
     assert wallet_flagged(flagged) is True
     not_flagged = WALLET_INFO_LIST.decode(pw.go_wallet_info_list(pw.go_wallet_info("w", 1.0, 1.0, False, NOW)))
@@ -238,17 +273,43 @@ def test_go_wallet_info_list_decodes_with_reference_fields():
     assert len(msg.List) == 1
     i = msg.List[0]
     assert (i.WalletID, i.LastDepositAmount, i.RollingPeriodCumulative, i.AboveThreshold, i.CreatedAt) == (
-        "walletID001", 2.5, 7.5, True, NOW)
+        "walletID001",
+        2.5,
+        7.5,
+        True,
+        NOW,
+    )
     assert not i.HasField("LastDepositMicros")
     assert not i.HasField("CreatedAtMicros")
 
 
 def test_our_wallet_info_list_read_by_a_reference_reader():
-    msg = WalletInfoList(List=[
-        WalletInfo(WalletID="w", LastDepositAmount=6000.0, RollingPeriodCumulative=12000.0, AboveThreshold=True,
-                   CreatedAt=NOW, LastDepositMicros=6000 * S, RollingPeriodCumulativeMicros=12000 * S,
-                   CreatedAtMicros=NOW * S + 7, DepositOffset=3)],
-        AppliedOffset=3, AboveThreshold=True)
+    msg = WalletInfoList(
+        List=[
+            WalletInfo(
+                WalletID="w",
+                LastDepositAmount=6000.0,
+                RollingPeriodCumulative=12000.0,
+                AboveThreshold=True,
+                CreatedAt=NOW,
+                LastDepositMicros=6000 * S,
+                RollingPeriodCumulativeMicros=12000 * S,
+                CreatedAtMicros=NOW * S + 7,
+                DepositOffset=3,
+            )
+        ],
+        AppliedOffset=3,
+        AboveThreshold=True,
+    )
     view = pw.reference_view(WALLET_INFO_LIST.encode(msg), pw.WALLET_INFO_LIST)
-    assert view == {"List": [{"WalletID": "w", "LastDepositAmount": 6000.0, "RollingPeriodCumulative": 12000.0,
-                              "AboveThreshold": True, "CreatedAt": NOW}]}
+    assert view == {
+        "List": [
+            {
+                "WalletID": "w",
+                "LastDepositAmount": 6000.0,
+                "RollingPeriodCumulative": 12000.0,
+                "AboveThreshold": True,
+                "CreatedAt": NOW,
+            }
+        ]
+    }

@@ -11,19 +11,22 @@ import pytest
 from walletkit.devstack import dashboards as d
 
 
-@pytest.mark.parametrize("value, unit, decimals, shown", [
-    (0.0123, "percentunit", None, "1.23%"),
-    (0.25, "s", None, "250 ms"),
-    (12.5, "s", None, "12.5 s"),
-    (3 * 2**20, "bytes", None, "3 MiB"),
-    (1536, "bytes", None, "1.5 KiB"),
-    (2300, None, 2, "2.3 K"),
-    (4500, "suffix:records", 0, "4.5 K records"),
-    (7, None, 0, "7"),
-    (41.7, "reqps", None, "41.7 req/s"),
-    (250_000, "suffix:records/s", None, "250 K records/s"),
-    (None, "s", None, "No data"),
-])
+@pytest.mark.parametrize(
+    "value, unit, decimals, shown",
+    [
+        (0.0123, "percentunit", None, "1.23%"),
+        (0.25, "s", None, "250 ms"),
+        (12.5, "s", None, "12.5 s"),
+        (3 * 2**20, "bytes", None, "3 MiB"),
+        (1536, "bytes", None, "1.5 KiB"),
+        (2300, None, 2, "2.3 K"),
+        (4500, "suffix:records", 0, "4.5 K records"),
+        (7, None, 0, "7"),
+        (41.7, "reqps", None, "41.7 req/s"),
+        (250_000, "suffix:records/s", None, "250 K records/s"),
+        (None, "s", None, "No data"),
+    ],
+)
 def test_values_are_shown_in_grafanas_units(value, unit, decimals, shown):
     assert d.format_value(value, unit, decimals) == shown
 
@@ -35,8 +38,10 @@ def test_legends_fill_labels_and_name_unformatted_series():
 
 def test_variables_are_substituted_and_unknown_ones_refused():
     values = {"namespace": "ns", "pod": ".*", "__rate_interval": "4s"}
-    assert d.substitute('rate(x{namespace=~"$namespace", pod=~"${pod}"}[$__rate_interval])', values) == \
-        'rate(x{namespace=~"ns", pod=~".*"}[4s])'
+    assert (
+        d.substitute('rate(x{namespace=~"$namespace", pod=~"${pod}"}[$__rate_interval])', values)
+        == 'rate(x{namespace=~"ns", pod=~".*"}[4s])'
+    )
     with pytest.raises(KeyError, match=r"\$instance"):
         d.substitute('x{instance=~"$instance"}', values)
 
@@ -52,11 +57,24 @@ def test_a_missing_stretch_breaks_the_line():
 
 
 def test_overrides_by_query_and_by_name_reach_the_series():
-    panel = {"id": 1, "type": "timeseries", "title": "t", "targets": [
-        {"refId": "A", "expr": "a", "legendFormat": "records"}, {"refId": "B", "expr": "b", "legendFormat": "parts"}],
-        "fieldConfig": {"defaults": {"unit": "suffix:records"}, "overrides": [
-            {"matcher": {"id": "byFrameRefID", "options": "B"},
-             "properties": [{"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "short"}]}]}}
+    panel = {
+        "id": 1,
+        "type": "timeseries",
+        "title": "t",
+        "targets": [
+            {"refId": "A", "expr": "a", "legendFormat": "records"},
+            {"refId": "B", "expr": "b", "legendFormat": "parts"},
+        ],
+        "fieldConfig": {
+            "defaults": {"unit": "suffix:records"},
+            "overrides": [
+                {
+                    "matcher": {"id": "byFrameRefID", "options": "B"},
+                    "properties": [{"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "short"}],
+                }
+            ],
+        },
+    }
     answers = {"a": [{"metric": {}, "values": [[0, "1"], [2, "NaN"]]}], "b": [{"metric": {}, "values": [[0, "2"]]}]}
     data = d.query(panel, lambda expr, *_: answers[expr], {}, 0, 2, 2)
     a, b = data.series
@@ -66,8 +84,17 @@ def test_overrides_by_query_and_by_name_reach_the_series():
 
 def test_every_panel_of_the_shipped_dashboards_is_drawn(tmp_path):
     def answer(expr: str, start: float, end: float, step: float) -> list[dict]:
-        return [{"metric": {"group": "balance", "pod": "wallet-balance-0", "topic": "balance-table", "route": "/deposit"},
-                 "values": [[start + i * step, str(i % 5)] for i in range(int((end - start) / step))]}]
+        return [
+            {
+                "metric": {
+                    "group": "balance",
+                    "pod": "wallet-balance-0",
+                    "topic": "balance-table",
+                    "route": "/deposit",
+                },
+                "values": [[start + i * step, str(i % 5)] for i in range(int((end - start) / step))],
+            }
+        ]
 
     variables = {"namespace": "ns", "pod": ".*", "__rate_interval": "4s", "__range": "60s", "__interval": "2s"}
     for name, doc in d.load().items():

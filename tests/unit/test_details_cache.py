@@ -10,10 +10,10 @@ import asyncio
 
 import pytest
 
+from wallet_api.ledger import Ledger
 from walletkit.stream.kafka import KafkaSettings
 from walletkit.stream.partitioner import partition_for
 from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST, Wallet, WalletInfoList
-from wallet_api.ledger import Ledger
 
 
 @pytest.fixture
@@ -25,12 +25,14 @@ def ledger(tmp_path):
     led.flags.stop()
 
 
-def apply(ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = False, *, notify: bool = True,
-          applied: int = 0) -> None:
+def apply(
+    ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = False, *, notify: bool = True, applied: int = 0
+) -> None:
     """What a batch of both views does: write the stores, then tell the listeners."""
     key = wallet_id.encode()
-    wallet = WALLET.encode(Wallet(WalletID=wallet_id, Balance=balance_micros / 1e6, BalanceMicros=balance_micros,
-                                  AppliedOffset=applied))
+    wallet = WALLET.encode(
+        Wallet(WalletID=wallet_id, Balance=balance_micros / 1e6, BalanceMicros=balance_micros, AppliedOffset=applied)
+    )
     info = WALLET_INFO_LIST.encode(WalletInfoList(AboveThreshold=flagged, AppliedOffset=applied))
     ledger.balances._store.write([(key, wallet)])
     ledger.flags._store.write([(key, info)])
@@ -41,8 +43,11 @@ def apply(ledger: Ledger, wallet_id: str, balance_micros: int, flagged: bool = F
 
 def balance(ledger: Ledger, wallet_id: str, token: str | None = None) -> int | None:
     """What GET /details answers: ``details()``, or with a consistency token ``details_reflecting()``."""
-    found = (ledger.details(wallet_id) if token is None
-             else asyncio.run(ledger.details_reflecting(wallet_id, token, timeout=1.0)))
+    found = (
+        ledger.details(wallet_id)
+        if token is None
+        else asyncio.run(ledger.details_reflecting(wallet_id, token, timeout=1.0))
+    )
     return None if found is None else found.balance_micros
 
 

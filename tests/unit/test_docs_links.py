@@ -54,7 +54,9 @@ def test_every_link_resolves_inside_the_repository(document):
         path, _, fragment = target.partition("#")
         resolved = (document.parent / path).resolve() if path else document
         if not resolved.exists():
-            broken.append(f"{target}: no such file {resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved}")
+            broken.append(
+                f"{target}: no such file {resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved}"
+            )
             continue
         if not resolved.is_relative_to(REPO):
             broken.append(f"{target}: outside the repository")

@@ -8,15 +8,26 @@ import argparse
 import pytest
 
 from walletkit.service.settings import (
-    KAFKA_ENV_PROPERTIES, SettingError, env_or_file, kafka_env_properties, kafka_settings,
+    KAFKA_ENV_PROPERTIES,
+    SettingError,
+    env_or_file,
+    kafka_env_properties,
+    kafka_settings,
 )
 from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 
-EXTRA = {"fetch.wait.max.ms": "10", "linger.ms": "7", "security.protocol": "SSL",
-         # the guarantees rest on these: KAFKA_CONFIG must not weaken them
-         "acks": "1", "enable.idempotence": "false", "enable.auto.commit": "true",
-         "enable.auto.offset.store": "true", "partition.assignment.strategy": "cooperative-sticky",
-         "auto.offset.reset": "latest"}
+EXTRA = {
+    "fetch.wait.max.ms": "10",
+    "linger.ms": "7",
+    "security.protocol": "SSL",
+    # the guarantees rest on these: KAFKA_CONFIG must not weaken them
+    "acks": "1",
+    "enable.idempotence": "false",
+    "enable.auto.commit": "true",
+    "enable.auto.offset.store": "true",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "auto.offset.reset": "latest",
+}
 
 
 def test_extra_properties_tune_the_defaults():
@@ -35,7 +46,11 @@ def test_extra_properties_cannot_weaken_the_guarantees():
     assert (group["enable.auto.commit"], group["enable.auto.offset.store"]) == (False, False)
     assert group["partition.assignment.strategy"] == "range"
     assert group["auto.offset.reset"] == "earliest"  # a deposit without a committed offset is never skipped
-    assert (reader["enable.auto.commit"], reader["auto.offset.reset"], reader["enable.partition.eof"]) == (False, "error", True)
+    assert (reader["enable.auto.commit"], reader["auto.offset.reset"], reader["enable.partition.eof"]) == (
+        False,
+        "error",
+        True,
+    )
 
 
 def test_code_overrides_win_and_defaults_hold_without_extra():
@@ -62,8 +77,10 @@ def test_consumers_refill_their_prefetch_promptly_and_operators_can_tune_it():
 
 
 def test_kafka_config_text_is_key_value_pairs_and_anything_else_is_refused():
-    assert parse_kafka_config(" linger.ms=7, security.protocol = SSL ,") == {"linger.ms": "7",
-                                                                             "security.protocol": "SSL"}
+    assert parse_kafka_config(" linger.ms=7, security.protocol = SSL ,") == {
+        "linger.ms": "7",
+        "security.protocol": "SSL",
+    }
     assert parse_kafka_config("") == {}
     with pytest.raises(ValueError, match="'acks' is not key=value"):
         parse_kafka_config("linger.ms=7,acks")
@@ -71,13 +88,19 @@ def test_kafka_config_text_is_key_value_pairs_and_anything_else_is_refused():
 
 # ---------------------------------------------------------------- <NAME>_FILE: values from mounted files
 
+
 def test_a_password_file_is_read_less_one_trailing_newline(tmp_path):
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
     assert kafka_env_properties({"KAFKA_SASL_PASSWORD_FILE": str(secret)}) == {"sasl.password": "s3cret"}
     # Only one newline goes: the value is otherwise exactly the file (spaces, inner newlines).
-    for content, value in (("s3cret", "s3cret"), ("s3cret\r\n", "s3cret"), ("s3cret\n\n", "s3cret\n"),
-                           (" a b \n", " a b "), ("line1\nline2\n", "line1\nline2")):
+    for content, value in (
+        ("s3cret", "s3cret"),
+        ("s3cret\r\n", "s3cret"),
+        ("s3cret\n\n", "s3cret\n"),
+        (" a b \n", " a b "),
+        ("line1\nline2\n", "line1\nline2"),
+    ):
         secret.write_text(content, newline="")
         assert env_or_file("KAFKA_SASL_PASSWORD", {"KAFKA_SASL_PASSWORD_FILE": str(secret)}) == value, content
 
@@ -91,9 +114,9 @@ def test_every_mapped_variable_takes_a_file_too(tmp_path, name):
 
 
 def test_the_plain_variable_still_works_and_empty_means_unset():
-    assert kafka_env_properties({"KAFKA_SASL_USERNAME": "wallet-api", "KAFKA_SASL_PASSWORD": "pw",
-                                 "KAFKA_SECURITY_PROTOCOL": ""}) == {"sasl.username": "wallet-api",
-                                                                    "sasl.password": "pw"}
+    assert kafka_env_properties(
+        {"KAFKA_SASL_USERNAME": "wallet-api", "KAFKA_SASL_PASSWORD": "pw", "KAFKA_SECURITY_PROTOCOL": ""}
+    ) == {"sasl.username": "wallet-api", "sasl.password": "pw"}
     assert kafka_env_properties({"KAFKA_SASL_PASSWORD": "", "KAFKA_SASL_PASSWORD_FILE": ""}) == {}
     assert kafka_env_properties({}) == {}
 
@@ -125,8 +148,9 @@ def test_a_service_refuses_to_start_with_a_bad_password_file(tmp_path, monkeypat
     for name in KAFKA_ENV_PROPERTIES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
-    args = argparse.Namespace(bootstrap_servers="127.0.0.1:9092", kafka_config="", session_timeout_ms=10_000,
-                              instance_id=None)
+    args = argparse.Namespace(
+        bootstrap_servers="127.0.0.1:9092", kafka_config="", session_timeout_ms=10_000, instance_id=None
+    )
     monkeypatch.setenv("KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "absent"))
     with pytest.raises(SystemExit) as exited:
         kafka_settings(args, client_id="wallet-api")

@@ -73,8 +73,11 @@ def test_code_outside_the_toolkit_imports_only_what_it_exports(folder):
             if module.startswith("walletkit.stream."):
                 found.append(f"{path.relative_to(ROOT)}:{line} imports the toolkit's module {module}")
             elif module == "walletkit.stream":
-                found += [f"{path.relative_to(ROOT)}:{line} imports {n}, which walletkit.stream does not export"
-                          for n in names if n not in exported]
+                found += [
+                    f"{path.relative_to(ROOT)}:{line} imports {n}, which walletkit.stream does not export"
+                    for n in names
+                    if n not in exported
+                ]
     assert found == []
 
 
@@ -89,7 +92,9 @@ def test_the_check_finds_a_violation(tmp_path, monkeypatch):
     fake.mkdir(parents=True)
     (fake / "bad.py").write_text("def f():\n    from walletkit.wallet import money\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
-    assert violations("walletkit/stream", LAYERS["walletkit/stream"]) == ["walletkit/stream/bad.py:2 imports walletkit.wallet"]
+    assert violations("walletkit/stream", LAYERS["walletkit/stream"]) == [
+        "walletkit/stream/bad.py:2 imports walletkit.wallet"
+    ]
 
 
 def test_the_charts_processors_are_the_registrys_tables():

@@ -36,8 +36,7 @@ async def test_a_deposit_stored_during_a_lookup_is_not_refused():
 
 async def test_an_impossible_token_is_refused_and_concurrent_ones_share_lookups():
     ledger = SlowBroker()
-    results = await asyncio.gather(*(ledger._check_exists(0, 10_000 + i) for i in range(50)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(ledger._check_exists(0, 10_000 + i) for i in range(50)), return_exceptions=True)
     assert all(isinstance(r, InvalidToken) and "names no deposit" in str(r) for r in results)
     assert ledger.lookups <= 2, ledger.lookups
     with pytest.raises(InvalidToken):

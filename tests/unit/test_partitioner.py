@@ -32,14 +32,17 @@ def reference_partition(key: bytes, n: int) -> int:
     return p
 
 
-@pytest.mark.parametrize("data, expected", [
-    (b"", 0x811C9DC5),
-    (b"a", 0xE40C292C),
-    (b"b", 0xE70C2DE5),
-    (b"c", 0xE60C2C52),
-    (b"foo", 0xA9F37ED7),
-    (b"foobar", 0xBF9CF968),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"", 0x811C9DC5),
+        (b"a", 0xE40C292C),
+        (b"b", 0xE70C2DE5),
+        (b"c", 0xE60C2C52),
+        (b"foo", 0xA9F37ED7),
+        (b"foobar", 0xBF9CF968),
+    ],
+)
 def test_fnv1a32_known_vectors(data, expected):
     assert fnv1a32(data) == expected
     assert reference_fnv1a32(data) == expected
@@ -80,17 +83,20 @@ def test_partition_for_matches_sarama_hash_partitioner(n):
     assert len(seen) == n  # every partition gets keys
 
 
-@pytest.mark.parametrize("key, n, expected", [
-    # fnv1a32(b"a") = 0xe40c292c → int32 -468965076; Go: -468965076 % n = -(468965076 % n), negated
-    (b"a", 8, 468965076 % 8),
-    (b"a", 10, 468965076 % 10),
-    (b"a", 3, 468965076 % 3),
-    # fnv1a32(b"") = 0x811c9dc5 → int32 -2128831035
-    (b"", 32, 2128831035 % 32),
-    (b"", 10, 2128831035 % 10),
-    # fnv1a32(b"foobar") = 0xbf9cf968 → int32 -1080231576
-    (b"foobar", 8, 1080231576 % 8),
-])
+@pytest.mark.parametrize(
+    "key, n, expected",
+    [
+        # fnv1a32(b"a") = 0xe40c292c → int32 -468965076; Go: -468965076 % n = -(468965076 % n), negated
+        (b"a", 8, 468965076 % 8),
+        (b"a", 10, 468965076 % 10),
+        (b"a", 3, 468965076 % 3),
+        # fnv1a32(b"") = 0x811c9dc5 → int32 -2128831035
+        (b"", 32, 2128831035 % 32),
+        (b"", 10, 2128831035 % 10),
+        # fnv1a32(b"foobar") = 0xbf9cf968 → int32 -1080231576
+        (b"foobar", 8, 1080231576 % 8),
+    ],
+)
 def test_partition_for_negative_hashes_hand_computed(key, n, expected):
     assert partition_for(key, n) == expected
 

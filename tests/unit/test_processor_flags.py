@@ -12,10 +12,13 @@ BROKER = ["--bootstrap-servers", "127.0.0.1:1"]
 
 
 @pytest.mark.parametrize("main", [balance_main, above_threshold_main])
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--cache-entries", "-1"], "--cache-entries must be 0"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--cache-entries", "-1"], "--cache-entries must be 0"),
+    ],
+)
 def test_out_of_range_tuning_is_a_usage_error(main, argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*BROKER, *argv])

@@ -15,9 +15,17 @@ GENERATED = ("wallet_pb2.py", "wallet_pb2.pyi")
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     require_module("grpc_tools", "grpcio-tools (the dev extra) generates the code")
     result = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", str(ROOT / "proto" / "wallet.proto")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            str(ROOT / "proto" / "wallet.proto"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     for name in GENERATED:
@@ -33,11 +41,19 @@ def test_reference_field_numbers_are_unchanged() -> None:
     from walletkit.wallet import wallet_pb2 as pb
 
     expected = {
-        "DepositRequest": {"WalletID": (1, F.TYPE_STRING), "Amount": (2, F.TYPE_DOUBLE), "CreatedAt": (3, F.TYPE_INT64)},
+        "DepositRequest": {
+            "WalletID": (1, F.TYPE_STRING),
+            "Amount": (2, F.TYPE_DOUBLE),
+            "CreatedAt": (3, F.TYPE_INT64),
+        },
         "Wallet": {"WalletID": (1, F.TYPE_STRING), "Balance": (2, F.TYPE_DOUBLE)},
-        "WalletInfo": {"WalletID": (1, F.TYPE_STRING), "LastDepositAmount": (2, F.TYPE_DOUBLE),
-                       "RollingPeriodCumulative": (3, F.TYPE_DOUBLE), "AboveThreshold": (4, F.TYPE_BOOL),
-                       "CreatedAt": (5, F.TYPE_INT64)},
+        "WalletInfo": {
+            "WalletID": (1, F.TYPE_STRING),
+            "LastDepositAmount": (2, F.TYPE_DOUBLE),
+            "RollingPeriodCumulative": (3, F.TYPE_DOUBLE),
+            "AboveThreshold": (4, F.TYPE_BOOL),
+            "CreatedAt": (5, F.TYPE_INT64),
+        },
         "WalletInfoList": {"List": (1, F.TYPE_MESSAGE)},
     }
     for message, fields in expected.items():

@@ -56,8 +56,9 @@ def records(n: int, *, wallets=("w",), keyed=True, shard: int | None = 5) -> lis
     out = []
     for offset in range(n):
         wallet = wallets[offset % len(wallets)]
-        d = DepositRequest(WalletID=wallet, Amount=1.0, CreatedAt=0, AmountMicros=S, DepositID=f"d{offset}",
-                           CreatedAtMicros=1)
+        d = DepositRequest(
+            WalletID=wallet, Amount=1.0, CreatedAt=0, AmountMicros=S, DepositID=f"d{offset}", CreatedAtMicros=1
+        )
         if keyed:
             d.IdempotencyKey = next(keys)
         out.append(Record(wallet, d.SerializeToString(), offset, T0 + offset))
@@ -72,7 +73,7 @@ class Table:
     def run(self, recs: list[Record], batch_size: int) -> list[str]:
         outcomes = []
         for start in range(0, len(recs), batch_size):
-            msgs = recs[start:start + batch_size]
+            msgs = recs[start : start + batch_size]
             batch = self.runner.run(msgs, {0: self.part})
             outcomes += batch.outcomes
             self.part.store.write(batch.txns[0].changes(), {})
@@ -84,8 +85,11 @@ def stored(part: TablePartition, keys) -> dict[str, bytes | None]:
 
 
 def side_keys(wallets) -> list[str]:
-    return [k for w in wallets for k in [w, idempotency.quarantine_key(w),
-                                          *(f"{w}{idempotency.SEPARATOR}k{s:02d}" for s in range(64))]]
+    return [
+        k
+        for w in wallets
+        for k in [w, idempotency.quarantine_key(w), *(f"{w}{idempotency.SEPARATOR}k{s:02d}" for s in range(64))]
+    ]
 
 
 @pytest.mark.parametrize("group", ["balance", "above_threshold"])
@@ -118,8 +122,9 @@ def test_a_refused_side_entry_leaves_no_trace_in_the_cache(tmp_path):
     # is under the same value limit: older notes go first).
     noted = {n.Offset for n in notes.Quarantine}
     assert noted and noted <= {i for i, o in enumerate(outcomes) if o == "quarantined"}
-    assert all(i in noted or i <= notes.QuarantineForgottenThrough
-               for i, o in enumerate(outcomes) if o == "quarantined")
+    assert all(
+        i in noted or i <= notes.QuarantineForgottenThrough for i, o in enumerate(outcomes) if o == "quarantined"
+    )
     assert refused in noted or refused <= notes.QuarantineForgottenThrough
 
 
@@ -130,8 +135,10 @@ def test_a_refused_record_of_a_busy_key_is_undone_in_place(tmp_path):
     table = Table(tmp_path, spec, 1024)
     busy = records(2000)  # keyed, all into one shard of "w": it fills after a few dozen
     calm = records(2000, wallets=("calm",), keyed=False)
-    mixed = [Record(r.key().decode(), r.value(), i, T0 + i) for i, r in enumerate(x for pair in zip(busy, calm)
-                                                                                    for x in pair)]
+    mixed = [
+        Record(r.key().decode(), r.value(), i, T0 + i)
+        for i, r in enumerate(x for pair in zip(busy, calm) for x in pair)
+    ]
     outcomes = table.run(mixed, len(mixed))
     assert outcomes.count("quarantined") > 1900
     assert wallet_balance_micros(spec.table_codec.decode(table.part.store.get(b"calm"))) == 2000 * S

@@ -90,15 +90,20 @@ def test_equal_offset_rewrites_stored_value(store):
 def test_mixed_batch_against_stored_values(store):
     merge_changelog(store, WALLET, [(b"a", wallet(1, 5)), (b"b", wallet(2, 5)), (b"c", wallet(3, 5))], META)
     records = [
-        (b"a", wallet(10, 4)),            # stale
-        (b"b", wallet(20, 6)),            # newer
-        (b"b", wallet(21, 4)),            # stale within the batch
-        (b"d", wallet(40, 1)),            # new key
-        (b"c", wallet(30, 3)), (b"c", wallet(31, 5)),  # stale, then equal to stored
+        (b"a", wallet(10, 4)),  # stale
+        (b"b", wallet(20, 6)),  # newer
+        (b"b", wallet(21, 4)),  # stale within the batch
+        (b"d", wallet(40, 1)),  # new key
+        (b"c", wallet(30, 3)),
+        (b"c", wallet(31, 5)),  # stale, then equal to stored
     ]
     assert merge_changelog(store, WALLET, records, {CHANGELOG_OFFSET: 20}) == 3
     assert [(k, stored(store, k)) for k, _ in store.items()] == [
-        (b"a", (1, 5)), (b"b", (20, 6)), (b"c", (31, 5)), (b"d", (40, 1))]
+        (b"a", (1, 5)),
+        (b"b", (20, 6)),
+        (b"c", (31, 5)),
+        (b"d", (40, 1)),
+    ]
 
 
 def test_tombstone_deletes_a_stored_value(store):

@@ -26,10 +26,17 @@ def test_a_group_that_is_no_version_of_the_table_is_refused(group):
 
 
 def test_records_decode_to_versions_and_bad_ones_are_ignored():
-    assert _decode(b"balance", json.dumps({"group": "balance-v3", "version": 3}).encode()) == \
-        TableVersion("balance", "balance-v3", 3)
+    assert _decode(b"balance", json.dumps({"group": "balance-v3", "version": 3}).encode()) == TableVersion(
+        "balance", "balance-v3", 3
+    )
     # The version number is the group's, whatever the record claims: one source of truth.
     assert _decode(b"balance", json.dumps({"group": "balance-v3", "version": 9}).encode()).version == 3
-    for key, value in [(b"balance", b"not json"), (b"balance", b"{}"), (b"balance", b'{"group": "other-v2"}'),
-                       (b"\xff", b'{"group": "x"}'), (None, b"{}"), (b"balance", None)]:
+    for key, value in [
+        (b"balance", b"not json"),
+        (b"balance", b"{}"),
+        (b"balance", b'{"group": "other-v2"}'),
+        (b"\xff", b'{"group": "x"}'),
+        (None, b"{}"),
+        (b"balance", None),
+    ]:
         assert _decode(key, value) is None

@@ -97,8 +97,14 @@ def test_a_fenced_writer_cannot_commit_a_batch():
         t.restart()  # the successor registers the same transactional id
         t.feed("w", deposit(5))
         batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(batch.txns, old, _Consumer(), input_topic=t.spec.input_topic,
-                                table_topic=t.spec.table_topic, member=("tester", t.spec.group))
+        checkpoint = Checkpoint(
+            batch.txns,
+            old,
+            _Consumer(),
+            input_topic=t.spec.input_topic,
+            table_topic=t.spec.table_topic,
+            member=("tester", t.spec.group),
+        )
         with pytest.raises(CheckpointFailed) as refused:
             checkpoint.prepare()
         assert refused.value.fenced
@@ -109,8 +115,14 @@ def test_the_checkpoint_refuses_steps_out_of_order():
     with Tester(balance_group()) as t:
         t.feed("w", deposit(5))
         batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(batch.txns, t._writer, _Consumer(), input_topic=t.spec.input_topic,
-                                table_topic=t.spec.table_topic, member=("tester", t.spec.group))
+        checkpoint = Checkpoint(
+            batch.txns,
+            t._writer,
+            _Consumer(),
+            input_topic=t.spec.input_topic,
+            table_topic=t.spec.table_topic,
+            member=("tester", t.spec.group),
+        )
         with pytest.raises(RuntimeError, match="expected prepared"):
             checkpoint.commit()
         with pytest.raises(RuntimeError, match="expected committed"):
@@ -126,8 +138,14 @@ def test_a_checkpoint_of_a_member_that_changed_is_refused_as_fenced():
     with Tester(balance_group()) as t:
         t.feed("w", deposit(5))
         batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(batch.txns, t._writer, _Consumer(), input_topic=t.spec.input_topic,
-                                table_topic=t.spec.table_topic, member=("a member that left", t.spec.group))
+        checkpoint = Checkpoint(
+            batch.txns,
+            t._writer,
+            _Consumer(),
+            input_topic=t.spec.input_topic,
+            table_topic=t.spec.table_topic,
+            member=("a member that left", t.spec.group),
+        )
         with pytest.raises(CheckpointFailed) as refused:
             checkpoint.prepare()
         assert refused.value.fenced and t.changelog("w") is None
@@ -144,6 +162,7 @@ def test_idempotency_keys_through_the_tester():
 
 def test_the_memory_producer_fences_an_older_instance():
     from walletkit.stream.tester import MemoryLog
+
     log = MemoryLog()
     log.create("t", 1)
     first = MemoryProducer(log, **{"transactional.id": "x"})

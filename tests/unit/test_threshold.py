@@ -39,18 +39,22 @@ def both(deposits: list[tuple[int, int]], rule: Rule = RULE) -> tuple[bool, bool
 
 # --- Rule and Entry ---------------------------------------------------------------------
 
+
 def test_rule_defaults_are_the_design_defaults():
     assert RULE.threshold == 10_000 * S == 10_000_000_000
     assert RULE.window == 120 * SEC
     assert RULE.lateness >= 0
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"threshold": -1},
-    {"window": 0},
-    {"window": -SEC},
-    {"lateness": -1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": -1},
+        {"window": 0},
+        {"window": -SEC},
+        {"lateness": -1},
+    ],
+)
 def test_rule_rejects_invalid_parameters(kwargs):
     with pytest.raises(ValueError, match="required"):
         Rule(**kwargs)
@@ -72,6 +76,7 @@ def test_entry_orders_by_time_then_offset_ignoring_amount_and_cumulative():
 
 
 # --- DESIGN examples, exactly -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("gap", [0, 1, 60 * SEC, 120 * SEC - 1])
 def test_two_deposits_of_6000_within_two_minutes_flag(gap):
@@ -129,6 +134,7 @@ def test_sum_exactly_at_threshold_with_cents_does_not_flag_and_one_cent_more_doe
 
 # --- window boundaries ------------------------------------------------------------------
 
+
 def test_window_start_is_exclusive():
     # a deposit exactly `window` before another is outside the later one's window
     assert both([(T0, units(5000)), (T0 + 120 * SEC, units("5000.01"))]) == (False, False)
@@ -166,9 +172,9 @@ def test_oracle_directly_on_design_examples():
 
 # --- return value, stickiness -----------------------------------------------------------
 
+
 def test_add_returns_true_exactly_once_when_the_flag_is_raised():
-    deposits = [(T0, units(6000)), (T0 + SEC, units(6000)), (T0 + 2 * SEC, units(6000)),
-                (T0 + 3 * SEC, units(20_000))]
+    deposits = [(T0, units(6000)), (T0 + SEC, units(6000)), (T0 + 2 * SEC, units(6000)), (T0 + 3 * SEC, units(20_000))]
     state, returns = replay(deposits)
     assert returns == [False, True, False, False]
     assert state.flagged
@@ -189,7 +195,9 @@ def test_flagged_state_shrinks_to_the_newest_entry():
     assert state.entries[0].at == T0 + 3 * SEC
     # a newer deposit replaces it, with its own amount as cumulative
     state.add(Entry(at=T0 + 500 * SEC, offset=10, amount=units(7)), RULE)
-    assert [(e.at, e.offset, e.amount, e.cumulative) for e in state.entries] == [(T0 + 500 * SEC, 10, units(7), units(7))]
+    assert [(e.at, e.offset, e.amount, e.cumulative) for e in state.entries] == [
+        (T0 + 500 * SEC, 10, units(7), units(7))
+    ]
     # an older one does not
     state.add(Entry(at=T0 + 400 * SEC, offset=11, amount=units(8)), RULE)
     assert [(e.at, e.offset) for e in state.entries] == [(T0 + 500 * SEC, 10)]
@@ -205,6 +213,7 @@ def test_flagged_when_the_trigger_arrives_out_of_order_keeps_the_newest():
 
 
 # --- configurable threshold and window -------------------------------------------------
+
 
 def test_configurable_threshold_and_window():
     rule = Rule(threshold=100 * S, window=10 * SEC, lateness=5 * SEC)
@@ -230,13 +239,20 @@ def test_zero_threshold_flags_any_deposit():
 
 # --- cumulative values kept in the state -------------------------------------------------
 
+
 def window_sum(deposits: list[tuple[int, int]], at: int, rule: Rule = RULE) -> int:
     return sum(a for t, a in deposits if at - rule.window < t <= at)
 
 
 def test_cumulative_of_each_entry_is_the_sum_of_its_window():
-    deposits = [(T0, units(1000)), (T0 + 60 * SEC, units(2000)), (T0 + 119 * SEC, units(3000)),
-                (T0 + 120 * SEC, units(100)), (T0 + 179 * SEC, units(10)), (T0 + 30 * SEC, units(1))]
+    deposits = [
+        (T0, units(1000)),
+        (T0 + 60 * SEC, units(2000)),
+        (T0 + 119 * SEC, units(3000)),
+        (T0 + 120 * SEC, units(100)),
+        (T0 + 179 * SEC, units(10)),
+        (T0 + 30 * SEC, units(1)),
+    ]
     state, _ = replay(deposits)
     assert not state.flagged
     for e in state.entries:
@@ -247,15 +263,35 @@ def test_cumulative_with_equal_timestamps_counts_each_once():
     deposits = [(T0, units(1)), (T0, units(2)), (T0 + SEC, units(4)), (T0, units(8))]
     state, _ = replay(deposits)
     assert [(e.at, e.cumulative) for e in state.entries] == [
-        (T0, units(11)), (T0, units(11)), (T0, units(11)), (T0 + SEC, units(15))]
+        (T0, units(11)),
+        (T0, units(11)),
+        (T0, units(11)),
+        (T0 + SEC, units(15)),
+    ]
 
 
 # --- out-of-order arrival: randomized comparison with the oracle --------------------------
 
 #: Amounts as fractions of the threshold (10,000 for the default rule): exact halves,
 #: fifths and thirds make "exactly at the threshold" sums frequent.
-FRACTIONS = [Decimal(x) for x in ("0.000001", "0.05", "0.1", "0.199999", "0.2", "0.25", "0.3", "0.4",
-                                  "0.5", "0.500001", "0.6", "0.999999", "1")]
+FRACTIONS = [
+    Decimal(x)
+    for x in (
+        "0.000001",
+        "0.05",
+        "0.1",
+        "0.199999",
+        "0.2",
+        "0.25",
+        "0.3",
+        "0.4",
+        "0.5",
+        "0.500001",
+        "0.6",
+        "0.999999",
+        "1",
+    )
+]
 
 
 def arrival_order(rng: random.Random, deposits: list[tuple[int, int]], lateness: int) -> list[tuple[int, int]]:
@@ -304,9 +340,15 @@ def assert_matches_oracle_on_every_prefix(order: list[tuple[int, int]], rule: Ru
 
 
 @pytest.mark.parametrize("seed", [1, 7, 42, 2024, 99991])
-@pytest.mark.parametrize("rule", [RULE, Rule(threshold=10_000 * S, window=120 * SEC, lateness=0),
-                                  Rule(threshold=7_000 * S, window=30 * SEC, lateness=45 * SEC)],
-                         ids=["default", "no-lateness", "short-window"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        RULE,
+        Rule(threshold=10_000 * S, window=120 * SEC, lateness=0),
+        Rule(threshold=7_000 * S, window=30 * SEC, lateness=45 * SEC),
+    ],
+    ids=["default", "no-lateness", "short-window"],
+)
 def test_out_of_order_within_lateness_matches_oracle(seed, rule):
     rng = random.Random(seed)
     outcomes = {True: 0, False: 0}
@@ -349,6 +391,7 @@ def test_deposit_exactly_lateness_behind_newest_is_evaluated_exactly():
 
 # --- bounded state ----------------------------------------------------------------------
 
+
 def test_state_is_bounded_by_window_plus_lateness():
     rule = RULE
     state = WindowState()
@@ -369,6 +412,7 @@ def test_prune_horizon_is_exclusive():
 
 
 # --- deposits later than the lateness allowance (module docstring) -----------------------
+
 
 def test_very_late_deposit_above_threshold_on_its_own_flags():
     state, returns = replay([(T0 + 1000 * SEC, units(1)), (T0, units("10000.01"))])

@@ -42,7 +42,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("unterminated", b'{"WalletID": "a", "Amount": 1', NOT_JSON),
     ("unterminated string", b'{"WalletID": "a, "Amount": 1}', NOT_JSON),
     ("single quotes", b"{'WalletID': 'a', 'Amount': 1}", NOT_JSON),
-    ("unquoted keys", b"{WalletID: \"a\", Amount: 1}", NOT_JSON),
+    ("unquoted keys", b'{WalletID: "a", Amount: 1}', NOT_JSON),
     ("trailing comma", b'{"WalletID": "a", "Amount": 1,}', NOT_JSON),
     ("missing comma", b'{"WalletID": "a" "Amount": 1}', NOT_JSON),
     ("comment", b'{"WalletID": "a", "Amount": 1 /* one */}', NOT_JSON),
@@ -58,7 +58,11 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("deeply nested objects", b'{"a":' * 600, NOT_JSON),
     ("nested deposit", b'{"deposit": {"WalletID": "a", "Amount": 1}}', "unknown field(s) 'deposit'"),
     # -- duplicate, unknown and missing fields
-    ("duplicate WalletID", b'{"WalletID": "a", "WalletID": "b", "Amount": 1}', "field 'WalletID' appears more than once"),
+    (
+        "duplicate WalletID",
+        b'{"WalletID": "a", "WalletID": "b", "Amount": 1}',
+        "field 'WalletID' appears more than once",
+    ),
     ("duplicate Amount", b'{"WalletID": "a", "Amount": 1, "Amount": 1}', "field 'Amount' appears more than once"),
     ("unknown field", b'{"WalletID": "a", "Amount": 1, "Currency": "EUR"}', "unknown field(s) 'Currency'"),
     ("CreatedAt from client", b'{"WalletID": "a", "Amount": 1, "CreatedAt": 1}', "unknown field(s) 'CreatedAt'"),
@@ -159,29 +163,33 @@ def test_invalid_request_is_a_value_error():
 
 # --- valid bodies -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("data, wallet_id, micros", [
-    (b'{"WalletID": "walletID001", "Amount": 8000}', "walletID001", 8000 * S),
-    (b'{"WalletID":"walletID001","Amount":8000}', "walletID001", 8000 * S),
-    (b'{"Amount": 8000, "WalletID": "walletID001"}', "walletID001", 8000 * S),
-    (b'\r\n {"WalletID": "w", "Amount": 1} \n', "w", S),
-    (body(amount="0.1"), "walletID001", 100_000),
-    (body(amount="0.01"), "walletID001", 10_000),
-    (body(amount="12.50"), "walletID001", 12_500_000),
-    (body(amount="1.0"), "walletID001", S),
-    (body(amount="100.000"), "walletID001", 100 * S),
-    (body(amount="1e3"), "walletID001", 1000 * S),
-    (body(amount="1E+3"), "walletID001", 1000 * S),
-    (body(amount="1.5e1"), "walletID001", 15 * S),
-    (body(amount="12345e-2"), "walletID001", 123_450_000),
-    (body(amount="999999999.99"), "walletID001", 999_999_999_990_000),
-    (body(amount="1000000000"), "walletID001", 1_000_000_000 * S),
-    (body(amount="1000000000.00"), "walletID001", 1_000_000_000 * S),
-    (body(amount="10000.01"), "walletID001", 10_000_010_000),
-    (body("a" * 64), "a" * 64, 8000 * S),
-    (body("a.b_c:d-E9"), "a.b_c:d-E9", 8000 * S),
-    (body("0"), "0", 8000 * S),
-    (raw_wallet('"\\u0061\\u0062"'), "ab", S),
-])
+
+@pytest.mark.parametrize(
+    "data, wallet_id, micros",
+    [
+        (b'{"WalletID": "walletID001", "Amount": 8000}', "walletID001", 8000 * S),
+        (b'{"WalletID":"walletID001","Amount":8000}', "walletID001", 8000 * S),
+        (b'{"Amount": 8000, "WalletID": "walletID001"}', "walletID001", 8000 * S),
+        (b'\r\n {"WalletID": "w", "Amount": 1} \n', "w", S),
+        (body(amount="0.1"), "walletID001", 100_000),
+        (body(amount="0.01"), "walletID001", 10_000),
+        (body(amount="12.50"), "walletID001", 12_500_000),
+        (body(amount="1.0"), "walletID001", S),
+        (body(amount="100.000"), "walletID001", 100 * S),
+        (body(amount="1e3"), "walletID001", 1000 * S),
+        (body(amount="1E+3"), "walletID001", 1000 * S),
+        (body(amount="1.5e1"), "walletID001", 15 * S),
+        (body(amount="12345e-2"), "walletID001", 123_450_000),
+        (body(amount="999999999.99"), "walletID001", 999_999_999_990_000),
+        (body(amount="1000000000"), "walletID001", 1_000_000_000 * S),
+        (body(amount="1000000000.00"), "walletID001", 1_000_000_000 * S),
+        (body(amount="10000.01"), "walletID001", 10_000_010_000),
+        (body("a" * 64), "a" * 64, 8000 * S),
+        (body("a.b_c:d-E9"), "a.b_c:d-E9", 8000 * S),
+        (body("0"), "0", 8000 * S),
+        (raw_wallet('"\\u0061\\u0062"'), "ab", S),
+    ],
+)
 def test_valid_body(data, wallet_id, micros):
     assert parse_deposit(data, LIMITS) == DepositInput(wallet_id, micros)
 
@@ -197,6 +205,7 @@ def test_body_of_exactly_the_limit_is_accepted():
 
 
 # --- configurable limits ------------------------------------------------------------------
+
 
 def test_amount_decimals_limit():
     six = Limits(amount_decimals=6)
@@ -245,28 +254,32 @@ def test_integer_beyond_int_max_str_digits_is_invalid_request():
 
 # --- check_wallet_id ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["walletID001", "a", "A-Z_0.9:x", "9" * 64])
 def test_check_wallet_id_accepts(value):
     assert check_wallet_id(value, LIMITS) == value
 
 
-@pytest.mark.parametrize("value, message", [
-    (None, "WalletID must be a string"),
-    (1, "WalletID must be a string"),
-    (b"wallet", "WalletID must be a string"),
-    (["a"], "WalletID must be a string"),
-    ("", "WalletID must not be empty"),
-    ("x" * 65, "WalletID must be at most 64 characters"),
-    ("é" * 65, "WalletID must be at most 64 characters"),
-    ("wallet 1", WID_CHARS),
-    ("wallet\n", WID_CHARS),
-    ("\nwallet", WID_CHARS),
-    ("wallet#1", WID_CHARS),
-    ("wallet\u00a0", WID_CHARS),
-    ("ｗ", WID_CHARS),
-    ("ß", WID_CHARS),
-    ("K\u212a", WID_CHARS),  # Kelvin sign folds to k under IGNORECASE-style matching
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "WalletID must be a string"),
+        (1, "WalletID must be a string"),
+        (b"wallet", "WalletID must be a string"),
+        (["a"], "WalletID must be a string"),
+        ("", "WalletID must not be empty"),
+        ("x" * 65, "WalletID must be at most 64 characters"),
+        ("é" * 65, "WalletID must be at most 64 characters"),
+        ("wallet 1", WID_CHARS),
+        ("wallet\n", WID_CHARS),
+        ("\nwallet", WID_CHARS),
+        ("wallet#1", WID_CHARS),
+        ("wallet\u00a0", WID_CHARS),
+        ("ｗ", WID_CHARS),
+        ("ß", WID_CHARS),
+        ("K\u212a", WID_CHARS),  # Kelvin sign folds to k under IGNORECASE-style matching
+    ],
+)
 def test_check_wallet_id_rejects(value, message):
     with pytest.raises(InvalidRequest) as info:
         check_wallet_id(value, LIMITS)

@@ -21,7 +21,7 @@ class Broker(Protocol):
     @property
     def bootstrap(self) -> str: ...
 
-    def start(self) -> "Broker": ...
+    def start(self) -> Broker: ...
 
     def stop(self) -> None: ...
 
@@ -30,8 +30,14 @@ class Broker(Protocol):
     def resume(self) -> None: ...
 
 
-def make_broker(kind: str = "apache", *, port: int | None = None, log_path: str | Path | None = None,
-                nodes: int = 1, data_dir: str | Path | None = None) -> Broker:
+def make_broker(
+    kind: str = "apache",
+    *,
+    port: int | None = None,
+    log_path: str | Path | None = None,
+    nodes: int = 1,
+    data_dir: str | Path | None = None,
+) -> Broker:
     """A broker of ``kind`` (not started). ``data_dir`` keeps Apache Kafka's logs there (kept
     after stop); without it they live in a temporary directory removed at stop. Tansu keeps
     nothing on disk."""

@@ -16,8 +16,15 @@ from walletkit.devstack.processes import SERVICES, ServiceProcess
 class LocalCluster:
     """Broker + services with state and logs under ``root`` (Apache Kafka unless a broker is given)."""
 
-    def __init__(self, root: str | Path, *, broker: Broker | None = None, partitions: int = 8,
-                 session_timeout_ms: int = 6000, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        broker: Broker | None = None,
+        partitions: int = 8,
+        session_timeout_ms: int = 6000,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.root = Path(root)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self.broker = broker or make_broker("apache", log_path=self.root / "logs" / "broker.log")
@@ -26,7 +33,7 @@ class LocalCluster:
         self.extra_env = dict(extra_env or {})
         self.services: dict[str, ServiceProcess] = {}
 
-    def start_broker(self) -> "LocalCluster":
+    def start_broker(self) -> LocalCluster:
         self.broker.start()
         return self
 
@@ -48,8 +55,15 @@ class LocalCluster:
     def state_dir(self, service: str, instance: int = 0) -> Path:
         return self.root / "state" / f"{service}-{instance}"
 
-    def service(self, service: str, instance: int = 0, *, port: int | None = None, ops_port: int | None = None,
-                env: dict[str, str] | None = None) -> ServiceProcess:
+    def service(
+        self,
+        service: str,
+        instance: int = 0,
+        *,
+        port: int | None = None,
+        ops_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ServiceProcess:
         """Create (not start) instance ``instance`` of ``service`` (api, balance, above_threshold)."""
         name = f"{service}-{instance}"
         proc = ServiceProcess(
@@ -83,14 +97,14 @@ class LocalCluster:
             proc.wait_ready(90)
         return proc
 
-    def start_all(self, services: tuple[str, ...] = ("balance", "above_threshold", "api")) -> "LocalCluster":
+    def start_all(self, services: tuple[str, ...] = ("balance", "above_threshold", "api")) -> LocalCluster:
         """Start one instance of each service and wait until all are ready."""
         procs = [self.start(s, wait=False) for s in services]
         for proc in procs:
             proc.wait_ready(90)
         return self
 
-    def start_members(self, counts: dict[str, int]) -> "LocalCluster":
+    def start_members(self, counts: dict[str, int]) -> LocalCluster:
         """Start ``counts[service]`` instances of each service (e.g. ``{"balance": 2, "api": 1}``)
         and wait until all are ready; the first one alone first, so that it creates the topics."""
         names = [(service, i) for service, n in counts.items() for i in range(n)]

@@ -59,8 +59,16 @@ def read_committed_hides_aborted(bootstrap: str) -> str:
     p.flush(10)
     p.abort_transaction(15)
     _produce(bootstrap, topic, 1)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe-rc", "isolation.level": "read_committed",
-                  "auto.offset.reset": "earliest", "enable.partition.eof": True, **_QUIET})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "probe-rc",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            **_QUIET,
+        }
+    )
     c.assign([TopicPartition(topic, 0, 0)])
     seen, deadline = [], time.monotonic() + 10
     try:
@@ -79,8 +87,16 @@ def read_committed_hides_aborted(bootstrap: str) -> str:
 
 
 def _join_seconds(bootstrap: str, topic: str, group: str, extra: dict | None = None) -> tuple[float, Consumer]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": 10000,
-                  "auto.offset.reset": "earliest", **(extra or {}), **_QUIET})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "session.timeout.ms": 10000,
+            "auto.offset.reset": "earliest",
+            **(extra or {}),
+            **_QUIET,
+        }
+    )
     started = time.monotonic()
     c.subscribe([topic])
     while not c.assignment() and time.monotonic() - started < 30:
@@ -129,8 +145,15 @@ def empty_fetch_wait(bootstrap: str) -> str:
     """A consumer at the end of an idle partition, then one record produced: time until it arrives
     with fetch.wait.max.ms 500. Kafka answers the waiting fetch as soon as the record is written."""
     topic = _topic(bootstrap)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe-wait", "fetch.wait.max.ms": 500,
-                  "enable.partition.eof": True, **_QUIET})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "probe-wait",
+            "fetch.wait.max.ms": 500,
+            "enable.partition.eof": True,
+            **_QUIET,
+        }
+    )
     c.assign([TopicPartition(topic, 0, 0)])
     try:
         deadline = time.monotonic() + 10
@@ -163,8 +186,15 @@ def static_member_rejoin(bootstrap: str) -> str:
     group = f"probe-static-{uuid.uuid4().hex[:6]}"
 
     def member(name: str) -> Consumer:
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "group.instance.id": name,
-                      "session.timeout.ms": 10000, **_QUIET})
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "group.instance.id": name,
+                "session.timeout.ms": 10000,
+                **_QUIET,
+            }
+        )
         c.subscribe([topic])
         return c
 
@@ -179,8 +209,10 @@ def static_member_rejoin(bootstrap: str) -> str:
     while time.monotonic() - started < 15 and len(a.assignment()) < 2:
         a.poll(0.1)
         b.poll(0.1)
-    out = f"rejoined member holds {len(a.assignment())} partitions after {time.monotonic() - started:.1f} s, " \
-          f"the other {len(b.assignment())}"
+    out = (
+        f"rejoined member holds {len(a.assignment())} partitions after {time.monotonic() - started:.1f} s, "
+        f"the other {len(b.assignment())}"
+    )
     a.close()
     b.close()
     return out
@@ -198,7 +230,9 @@ PROBES: list[tuple[str, Callable[[str], str]]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m walletkit.devstack.compare_brokers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m walletkit.devstack.compare_brokers", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--brokers", default="apache,tansu", help="which brokers to probe (default apache,tansu)")
     args = p.parse_args(argv)
     kinds = args.brokers.split(",")

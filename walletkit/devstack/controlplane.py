@@ -65,9 +65,11 @@ def ldflags(module: str) -> list[str]:
         return []
     v = kubernetes_version()
     major, minor = v.lstrip("v").split(".")[:2]
-    stamp = " ".join(f"-X {pkg}.{key}={value}" for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-                     for key, value in (("gitVersion", v), ("gitMajor", major), ("gitMinor", minor),
-                                        ("gitTreeState", "clean")))
+    stamp = " ".join(
+        f"-X {pkg}.{key}={value}"
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for key, value in (("gitVersion", v), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
+    )
     return ["-ldflags", stamp]
 
 
@@ -102,8 +104,14 @@ def ensure_binaries(log=print) -> Path:
         started = time.monotonic()
         tmp = out / f".{binary}.partial"
         env = {**os.environ, **({"CGO_ENABLED": "0"} if binary in STATIC else {})}
-        proc = subprocess.run([go, "build", "-trimpath", *ldflags(module), "-o", str(tmp), package], cwd=MODULES / module,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(
+            [go, "build", "-trimpath", *ldflags(module), "-o", str(tmp), package],
+            cwd=MODULES / module,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"go build {package} failed:\n{proc.stdout[-4000:]}")
         tmp.rename(out / binary)
@@ -125,8 +133,9 @@ class Kube:
         self.server, self.token = server, token
         self.context = ssl.create_default_context(cafile=str(ca_file))
 
-    def request(self, method: str, path: str, body: object = None, *, content_type: str = "application/json",
-                query: str = "") -> dict:
+    def request(
+        self, method: str, path: str, body: object = None, *, content_type: str = "application/json", query: str = ""
+    ) -> dict:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         for _ in range(50):  # 429: a just-created CRD's storage is still initialising; the server says when to retry
             try:
@@ -138,9 +147,16 @@ class Kube:
         return self._once(method, path, data, content_type, query)
 
     def _once(self, method: str, path: str, data: bytes | None, content_type: str, query: str) -> dict:
-        req = urllib.request.Request(f"{self.server}{path}{'?' + query if query else ''}", data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type,
-                                              "Accept": "application/json"})
+        req = urllib.request.Request(
+            f"{self.server}{path}{'?' + query if query else ''}",
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(req, context=self.context, timeout=30) as resp:
                 raw = resp.read()
@@ -175,10 +191,18 @@ class Kube:
 class ControlPlane:
     """etcd + kube-apiserver (+ kube-controller-manager) on free loopback ports under ``root``."""
 
-    def __init__(self, root: Path, *, controller_manager: bool = True, address: str = "127.0.0.1",
-                 service_cidr: str = "10.0.0.0/24", node_port_range: str | None = None,
-                 tokens: dict[str, tuple[str, str]] | None = None, spawn=None,
-                 apiserver_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        controller_manager: bool = True,
+        address: str = "127.0.0.1",
+        service_cidr: str = "10.0.0.0/24",
+        node_port_range: str | None = None,
+        tokens: dict[str, tuple[str, str]] | None = None,
+        spawn=None,
+        apiserver_args: list[str] | None = None,
+    ) -> None:
         """``address``, ``service_cidr`` and ``node_port_range`` are the node's (node.py): there the
         API server listens on the pod network's gateway so that pods reach it through the
         ``kubernetes`` Service. ``tokens`` adds identities: token -> (user, group)."""
@@ -196,7 +220,7 @@ class ControlPlane:
         self.logs = self.root / "logs"
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         """Start everything, or stop what was started and raise (no process outlives a failure)."""
         try:
             return self._start()
@@ -204,59 +228,112 @@ class ControlPlane:
             self.stop()
             raise
 
-    def _start(self) -> "ControlPlane":
+    def _start(self) -> ControlPlane:
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cert_dir.mkdir(exist_ok=True)
         sa_key = self.cert_dir / "sa.key"
         subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(self.cert_dir / "sa.pub")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(self.cert_dir / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
         # Static bearer token of the test's administrator (group system:masters); every other
         # identity is a ServiceAccount with a token the API server issues (TokenRequest).
         (self.cert_dir / "tokens.csv").write_text(
             f'{ADMIN_TOKEN},wallet-test-admin,1,"system:masters"\n'
-            + "".join(f'{token},{user},{n},"{group}"\n' for n, (token, (user, group)) in enumerate(self.tokens.items(), 2)))
+            + "".join(
+                f'{token},{user},{n},"{group}"\n' for n, (token, (user, group)) in enumerate(self.tokens.items(), 2)
+            )
+        )
         etcd_client, etcd_peer = free_port(), free_port()
-        self._spawn("etcd", [
-            "--name", "test", "--data-dir", str(self.root / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
-            "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
-            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-cluster", f"test=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                "--name",
+                "test",
+                "--data-dir",
+                str(self.root / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"test=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         self._wait(lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"), 30, "etcd healthy", "etcd")
-        self._spawn("kube-apiserver", [
-            "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
-            "--bind-address", self.address, "--advertise-address", self.address, "--secure-port", str(self.port),
-            "--cert-dir", str(self.cert_dir),  # a self-signed serving certificate for localhost/127.0.0.1
-            "--token-auth-file", str(self.cert_dir / "tokens.csv"),
-            "--authorization-mode", "Node,RBAC",
-            "--service-account-key-file", str(self.cert_dir / "sa.pub"),
-            "--service-account-signing-key-file", str(sa_key),
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-cluster-ip-range", self.service_cidr,
-            # Without a node, the `kubernetes` Service's endpoints would point at 127.0.0.1, which
-            # the reconciler refuses, and no pod runs to use them; on the node they are the gateway.
-            "--endpoint-reconciler-type", "none" if self.address.startswith("127.") else "lease",
-            *(["--service-node-port-range", self.node_port_range] if self.node_port_range else []),
-            "--kubelet-preferred-address-types", "InternalIP",  # a node's name resolves nowhere here
-            *self.apiserver_args,
-            "--allow-privileged=false",
-            "--enable-admission-plugins", "NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
-                                          "ResourceQuota,PodSecurity,ValidatingAdmissionPolicy",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                "--etcd-servers",
+                f"http://127.0.0.1:{etcd_client}",
+                "--bind-address",
+                self.address,
+                "--advertise-address",
+                self.address,
+                "--secure-port",
+                str(self.port),
+                "--cert-dir",
+                str(self.cert_dir),  # a self-signed serving certificate for localhost/127.0.0.1
+                "--token-auth-file",
+                str(self.cert_dir / "tokens.csv"),
+                "--authorization-mode",
+                "Node,RBAC",
+                "--service-account-key-file",
+                str(self.cert_dir / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(sa_key),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-cluster-ip-range",
+                self.service_cidr,
+                # Without a node, the `kubernetes` Service's endpoints would point at 127.0.0.1, which
+                # the reconciler refuses, and no pod runs to use them; on the node they are the gateway.
+                "--endpoint-reconciler-type",
+                "none" if self.address.startswith("127.") else "lease",
+                *(["--service-node-port-range", self.node_port_range] if self.node_port_range else []),
+                "--kubelet-preferred-address-types",
+                "InternalIP",  # a node's name resolves nowhere here
+                *self.apiserver_args,
+                "--allow-privileged=false",
+                "--enable-admission-plugins",
+                "NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
+                "ResourceQuota,PodSecurity,ValidatingAdmissionPolicy",
+            ],
+        )
         self._wait(self._api_ready, 120, "kube-apiserver ready", "kube-apiserver")
         self.kubeconfig = self.write_kubeconfig(self.root / "admin.kubeconfig", ADMIN_TOKEN, "admin")
         if self.with_controller_manager:
-            self._spawn("kube-controller-manager", [
-                "--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--bind-address", "127.0.0.1",
-                "--secure-port", str(free_port()), "--service-account-private-key-file", str(sa_key),
-                "--root-ca-file", str(self.ca_file), "--use-service-account-credentials=false",
-                "--controllers", "*", "--concurrent-statefulset-syncs", "2",
-            ])
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--leader-elect=false",
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(free_port()),
+                    "--service-account-private-key-file",
+                    str(sa_key),
+                    "--root-ca-file",
+                    str(self.ca_file),
+                    "--use-service-account-credentials=false",
+                    "--controllers",
+                    "*",
+                    "--concurrent-statefulset-syncs",
+                    "2",
+                ],
+            )
         return self
 
     def stop(self) -> None:
@@ -269,16 +346,25 @@ class ControlPlane:
             self.procs.append(self.spawn(binary, [str(self.bin / binary), *args]))
             return
         log = open(self.logs / f"{binary}.log", "ab")
-        self.procs.append(subprocess.Popen([str(self.bin / binary), *args], stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [str(self.bin / binary), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def _wait(self, ready, timeout: float, what: str, binary: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for proc in self.procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before {what}:\n"
-                                       + self.log_tail(Path(proc.args[0]).name))
+                    raise RuntimeError(
+                        f"{proc.args[0]} exited ({proc.returncode}) before {what}:\n"
+                        + self.log_tail(Path(proc.args[0]).name)
+                    )
             if ready():
                 return
             time.sleep(0.3)
@@ -308,19 +394,28 @@ class ControlPlane:
         return Kube(self.server, ADMIN_TOKEN, self.ca_file)
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
-        review = self.admin().create(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-                                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                      "spec": {"expirationSeconds": seconds}})
+        review = self.admin().create(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}},
+        )
         return review["status"]["token"]
 
     def write_kubeconfig(self, path: Path, token: str, user: str) -> Path:
         ca = base64.b64encode(self.ca_file.read_bytes()).decode()
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.server, "certificate-authority-data": ca}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "test",
+                    "clusters": [
+                        {"name": "test", "cluster": {"server": self.server, "certificate-authority-data": ca}}
+                    ],
+                    "users": [{"name": user, "user": {"token": token}}],
+                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
+                }
+            )
+        )
         path.chmod(0o600)
         return path
 
@@ -333,8 +428,13 @@ class ControlPlane:
 
     def _tool(self, binary: str, args: tuple[str, ...], check: bool, timeout: float) -> subprocess.CompletedProcess:
         home = self.root / "helm"
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
-               "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
         proc = subprocess.run([str(self.bin / binary), *args], text=True, capture_output=True, env=env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{binary} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def format_value(value: float, unit: str | None, decimals: int | None = None) ->
         return "No data" if value is None else str(value)
     unit = unit or "short"
     if unit.startswith("suffix:"):
-        return f"{_scaled(value, _SHORT, decimals)} {unit[len('suffix:'):]}"
+        return f"{_scaled(value, _SHORT, decimals)} {unit[len('suffix:') :]}"
     if unit == "percentunit":
         return f"{_number(value * 100, 2 if decimals is None else decimals)}%"
     if unit == "percent":
@@ -152,15 +152,17 @@ def rate_interval(scrape_seconds: float, step_seconds: float) -> str:
     return f"{int(math.ceil(max(step_seconds + scrape_seconds, 4 * scrape_seconds)))}s"
 
 
-def query(panel: dict[str, Any], query_range: QueryRange, variables: Mapping[str, str],
-          start: float, end: float, step: float) -> PanelData:
+def query(
+    panel: dict[str, Any], query_range: QueryRange, variables: Mapping[str, str], start: float, end: float, step: float
+) -> PanelData:
     """Run every target of ``panel`` over [start, end]; the series as the panel labels them."""
     data = PanelData(panel)
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
     # Field overrides by series name or by query (the matchers these dashboards use).
     overrides: dict[tuple[str, str], dict[str, Any]] = {
         (o["matcher"]["id"], o["matcher"]["options"]): {p["id"]: p["value"] for p in o.get("properties", [])}
-        for o in panel.get("fieldConfig", {}).get("overrides", [])}
+        for o in panel.get("fieldConfig", {}).get("overrides", [])
+    }
     for target in panel.get("targets", []):
         expr = substitute(target["expr"], variables)
         try:
@@ -172,9 +174,15 @@ def query(panel: dict[str, Any], query_range: QueryRange, variables: Mapping[str
             values = [(float(t), float(v)) for t, v in item["values"] if math.isfinite(float(v))]
             label = legend(target.get("legendFormat", ""), item["metric"])
             props = {**overrides.get(("byFrameRefID", target["refId"]), {}), **overrides.get(("byName", label), {})}
-            data.series.append(Series(label, [t for t, _ in values], [v for _, v in values],
-                                      unit=props.get("unit", defaults.get("unit")),
-                                      right_axis=props.get("custom.axisPlacement") == "right"))
+            data.series.append(
+                Series(
+                    label,
+                    [t for t, _ in values],
+                    [v for _, v in values],
+                    unit=props.get("unit", defaults.get("unit")),
+                    right_axis=props.get("custom.axisPlacement") == "right",
+                )
+            )
     return data
 
 
@@ -196,8 +204,24 @@ def with_gaps(times: Sequence[float], values: Sequence[float], step: float) -> t
 # ---------------------------------------------------------------- drawing
 
 #: Grafana's classic palette, in its order.
-_PALETTE = ["#7EB26D", "#EAB839", "#6ED0E0", "#EF843C", "#E24D42", "#1F78C1", "#BA43A9", "#705DA0",
-            "#508642", "#CCA300", "#447EBC", "#C15C17", "#890F02", "#0A437C", "#6D1F62", "#584477"]
+_PALETTE = [
+    "#7EB26D",
+    "#EAB839",
+    "#6ED0E0",
+    "#EF843C",
+    "#E24D42",
+    "#1F78C1",
+    "#BA43A9",
+    "#705DA0",
+    "#508642",
+    "#CCA300",
+    "#447EBC",
+    "#C15C17",
+    "#890F02",
+    "#0A437C",
+    "#6D1F62",
+    "#584477",
+]
 _THRESHOLD_COLOURS = {"green": "#56A64B", "orange": "#FF9830", "red": "#E02F44", "yellow": "#F2CC0C"}
 
 
@@ -219,7 +243,7 @@ def _pyplot():
 
 
 def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
 
 
 def _threshold_colour(panel: dict[str, Any], value: float) -> str:
@@ -249,15 +273,31 @@ def _draw_stat(fig, box, data: PanelData) -> None:
         ax.plot(s.times, s.values, color=colour, alpha=0.5, linewidth=1)
         low, high = min(s.values), max(s.values)
         ax.set_ylim(min(0, low), high * 2.2 if high > 0 else 1)
-        ax.text(0.5, 0.55, format_value(last, s.unit, defaults.get("decimals")), ha="center", va="center",
-                fontsize=20 if len(shown) == 1 else 15, fontweight="bold", color=colour, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.55,
+            format_value(last, s.unit, defaults.get("decimals")),
+            ha="center",
+            va="center",
+            fontsize=20 if len(shown) == 1 else 15,
+            fontweight="bold",
+            color=colour,
+            transform=ax.transAxes,
+        )
         if len(data.series) > 1 or len(shown) > 1:
-            ax.text(0.5, 0.18, s.label.replace(" ", "\n", 1) if len(shown) > 2 else s.label, ha="center",
-                    va="center", fontsize=7 if len(shown) > 2 else 8, color="0.3", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.18,
+                s.label.replace(" ", "\n", 1) if len(shown) > 2 else s.label,
+                ha="center",
+                va="center",
+                fontsize=7 if len(shown) > 2 else 8,
+                color="0.3",
+                transform=ax.transAxes,
+            )
 
 
-def _draw_timeseries(fig, box, data: PanelData, events: Sequence[Event], start: float, end: float,
-                     step: float) -> None:
+def _draw_timeseries(fig, box, data: PanelData, events: Sequence[Event], start: float, end: float, step: float) -> None:
     panel = data.panel
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
     decimals = defaults.get("decimals")
@@ -271,8 +311,9 @@ def _draw_timeseries(fig, box, data: PanelData, events: Sequence[Event], start: 
     legend_h = (0.16 * legend_lines + 0.05) / fig_h  # inches -> figure fraction
     ticks_h, top_pad = 0.28 / fig_h, 0.08 / fig_h
     left_pad, right_pad = 0.75 / fig_w, (0.7 if any(s.right_axis for s in data.series) else 0.15) / fig_w
-    ax = fig.add_axes((x0 + left_pad, y0 + legend_h + ticks_h, w - left_pad - right_pad,
-                       h - legend_h - ticks_h - top_pad))
+    ax = fig.add_axes(
+        (x0 + left_pad, y0 + legend_h + ticks_h, w - left_pad - right_pad, h - legend_h - ticks_h - top_pad)
+    )
     right = None
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -306,15 +347,34 @@ def _draw_timeseries(fig, box, data: PanelData, events: Sequence[Event], start: 
         ax.spines[spine].set_visible(False)
     for i, event in enumerate(events):  # labels on two heights, so neighbours do not overlap
         ax.axvline(event.at, color="0.45", linestyle="--", linewidth=0.8)
-        ax.text(event.at, 1.0 - 0.08 * (i % 2), f" {event.label}", transform=ax.get_xaxis_transform(), fontsize=6,
-                color="0.35", ha="left", va="top")
+        ax.text(
+            event.at,
+            1.0 - 0.08 * (i % 2),
+            f" {event.label}",
+            transform=ax.get_xaxis_transform(),
+            fontsize=6,
+            color="0.35",
+            ha="left",
+            va="top",
+        )
     if data.empty:
         ax.text(0.5, 0.5, "No data", ha="center", va="center", fontsize=14, color="0.5", transform=ax.transAxes)
     elif show_legend:
-        handles = [line for a in (ax, right) if a is not None for line in a.get_lines() if not line.get_label().startswith("_")]
-        fig.legend(handles=handles, labels=[line.get_label() for line in handles], loc="lower left",
-                   bbox_to_anchor=(x0 + 0.1 / fig_w, y0), ncol=columns, fontsize=7, frameon=False,
-                   handlelength=1.5, columnspacing=1.2, borderaxespad=0.1)
+        handles = [
+            line for a in (ax, right) if a is not None for line in a.get_lines() if not line.get_label().startswith("_")
+        ]
+        fig.legend(
+            handles=handles,
+            labels=[line.get_label() for line in handles],
+            loc="lower left",
+            bbox_to_anchor=(x0 + 0.1 / fig_w, y0),
+            ncol=columns,
+            fontsize=7,
+            frameon=False,
+            handlelength=1.5,
+            columnspacing=1.2,
+            borderaxespad=0.1,
+        )
 
 
 def _draw_panel(fig, box, data: PanelData, events: Sequence[Event], start: float, end: float, step: float) -> None:
@@ -322,15 +382,41 @@ def _draw_panel(fig, box, data: PanelData, events: Sequence[Event], start: float
     from matplotlib.patches import Rectangle
 
     x0, y0, w, h = box
-    fig.add_artist(Rectangle((x0 + 0.002, y0 + 0.002), w - 0.004, h - 0.004, transform=fig.transFigure,
-                             facecolor="white", edgecolor="0.8", linewidth=0.8, zorder=-10))
+    fig.add_artist(
+        Rectangle(
+            (x0 + 0.002, y0 + 0.002),
+            w - 0.004,
+            h - 0.004,
+            transform=fig.transFigure,
+            facecolor="white",
+            edgecolor="0.8",
+            linewidth=0.8,
+            zorder=-10,
+        )
+    )
     title_h = min(0.28 / fig.get_figheight(), h * 0.2)
-    fig.text(x0 + 0.008, y0 + h - title_h / 2, data.panel.get("title", ""), fontsize=9, fontweight="bold",
-             va="center", ha="left", color="0.15")
+    fig.text(
+        x0 + 0.008,
+        y0 + h - title_h / 2,
+        data.panel.get("title", ""),
+        fontsize=9,
+        fontweight="bold",
+        va="center",
+        ha="left",
+        color="0.15",
+    )
     inner = (x0 + 0.004, y0 + 0.006, w - 0.008, h - title_h - 0.008)
     if data.errors:
-        fig.text(x0 + w / 2, y0 + h / 2, "\n".join(data.errors)[:300], fontsize=7, color="#E02F44",
-                 ha="center", va="center", wrap=True)
+        fig.text(
+            x0 + w / 2,
+            y0 + h / 2,
+            "\n".join(data.errors)[:300],
+            fontsize=7,
+            color="#E02F44",
+            ha="center",
+            va="center",
+            wrap=True,
+        )
     elif data.panel.get("type") == "stat":
         _draw_stat(fig, inner, data)
     else:
@@ -338,19 +424,35 @@ def _draw_panel(fig, box, data: PanelData, events: Sequence[Event], start: float
 
 
 def _caption(fig, dashboard: str, start: float, end: float, note: str) -> None:
-    fig.text(0.005, 0.002,
-             f"Drawn with matplotlib from charts/wallet/files/dashboards/{dashboard}.json (its queries, units, "
-             f"legends and layout; not Grafana). Data: a real Prometheus scraping the local stack on Apache Kafka, "
-             f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M:%S}-{_clock(end)} UTC. {note}",
-             fontsize=7, color="0.35", ha="left", va="bottom")
+    fig.text(
+        0.005,
+        0.002,
+        f"Drawn with matplotlib from charts/wallet/files/dashboards/{dashboard}.json (its queries, units, "
+        f"legends and layout; not Grafana). Data: a real Prometheus scraping the local stack on Apache Kafka, "
+        f"{datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M:%S}-{_clock(end)} UTC. {note}",
+        fontsize=7,
+        color="0.35",
+        ha="left",
+        va="bottom",
+    )
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def render(name: str, doc: dict[str, Any], data: Mapping[int, PanelData], out_dir: str | Path, *,
-           start: float, end: float, step: float, events: Sequence[Event] = (), note: str = "") -> list[Path]:
+def render(
+    name: str,
+    doc: dict[str, Any],
+    data: Mapping[int, PanelData],
+    out_dir: str | Path,
+    *,
+    start: float,
+    end: float,
+    step: float,
+    events: Sequence[Event] = (),
+    note: str = "",
+) -> list[Path]:
     """``<out_dir>/<name>.png`` (the whole dashboard) and ``<out_dir>/<name>/<panel>.png`` (each panel)."""
     plt = _pyplot()
     out = Path(out_dir)
@@ -367,8 +469,15 @@ def render(name: str, doc: dict[str, Any], data: Mapping[int, PanelData], out_di
         g = panel["gridPos"]
         box = (g["x"] / GRID_COLUMNS, top - (g["y"] + g["h"]) * unit_h, g["w"] / GRID_COLUMNS, g["h"] * unit_h)
         if panel.get("type") == "row":
-            fig.text(box[0] + 0.004, box[1] + box[3] / 2, panel.get("title", ""), fontsize=11, fontweight="bold",
-                     va="center", color="0.2")
+            fig.text(
+                box[0] + 0.004,
+                box[1] + box[3] / 2,
+                panel.get("title", ""),
+                fontsize=11,
+                fontweight="bold",
+                va="center",
+                color="0.2",
+            )
             continue
         _draw_panel(fig, box, data[panel["id"]], events, start, end, step)
     _caption(fig, name, start, end, note)
@@ -379,10 +488,16 @@ def render(name: str, doc: dict[str, Any], data: Mapping[int, PanelData], out_di
         g = panel["gridPos"]
         w_in, h_in = max(g["w"], 8) * _COLUMN_IN, g["h"] * _ROW_IN * 1.15 + caption_in + 0.8
         fig = plt.figure(figsize=(w_in, h_in), facecolor="#F4F5F5")
-        _draw_panel(fig, (0, caption_in / h_in, 1, 1 - caption_in / h_in), data[panel["id"]], events, start, end,
-                    step)
-        fig.text(0.005, 0.002, f"{name}.json, drawn with matplotlib (not Grafana), Prometheus data "
-                 f"{_clock(start)}-{_clock(end)} UTC", fontsize=6, color="0.35", ha="left", va="bottom")
+        _draw_panel(fig, (0, caption_in / h_in, 1, 1 - caption_in / h_in), data[panel["id"]], events, start, end, step)
+        fig.text(
+            0.005,
+            0.002,
+            f"{name}.json, drawn with matplotlib (not Grafana), Prometheus data {_clock(start)}-{_clock(end)} UTC",
+            fontsize=6,
+            color="0.35",
+            ha="left",
+            va="bottom",
+        )
         path = out / name / f"{slug(panel['title'])}.png"
         fig.savefig(path, dpi=80, facecolor=fig.get_facecolor())
         plt.close(fig)

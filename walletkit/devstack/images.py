@@ -65,6 +65,7 @@ def _need(tool: str, package: str) -> str:
 @dataclass(frozen=True)
 class Artifact:
     """One image of skaffold.yaml's build.artifacts."""
+
     image: str
     dockerfile: Path
     target: str | None
@@ -77,7 +78,9 @@ def artifacts(skaffold: Path = SKAFFOLD) -> list[Artifact]:
     for a in doc["build"]["artifacts"]:
         context = (skaffold.parent / a.get("context", ".")).resolve()
         docker = a.get("docker", {})
-        out.append(Artifact(a["image"], context / docker.get("dockerfile", "Dockerfile"), docker.get("target"), context))
+        out.append(
+            Artifact(a["image"], context / docker.get("dockerfile", "Dockerfile"), docker.get("target"), context)
+        )
     return out
 
 
@@ -96,7 +99,7 @@ def base_images(dockerfile: Path) -> set[str]:
         elif words[0].upper() == "FROM":
             image = words[1]
             for key, value in args.items():
-                image = image.replace("${%s}" % key, value).replace("$" + key, value)
+                image = image.replace(f"${{{key}}}", value).replace("$" + key, value)
             if image not in stages:
                 bases.add(image)
             if len(words) >= 4 and words[2].upper() == "AS":
@@ -128,8 +131,14 @@ def storage_driver() -> str:
         for d in dirs.values():
             d.mkdir()
         options = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
-        mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(dirs["merged"])],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", options, str(dirs["merged"])],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
         if mounted:
             subprocess.run(["umount", str(dirs["merged"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return "overlay" if mounted else "vfs"
@@ -143,24 +152,39 @@ class Buildah:
         self.binary = _need("buildah", "buildah")
         self.driver = driver or storage_driver()
         self.root = Path(root or cache_root() / "containers" / self.driver)
-        self.global_args = ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run"),
-                            "--storage-driver", self.driver]
+        self.global_args = [
+            "--root",
+            str(self.root / "storage"),
+            "--runroot",
+            str(self.root / "run"),
+            "--storage-driver",
+            self.driver,
+        ]
 
     def command(self, *args: str) -> list[str]:
         return [self.binary, *self.global_args, *args]
 
     def __call__(self, *args: str, capture: bool = True, check: bool = True) -> str:
-        proc = subprocess.run(self.command(*args), text=True, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE if capture else None,
-                              stderr=subprocess.PIPE if capture else None)
+        proc = subprocess.run(
+            self.command(*args),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"buildah {' '.join(args[:3])} failed ({proc.returncode}):\n"
-                               f"{(proc.stderr or '')[-3000:]}")
+            raise RuntimeError(
+                f"buildah {' '.join(args[:3])} failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}"
+            )
         return (proc.stdout or "").strip()
 
     def exists(self, image: str) -> bool:
-        return subprocess.run(self.command("inspect", "--type", "image", image), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                self.command("inspect", "--type", "image", image), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ).returncode
+            == 0
+        )
 
     def config(self, image: str) -> dict:
         """The OCI image config (Entrypoint, User, Env, WorkingDir, ExposedPorts, Labels)."""
@@ -181,17 +205,29 @@ def make_debian_base(buildah: Buildah, image: str, *, log=print) -> None:
         # dpkg's excludes must be in place before the packages are unpacked.
         (rootfs / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True)
         (rootfs / "etc/dpkg/dpkg.cfg.d/docker-slim").write_text(SLIM_EXCLUDES)
-        proc = subprocess.run([debootstrap, "--variant=minbase", suite, str(rootfs), DEBIAN_MIRROR],
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [debootstrap, "--variant=minbase", suite, str(rootfs), DEBIAN_MIRROR],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"debootstrap {suite} failed:\n{proc.stdout[-3000:]}")
         _slim(rootfs, suite)
         ctr = buildah("from", "--pull=never", "scratch")
         try:
             buildah("copy", ctr, str(rootfs), "/")
-            buildah("config", "--cmd", "bash", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "--label", f"org.opencontainers.image.description=debian:{tag} made locally by debootstrap "
-                    f"--variant=minbase {suite} from {DEBIAN_MIRROR}", ctr)
+            buildah(
+                "config",
+                "--cmd",
+                "bash",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--label",
+                f"org.opencontainers.image.description=debian:{tag} made locally by debootstrap "
+                f"--variant=minbase {suite} from {DEBIAN_MIRROR}",
+                ctr,
+            )
             buildah("commit", "--rm", ctr, qualified(image))
         except BaseException:
             buildah("rm", ctr, check=False)
@@ -207,10 +243,12 @@ def _slim(rootfs: Path, suite: str) -> None:
         f"Types: deb\nURIs: {DEBIAN_MIRROR}\nSuites: {suite} {suite}-updates\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
         f"Types: deb\nURIs: {DEBIAN_MIRROR}-security\nSuites: {suite}-security\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
     (rootfs / "etc/apt/apt.conf.d/docker-clean").write_text(
         'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };\n'
-        'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n')
+        'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n'
+    )
     (rootfs / "etc/apt/apt.conf.d/docker-no-languages").write_text('Acquire::Languages "none";\n')
     for path in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (rootfs / path).glob("*"):
@@ -234,8 +272,13 @@ def ensure_bases(buildah: Buildah, dockerfile: Path, *, pull: bool = False, log=
             continue
         if pull:
             try:
-                subprocess.run(buildah.command("pull", "--quiet", qualified(image)), check=True, timeout=120,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                subprocess.run(
+                    buildah.command("pull", "--quiet", qualified(image)),
+                    check=True,
+                    timeout=120,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
                 log(f"pulled {image}")
                 continue
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -258,8 +301,9 @@ def context_files(context: Path) -> list[Path]:
     found = [ignore_file] if ignore_file.is_file() else []
     for dirpath, dirnames, filenames in os.walk(context):
         rel = Path(dirpath).relative_to(context)
-        dirnames[:] = sorted(d for d in dirnames
-                             if not ignore.excluded(str(rel / d)) or ignore.may_include_below(str(rel / d)))
+        dirnames[:] = sorted(
+            d for d in dirnames if not ignore.excluded(str(rel / d)) or ignore.may_include_below(str(rel / d))
+        )
         found += [Path(dirpath) / f for f in sorted(filenames) if not ignore.excluded(str(rel / f))]
     return found
 
@@ -297,7 +341,7 @@ class DockerIgnore:
                 out.append("[^/]")
             elif c == "[":
                 end = pattern.find("]", i)
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 out.append("[" + ("^" + body[1:] if body.startswith(("!", "^")) else body) + "]")
                 i = end
             else:
@@ -327,8 +371,20 @@ def build(buildah: Buildah, artifact: Artifact, tag: str | None = None, *, pull:
         log(f"{name}: already built from these sources")
         return name
     ensure_bases(buildah, artifact.dockerfile, pull=pull, log=log)
-    args = ["bud", "--pull=never", "--layers", "--force-rm", "--isolation", "chroot", "--network", "host",
-            "-f", str(artifact.dockerfile), "-t", name]
+    args = [
+        "bud",
+        "--pull=never",
+        "--layers",
+        "--force-rm",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "-f",
+        str(artifact.dockerfile),
+        "-t",
+        name,
+    ]
     if artifact.target:
         args += ["--target", artifact.target]
     if CA_BUNDLE.is_file():
@@ -350,8 +406,13 @@ def build_all(buildah: Buildah | None = None, *, pull: bool = False, log=print) 
     buildah = buildah or Buildah()
     found = artifacts()
     first = found[0]
-    cache = build(buildah, Artifact("wallet-build-stage", first.dockerfile, CACHED_STAGE, first.context),
-                  tag_of(first), pull=pull, log=log)
+    cache = build(
+        buildah,
+        Artifact("wallet-build-stage", first.dockerfile, CACHED_STAGE, first.context),
+        tag_of(first),
+        pull=pull,
+        log=log,
+    )
     built = {a.image: build(buildah, a, pull=pull, log=log) for a in found}
     prune(buildah, keep={*built.values(), cache})
     return built
@@ -364,8 +425,11 @@ def prune(buildah: Buildah, keep: set[str]) -> None:
     listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}").splitlines()
     stale = [image for image in listed if image.rpartition(":")[0] in names and image not in keep]
     # Working containers a failed or interrupted build left behind (buildah's default names).
-    leftovers = [c for c in buildah("containers", "--format", "{{.ContainerName}}").splitlines()
-                 if c.endswith("-working-container") or "-working-container-" in c]
+    leftovers = [
+        c
+        for c in buildah("containers", "--format", "{{.ContainerName}}").splitlines()
+        if c.endswith("-working-container") or "-working-container-" in c
+    ]
     if leftovers:
         buildah("rm", *leftovers, check=False)
     if stale:
@@ -381,8 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("registry", help="e.g. registry.example.com/wallet")
     save = sub.add_parser("save", help="build, then write each image as a docker-archive (for kind load image-archive)")
     save.add_argument("directory", type=Path)
-    p.add_argument("--pull", action="store_true",
-                   help="pull a missing base image from its registry first (default: make it from Debian's packages)")
+    p.add_argument(
+        "--pull",
+        action="store_true",
+        help="pull a missing base image from its registry first (default: make it from Debian's packages)",
+    )
     args = p.parse_args(argv)
     try:
         buildah = Buildah()
@@ -410,10 +477,15 @@ def main(argv: list[str] | None = None) -> int:
             print(name)
     if args.command == "push":
         values = {"wallet-api": "api", "wallet-balance": "balance", "wallet-above-threshold": "aboveThreshold"}
-        pins = " ".join(f"--set {values[image]}.image.tag={name.rpartition(':')[2]}"
-                        for image, name in built.items() if image in values)
-        print(f"helm: --set global.imageRegistry={args.registry.rstrip('/')} (tag {default_tag}); to pin this "
-              f"build: {pins}")
+        pins = " ".join(
+            f"--set {values[image]}.image.tag={name.rpartition(':')[2]}"
+            for image, name in built.items()
+            if image in values
+        )
+        print(
+            f"helm: --set global.imageRegistry={args.registry.rstrip('/')} (tag {default_tag}); to pin this "
+            f"build: {pins}"
+        )
     return 0
 
 
@@ -463,8 +535,22 @@ def build_kafka(buildah: Buildah, *, log=print) -> str:
         (context / "log4j2.yaml").write_text(_LOG4J2)
         shutil.copytree(libs, context / "libs")
         log(f"building {name} (Apache Kafka {libs.parent.name.split('-')[0]}) with buildah")
-        buildah("bud", "--pull=never", "--layers", "--force-rm", "--isolation", "chroot", "--network", "host",
-                "-f", str(context / "Dockerfile"), "-t", name, str(context), capture=log is not print)
+        buildah(
+            "bud",
+            "--pull=never",
+            "--layers",
+            "--force-rm",
+            "--isolation",
+            "chroot",
+            "--network",
+            "host",
+            "-f",
+            str(context / "Dockerfile"),
+            "-t",
+            name,
+            str(context),
+            capture=log is not print,
+        )
     return name
 
 

@@ -101,13 +101,28 @@ def ensure_kafka(*, quiet: bool = False) -> Path:
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     if not quiet:
-        print(f"fetching Apache Kafka {kafka_version()} jars with Maven into {libs} (once)...", file=sys.stderr, flush=True)
+        print(
+            f"fetching Apache Kafka {kafka_version()} jars with Maven into {libs} (once)...",
+            file=sys.stderr,
+            flush=True,
+        )
     started = time.monotonic()
     build_dir = Path(tempfile.mkdtemp(prefix="mvn-target-"))
     result = subprocess.run(
-        [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
-         f"-DoutputDirectory={staging}", f"-Dproject.build.directory={build_dir}"],
-        capture_output=True, text=True)
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+            f"-Dproject.build.directory={build_dir}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     shutil.rmtree(build_dir, ignore_errors=True)
     if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,8 +161,9 @@ Configuration:
 class KafkaNode:
     """One KRaft combined-mode node (broker + controller) of an :class:`ApacheKafka` cluster."""
 
-    def __init__(self, node_id: int, host: str, port: int, controller_port: int, data_dir: Path,
-                 log_path: Path) -> None:
+    def __init__(
+        self, node_id: int, host: str, port: int, controller_port: int, data_dir: Path, log_path: Path
+    ) -> None:
         self.node_id = node_id
         self.host = host
         self.port = port
@@ -173,15 +189,21 @@ class KafkaNode:
 
     def check(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise KafkaUnavailable(f"Kafka node {self.node_id} exited with code {self.proc.returncode}; "
-                                   f"log {self.log_path}:\n{self.log_tail()}")
+            raise KafkaUnavailable(
+                f"Kafka node {self.node_id} exited with code {self.proc.returncode}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
 
     def start(self, java: str, classpath: str, jvm: list[str]) -> None:
         if port_open(self.host, self.port):
             raise KafkaUnavailable(f"port {self.port} is already in use; stop what listens there or pick another port")
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([java, *jvm, "-cp", classpath, "kafka.Kafka", str(self.config_path)],
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [java, *jvm, "-cp", classpath, "kafka.Kafka", str(self.config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
 
     def signal(self, sig: int) -> None:
@@ -214,9 +236,17 @@ class ApacheKafka:
     client_config: dict[str, str] = {}
     service_env: dict[str, str] = {}
 
-    def __init__(self, nodes: int = 1, *, host: str = "127.0.0.1", port: int | None = None,
-                 log_path: str | Path | None = None, data_dir: str | Path | None = None,
-                 heap: str = DEFAULT_HEAP, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        nodes: int = 1,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_path: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        heap: str = DEFAULT_HEAP,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.host = host
@@ -228,8 +258,14 @@ class ApacheKafka:
         log = Path(log_path) if log_path else self.root / "broker.log"
         ports = [port or free_port(host)] + [free_port(host) for _ in range(nodes - 1)]
         self.nodes = [
-            KafkaNode(i + 1, host, ports[i], free_port(host), self.root / f"node-{i + 1}",
-                      log if nodes == 1 else log.with_name(f"{log.stem}-{i + 1}{log.suffix}"))
+            KafkaNode(
+                i + 1,
+                host,
+                ports[i],
+                free_port(host),
+                self.root / f"node-{i + 1}",
+                log if nodes == 1 else log.with_name(f"{log.stem}-{i + 1}{log.suffix}"),
+            )
             for i in range(nodes)
         ]
         self._started = False
@@ -252,7 +288,7 @@ class ApacheKafka:
     def log_paths(self) -> list[Path]:
         return [n.log_path for n in self.nodes]
 
-    def start(self, timeout: float = 90.0) -> "ApacheKafka":
+    def start(self, timeout: float = 90.0) -> ApacheKafka:
         """Format (first start only) and start every node; return once all of them serve metadata."""
         libs = ensure_kafka()
         java, classpath = _java(), f"{libs}/*"
@@ -315,7 +351,7 @@ class ApacheKafka:
         for node in self.nodes:
             node.signal(signal.SIGCONT)
 
-    def __enter__(self) -> "ApacheKafka":
+    def __enter__(self) -> ApacheKafka:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -356,24 +392,54 @@ class ApacheKafka:
         this cluster; its output. ``--bootstrap-server`` is passed first."""
         libs = ensure_kafka(quiet=True)
         result = subprocess.run(
-            [_java(), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*",
-             f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}", main_class,
-             "--bootstrap-server", self._live_bootstrap(), *args],
-            capture_output=True, text=True, timeout=timeout)
+            [
+                _java(),
+                "-Xmx256m",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                f"{libs}/*",
+                f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
+                main_class,
+                "--bootstrap-server",
+                self._live_bootstrap(),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if result.returncode != 0:
-            raise KafkaUnavailable(f"{main_class} {' '.join(args)} failed ({result.returncode}):\n"
-                                   + explain(result.stdout + result.stderr))
+            raise KafkaUnavailable(
+                f"{main_class} {' '.join(args)} failed ({result.returncode}):\n"
+                + explain(result.stdout + result.stderr)
+            )
         return result.stdout
 
     def set_client_quota(self, client_id: str, **quotas: int) -> None:
         """Broker-side quotas for one client id, e.g. ``consumer_byte_rate=4096``."""
-        self.run_tool("kafka.admin.ConfigCommand", "--alter", "--entity-type", "clients", "--entity-name", client_id,
-                      "--add-config", ",".join(f"{k}={v}" for k, v in quotas.items()))
+        self.run_tool(
+            "kafka.admin.ConfigCommand",
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+            "--add-config",
+            ",".join(f"{k}={v}" for k, v in quotas.items()),
+        )
 
     def clear_client_quota(self, client_id: str, *names: str) -> None:
         """Remove quotas set by :meth:`set_client_quota` (e.g. ``"consumer_byte_rate"``)."""
-        self.run_tool("kafka.admin.ConfigCommand", "--alter", "--entity-type", "clients", "--entity-name", client_id,
-                      "--delete-config", ",".join(names))
+        self.run_tool(
+            "kafka.admin.ConfigCommand",
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+            "--delete-config",
+            ",".join(names),
+        )
 
     # -- internals -----------------------------------------------------------------------------
     def _live_bootstrap(self) -> str:
@@ -381,8 +447,14 @@ class ApacheKafka:
         return ",".join(live) or self.bootstrap
 
     def _jvm(self) -> list[str]:
-        return [f"-Xmx{self.heap}", f"-Xms{min_heap(self.heap)}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}"]
+        return [
+            f"-Xmx{self.heap}",
+            f"-Xms{min_heap(self.heap)}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
+        ]
 
     def _properties(self, node: KafkaNode) -> dict[str, str]:
         n = self.size
@@ -417,8 +489,13 @@ class ApacheKafka:
             "share.coordinator.state.topic.min.isr": "2" if n >= 3 else "1",
         }
         if n > 1:
-            props.update({"broker.session.timeout.ms": "4000", "broker.heartbeat.interval.ms": "1000",
-                          "replica.lag.time.max.ms": "5000"})
+            props.update(
+                {
+                    "broker.session.timeout.ms": "4000",
+                    "broker.heartbeat.interval.ms": "1000",
+                    "replica.lag.time.max.ms": "5000",
+                }
+            )
         props.update(self.overrides)
         return props
 
@@ -443,12 +520,26 @@ class ApacheKafka:
 
     def _format_node(self, java: str, classpath: str, config: Path, cluster_id: str) -> None:
         result = subprocess.run(
-            [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-             f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
-             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)],
-            capture_output=True, text=True)
+            [
+                java,
+                "-Xmx256m",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                classpath,
+                f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
-            raise KafkaUnavailable(f"formatting Kafka node {config.stem} failed:\n" + explain(result.stdout + result.stderr))
+            raise KafkaUnavailable(
+                f"formatting Kafka node {config.stem} failed:\n" + explain(result.stdout + result.stderr)
+            )
 
     def _format_template(self, java: str, classpath: str) -> Path:
         """Formatted data directories of a cluster of this size, made once per set of jars."""
@@ -495,8 +586,10 @@ class ApacheKafka:
                     return
             if time.monotonic() > deadline:
                 tails = "\n".join(f"--- node {n.node_id} ({n.log_path}):\n{n.log_tail(20)}" for n in self.nodes)
-                raise KafkaUnavailable(f"Kafka on {self.bootstrap} not ready after {timeout:.0f} s "
-                                       f"(nodes answering: {sorted(seen)}, expected {sorted(expected)}):\n{tails}")
+                raise KafkaUnavailable(
+                    f"Kafka on {self.bootstrap} not ready after {timeout:.0f} s "
+                    f"(nodes answering: {sorted(seen)}, expected {sorted(expected)}):\n{tails}"
+                )
             time.sleep(0.2)
 
 
@@ -504,8 +597,11 @@ def explain(output: str, lines: int = 20) -> str:
     """What a JVM's output says went wrong: its first error lines, then its tail (a stack
     trace's last lines alone rarely name the cause)."""
     all_lines = output.splitlines()
-    errors = [line for line in all_lines if re.search(r"Exception|Error|ERROR|error:", line)
-              and not line.lstrip().startswith("at ")][:5]
+    errors = [
+        line
+        for line in all_lines
+        if re.search(r"Exception|Error|ERROR|error:", line) and not line.lstrip().startswith("at ")
+    ][:5]
     tail = all_lines[-lines:]
     head = [line for line in errors if line not in tail]
     return "\n".join([*head, *(["..."] if head else []), *tail])
@@ -538,8 +634,10 @@ _QUIET = _Quiet()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m walletkit.devstack.kafka",
-                                description="Fetch the pinned Apache Kafka jars, or run a local cluster.")
+    p = argparse.ArgumentParser(
+        prog="python -m walletkit.devstack.kafka",
+        description="Fetch the pinned Apache Kafka jars, or run a local cluster.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="fetch the jars into the cache (once per pom) and print their directory")
     run = sub.add_parser("run", help="start a cluster on loopback until Ctrl-C")

@@ -64,8 +64,9 @@ class NodeError(RuntimeError):
 
 
 def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool) or next((str(p / tool) for p in (Path("/usr/sbin"), Path("/sbin")) if (p / tool).exists()),
-                                      None)
+    path = shutil.which(tool) or next(
+        (str(p / tool) for p in (Path("/usr/sbin"), Path("/sbin")) if (p / tool).exists()), None
+    )
     if path is None:
         raise NodeError(f"the node needs {tool}: apt-get install -y {package}")
     return path
@@ -75,14 +76,21 @@ def preflight() -> None:
     """What the node needs from this machine, each missing piece named with its package."""
     if os.geteuid() != 0:
         raise NodeError("the node runs containers, a bridge and iptables rules: run it as root")
-    for tool, package in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
-                          ("containerd-shim-runc-v2", "containerd"), ("iptables", "iptables"), ("ip", "iproute2"),
-                          ("buildah", "buildah")):
+    for tool, package in (
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
+        ("containerd-shim-runc-v2", "containerd"),
+        ("iptables", "iptables"),
+        ("ip", "iproute2"),
+        ("buildah", "buildah"),
+    ):
         _need(tool, package)
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
         if not (CNI_BIN / plugin).exists():
-            raise NodeError(f"the node needs the CNI plugin {plugin} in {CNI_BIN}: "
-                            "apt-get install -y containernetworking-plugins")
+            raise NodeError(
+                f"the node needs the CNI plugin {plugin} in {CNI_BIN}: apt-get install -y containernetworking-plugins"
+            )
 
 
 def _run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -106,8 +114,9 @@ def spawn(root: Path, name: str, argv: list[str], env: dict[str, str] | None = N
     (root / "logs").mkdir(parents=True, exist_ok=True)
     (root / "pids").mkdir(parents=True, exist_ok=True)
     log = open(root / "logs" / f"{name}.log", "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
     (root / "pids" / name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
     return proc
 
@@ -157,7 +166,7 @@ class Node:
         self.control_plane: ControlPlane | None = None
 
     @classmethod
-    def attach(cls, root: Path = DEFAULT_ROOT) -> "Node":
+    def attach(cls, root: Path = DEFAULT_ROOT) -> Node:
         """The node another process started under ``root`` (its kubectl and helm, its containerd)."""
         node = cls(root)
         if not node.kubeconfig.exists():
@@ -179,11 +188,13 @@ class Node:
         return self.root / "admin.kubeconfig"
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self, log=print) -> "Node":
+    def start(self, log=print) -> Node:
         preflight()
         if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
-            raise NodeError(f"a node already runs on this machine (bridge {BRIDGE} exists): end it with "
-                            f"`make cluster-down` (or python -m walletkit.devstack.node down --root DIR)")
+            raise NodeError(
+                f"a node already runs on this machine (bridge {BRIDGE} exists): end it with "
+                f"`make cluster-down` (or python -m walletkit.devstack.node down --root DIR)"
+            )
         self._clear_previous()
         self.root.mkdir(parents=True, exist_ok=True)
         try:
@@ -200,8 +211,10 @@ class Node:
         for path in pids.iterdir() if pids.is_dir() else []:
             pid, _, started = path.read_text().strip().partition(" ")
             if _start_time(int(pid)) == (started or None):
-                raise NodeError(f"{path.name} (PID {pid}) of an earlier node still runs under {self.root}: "
-                                "end it with `make cluster-down`")
+                raise NodeError(
+                    f"{path.name} (PID {pid}) of an earlier node still runs under {self.root}: "
+                    "end it with `make cluster-down`"
+                )
         if self.root.exists():
             _unmount_below(self.root)
             shutil.rmtree(self.root)
@@ -211,11 +224,20 @@ class Node:
         self._network()
         log("starting etcd, kube-apiserver, kube-controller-manager")
         pki = self._kubelet_client_pki()
-        cp = ControlPlane(self.root / "control-plane", address=GATEWAY, service_cidr=SERVICE_CIDR,
-                          node_port_range=NODE_PORTS, tokens={NODE_TOKEN: (f"system:node:{NODE_NAME}", "system:nodes")},
-                          spawn=lambda name, argv: spawn(self.root, name, argv),
-                          apiserver_args=["--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
-                                          "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key")])
+        cp = ControlPlane(
+            self.root / "control-plane",
+            address=GATEWAY,
+            service_cidr=SERVICE_CIDR,
+            node_port_range=NODE_PORTS,
+            tokens={NODE_TOKEN: (f"system:node:{NODE_NAME}", "system:nodes")},
+            spawn=lambda name, argv: spawn(self.root, name, argv),
+            apiserver_args=[
+                "--kubelet-client-certificate",
+                str(pki / "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key",
+                str(pki / "apiserver-kubelet-client.key"),
+            ],
+        )
         cp.logs = self.root / "logs"
         self.control_plane = cp.start()
         shutil.copy(cp.kubeconfig, self.kubeconfig)
@@ -225,9 +247,20 @@ class Node:
         self._cni()
         log("starting kubelet, kube-scheduler, kube-proxy, CoreDNS")
         self._kubelet(cp)
-        spawn(self.root, "kube-scheduler", [str(self.bin / "kube-scheduler"), "--kubeconfig", str(cp.kubeconfig),
-                                            "--leader-elect=false", "--bind-address", "127.0.0.1",
-                                            "--secure-port", "10259"])
+        spawn(
+            self.root,
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                "--kubeconfig",
+                str(cp.kubeconfig),
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                "10259",
+            ],
+        )
         self._kube_proxy(cp)
         self._coredns(cp)
         self._wait(lambda: self._node_ready(cp), 120, "the node Ready", "kubelet")
@@ -259,14 +292,61 @@ class Node:
         an anonymous caller."""
         pki = self.root / "kubelet-pki"
         pki.mkdir(parents=True, exist_ok=True)
-        ca_key, ca, key, csr, crt = (pki / n for n in ("ca.key", "ca.crt", "apiserver-kubelet-client.key",
-                                                       "apiserver-kubelet-client.csr", "apiserver-kubelet-client.crt"))
-        _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-             "-days", "30", "-subj", "/CN=wallet-node-kubelet-client-ca")
-        _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client")
-        _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-out", str(crt), "-days", "30")
+        ca_key, ca, key, csr, crt = (
+            pki / n
+            for n in (
+                "ca.key",
+                "ca.crt",
+                "apiserver-kubelet-client.key",
+                "apiserver-kubelet-client.csr",
+                "apiserver-kubelet-client.crt",
+            )
+        )
+        _run(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=wallet-node-kubelet-client-ca",
+        )
+        _run(
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        )
+        _run(
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(crt),
+            "-days",
+            "30",
+        )
         return pki
 
     def _containerd(self) -> None:
@@ -274,16 +354,16 @@ class Node:
         (base / "root").mkdir(parents=True, exist_ok=True)
         config = base / "config.toml"
         config.write_text(f"""version = 2
-root = "{base / 'root'}"
-state = "{base / 'state'}"
+root = "{base / "root"}"
+state = "{base / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
   address = "{self.containerd_socket}"
 [ttrpc]
-  address = "{base / 'containerd.sock.ttrpc'}"
+  address = "{base / "containerd.sock.ttrpc"}"
 [debug]
-  address = "{base / 'debug.sock'}"
+  address = "{base / "debug.sock"}"
   level = "info"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -300,14 +380,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
-    conf_dir = "{self.root / 'cni' / 'net.d'}"
+    conf_dir = "{self.root / "cni" / "net.d"}"
 """)
         spawn(self.root, "containerd", [_need("containerd", "containerd"), "--config", str(config)])
         self._wait(lambda: self.ctr("version", check=False).returncode == 0, 60, "containerd serving", "containerd")
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        return _run("ctr", "--address", str(self.containerd_socket), "-n", K8S_NAMESPACE, *args, check=check,
-                    timeout=timeout)
+        return _run(
+            "ctr", "--address", str(self.containerd_socket), "-n", K8S_NAMESPACE, *args, check=check, timeout=timeout
+        )
 
     def _pause_archive(self) -> Path:
         """The sandbox image: kube/pause's static binary alone, made with buildah once."""
@@ -332,17 +413,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _cni(self) -> None:
         conf = self.root / "cni" / "net.d"
         conf.mkdir(parents=True, exist_ok=True)
-        (conf / "10-wallet.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "wallet",
-            "plugins": [
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-                 # Pods route only the Service range through the host: anything else is unreachable.
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                          "routes": [{"dst": SERVICE_CIDR, "gw": GATEWAY}],
-                          "dataDir": str(self.root / "cni" / "ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }, indent=2))
+        (conf / "10-wallet.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "wallet",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": BRIDGE,
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            # Pods route only the Service range through the host: anything else is unreachable.
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
+                                "routes": [{"dst": SERVICE_CIDR, "gw": GATEWAY}],
+                                "dataDir": str(self.root / "cni" / "ipam"),
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                },
+                indent=2,
+            )
+        )
 
     def _kubelet(self, cp: ControlPlane) -> None:
         base = self.root / "kubelet"
@@ -350,45 +446,97 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         kubeconfig = cp.write_kubeconfig(base / "kubelet.kubeconfig", NODE_TOKEN, f"system:node:{NODE_NAME}")
         (base / "resolv.conf").write_text("")  # pods with dnsPolicy Default get no outside resolver
         config = base / "config.yaml"
-        config.write_text(json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            # This machine's cgroups are v1 (see the module docstring); no systemd runs here.
-            "failCgroupV1": False, "cgroupDriver": "cgroupfs",
-            "address": GATEWAY, "healthzBindAddress": "127.0.0.1", "healthzPort": 10248, "port": 10250,
-            "readOnlyPort": 0,
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.root / "kubelet-pki" / "ca.crt")}},
-            "authorization": {"mode": "Webhook"},
-            "clusterDomain": "cluster.local", "clusterDNS": [GATEWAY], "resolvConf": str(base / "resolv.conf"),
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "failSwapOn": False, "protectKernelDefaults": False,
-            # Disk and image garbage collection would evict pods or delete imported images that
-            # cannot be pulled back: off, on a node whose disk this machine shares.
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "serializeImagePulls": False, "maxPods": 60,
-            "cgroupsPerQOS": True, "enforceNodeAllocatable": [],
-            "podPidsLimit": 4096, "podLogsDir": str(self.root / "pod-logs"),
-            "rotateCertificates": False, "serverTLSBootstrap": False,
-        }, indent=2))
-        spawn(self.root, "kubelet", [
-            str(self.bin / "kubelet"), "--config", str(config), "--kubeconfig", str(kubeconfig),
-            "--root-dir", str(base / "root"), "--cert-dir", str(base / "pki"),
-            "--hostname-override", NODE_NAME, "--node-ip", GATEWAY, "--v", "1",
-        ])
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    # This machine's cgroups are v1 (see the module docstring); no systemd runs here.
+                    "failCgroupV1": False,
+                    "cgroupDriver": "cgroupfs",
+                    "address": GATEWAY,
+                    "healthzBindAddress": "127.0.0.1",
+                    "healthzPort": 10248,
+                    "port": 10250,
+                    "readOnlyPort": 0,
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(self.root / "kubelet-pki" / "ca.crt")},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "clusterDomain": "cluster.local",
+                    "clusterDNS": [GATEWAY],
+                    "resolvConf": str(base / "resolv.conf"),
+                    "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+                    "failSwapOn": False,
+                    "protectKernelDefaults": False,
+                    # Disk and image garbage collection would evict pods or delete imported images that
+                    # cannot be pulled back: off, on a node whose disk this machine shares.
+                    "evictionHard": {
+                        "memory.available": "100Mi",
+                        "nodefs.available": "1%",
+                        "imagefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                    },
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "serializeImagePulls": False,
+                    "maxPods": 60,
+                    "cgroupsPerQOS": True,
+                    "enforceNodeAllocatable": [],
+                    "podPidsLimit": 4096,
+                    "podLogsDir": str(self.root / "pod-logs"),
+                    "rotateCertificates": False,
+                    "serverTLSBootstrap": False,
+                },
+                indent=2,
+            )
+        )
+        spawn(
+            self.root,
+            "kubelet",
+            [
+                str(self.bin / "kubelet"),
+                "--config",
+                str(config),
+                "--kubeconfig",
+                str(kubeconfig),
+                "--root-dir",
+                str(base / "root"),
+                "--cert-dir",
+                str(base / "pki"),
+                "--hostname-override",
+                NODE_NAME,
+                "--node-ip",
+                GATEWAY,
+                "--v",
+                "1",
+            ],
+        )
 
     def _kube_proxy(self, cp: ControlPlane) -> None:
         config = self.root / "kube-proxy.yaml"
-        config.write_text(json.dumps({
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(cp.kubeconfig)},
-            "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE_NAME,
-            "bindAddress": GATEWAY, "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
-            # NodePorts answer on loopback only (route_localnet), never on this machine's other addresses.
-            "nodePortAddresses": ["127.0.0.0/8"], "iptables": {"localhostNodePorts": True},
-            "conntrack": {"maxPerCore": 0},  # leave the machine's conntrack table alone
-        }, indent=2))
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "clientConnection": {"kubeconfig": str(cp.kubeconfig)},
+                    "mode": "iptables",
+                    "clusterCIDR": POD_CIDR,
+                    "hostnameOverride": NODE_NAME,
+                    "bindAddress": GATEWAY,
+                    "healthzBindAddress": "127.0.0.1:10256",
+                    "metricsBindAddress": "127.0.0.1:10249",
+                    # NodePorts answer on loopback only (route_localnet), never on this machine's other addresses.
+                    "nodePortAddresses": ["127.0.0.0/8"],
+                    "iptables": {"localhostNodePorts": True},
+                    "conntrack": {"maxPerCore": 0},  # leave the machine's conntrack table alone
+                },
+                indent=2,
+            )
+        )
         spawn(self.root, "kube-proxy", [str(self.bin / "kube-proxy"), "--config", str(config)])
 
     def _coredns(self, cp: ControlPlane) -> None:
@@ -407,17 +555,29 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def _storage_class(self, cp: ControlPlane) -> None:
         try:
-            cp.admin().create("/apis/storage.k8s.io/v1/storageclasses", {
-                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-                "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
-            })
+            cp.admin().create(
+                "/apis/storage.k8s.io/v1/storageclasses",
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {
+                        "name": STORAGE_CLASS,
+                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                    },
+                    "provisioner": PROVISIONER,
+                    "reclaimPolicy": "Delete",
+                    "volumeBindingMode": "Immediate",
+                },
+            )
         except KubeError as exc:
             if exc.status != 409:
                 raise
         (self.root / "volumes").mkdir(exist_ok=True)
-        spawn(self.root, "provisioner", [sys.executable, "-m", "walletkit.devstack.node", "provision",
-                                         "--root", str(self.root)])
+        spawn(
+            self.root,
+            "provisioner",
+            [sys.executable, "-m", "walletkit.devstack.node", "provision", "--root", str(self.root)],
+        )
 
     def _node_ready(self, cp: ControlPlane) -> bool:
         try:
@@ -432,8 +592,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             if ready():
                 return
             time.sleep(0.5)
-        raise NodeError(f"timed out waiting for {what}; the end of {self.root / 'logs' / (log_name + '.log')}:\n"
-                        + log_tail(self.root, log_name))
+        raise NodeError(
+            f"timed out waiting for {what}; the end of {self.root / 'logs' / (log_name + '.log')}:\n"
+            + log_tail(self.root, log_name)
+        )
 
 
 STORAGE_CLASS = "local"
@@ -470,20 +632,34 @@ def _provision_once(kube, volumes: Path) -> None:
         path = volumes / name
         path.mkdir(parents=True, exist_ok=True)
         try:
-            kube.create("/api/v1/persistentvolumes", {
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                "spec": {
-                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                    "accessModes": spec.get("accessModes", ["ReadWriteOnce"]),
-                    "persistentVolumeReclaimPolicy": "Delete", "storageClassName": STORAGE_CLASS,
-                    "volumeMode": spec.get("volumeMode", "Filesystem"),
-                    "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
-                    "local": {"path": str(path)},
-                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}},
+            kube.create(
+                "/api/v1/persistentvolumes",
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                    "spec": {
+                        "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                        "accessModes": spec.get("accessModes", ["ReadWriteOnce"]),
+                        "persistentVolumeReclaimPolicy": "Delete",
+                        "storageClassName": STORAGE_CLASS,
+                        "volumeMode": spec.get("volumeMode", "Filesystem"),
+                        "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+                        "local": {"path": str(path)},
+                        "nodeAffinity": {
+                            "required": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
+                    },
                 },
-            })
+            )
             print(f"provisioner: {name} for {meta['namespace']}/{meta['name']}", flush=True)
         except KubeError as exc:
             if exc.status != 409:
@@ -492,8 +668,10 @@ def _provision_once(kube, volumes: Path) -> None:
         meta = volume["metadata"]
         if meta.get("annotations", {}).get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
             continue
-        if volume.get("status", {}).get("phase") in ("Released", "Failed") and \
-                volume["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
+        if (
+            volume.get("status", {}).get("phase") in ("Released", "Failed")
+            and volume["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+        ):
             shutil.rmtree(volumes / meta["name"], ignore_errors=True)
             kube.delete(f"/api/v1/persistentvolumes/{meta['name']}")
             print(f"provisioner: deleted {meta['name']} (its claim is gone)", flush=True)
@@ -527,7 +705,11 @@ def load_images(node: Node, log=print) -> dict[str, str]:
     app_version = images.chart_app_version()
     work = node.root / "images"
     for image, name in {**built, "wallet-kafka": kafka}.items():
-        refs = [KAFKA_IMAGE] if image == "wallet-kafka" else [f"{image}:{app_version}", f"{image}:{name.rpartition(':')[2]}"]
+        refs = (
+            [KAFKA_IMAGE]
+            if image == "wallet-kafka"
+            else [f"{image}:{app_version}", f"{image}:{name.rpartition(':')[2]}"]
+        )
         archive = images.archive(buildah, name, refs[0], work)
         import_archive(node, archive)
         archive.unlink()
@@ -542,7 +724,9 @@ def deploy_kafka(node: Node, timeout: float = 300, log=print) -> str:
     cp = node.control_plane
     cp.kubectl("apply", "-f", str(KAFKA_MANIFEST))
     log("waiting for Kafka (kafka/kafka-0) to be Ready")
-    cp.kubectl("-n", "kafka", "rollout", "status", "statefulset/kafka", f"--timeout={int(timeout)}s", timeout=timeout + 30)
+    cp.kubectl(
+        "-n", "kafka", "rollout", "status", "statefulset/kafka", f"--timeout={int(timeout)}s", timeout=timeout + 30
+    )
     return "kafka-0.kafka.kafka.svc.cluster.local:9092"
 
 
@@ -556,9 +740,22 @@ def down(root: Path, node: Node | None = None, log=print) -> None:
     # No controller may replace a pod while they go, and none may be scheduled.
     end_recorded(root, ["kube-controller-manager", "kube-scheduler"])
     if kubeconfig.exists() and (root / "pids" / "kubelet").exists() and (bin_dir / "kubectl").exists():
-        subprocess.run([str(bin_dir / "kubectl"), "--kubeconfig", str(kubeconfig), "delete", "pods", "--all",
-                        "--all-namespaces", "--grace-period=5", "--timeout=60s", "--wait=true"],
-                       capture_output=True, timeout=90)
+        subprocess.run(
+            [
+                str(bin_dir / "kubectl"),
+                "--kubeconfig",
+                str(kubeconfig),
+                "delete",
+                "pods",
+                "--all",
+                "--all-namespaces",
+                "--grace-period=5",
+                "--timeout=60s",
+                "--wait=true",
+            ],
+            capture_output=True,
+            timeout=90,
+        )
     end_recorded(root, ["coredns", "kube-proxy", "kube-scheduler", "kubelet"])
     _end_shims(root)
     end_recorded(root, ["containerd"])
@@ -604,7 +801,9 @@ def _end_shims(root: Path) -> None:
     pods = Path("/sys/fs/cgroup/pids/kubepods")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        left = [pid for procs in (pods.rglob("cgroup.procs") if pods.is_dir() else []) for pid in procs.read_text().split()]
+        left = [
+            pid for procs in (pods.rglob("cgroup.procs") if pods.is_dir() else []) for pid in procs.read_text().split()
+        ]
         if not left:
             break
         for pid in left:
@@ -631,7 +830,10 @@ def _remove_cgroups() -> None:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / "kubepods"
         if top.is_dir():
-            for d in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True), top]:
+            for d in [
+                *sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True),
+                top,
+            ]:
                 try:
                     d.rmdir()  # a cgroup goes with rmdir once it has no tasks and no children
                 except OSError as exc:
@@ -647,7 +849,9 @@ def _unmount_below(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m walletkit.devstack.node", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "provision"])
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"the node's state directory (default {DEFAULT_ROOT})")
+    p.add_argument(
+        "--root", type=Path, default=DEFAULT_ROOT, help=f"the node's state directory (default {DEFAULT_ROOT})"
+    )
     args = p.parse_args(argv)
     try:
         if args.command == "down":

@@ -47,8 +47,16 @@ class ServiceProcess:
     API's own listener (WALLET_OPS_PORT); a processor serves them on its only port.
     """
 
-    def __init__(self, script: str, env: dict[str, str], port: int, log_path: str | Path, args: list[str] = (),
-                 *, ops_port: int | None = None) -> None:
+    def __init__(
+        self,
+        script: str,
+        env: dict[str, str],
+        port: int,
+        log_path: str | Path,
+        args: list[str] = (),
+        *,
+        ops_port: int | None = None,
+    ) -> None:
         self.script = script
         self.env = env
         self.port = port
@@ -57,14 +65,19 @@ class ServiceProcess:
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, "WALLET_HTTP_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         if self.ops_port != self.port:
             env["WALLET_OPS_PORT"] = str(self.ops_port)
-        self.proc = subprocess.Popen([console_script(self.script), *self.args], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [console_script(self.script), *self.args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def url(self, path: str) -> str:
@@ -78,7 +91,7 @@ class ServiceProcess:
         self.check_running()
         return http_get(self.ops_url("/readyz"), timeout=1)[0] == 200
 
-    def wait_ready(self, timeout: float = 60.0) -> "ServiceProcess":
+    def wait_ready(self, timeout: float = 60.0) -> ServiceProcess:
         wait_until(self.ready, timeout, interval=0.2, what=f"{self.script} ready (log: {self.log_path})")
         return self
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walletkit.devstack.processes import terminate
 from walletkit.devstack.net import free_port, http_get, port_open, wait_until
+from walletkit.devstack.processes import terminate
 
 #: Labels the local stack's series carry instead of Kubernetes' (see ``cluster_targets``).
 LOCAL_NAMESPACE = "wallet-local"
@@ -49,8 +49,13 @@ class ScrapeTarget:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def cluster_targets(services: Mapping[str, Any], *, namespace: str = LOCAL_NAMESPACE,
-                    release: str = LOCAL_RELEASE, host: str = "127.0.0.1") -> list[ScrapeTarget]:
+def cluster_targets(
+    services: Mapping[str, Any],
+    *,
+    namespace: str = LOCAL_NAMESPACE,
+    release: str = LOCAL_RELEASE,
+    host: str = "127.0.0.1",
+) -> list[ScrapeTarget]:
     """Targets for a LocalCluster's ``services`` (``{"api-0": ServiceProcess, ...}``).
 
     Each gets ``namespace`` and a ``pod`` named like the chart's pods (``wallet-api-0``,
@@ -61,10 +66,13 @@ def cluster_targets(services: Mapping[str, Any], *, namespace: str = LOCAL_NAMES
     for name, proc in sorted(services.items()):
         service, _, ordinal = name.rpartition("-")
         component = service.replace("_", "-")
-        targets.append(ScrapeTarget(
-            job=f"{release}-{component}", address=f"{host}:{proc.ops_port}",
-            labels={"namespace": namespace, "pod": f"{release}-{component}-{ordinal}", "container": component},
-        ))
+        targets.append(
+            ScrapeTarget(
+                job=f"{release}-{component}",
+                address=f"{host}:{proc.ops_port}",
+                labels={"namespace": namespace, "pod": f"{release}-{component}-{ordinal}", "container": component},
+            )
+        )
     return targets
 
 
@@ -74,11 +82,13 @@ def find_binary() -> str:
             return candidate
     raise PrometheusNotFound(
         "no prometheus binary (PROMETHEUS_BIN or PATH); install it, e.g. `apt-get install prometheus` "
-        "on Debian/Ubuntu, or a release from https://prometheus.io/download/")
+        "on Debian/Ubuntu, or a release from https://prometheus.io/download/"
+    )
 
 
-def chart_rule_groups(namespace: str = LOCAL_NAMESPACE, release: str = LOCAL_RELEASE, *,
-                      partitions: int | None = None) -> list[dict[str, Any]] | None:
+def chart_rule_groups(
+    namespace: str = LOCAL_NAMESPACE, release: str = LOCAL_RELEASE, *, partitions: int | None = None
+) -> list[dict[str, Any]] | None:
     """The alert rule groups of the chart's PrometheusRule, rendered with the Helm SDK for
     ``namespace``/``release`` (and ``partitions`` per topic); None when the chart or the SDK
     (requirements/chart.txt) is not available."""
@@ -105,9 +115,18 @@ def chart_rule_groups(namespace: str = LOCAL_NAMESPACE, release: str = LOCAL_REL
 class LocalPrometheus:
     """A Prometheus process scraping ``targets``; data under ``root`` (deleted with it by the caller)."""
 
-    def __init__(self, root: str | Path, targets: Iterable[ScrapeTarget], *, port: int | None = None,
-                 host: str = "127.0.0.1", scrape_interval: str = "1s", evaluation_interval: str | None = None,
-                 rule_groups: list[dict[str, Any]] | None = None, log_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        targets: Iterable[ScrapeTarget],
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        scrape_interval: str = "1s",
+        evaluation_interval: str | None = None,
+        rule_groups: list[dict[str, Any]] | None = None,
+        log_path: str | Path | None = None,
+    ) -> None:
         self.root = Path(root)
         self.targets = list(targets)
         self.host = host
@@ -125,20 +144,24 @@ class LocalPrometheus:
     def config(self) -> dict[str, Any]:
         """prometheus.yml (JSON is YAML): one job per service, each instance's labels static."""
         conf: dict[str, Any] = {
-            "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
-                       "evaluation_interval": self.evaluation_interval},
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
+            },
             "scrape_configs": [],
         }
         jobs: dict[str, list[dict[str, Any]]] = {}
         for t in self.targets:  # one job per service, one static config (labels) per instance
             jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
-        conf["scrape_configs"] = [{"job_name": job, "metrics_path": "/metrics", "static_configs": static}
-                                  for job, static in jobs.items()]
+        conf["scrape_configs"] = [
+            {"job_name": job, "metrics_path": "/metrics", "static_configs": static} for job, static in jobs.items()
+        ]
         if self.rule_groups:
             conf["rule_files"] = [str(self.root / "rules.yml")]
         return conf
 
-    def start(self, timeout: float = 30.0) -> "LocalPrometheus":
+    def start(self, timeout: float = 30.0) -> LocalPrometheus:
         binary = find_binary()
         if port_open(self.host, self.port):
             raise RuntimeError(f"port {self.port} is already in use; pick another Prometheus port")
@@ -150,14 +173,25 @@ class LocalPrometheus:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.root / 'data'}",
-             f"--web.listen-address={self.host}:{self.port}", "--storage.tsdb.retention.time=1d",
-             "--log.level=warn"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         out.close()
-        wait_until(lambda: self._alive() and http_get(f"{self.url}/-/ready", timeout=1)[0] == 200, timeout,
-                   interval=0.2, what=f"Prometheus on {self.url} (log: {self.log_path})")
+        wait_until(
+            lambda: self._alive() and http_get(f"{self.url}/-/ready", timeout=1)[0] == 200,
+            timeout,
+            interval=0.2,
+            what=f"Prometheus on {self.url} (log: {self.log_path})",
+        )
         return self
 
     def _alive(self) -> bool:
@@ -170,7 +204,7 @@ class LocalPrometheus:
             return
         terminate(self._proc)
 
-    def __enter__(self) -> "LocalPrometheus":
+    def __enter__(self) -> LocalPrometheus:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

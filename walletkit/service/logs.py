@@ -29,8 +29,14 @@ from typing import Any
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 #: Extra fields renamed on output (see the module doc).
 _RENAMED = {"record_key": "wallet_id"}
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
-          "error": logging.ERROR, "critical": logging.CRITICAL}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("wallet_log_context", default={})
 
@@ -78,8 +84,10 @@ class ConsoleFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 fields[_RENAMED.get(key, key)] = value
-        line = (time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d} "
-                f"{record.levelname:<7} {record.name}: {record.getMessage()}")
+        line = (
+            time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d} "
+            f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        )
         if fields:
             line += "  " + " ".join(f"{k}={_console_value(v)}" for k, v in fields.items())
         if record.exc_info:
@@ -128,8 +136,10 @@ class AccessLog:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S" if _format == "json" else "%H:%M:%S",
-                                            time.gmtime(now) if _format == "json" else time.localtime(now))
+            self._ts_prefix = time.strftime(
+                "%Y-%m-%dT%H:%M:%S" if _format == "json" else "%H:%M:%S",
+                time.gmtime(now) if _format == "json" else time.localtime(now),
+            )
         return f"{self._ts_prefix}.{int((now - second) * 1000):03d}"
 
     def request(self, method: str, route: str, status: int, duration_ms: float, request_id: str) -> None:
@@ -137,12 +147,16 @@ class AccessLog:
         (a bounded method set, a route template, a checked request id)."""
         now = time.time()
         if _format == "json":
-            line = (f'{{"ts":"{self._ts(now)}Z","level":"info","service":"{_service}","logger":"{self.name}",'
-                    f'"msg":"{method} {route} {status}","method":"{method}","route":"{route}","status":{status},'
-                    f'"duration_ms":{duration_ms:.2f},"request_id":"{request_id}"}}\n')
+            line = (
+                f'{{"ts":"{self._ts(now)}Z","level":"info","service":"{_service}","logger":"{self.name}",'
+                f'"msg":"{method} {route} {status}","method":"{method}","route":"{route}","status":{status},'
+                f'"duration_ms":{duration_ms:.2f},"request_id":"{request_id}"}}\n'
+            )
         else:
-            line = (f"{self._ts(now)} INFO    {self.name}: {method} {route} {status}  request_id={request_id} "
-                    f"method={method} route={route} status={status} duration_ms={duration_ms:.2f}\n")
+            line = (
+                f"{self._ts(now)} INFO    {self.name}: {method} {route} {status}  request_id={request_id} "
+                f"method={method} route={route} status={status} duration_ms={duration_ms:.2f}\n"
+            )
         self._lines.append(line)
         if len(self._lines) >= self.BATCH:
             self.flush()

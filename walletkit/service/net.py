@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import socket
 
-
 #: Ports this process handed out, so two calls never return the same one.
 _handed_out: set[int] = set()
 

@@ -35,8 +35,15 @@ class _Server(ThreadingHTTPServer):
 class OpsServer:
     """Serves the three operational endpoints on a daemon thread."""
 
-    def __init__(self, host: str, port: int, *, alive: Callable[[], bool], ready: Callable[[], bool],
-                 status: Callable[[], dict] = dict) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        alive: Callable[[], bool],
+        ready: Callable[[], bool],
+        status: Callable[[], dict] = dict,
+    ) -> None:
         probes = {"/healthz": alive, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):

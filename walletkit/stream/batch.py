@@ -108,18 +108,25 @@ class BatchRunner:
             if key is None:  # no table key: nothing it could change
                 counts["skipped"] += 1
                 outcomes.append("skipped")
-                log.warning("group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset)
+                log.warning(
+                    "group %s: skipping record %s[%d]@%d: no UTF-8 key", spec.group, spec.input_topic, p, offset
+                )
                 continue
             outcome = self._apply(txn, key, m, msgs, i, quarantine)
             counts[outcome] += 1
             outcomes.append(outcome)
             if trace:
-                log.debug("group %s: record %s", spec.group, outcome, extra={
-                    "record_key": key, "partition": p, "offset": offset, "request_id": request_id_of(m)})
+                log.debug(
+                    "group %s: record %s",
+                    spec.group,
+                    outcome,
+                    extra={"record_key": key, "partition": p, "offset": offset, "request_id": request_id_of(m)},
+                )
         return batch
 
-    def _apply(self, txn: Transaction, key: str, m: Any, msgs: Sequence[Any], index: int,
-               quarantine: Quarantine) -> str:
+    def _apply(
+        self, txn: Transaction, key: str, m: Any, msgs: Sequence[Any], index: int, quarantine: Quarantine
+    ) -> str:
         """Apply one record to its key in ``txn``; its outcome (see OUTCOMES).
 
         A record the table refuses (ValueTooLarge) is quarantined, and nothing has left the
@@ -144,11 +151,19 @@ class BatchRunner:
             return "processed"
         except ValueTooLarge as exc:
             if quarantine.replaying:
-                raise StreamError(f"group {spec.group}: re-applying {spec.input_topic}[{p}]@{offset} was refused "
-                                  f"({exc}) although it was accepted before: callbacks must be deterministic") from exc
-            log.error("group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
-                      spec.group, spec.input_topic, p, offset, exc,
-                      extra={"record_key": key, "partition": p, "offset": offset})
+                raise StreamError(
+                    f"group {spec.group}: re-applying {spec.input_topic}[{p}]@{offset} was refused "
+                    f"({exc}) although it was accepted before: callbacks must be deterministic"
+                ) from exc
+            log.error(
+                "group %s: quarantining record %s[%d]@%d: %s; the rest of the partition goes on",
+                spec.group,
+                spec.input_topic,
+                p,
+                offset,
+                exc,
+                extra={"record_key": key, "partition": p, "offset": offset},
+            )
             quarantine.reasons[(p, offset)] = str(exc)
             if hot:
                 ctx.undo()
@@ -159,8 +174,15 @@ class BatchRunner:
         except SkipRecord as exc:
             if hot:
                 ctx.undo()  # the callback may have changed the value before it refused the record
-            log.warning("group %s: skipping record %s[%d]@%d: %s", spec.group, spec.input_topic, p, offset, exc,
-                        extra={"record_key": key, "partition": p, "offset": offset})
+            log.warning(
+                "group %s: skipping record %s[%d]@%d: %s",
+                spec.group,
+                spec.input_topic,
+                p,
+                offset,
+                exc,
+                extra={"record_key": key, "partition": p, "offset": offset},
+            )
             return "skipped"
 
     def _replay_key(self, txn: Transaction, key: str, m: Any, earlier: Sequence[Any], quarantine: Quarantine) -> None:
@@ -186,5 +208,11 @@ class BatchRunner:
             self.spec.quarantine(ctx, reason)
         except ValueTooLarge as exc:  # even the note does not fit: counted and logged only
             ctx.undo()
-            log.error("group %s: cannot note the quarantine of %s[%d]@%d: %s", self.spec.group,
-                      self.spec.input_topic, m.partition(), m.offset(), exc)
+            log.error(
+                "group %s: cannot note the quarantine of %s[%d]@%d: %s",
+                self.spec.group,
+                self.spec.input_topic,
+                m.partition(),
+                m.offset(),
+                exc,
+            )

@@ -51,8 +51,9 @@ def stored_topic_id(store: Store) -> str | None:
     return raw.decode() if raw is not None else None
 
 
-def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[bytes, bytes | None]],
-                    meta: dict[str, Any]) -> int:
+def merge_changelog(
+    store: Store, codec: TableCodec, records: Iterable[tuple[bytes, bytes | None]], meta: dict[str, Any]
+) -> int:
     """Apply changelog records to ``store`` with ``meta``, in one write; return keys written.
 
     Per key the record with the highest applied offset wins, within the batch and
@@ -89,10 +90,10 @@ def merge_changelog(store: Store, codec: TableCodec, records: Iterable[tuple[byt
 class Outcome(enum.Enum):
     """What a consumer event means to a changelog reader."""
 
-    END = "end"                  # reached the partition's end (its last stable offset)
+    END = "end"  # reached the partition's end (its last stable offset)
     OUT_OF_RANGE = "out_of_range"  # the checkpoint is not in the topic any more: rebuild
-    TOPIC_GONE = "topic_gone"    # the topic was deleted
-    TRANSIENT = "transient"      # retried by the client; log and go on
+    TOPIC_GONE = "topic_gone"  # the topic was deleted
+    TRANSIENT = "transient"  # retried by the client; log and go on
 
 
 def classify(err: KafkaError) -> Outcome:

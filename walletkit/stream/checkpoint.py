@@ -54,7 +54,7 @@ from walletkit.stream.table import Transaction
 log = logging.getLogger(__name__)
 
 
-class Guarantee(str, enum.Enum):
+class Guarantee(str, enum.Enum):  # noqa: UP042 - str() and format() stay as they were
     """The processing guarantee of a processor (``WALLET_PROCESSING_GUARANTEE``)."""
 
     EXACTLY_ONCE = "exactly_once"
@@ -80,10 +80,13 @@ class CheckpointFailed(StreamError):
 
 #: Broker answers that mean "another member owns this now": the batch can never commit.
 _FENCED_CODES = {
-    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID,
-    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError._FENCED,
 }
-
 
 
 class ChangelogWriter:
@@ -94,8 +97,15 @@ class ChangelogWriter:
     transactional id) is replaced by a new one.
     """
 
-    def __init__(self, make_producer: Callable[..., Producer], group: str, guarantee: Guarantee, *,
-                 transactional_id: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        make_producer: Callable[..., Producer],
+        group: str,
+        guarantee: Guarantee,
+        *,
+        transactional_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         if guarantee is Guarantee.EXACTLY_ONCE and not transactional_id:
             raise ValueError("exactly-once needs a transactional id")
         self._make_producer = make_producer
@@ -132,8 +142,13 @@ class ChangelogWriter:
         self.producer = self._make_producer(**overrides)
         if self.transactional:
             try:
-                init_transactions(self.producer, self.transactional_id, time.monotonic() + max(self.timeout, 60.0),
-                                  self.timeout, calls=self._calls)
+                init_transactions(
+                    self.producer,
+                    self.transactional_id,
+                    time.monotonic() + max(self.timeout, 60.0),
+                    self.timeout,
+                    calls=self._calls,
+                )
             except ClientStuck as exc:
                 self._leave_behind(exc)
                 raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
@@ -182,8 +197,9 @@ class ChangelogWriter:
         remaining = producer.flush(self.timeout) if count else 0
         if remaining or self.errors:
             reason = self.errors[0].str() if self.errors else f"{remaining} records unacknowledged"
-            raise CheckpointFailed(f"changelog write failed: {reason}",
-                                   fenced=any(e.code() in _FENCED_CODES for e in self.errors))
+            raise CheckpointFailed(
+                f"changelog write failed: {reason}", fenced=any(e.code() in _FENCED_CODES for e in self.errors)
+            )
         return count
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
@@ -262,14 +278,19 @@ class ChangelogWriter:
             producer.purge(in_queue=True, in_flight=False)
             producer.flush(1)
         if self._stuck is not None:
-            log.warning("group %s: the changelog producer is stuck in a call (%s); replacing it: the new one "
-                        "fences it and ends its transaction", self.group, self._stuck)
+            log.warning(
+                "group %s: the changelog producer is stuck in a call (%s); replacing it: the new one "
+                "fences it and ends its transaction",
+                self.group,
+                self._stuck,
+            )
             metrics.TRANSACTIONS.labels(self.group, "abandoned").inc()
             self._leave_behind(self._stuck)
             self.start()
         elif self._fatal:
-            log.warning("group %s: replacing the changelog producer after a fatal error or an unfinished abort",
-                        self.group)
+            log.warning(
+                "group %s: replacing the changelog producer after a fatal error or an unfinished abort", self.group
+            )
             self.close()
             self.start()
 
@@ -295,9 +316,17 @@ class ChangelogWriter:
 class Checkpoint:
     """One batch of a processor on its way to durability (see the module doc for the steps)."""
 
-    def __init__(self, txns: dict[int, Transaction], writer: ChangelogWriter, consumer: Consumer, *,
-                 input_topic: str, table_topic: str, member: tuple[str | None, Any],
-                 faults: CrashInjector | None = None) -> None:
+    def __init__(
+        self,
+        txns: dict[int, Transaction],
+        writer: ChangelogWriter,
+        consumer: Consumer,
+        *,
+        input_topic: str,
+        table_topic: str,
+        member: tuple[str | None, Any],
+        faults: CrashInjector | None = None,
+    ) -> None:
         self.txns = txns
         self.writer = writer
         self.consumer = consumer
@@ -331,8 +360,10 @@ class Checkpoint:
         """
         current = self.consumer.memberid()
         if not self.member_id or current != self.member_id:
-            raise CheckpointFailed(f"the group membership changed during the batch (member {self.member_id!r} "
-                                   f"is now {current!r})", fenced=True)
+            raise CheckpointFailed(
+                f"the group membership changed during the batch (member {self.member_id!r} is now {current!r})",
+                fenced=True,
+            )
 
     # 1.
     def prepare(self) -> None:
@@ -351,8 +382,9 @@ class Checkpoint:
         self._expect(CheckpointState.PREPARED)
         if self.writer.transactional:
             self._check_membership()
-        self.writer.commit([TopicPartition(self.input_topic, p, off) for p, off in self.next_offsets.items()],
-                           self.group_metadata)
+        self.writer.commit(
+            [TopicPartition(self.input_topic, p, off) for p, off in self.next_offsets.items()], self.group_metadata
+        )
         self.state = CheckpointState.COMMITTED
         if self.faults:
             self.faults.maybe_crash("after_commit")
@@ -382,8 +414,12 @@ class Checkpoint:
         metrics.FLUSH_FAILURES.labels(group).inc()
         if reason.fenced:
             metrics.FENCED.labels(group).inc()
-            log.error("group %s: fenced, the batch's writes are refused and aborted (%s): another member "
-                      "owns these partitions now", group, reason)
+            log.error(
+                "group %s: fenced, the batch's writes are refused and aborted (%s): another member "
+                "owns these partitions now",
+                group,
+                reason,
+            )
         else:
             log.error("group %s: batch not made durable (%s); aborting and rewinding it", group, reason)
         self.writer.abort()
@@ -433,5 +469,8 @@ class OffsetCommits:
 
     def _failed(self, err: Any) -> None:
         metrics.COMMIT_FAILURES.labels(self.group).inc()
-        log.warning("group %s: commit refused (%s); records will replay as duplicates", self.group,
-                    err.str() if isinstance(err, KafkaError) else err)
+        log.warning(
+            "group %s: commit refused (%s); records will replay as duplicates",
+            self.group,
+            err.str() if isinstance(err, KafkaError) else err,
+        )

@@ -34,8 +34,17 @@ class Context:
 
     __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec", "snapshots")
 
-    def __init__(self, txn: Transaction, codec: TableCodec, key: str, partition: int, offset: int, msg: Any,
-                 *, snapshot: bool = False) -> None:
+    def __init__(
+        self,
+        txn: Transaction,
+        codec: TableCodec,
+        key: str,
+        partition: int,
+        offset: int,
+        msg: Any,
+        *,
+        snapshot: bool = False,
+    ) -> None:
         self._txn = txn
         self._codec = codec
         #: With ``snapshot``: every entry this record reads, encoded as it was before

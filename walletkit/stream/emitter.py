@@ -58,10 +58,9 @@ class Delivery:
     log_append_time_ms: int | None = None
 
     @classmethod
-    def of(cls, msg: Any) -> "Delivery":
+    def of(cls, msg: Any) -> Delivery:
         ts_type, ts_ms = msg.timestamp()
-        return cls(msg.topic(), msg.partition(), msg.offset(),
-                   ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None)
+        return cls(msg.topic(), msg.partition(), msg.offset(), ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None)
 
 
 class EmitterState(enum.Enum):
@@ -88,7 +87,7 @@ class _Waiting:
     partition: int
     headers: list[tuple[str, bytes]] | None
     fut: asyncio.Future
-    deadline: float                  # monotonic; after it the record fails (503)
+    deadline: float  # monotonic; after it the record fails (503)
     delivery: Delivery | None = None
     error: KafkaError | None = None
 
@@ -107,8 +106,16 @@ class Emitter:
     """Emits records with ``codec``-encoded values to ``topic``; transactional with a
     ``transactional_id`` (its lanes use ``<id>-0`` .. ``<id>-<lanes - 1>``)."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, codec: Codec, *, connect_timeout: float = 10.0,
-                 transactional_id: str | None = None, lanes: int = DEFAULT_LANES) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        codec: Codec,
+        *,
+        connect_timeout: float = 10.0,
+        transactional_id: str | None = None,
+        lanes: int = DEFAULT_LANES,
+    ) -> None:
         if lanes < 1:
             raise ValueError("an emitter needs at least one lane")
         self.topic = topic
@@ -121,7 +128,7 @@ class Emitter:
         self._settings = settings
         self._connect_timeout = connect_timeout
         self._timeout = settings.delivery_timeout_ms / 1000
-        self._producer: Producer | None = None   # idempotent mode; metadata and probes in both
+        self._producer: Producer | None = None  # idempotent mode; metadata and probes in both
         self._partitions = 0
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -172,8 +179,10 @@ class Emitter:
         self._connected = True
         self.state = EmitterState.RUNNING
         if self.transactional:
-            self._threads = [threading.Thread(target=lane.serve, name=f"emitter-{self.topic}-{i}", daemon=True)
-                             for i, lane in enumerate(self._lanes)]
+            self._threads = [
+                threading.Thread(target=lane.serve, name=f"emitter-{self.topic}-{i}", daemon=True)
+                for i, lane in enumerate(self._lanes)
+            ]
         else:
             self._threads = [threading.Thread(target=self._serve, name=f"emitter-{self.topic}", daemon=True)]
         for thread in self._threads:
@@ -233,7 +242,9 @@ class Emitter:
         if not self._connected:
             # Fail fast: a record produced now would wait out the delivery timeout.
             self._m_failures.inc()
-            raise EmitError(f"Kafka at {self._settings.bootstrap_servers} is unreachable ({self._last_error or 'no answer'})")
+            raise EmitError(
+                f"Kafka at {self._settings.bootstrap_servers} is unreachable ({self._last_error or 'no answer'})"
+            )
         if self.transactional:
             return await self._emit_transactional(key, value, headers)
         try:
@@ -256,8 +267,16 @@ class Emitter:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Delivery] = loop.create_future()
-        self._waiting.append(_Waiting(kb, self.codec.encode(value), partition_for(kb, self._partitions), headers,
-                                      fut, time.monotonic() + self._timeout))
+        self._waiting.append(
+            _Waiting(
+                kb,
+                self.codec.encode(value),
+                partition_for(kb, self._partitions),
+                headers,
+                fut,
+                time.monotonic() + self._timeout,
+            )
+        )
         with self._wake:
             self._wake.notify()
         # Bounded here too: while every lane is busy ending a failed transaction (an abort, a
@@ -291,8 +310,12 @@ class Emitter:
         started = time.perf_counter()
         try:
             self._producer.produce(
-                self.topic, self.codec.encode(value), kb,
-                partition=partition_for(kb, self._partitions), on_delivery=delivered, headers=headers,
+                self.topic,
+                self.codec.encode(value),
+                kb,
+                partition=partition_for(kb, self._partitions),
+                on_delivery=delivered,
+                headers=headers,
             )
         except BufferError as exc:
             self._m_failures.inc()
@@ -356,7 +379,7 @@ class Emitter:
             old.purge()
             old.poll(0)  # deliver the failures of what it still held
 
-    def _take(self, lane: "_Lane") -> list[_Waiting] | None:
+    def _take(self, lane: _Lane) -> list[_Waiting] | None:
         """For ``lane``: everything waiting (up to a transaction's worth); None once closed.
         While idle, a lane serves its producer's callbacks, and the first one also the
         metadata producer's (which notice a lost broker) and the reconnection probe."""
@@ -422,11 +445,13 @@ class _Lane:
         """Create the producer and register the transactional id: fences an earlier producer
         with the same id and ends what it left open. Retried while the coordinator loads."""
         self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
-        self.producer = Producer(self.emitter._settings.producer(
-            error_cb=self._on_error, **{"transactional.id": self.transactional_id}))
+        self.producer = Producer(
+            self.emitter._settings.producer(error_cb=self._on_error, **{"transactional.id": self.transactional_id})
+        )
         try:
-            init_transactions(self.producer, self.transactional_id, deadline, deadline - time.monotonic(),
-                              calls=self._calls)
+            init_transactions(
+                self.producer, self.transactional_id, deadline, deadline - time.monotonic(), calls=self._calls
+            )
         except ClientStuck as exc:
             self._leave_behind(exc)
             raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
@@ -469,13 +494,21 @@ class _Lane:
                 if self.fatal:
                     self._replace(deadline)
                 if not exc.aborted:
-                    log.warning("emitter lane %s: transaction of %d records failed with an unknown outcome (%s)",
-                                self.transactional_id, len(batch), failure)
+                    log.warning(
+                        "emitter lane %s: transaction of %d records failed with an unknown outcome (%s)",
+                        self.transactional_id,
+                        len(batch),
+                        failure,
+                    )
                     settle(batch, EmitError(f"the outcome is unknown ({failure}); retry with an Idempotency-Key"))
                     return
                 self._m_aborted.inc()
-                log.info("emitter lane %s: transaction of %d records aborted (%s); producing them again",
-                         self.transactional_id, len(batch), failure)
+                log.info(
+                    "emitter lane %s: transaction of %d records aborted (%s); producing them again",
+                    self.transactional_id,
+                    len(batch),
+                    failure,
+                )
                 continue
             except BrokerUnavailable as exc:
                 failure = str(exc)
@@ -492,8 +525,11 @@ class _Lane:
         try:
             self.start(max(deadline, time.monotonic() + 1.0))
         except BrokerUnavailable as exc:
-            log.warning("emitter lane %s: replacing the producer: %s; trying again with the next batch",
-                        self.transactional_id, exc)
+            log.warning(
+                "emitter lane %s: replacing the producer: %s; trying again with the next batch",
+                self.transactional_id,
+                exc,
+            )
 
     def _transaction(self, batch: list[_Waiting], deadline: float) -> None:
         producer = self.producer
@@ -506,8 +542,14 @@ class _Lane:
                 w.delivery = w.error = None
                 while True:
                     try:
-                        producer.produce(topic, w.value, w.key, partition=w.partition, headers=w.headers,
-                                         on_delivery=lambda err, msg, w=w: _delivered(w, err, msg))
+                        producer.produce(
+                            topic,
+                            w.value,
+                            w.key,
+                            partition=w.partition,
+                            headers=w.headers,
+                            on_delivery=lambda err, msg, w=w: _delivered(w, err, msg),
+                        )
                         break
                     except BufferError:
                         producer.poll(0.01)
@@ -529,8 +571,10 @@ class _Lane:
                 if remaining and self.emitter._connected and not self.emitter._answers():
                     # No broker answers (not just a leader moving between brokers): fail new
                     # records fast until a probe reaches Kafka.
-                    log.warning("emitter: records unacknowledged in time and no broker answers; treating "
-                                "Kafka as unreachable until a probe succeeds")
+                    log.warning(
+                        "emitter: records unacknowledged in time and no broker answers; treating "
+                        "Kafka as unreachable until a probe succeeds"
+                    )
                     self.emitter._connected = False
                 self._abandon(failed if failed is not None and failed.fatal() else None)
                 raise _Abort(reason, aborted=True)
@@ -542,8 +586,13 @@ class _Lane:
                     break
                 except KafkaException as exc:
                     err = kafka_error(exc)
-                    if err is not None and err.retriable() and not err.txn_requires_abort() and not err.fatal() \
-                            and time.monotonic() < deadline:
+                    if (
+                        err is not None
+                        and err.retriable()
+                        and not err.txn_requires_abort()
+                        and not err.fatal()
+                        and time.monotonic() < deadline
+                    ):
                         continue  # the outcome is unknown: committing again is how to learn it
                     raise
         except KafkaException as exc:
@@ -569,8 +618,9 @@ class _Lane:
                 self._calls(timeout, self.producer.abort_transaction, timeout)
                 return True
             except KafkaException as exc:
-                log.warning("emitter lane %s: abort transaction: %s; replacing the producer",
-                            self.transactional_id, exc)
+                log.warning(
+                    "emitter lane %s: abort transaction: %s; replacing the producer", self.transactional_id, exc
+                )
             except ClientStuck as exc:
                 self._leave_behind(exc)
                 return False

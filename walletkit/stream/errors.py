@@ -59,7 +59,8 @@ class ForeignTable(StreamError):
             f"partition {partition} holds values this toolkit did not write (the value of {key!r} carries no "
             f"applied offset): another program built that table, and its offsets were never committed (or have "
             f"expired). Starting at {input_topic!r}[{partition}]'s first record would apply every record again "
-            "on top of those values and count each twice; the partition is not processed")
+            "on top of those values and count each twice; the partition is not processed"
+        )
         self.group = group
         self.table = table
         self.partition = partition

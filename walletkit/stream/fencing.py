@@ -29,8 +29,9 @@ def transactional_id(group: str, member: str) -> str:
     return f"{group}-{member}"
 
 
-def fence_departed(group: str, instance_id: str, watch: MembershipWatch, known: Sequence[Member],
-                   make_producer: Callable[..., Any]) -> list[Member] | None:
+def fence_departed(
+    group: str, instance_id: str, watch: MembershipWatch, known: Sequence[Member], make_producer: Callable[..., Any]
+) -> list[Member] | None:
     """Fence the members of ``known`` (the group as last read) that are gone from it now.
 
     Returns the group's members as read now (None if the broker could not say: nothing is
@@ -50,8 +51,13 @@ def fence_departed(group: str, instance_id: str, watch: MembershipWatch, known: 
             producer = make_producer(**{"transactional.id": tid})
             init_transactions(producer, tid, time.monotonic() + 10.0, 5.0)
             producer.flush(0)
-            log.info("group %s: fenced departed member %s (transactional id %s) in %.2fs, ending what it "
-                     "left open", group, instance, tid, time.monotonic() - started)
+            log.info(
+                "group %s: fenced departed member %s (transactional id %s) in %.2fs, ending what it left open",
+                group,
+                instance,
+                tid,
+                time.monotonic() - started,
+            )
         except StreamError as exc:
             log.warning("group %s: could not fence departed member %s: %s", group, instance, exc)
     return list(members)

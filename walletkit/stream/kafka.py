@@ -6,8 +6,8 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -24,8 +24,9 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return err if isinstance(err, KafkaError) else None
 
 
-def init_transactions(producer: Any, transactional_id: str, deadline: float, attempt_timeout: float,
-                      calls: "BoundedCalls | None" = None) -> None:
+def init_transactions(
+    producer: Any, transactional_id: str, deadline: float, attempt_timeout: float, calls: BoundedCalls | None = None
+) -> None:
     """Register ``transactional_id``: fences an earlier producer with the same id and ends
     what it left open. Retried while the coordinator loads or moves, until ``deadline``
     (monotonic); BrokerUnavailable then, or at once on an error that is not retriable.
@@ -77,8 +78,11 @@ class BoundedCalls:
         if not done.wait(timeout + STUCK_GRACE):
             jobs, self._jobs = self._jobs, None
             jobs.put(None)  # the helper ends when the call returns; the next call gets a new one
-            raise ClientStuck(f"{getattr(fn, '__name__', fn)} did not return within {timeout + STUCK_GRACE:g} s "
-                              f"(its timeout was {timeout:g} s)", returned=done)
+            raise ClientStuck(
+                f"{getattr(fn, '__name__', fn)} did not return within {timeout + STUCK_GRACE:g} s "
+                f"(its timeout was {timeout:g} s)",
+                returned=done,
+            )
         ok, value = box[0]
         if ok:
             return value
@@ -170,19 +174,23 @@ class KafkaSettings:
         return conf
 
     def producer(self, **overrides: Any) -> dict[str, Any]:
-        return self._build({
-            "linger.ms": 2,
-            "message.timeout.ms": self.delivery_timeout_ms,
-            "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
-            # A transaction left open by a member that died or froze blocks readers of its
-            # partitions (read_committed) until the broker aborts it after this long; Kafka
-            # Streams uses the same 10 s under exactly-once.
-            "transaction.timeout.ms": 10_000,
-        }, {
-            # An acknowledged record is on every in-sync replica, once and in order.
-            "acks": "all",
-            "enable.idempotence": True,
-        }, overrides)
+        return self._build(
+            {
+                "linger.ms": 2,
+                "message.timeout.ms": self.delivery_timeout_ms,
+                "socket.connection.setup.timeout.ms": min(self.delivery_timeout_ms, 10_000),
+                # A transaction left open by a member that died or froze blocks readers of its
+                # partitions (read_committed) until the broker aborts it after this long; Kafka
+                # Streams uses the same 10 s under exactly-once.
+                "transaction.timeout.ms": 10_000,
+            },
+            {
+                # An acknowledged record is on every in-sync replica, once and in order.
+                "acks": "all",
+                "enable.idempotence": True,
+            },
+            overrides,
+        )
 
     def group_consumer(self, group: str, **overrides: Any) -> dict[str, Any]:
         required: dict[str, Any] = {
@@ -213,20 +221,24 @@ class KafkaSettings:
 
     def reader(self, **overrides: Any) -> dict[str, Any]:
         """A consumer that reads assigned partitions outside any group (restores, views)."""
-        return self._build({
-            **CONSUMER_PREFETCH,
-        }, {
-            # Records of aborted or still open transactions are never part of a table.
-            "isolation.level": "read_committed",
-            # librdkafka needs a group.id even for manual assignment; nothing is committed.
-            "group.id": f"{self.client_id}-reader",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # End of partition tells restores and views they caught up; an offset out of
-            # range tells them their checkpoint is not in the topic any more.
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-        }, overrides)
+        return self._build(
+            {
+                **CONSUMER_PREFETCH,
+            },
+            {
+                # Records of aborted or still open transactions are never part of a table.
+                "isolation.level": "read_committed",
+                # librdkafka needs a group.id even for manual assignment; nothing is committed.
+                "group.id": f"{self.client_id}-reader",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # End of partition tells restores and views they caught up; an offset out of
+                # range tells them their checkpoint is not in the topic any more.
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+            },
+            overrides,
+        )
 
     def admin(self) -> dict[str, Any]:
         return self.common()
@@ -251,8 +263,9 @@ def consume_ready(consumer: Any, max_messages: int, timeout: float) -> list[Any]
     return [first, *consumer.consume(max_messages - 1, 0)]
 
 
-def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: float = 5.0,
-                    pending: list[Any] | None = None) -> dict[int, int]:
+def log_end_offsets(
+    admin: Any, topic: str, partitions: list[int], timeout: float = 5.0, pending: list[Any] | None = None
+) -> dict[int, int]:
     """The log end (high watermark) of each partition, open transactions included.
 
     A ``read_committed`` reader ends at the last stable offset, which stays at the first
@@ -264,8 +277,11 @@ def log_end_offsets(admin: Any, topic: str, partitions: list[int], timeout: floa
 
     if not partitions:
         return {}
-    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
-                                 isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout)
+    futures = admin.list_offsets(
+        {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+        isolation_level=IsolationLevel.READ_UNCOMMITTED,
+        request_timeout=timeout,
+    )
     if pending is not None:  # the caller keeps the client until these are answered
         pending.extend(futures.values())
     return {tp.partition: future.result(timeout=timeout + 1).offset for tp, future in futures.items()}

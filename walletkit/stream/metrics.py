@@ -259,12 +259,15 @@ def init_processor(group: str, ready: Callable[[], bool], guarantee: str = "exac
     READY.labels(group).set_function(lambda: 1.0 if ready() else 0.0)
 
 
-def statistics_config(extra: Mapping[str, Any], on_stats: Callable[[str], None],
-                      default_interval_ms: int = 5000) -> dict[str, Any]:
+def statistics_config(
+    extra: Mapping[str, Any], on_stats: Callable[[str], None], default_interval_ms: int = 5000
+) -> dict[str, Any]:
     """librdkafka properties that deliver statistics to ``on_stats`` (``statistics.interval.ms``
     from the client settings wins over the default)."""
-    return {"statistics.interval.ms": int(extra.get("statistics.interval.ms", default_interval_ms)),
-            "stats_cb": on_stats}
+    return {
+        "statistics.interval.ms": int(extra.get("statistics.interval.ms", default_interval_ms)),
+        "stats_cb": on_stats,
+    }
 
 
 def consumer_lag_from_statistics(stats: str | Mapping[str, Any], topic: str) -> dict[int, int]:

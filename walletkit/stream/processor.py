@@ -43,7 +43,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from walletkit.stream import metrics
 from walletkit.stream.batch import OUTCOMES, BatchRunner
-from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee, OffsetCommits
+from walletkit.stream.checkpoint import ChangelogWriter, Checkpoint, CheckpointFailed, Guarantee, OffsetCommits
 from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.context import Context
 from walletkit.stream.errors import RestoreError
@@ -134,12 +134,22 @@ class Processor:
     batch step the runner's or the checkpoint's.)
     """
 
-    def __init__(self, spec: GroupSpec, clients: KafkaClients, stores: LocalStores, *,
-                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
-                 batch_size: int = DEFAULT_BATCH_SIZE, poll_timeout: float = 0.05, flush_timeout: float = 30.0,
-                 commit_interval: float = 0.1, cache_entries: int = DEFAULT_CACHE_ENTRIES,
-                 max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES, standby_replicas: int = 0,
-                 faults: CrashInjector | None = None) -> None:
+    def __init__(
+        self,
+        spec: GroupSpec,
+        clients: KafkaClients,
+        stores: LocalStores,
+        *,
+        guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_timeout: float = 0.05,
+        flush_timeout: float = 30.0,
+        commit_interval: float = 0.1,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+        standby_replicas: int = 0,
+        faults: CrashInjector | None = None,
+    ) -> None:
         self.spec = spec
         self._clients = clients
         self._settings = clients.settings
@@ -158,8 +168,9 @@ class Processor:
         self._stop = threading.Event()
         self.state = ProcessorState.CREATED
         #: Every partition this member holds a store of, whatever its state (see task.py).
-        self._tasks = PartitionTasks(lambda p: TablePartition(stores.open(p), spec.table_codec, p,
-                                                              max_value_bytes=max_value_bytes))
+        self._tasks = PartitionTasks(
+            lambda p: TablePartition(stores.open(p), spec.table_codec, p, max_value_bytes=max_value_bytes)
+        )
         self._assigned_once = False
         #: The group member id of the latest assignment (read on the processor's thread:
         #: a consumer must not be called from another thread while it polls).
@@ -180,7 +191,7 @@ class Processor:
         metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
 
     @classmethod
-    def create(cls, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, **options: Any) -> "Processor":
+    def create(cls, spec: GroupSpec, settings: KafkaSettings, state_dir: str | Path, **options: Any) -> Processor:
         """A processor with the default Kafka clients and its stores under ``state_dir/<group>``."""
         return cls(spec, KafkaClients(settings), LocalStores(Path(state_dir) / spec.group), **options)
 
@@ -194,8 +205,11 @@ class Processor:
     @property
     def ready(self) -> bool:
         """Joined the group, every assigned partition is restored and none is being rebuilt."""
-        return (self.state is ProcessorState.RUNNING and self._assigned_once
-                and not self._tasks.any(TaskState.RESTORING, TaskState.ACTIVATING, TaskState.REBUILDING))
+        return (
+            self.state is ProcessorState.RUNNING
+            and self._assigned_once
+            and not self._tasks.any(TaskState.RESTORING, TaskState.ACTIVATING, TaskState.REBUILDING)
+        )
 
     def alive(self, stall_seconds: float = 60.0) -> bool:
         """The loop is turning (restores run inside it, a step per turn)."""
@@ -278,23 +292,38 @@ class Processor:
         self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
         self._partition_count = topics.partitions([spec.input_topic])[spec.input_topic]
         transactional = self.guarantee is Guarantee.EXACTLY_ONCE
-        self._writer = ChangelogWriter(clients.producer, spec.group, self.guarantee,
-                                       transactional_id=self.transactional_id if transactional else None,
-                                       timeout=self._flush_timeout)
+        self._writer = ChangelogWriter(
+            clients.producer,
+            spec.group,
+            self.guarantee,
+            transactional_id=self.transactional_id if transactional else None,
+            timeout=self._flush_timeout,
+        )
         self._writer.start()
-        log.info("group %s: processing guarantee %s%s", spec.group, self.guarantee.value,
-                 f" (transactional id {self._writer.transactional_id})" if transactional else "")
+        log.info(
+            "group %s: processing guarantee %s%s",
+            spec.group,
+            self.guarantee.value,
+            f" (transactional id {self._writer.transactional_id})" if transactional else "",
+        )
         # A transactional restore checks that it reached the log's end (recovery.py).
-        self._restorer = Restorer(clients.reader(), spec.table_topic, spec.table_codec,
-                                  should_stop=self._stop.is_set,
-                                  log_ends=LogEnds(clients.admin, spec.table_topic) if transactional else None)
+        self._restorer = Restorer(
+            clients.reader(),
+            spec.table_topic,
+            spec.table_codec,
+            should_stop=self._stop.is_set,
+            log_ends=LogEnds(clients.admin, spec.table_topic) if transactional else None,
+        )
         if self.standby_replicas or (transactional and self._settings.instance_id):
             self._watch = MembershipWatch(clients.admin(), spec.group)
         self._consumer = clients.group_consumer(
-            spec.group, on_commit=self._commits.on_commit,
-            **metrics.statistics_config(self._settings.extra, self._on_stats))
-        self._consumer.subscribe([spec.input_topic], on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+            spec.group,
+            on_commit=self._commits.on_commit,
+            **metrics.statistics_config(self._settings.extra, self._on_stats),
+        )
+        self._consumer.subscribe(
+            [spec.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _shutdown(self) -> None:
         if self.state is not ProcessorState.FAILED:
@@ -338,15 +367,24 @@ class Processor:
             try:
                 committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
             except KafkaException as exc:  # the coordinator is away: asked again at activation
-                log.warning("group %s: committed offsets not readable now (%s); asking again once restored",
-                            self.spec.group, exc)
+                log.warning(
+                    "group %s: committed offsets not readable now (%s); asking again once restored",
+                    self.spec.group,
+                    exc,
+                )
         # Assigned at the committed offsets when known, so the client need not look them up
         # (with the coordinator away a partition would wait in that lookup and refuse a seek);
         # none committed: offset 0, not "the beginning", which costs an offset lookup (~0.5 s);
         # a log that no longer starts at 0 is out of range, and auto.offset.reset is earliest.
         topic = self.spec.input_topic
-        consumer.assign([TopicPartition(topic, tp.partition, max(committed[tp.partition], 0))
-                         if tp.partition in committed else tp for tp in partitions])
+        consumer.assign(
+            [
+                TopicPartition(topic, tp.partition, max(committed[tp.partition], 0))
+                if tp.partition in committed
+                else tp
+                for tp in partitions
+            ]
+        )
         if partitions:
             consumer.pause(partitions)  # nothing is fetched before the partition is restored
         self.member_id = consumer.memberid()
@@ -363,8 +401,9 @@ class Processor:
 
     def _follow(self) -> None:
         """Tell the restorer what to follow: the restoring partitions and the standby copies."""
-        self._restorer.follow(self._tasks.tables(TaskState.RESTORING), self._tasks.tables(TaskState.STANDBY),
-                              self._table_topic_id)
+        self._restorer.follow(
+            self._tasks.tables(TaskState.RESTORING), self._tasks.tables(TaskState.STANDBY), self._table_topic_id
+        )
 
     def _restore_step(self) -> None:
         if self._restorer.busy:
@@ -389,8 +428,9 @@ class Processor:
         """End what members that left without a word left open (fencing.py)."""
         if not self._settings.instance_id or self.guarantee is not Guarantee.EXACTLY_ONCE:
             return
-        members = fence_departed(self.spec.group, self._settings.instance_id, self._watch, self._members,
-                                 self._clients.producer)
+        members = fence_departed(
+            self.spec.group, self._settings.instance_id, self._watch, self._members, self._clients.producer
+        )
         if members is not None:
             self._members = members
 
@@ -404,9 +444,14 @@ class Processor:
         me = self._settings.instance_id if static else self.member_id
         plan = standby_partitions(me or "", keys, self._partition_count, self.standby_replicas)
         if plan != set(self.standby):
-            log.info("group %s: keeping partitions %s warm (standby for %d failure%s among %d members)",
-                     self.spec.group, sorted(plan), self.standby_replicas,
-                     "" if self.standby_replicas == 1 else "s", len(members))
+            log.info(
+                "group %s: keeping partitions %s warm (standby for %d failure%s among %d members)",
+                self.spec.group,
+                sorted(plan),
+                self.standby_replicas,
+                "" if self.standby_replicas == 1 else "s",
+                len(members),
+            )
         for p in plan:
             task = self._tasks.task(p)
             if task.state is TaskState.IDLE:
@@ -435,8 +480,9 @@ class Processor:
         metrics.PARTITIONS.labels(self.spec.group).set(len(self.partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("group %s: lost partitions %s (session expired)", self.spec.group,
-                    sorted(tp.partition for tp in partitions))
+        log.warning(
+            "group %s: lost partitions %s (session expired)", self.spec.group, sorted(tp.partition for tp in partitions)
+        )
         for tp in partitions:  # not ours any more: committing would be refused
             task = self._tasks.get(tp.partition)
             if task is not None:
@@ -449,8 +495,10 @@ class Processor:
         spec = self.spec
         # Who consumed these records, and under which generation (see Checkpoint).
         consumer = self._consumer
-        member = (consumer.memberid(), consumer.consumer_group_metadata()
-                  if self.guarantee is Guarantee.EXACTLY_ONCE else None)
+        member = (
+            consumer.memberid(),
+            consumer.consumer_group_metadata() if self.guarantee is Guarantee.EXACTLY_ONCE else None,
+        )
         started = time.perf_counter()
         batch = self._runner.run(msgs, self.tables)
         metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
@@ -467,8 +515,15 @@ class Processor:
         """Make a batch durable through its checkpoint; on failure abort and rewind it."""
         spec = self.spec
         started = time.perf_counter()
-        checkpoint = Checkpoint(txns, self._writer, self._consumer, input_topic=spec.input_topic,
-                                table_topic=spec.table_topic, member=member, faults=self._faults)
+        checkpoint = Checkpoint(
+            txns,
+            self._writer,
+            self._consumer,
+            input_topic=spec.input_topic,
+            table_topic=spec.table_topic,
+            member=member,
+            faults=self._faults,
+        )
         try:
             checkpoint.prepare()
             checkpoint.commit()
@@ -504,5 +559,6 @@ class Processor:
         lag = metrics.consumer_lag_from_statistics(stats, self.spec.input_topic)
         owned = self.tables
         self._lag_reported = metrics.set_partition_gauges(
-            metrics.CONSUMER_LAG, self.spec.group, {p: v for p, v in lag.items() if p in owned}, self._lag_reported)
+            metrics.CONSUMER_LAG, self.spec.group, {p: v for p, v in lag.items() if p in owned}, self._lag_reported
+        )
         metrics.STATE_BYTES.labels(self.spec.group).set(sum(part.store.size_bytes() for part in owned.values()))

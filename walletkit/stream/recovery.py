@@ -62,9 +62,16 @@ class _Progress:
 class Restorer:
     """Restores and warms table partitions of changelog ``topic`` (see the module doc)."""
 
-    def __init__(self, consumer: Consumer, topic: str, codec: TableCodec, *, batch_size: int = 10_000,
-                 should_stop: Callable[[], bool] = lambda: False,
-                 log_ends: Callable[[list[int]], dict[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        codec: TableCodec,
+        *,
+        batch_size: int = 10_000,
+        should_stop: Callable[[], bool] = lambda: False,
+        log_ends: Callable[[list[int]], dict[int, int]] | None = None,
+    ) -> None:
         self.follower = ChangelogFollower(consumer, topic, codec, batch_size=batch_size)
         self.topic = topic
         self._should_stop = should_stop
@@ -111,8 +118,7 @@ class Restorer:
         wiped: set[int] = set()
         for p, part in {**restoring, **standby}.items():
             if part.changelog_topic_id != topic_id and not (part.changelog_topic_id is None and part.store.is_empty()):
-                log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding",
-                            self.topic, p)
+                log.warning("table %s[%d]: local state belongs to another topic incarnation; rebuilding", self.topic, p)
                 part.store.wipe()
                 wiped.add(p)
         for p, part in restoring.items():
@@ -187,8 +193,12 @@ class Restorer:
             if batch.out_of_range:
                 for p in sorted(batch.out_of_range):
                     part = self._assigned[p]
-                    log.warning("table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
-                                self.topic, p, part.changelog_offset)
+                    log.warning(
+                        "table %s[%d]: local checkpoint %d is outside the changelog; rebuilding",
+                        self.topic,
+                        p,
+                        part.changelog_offset,
+                    )
                     part.store.wipe()
                     if p in self._progress:
                         self._progress[p] = _Progress(time.monotonic(), 0)
@@ -228,10 +238,16 @@ class Restorer:
                 continue
             if p not in self._held and end is not None:
                 self._held.add(p)
-                log.warning("table %s[%d]: restored up to offset %d, but the log ends at %d: a transaction an "
-                            "earlier owner left open holds the rest back; waiting for it to end (the broker "
-                            "aborts it after transaction.timeout.ms) before resuming the partition",
-                            self.topic, p, position, end, extra={"partition": p, "offset": position})
+                log.warning(
+                    "table %s[%d]: restored up to offset %d, but the log ends at %d: a transaction an "
+                    "earlier owner left open holds the rest back; waiting for it to end (the broker "
+                    "aborts it after transaction.timeout.ms) before resuming the partition",
+                    self.topic,
+                    p,
+                    position,
+                    end,
+                    extra={"partition": p, "offset": position},
+                )
             self.waiting[p] = time.monotonic() + WAIT_RECHECK_INTERVAL
         self._m_waiting.set(len(self.waiting))
         return settled
@@ -253,14 +269,25 @@ class Restorer:
             self.restoring.pop(p)
             self._asked_ends.pop(p, None)
             elapsed = now - progress.started
-            log.info("table %s[%d] restored: %d records in %.2fs, from changelog offset %d",
-                     self.topic, p, progress.read, elapsed, progress.first_position,
-                     extra={"partition": p, "records": progress.read})
+            log.info(
+                "table %s[%d] restored: %d records in %.2fs, from changelog offset %d",
+                self.topic,
+                p,
+                progress.read,
+                elapsed,
+                progress.first_position,
+                extra={"partition": p, "records": progress.read},
+            )
         if not self.restoring:
             elapsed = now - self._restore_started
             metrics.RESTORE_SECONDS.labels(self.topic).observe(elapsed)
-            log.info("table %s restored partitions %s: %d records in %.2fs", self.topic, sorted(self._restore_parts),
-                     self.records_restored - self._restore_first_count, elapsed)
+            log.info(
+                "table %s restored partitions %s: %d records in %.2fs",
+                self.topic,
+                sorted(self._restore_parts),
+                self.records_restored - self._restore_first_count,
+                elapsed,
+            )
         # Restored partitions are the processor's now: it writes them, nobody follows them.
         self._sync()
 
@@ -276,8 +303,13 @@ class Restorer:
         self._m_remaining_records.set(left)
         # A partition at its end is 0 behind, whatever its end counts after the last record
         # (a transaction's commit marker).
-        self._m_standby_lag.set(sum(max(ends[p] - follower.positions.get(p, 0), 0)
-                                    for p in self.standby if p in ends and p not in self._at_end))
+        self._m_standby_lag.set(
+            sum(
+                max(ends[p] - follower.positions.get(p, 0), 0)
+                for p in self.standby
+                if p in ends and p not in self._at_end
+            )
+        )
         if not self.restoring:
             self._m_progress.set(1)
             self._m_eta.set(0)
@@ -292,11 +324,21 @@ class Restorer:
         now = time.monotonic()
         if force or now - self._last_log >= PROGRESS_INTERVAL:
             self._last_log = now
-            log.info("restoring %s: %.0f%% (%d records read, %d to go), %.0f records/s, ETA %s; partitions %s",
-                     self.topic, 100 * ratio, read, left, rate,
-                     f"{eta:.0f}s" if eta != float("inf") else "unknown", sorted(self.restoring),
-                     extra={"progress": round(ratio, 4), "records_per_second": round(rate),
-                            "eta_seconds": None if eta == float("inf") else round(eta, 1)})
+            log.info(
+                "restoring %s: %.0f%% (%d records read, %d to go), %.0f records/s, ETA %s; partitions %s",
+                self.topic,
+                100 * ratio,
+                read,
+                left,
+                rate,
+                f"{eta:.0f}s" if eta != float("inf") else "unknown",
+                sorted(self.restoring),
+                extra={
+                    "progress": round(ratio, 4),
+                    "records_per_second": round(rate),
+                    "eta_seconds": None if eta == float("inf") else round(eta, 1),
+                },
+            )
 
     def _ask_unknown_ends(self, partitions: list[int], ends: dict[int, int]) -> None:
         """Ends of restoring partitions no fetch has answered for yet, asked of the broker (at

@@ -125,8 +125,7 @@ class MembershipWatch:
         if self._future is None:
             if now < self._next_try:
                 return None
-            self._future = self._admin.describe_consumer_groups(
-                [self.group], request_timeout=self._timeout)[self.group]
+            self._future = self._admin.describe_consumer_groups([self.group], request_timeout=self._timeout)[self.group]
             self._pending.append(self._future)
             self._pending = [f for f in self._pending if not f.done()]
             return None

@@ -41,8 +41,14 @@ def trim_oldest(cache: dict[Any, Any], limit: int) -> None:
 class TablePartition:
     """Partition ``partition`` of a group table, kept in its own store."""
 
-    def __init__(self, store: Store, codec: TableCodec, partition: int, cache_entries: int = 10_000,
-                 max_value_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        codec: TableCodec,
+        partition: int,
+        cache_entries: int = 10_000,
+        max_value_bytes: int | None = None,
+    ) -> None:
         self.store = store
         self.codec = codec
         self.partition = partition

@@ -95,8 +95,11 @@ class PartitionTask:
     def move(self, to: TaskState) -> None:
         """Go to ``to``: a revoke (to IDLE or STANDBY) from any assigned state, an assignment from
         any state, else only the moves the module's diagram shows."""
-        allowed = (to is TaskState.RESTORING or (self.assigned and to in (TaskState.IDLE, TaskState.STANDBY))
-                   or to in _MOVES[self.state])
+        allowed = (
+            to is TaskState.RESTORING
+            or (self.assigned and to in (TaskState.IDLE, TaskState.STANDBY))
+            or to in _MOVES[self.state]
+        )
         if not allowed:
             raise RuntimeError(f"partition {self.partition}: {self.state.value} cannot become {to.value}")
         if to in (TaskState.RESTORING, TaskState.IDLE, TaskState.STANDBY):
@@ -125,8 +128,9 @@ class PartitionTask:
                 self.resume_at = consumer.committed([tp], timeout=2)[0].offset
             committed = self.resume_at
             self.refuse_foreign_table(spec, committed)
-            rebuild_from = self.lost_table_start(spec, committed,
-                                                 lambda: consumer.get_watermark_offsets(tp, timeout=10)[0])
+            rebuild_from = self.lost_table_start(
+                spec, committed, lambda: consumer.get_watermark_offsets(tp, timeout=10)[0]
+            )
             if self.state is not TaskState.ACTIVATING:
                 return False
             # Explicitly from the committed offset: whatever was fetched before the pause is
@@ -162,7 +166,8 @@ class PartitionTask:
                 f"topic {spec.input_topic!r} was deleted and recreated since table {spec.table_topic!r} "
                 f"partition {self.partition} was built from it: its applied offsets no longer match. Reset the "
                 f"group {spec.group!r} (delete {spec.table_topic!r}, its committed offsets and the local "
-                "state) to rebuild the table from the new topic")
+                "state) to rebuild the table from the new topic"
+            )
 
     def refuse_foreign_table(self, spec: GroupSpec, committed: int) -> None:
         """ForeignTable if the partition would start at the input's first record over values
@@ -185,8 +190,9 @@ class PartitionTask:
                     continue
             except SkipRecord:
                 pass  # not even our format
-            raise ForeignTable(spec.group, spec.table_topic, spec.input_topic, self.partition,
-                               key.decode(errors="replace"))
+            raise ForeignTable(
+                spec.group, spec.table_topic, spec.input_topic, self.partition, key.decode(errors="replace")
+            )
 
     def lost_table_start(self, spec: GroupSpec, committed: int, input_start: Callable[[], int]) -> int | None:
         """Where to rebuild a table partition that is empty although the group consumed its
@@ -205,10 +211,19 @@ class PartitionTask:
                 f"{spec.group!r} already consumed {topic!r}[{p}] up to offset {committed}, and "
                 f"that partition now starts at offset {low}: the table cannot be rebuilt from it. Restore "
                 f"{spec.table_topic!r} from a backup, or, if starting from an empty table is intended, "
-                "delete the group's committed offsets")
-        log.warning("group %s: table %s[%d] is empty but the input was consumed up to offset %d (its changelog "
-                    "was recreated?): rebuilding it from %s[%d] offset %d; not ready until done",
-                    spec.group, spec.table_topic, p, committed, topic, p, low)
+                "delete the group's committed offsets"
+            )
+        log.warning(
+            "group %s: table %s[%d] is empty but the input was consumed up to offset %d (its changelog "
+            "was recreated?): rebuilding it from %s[%d] offset %d; not ready until done",
+            spec.group,
+            spec.table_topic,
+            p,
+            committed,
+            topic,
+            p,
+            low,
+        )
         return low
 
 

@@ -38,7 +38,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaExceptio
 
 from walletkit.stream.batch import Batch, BatchRunner
 from walletkit.stream.changelog import merge_changelog, stored_position
-from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, ChangelogWriter, Guarantee
+from walletkit.stream.checkpoint import ChangelogWriter, Checkpoint, CheckpointFailed, Guarantee
 from walletkit.stream.partitioner import partition_for
 from walletkit.stream.processor import DEFAULT_MAX_VALUE_BYTES, GroupSpec
 from walletkit.stream.store import Store
@@ -63,7 +63,7 @@ class Record:
     _value: bytes | None
     _timestamp: int
     _headers: list[tuple[str, bytes]] | None = None
-    txn: "_Transaction | None" = None  # None: written outside a transaction (or committed)
+    txn: _Transaction | None = None  # None: written outside a transaction (or committed)
 
     def error(self) -> None:
         return None
@@ -111,13 +111,28 @@ class MemoryLog:
     def create(self, topic: str, partitions: int) -> None:
         self.topics.setdefault(topic, [[] for _ in range(partitions)])
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-               headers: list[tuple[str, bytes]] | None = None, txn: _Transaction | None = None,
-               timestamp_ms: int | None = None) -> Record:
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        txn: _Transaction | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Record:
         log = self.topics[topic][partition]
         self.clock_ms += 1
-        record = Record(topic, partition, len(log), key, value,
-                        timestamp_ms if timestamp_ms is not None else self.clock_ms, headers, txn)
+        record = Record(
+            topic,
+            partition,
+            len(log),
+            key,
+            value,
+            timestamp_ms if timestamp_ms is not None else self.clock_ms,
+            headers,
+            txn,
+        )
         log.append(record)
         return record
 
@@ -191,8 +206,16 @@ class MemoryProducer:
         self._check()
         self._txn = self._log.begin(self._tid)
 
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                on_delivery: Any = None, headers: list[tuple[str, bytes]] | None = None, **_: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        on_delivery: Any = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        **_: Any,
+    ) -> None:
         self._check()
         if self._tid is not None and self._txn is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "produce outside a transaction"))
@@ -212,8 +235,9 @@ class MemoryProducer:
         self.poll()
         return 0
 
-    def send_offsets_to_transaction(self, offsets: list[TopicPartition], group_metadata: Any,
-                                    timeout: float | None = None) -> None:
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout: float | None = None
+    ) -> None:
         self._check()
         self._txn.group = group_metadata
         self._txn.offsets.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
@@ -237,7 +261,7 @@ class MemoryProducer:
 class _Member:
     """The consumer calls a Checkpoint makes: its identity, and a rewind."""
 
-    def __init__(self, tester: "Tester") -> None:
+    def __init__(self, tester: Tester) -> None:
         self._tester = tester
 
     def memberid(self) -> str:
@@ -268,9 +292,16 @@ class Tester:
 
     __test__ = False  # not a test class, though its name says Test
 
-    def __init__(self, spec: GroupSpec, *, partitions: int = 1, guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
-                 max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 10_000,
-                 directory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: GroupSpec,
+        *,
+        partitions: int = 1,
+        guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+        batch_size: int = 10_000,
+        directory: str | Path | None = None,
+    ) -> None:
         self.spec = spec
         self.partitions = partitions
         self.guarantee = Guarantee(guarantee)
@@ -280,7 +311,9 @@ class Tester:
         self.log.create(spec.input_topic, partitions)
         self.log.create(spec.table_topic, partitions)
         self._own_directory = directory is None
-        self.directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="walletkit-tester-"))
+        self.directory = (
+            Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="walletkit-tester-"))
+        )
         self._runner = BatchRunner(spec)
         self.tables: dict[int, TablePartition] = {}
         self._writer: ChangelogWriter | None = None
@@ -294,17 +327,26 @@ class Tester:
         """Open the stores, restore them from the committed changelog, register the writer."""
         spec = self.spec
         for p in range(self.partitions):
-            table = TablePartition(Store(self.directory / str(p)), spec.table_codec, p,
-                                   max_value_bytes=self.max_value_bytes)
+            table = TablePartition(
+                Store(self.directory / str(p)), spec.table_codec, p, max_value_bytes=self.max_value_bytes
+            )
             start = stored_position(table.store, p)
             tail = self.log.read(spec.table_topic, p, start)
             if tail:
-                merge_changelog(table.store, spec.table_codec, [(r.key(), r.value()) for r in tail],
-                                table.checkpoint(tail[-1].offset() + 1))
+                merge_changelog(
+                    table.store,
+                    spec.table_codec,
+                    [(r.key(), r.value()) for r in tail],
+                    table.checkpoint(tail[-1].offset() + 1),
+                )
             self.tables[p] = table
             self._position[p] = max(self.log.committed.get((spec.group, spec.input_topic, p), 0), 0)
-        self._writer = ChangelogWriter(lambda **config: MemoryProducer(self.log, **config), spec.group,
-                                       self.guarantee, transactional_id=f"{spec.group}-tester")
+        self._writer = ChangelogWriter(
+            lambda **config: MemoryProducer(self.log, **config),
+            spec.group,
+            self.guarantee,
+            transactional_id=f"{spec.group}-tester",
+        )
         self._writer.start()
         self._crashed = False
 
@@ -326,7 +368,7 @@ class Tester:
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "Tester":
+    def __enter__(self) -> Tester:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -334,15 +376,27 @@ class Tester:
 
     # -- records in ------------------------------------------------------------------
 
-    def feed(self, key: str, value: Any, *, partition: int | None = None, timestamp_ms: int | None = None,
-             headers: dict[str, str] | None = None) -> Record:
+    def feed(
+        self,
+        key: str,
+        value: Any,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Record:
         """Append one input record (``value`` encoded with the group's input codec unless it is
         bytes), to the key's partition as the toolkit's partitioner places it."""
         raw = value if isinstance(value, bytes) or value is None else self.spec.input_codec.encode(value)
         p = partition if partition is not None else partition_for(key.encode(), self.partitions)
-        return self.log.append(self.spec.input_topic, p, key.encode(), raw,
-                               [(k, v.encode()) for k, v in headers.items()] if headers else None,
-                               timestamp_ms=timestamp_ms)
+        return self.log.append(
+            self.spec.input_topic,
+            p,
+            key.encode(),
+            raw,
+            [(k, v.encode()) for k, v in headers.items()] if headers else None,
+            timestamp_ms=timestamp_ms,
+        )
 
     def process(self, *, crash_at: str | None = None) -> list[Batch]:
         """Process every record not consumed yet; the batches run (a failed one is rewound and
@@ -375,8 +429,15 @@ class Tester:
         if not batch.txns:
             return True
         member = ("tester", spec.group if self.guarantee is Guarantee.EXACTLY_ONCE else None)
-        checkpoint = Checkpoint(batch.txns, self._writer, _Member(self), input_topic=spec.input_topic,
-                                table_topic=spec.table_topic, member=member, faults=crash)
+        checkpoint = Checkpoint(
+            batch.txns,
+            self._writer,
+            _Member(self),
+            input_topic=spec.input_topic,
+            table_topic=spec.table_topic,
+            member=member,
+            faults=crash,
+        )
         try:
             checkpoint.prepare()
             checkpoint.commit()

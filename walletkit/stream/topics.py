@@ -22,8 +22,14 @@ def table_topic(group: str) -> str:
 class TopicManager:
     """Creates missing topics with the right policy and checks partition counts."""
 
-    def __init__(self, settings: KafkaSettings, *, replication_factor: int = -1, min_insync_replicas: int = -1,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        replication_factor: int = -1,
+        min_insync_replicas: int = -1,
+        timeout: float = 30.0,
+    ) -> None:
         self._settings = settings
         self._admin = AdminClient(settings.admin())
         self._replication = replication_factor  # -1: the broker's default
@@ -44,15 +50,19 @@ class TopicManager:
         futures = self._admin.describe_topics(TopicCollection(topics), request_timeout=self._timeout)
         return {name: str(f.result().topic_id) for name, f in futures.items()}
 
-    def ensure_stream(self, topic: str, partitions: int, retention_ms: int = -1,
-                      timestamp_type: str = "LogAppendTime") -> None:
+    def ensure_stream(
+        self, topic: str, partitions: int, retention_ms: int = -1, timestamp_type: str = "LogAppendTime"
+    ) -> None:
         """A delete-policy stream topic; ``retention_ms=-1`` keeps it forever (a ledger).
 
         Its records carry the broker's LogAppendTime by default: one clock for every
         producer, whatever their own clocks say.
         """
-        self._ensure(topic, partitions, {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
-                                         "message.timestamp.type": timestamp_type})
+        self._ensure(
+            topic,
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(retention_ms), "message.timestamp.type": timestamp_type},
+        )
 
     def ensure_table(self, topic: str, partitions: int) -> None:
         """A compacted changelog topic of a group table."""

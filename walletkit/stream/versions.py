@@ -45,10 +45,10 @@ class TableVersion:
     version: int
 
     @classmethod
-    def first(cls, base: str) -> "TableVersion":
+    def first(cls, base: str) -> TableVersion:
         return cls(base, base, 1)
 
-    def next(self) -> "TableVersion":
+    def next(self) -> TableVersion:
         return TableVersion(self.base, f"{self.base}-v{self.version + 1}", self.version + 1)
 
 
@@ -97,13 +97,17 @@ class TableVersions:
         """Make ``version`` the live one of its table (acknowledged by every in-sync replica)."""
         producer = Producer(self.settings.producer())
         errors: list[KafkaError] = []
-        producer.produce(self.topic, json.dumps({"group": version.group, "version": version.version}).encode(),
-                         version.base.encode(), on_delivery=lambda err, _msg: errors.append(err) if err else None)
+        producer.produce(
+            self.topic,
+            json.dumps({"group": version.group, "version": version.version}).encode(),
+            version.base.encode(),
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
         left = producer.flush(timeout)
         if left or errors:
             raise KafkaException(errors[0] if errors else KafkaError(KafkaError._TIMED_OUT))
 
-    def watch(self, on_change: Callable[[dict[str, TableVersion]], None], *, interval: float = 1.0) -> "VersionWatch":
+    def watch(self, on_change: Callable[[dict[str, TableVersion]], None], *, interval: float = 1.0) -> VersionWatch:
         """Call ``on_change(versions)`` from a thread once they were read whole, then whenever they
         change. Callers compare with what they run: a call that changes nothing is harmless."""
         return VersionWatch(self, on_change, interval)
@@ -133,8 +137,11 @@ class _Reader:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     ended = True
-                elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
-                                    KafkaError._UNKNOWN_PARTITION):
+                elif err.code() in (
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError._UNKNOWN_TOPIC,
+                    KafkaError._UNKNOWN_PARTITION,
+                ):
                     ended = True  # no versions topic: every table is at version 1
                 elif err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
                     self.consumer.assign([TopicPartition(self.topic, 0, -2)])  # the log's start
@@ -167,8 +174,9 @@ class _Reader:
 class VersionWatch:
     """Follows the versions topic in a daemon thread; see :meth:`TableVersions.watch`."""
 
-    def __init__(self, versions: TableVersions, on_change: Callable[[dict[str, TableVersion]], None],
-                 interval: float) -> None:
+    def __init__(
+        self, versions: TableVersions, on_change: Callable[[dict[str, TableVersion]], None], interval: float
+    ) -> None:
         self._versions = versions
         self._on_change = on_change
         self._interval = interval
@@ -215,19 +223,22 @@ class VersionWatch:
         self._thread.join(10)
 
 
-def committed_offsets(settings: KafkaSettings, group: str, topic: str, timeout: float = 10.0,
-                      admin: Any = None) -> dict[int, int]:
+def committed_offsets(
+    settings: KafkaSettings, group: str, topic: str, timeout: float = 10.0, admin: Any = None
+) -> dict[int, int]:
     """The offsets ``group`` committed on ``topic``, per partition (those it committed); pass
     ``admin`` when asking repeatedly, so one client serves every call."""
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
     admin = admin or AdminClient(settings.admin())
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                               request_timeout=timeout)[group]
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)[group]
     result = future.result(timeout=timeout + 1)
-    return {tp.partition: tp.offset for tp in result.topic_partitions
-            if tp.topic == topic and tp.error is None and tp.offset >= 0}
+    return {
+        tp.partition: tp.offset
+        for tp in result.topic_partitions
+        if tp.topic == topic and tp.error is None and tp.offset >= 0
+    }
 
 
 def group_has_passed(settings: KafkaSettings, group: str, other: str, topic: str, admin: Any = None) -> bool:
@@ -241,7 +252,8 @@ def readable_ends(settings: KafkaSettings, topic: str, partitions: int, timeout:
     """Where a ``read_committed`` reader of each partition of ``topic`` ends now."""
     consumer = Consumer(settings.reader())
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                for p in range(partitions)}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in range(partitions)
+        }
     finally:
         consumer.close()

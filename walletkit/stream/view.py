@@ -40,8 +40,9 @@ class ViewState(enum.Enum):
 class View:
     """Replica of ``topic`` under ``path``; ``get(key)`` reads it."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, codec: TableCodec, path: str | Path, *,
-                 batch_size: int = 5000) -> None:
+    def __init__(
+        self, settings: KafkaSettings, topic: str, codec: TableCodec, path: str | Path, *, batch_size: int = 5000
+    ) -> None:
         self.topic = topic
         self.codec = codec
         self.state = ViewState.CREATED
@@ -140,8 +141,9 @@ class View:
                     if self.retiring:
                         # A newer version of the table replaces this one: what the replica holds
                         # is served, unchanged, until the readers move.
-                        log.info("view %s: %s; the table is being retired, so the replica stays as it is",
-                                 self.topic, exc)
+                        log.info(
+                            "view %s: %s; the table is being retired, so the replica stays as it is", self.topic, exc
+                        )
                         return
                     log.warning("view %s: %s; rebuilding from the beginning", self.topic, exc)
                     self._caught_up.clear()
@@ -175,17 +177,22 @@ class View:
         stored_id = stored_topic_id(self._store)
         if stored_id is not None and stored_id != topic_id:
             raise _Rebuild(f"local replica belongs to topic id {stored_id}, the topic now has {topic_id}")
-        follower = ChangelogFollower(Consumer(self._settings.reader()), self.topic, self.codec,
-                                     batch_size=self._batch)
+        follower = ChangelogFollower(Consumer(self._settings.reader()), self.topic, self.codec, batch_size=self._batch)
         self._follower = follower
         pending_eof = set(range(partitions))
         try:
             follower.assign({p: self._store for p in range(partitions)}, topic_id)
             self._positions = follower.positions
             self._resumed_at = sum(follower.positions.values())
-            log.info("view %s: following %d partitions from %s (%s)", self.topic, partitions, dict(follower.positions),
-                     f"local state resumed, {self._resumed_at} changelog records already held" if self._resumed_at
-                     else "empty local state")
+            log.info(
+                "view %s: following %d partitions from %s (%s)",
+                self.topic,
+                partitions,
+                dict(follower.positions),
+                f"local state resumed, {self._resumed_at} changelog records already held"
+                if self._resumed_at
+                else "empty local state",
+            )
             while not self._stop.is_set():
                 batch = follower.poll(0.1, apply_lock=self._wipe_lock)
                 if batch.out_of_range:
@@ -220,10 +227,14 @@ class View:
 
     def _mark_caught_up(self) -> None:
         if not self._caught_up.is_set():
-            log.info("view %s: caught up in %.2fs: read %d changelog records%s", self.topic,
-                     time.monotonic() - self._started, self._read_since_start,
-                     f" on top of the {self._resumed_at} the local state already held" if self._resumed_at else "",
-                     extra={"records": self._read_since_start, "resumed_records": self._resumed_at})
+            log.info(
+                "view %s: caught up in %.2fs: read %d changelog records%s",
+                self.topic,
+                time.monotonic() - self._started,
+                self._read_since_start,
+                f" on top of the {self._resumed_at} the local state already held" if self._resumed_at else "",
+                extra={"records": self._read_since_start, "resumed_records": self._resumed_at},
+            )
         self._caught_up.set()
         self._m_caught_up.set(1)
         self.state = ViewState.RUNNING

@@ -7,8 +7,17 @@ from walletkit.wallet import money
 from walletkit.wallet.wallet_pb2 import DepositRequest, Wallet, WalletInfo, WalletInfoList
 
 __all__ = [
-    "DEPOSIT", "WALLET", "WALLET_INFO_LIST", "DepositRequest", "Wallet", "WalletInfo", "WalletInfoList",
-    "deposit_amount_micros", "deposit_time_micros", "wallet_balance_micros", "wallet_flagged",
+    "DEPOSIT",
+    "WALLET",
+    "WALLET_INFO_LIST",
+    "DepositRequest",
+    "Wallet",
+    "WalletInfo",
+    "WalletInfoList",
+    "deposit_amount_micros",
+    "deposit_time_micros",
+    "wallet_balance_micros",
+    "wallet_flagged",
 ]
 
 DEPOSIT = ProtobufCodec(DepositRequest)

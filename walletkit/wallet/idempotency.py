@@ -71,8 +71,9 @@ def find(recent: MutableSequence[KeyedDeposit], key: str) -> KeyedDeposit | None
     return None
 
 
-def find_applied(shard: MutableSequence[KeyedDeposit], legacy: MutableSequence[KeyedDeposit],
-                 key: str) -> KeyedDeposit | None:
+def find_applied(
+    shard: MutableSequence[KeyedDeposit], legacy: MutableSequence[KeyedDeposit], key: str
+) -> KeyedDeposit | None:
     """The applied deposit with ``key``: in its side entry, else in the wallet's own value
     (where keys were kept before side entries)."""
     found = find(shard, key)
@@ -89,15 +90,30 @@ def conflict(original: KeyedDeposit, amount_micros: int) -> str | None:
     """
     if original.AmountMicros == amount_micros:
         return None
-    return (f"its Idempotency-Key was already used for another Amount; the deposit at offset "
-            f"{original.Offset} was applied instead")
+    return (
+        f"its Idempotency-Key was already used for another Amount; the deposit at offset "
+        f"{original.Offset} was applied instead"
+    )
 
 
-def remember(recent: MutableSequence[KeyedDeposit], deposit: DepositRequest, amount_micros: int, at_micros: int,
-             offset: int, horizon_micros: int) -> None:
+def remember(
+    recent: MutableSequence[KeyedDeposit],
+    deposit: DepositRequest,
+    amount_micros: int,
+    at_micros: int,
+    offset: int,
+    horizon_micros: int,
+) -> None:
     """Add a keyed deposit and forget those older than the horizon."""
-    recent.append(KeyedDeposit(IdempotencyKey=deposit.IdempotencyKey, DepositID=deposit.DepositID,
-                               AmountMicros=amount_micros, CreatedAtMicros=at_micros, Offset=offset))
+    recent.append(
+        KeyedDeposit(
+            IdempotencyKey=deposit.IdempotencyKey,
+            DepositID=deposit.DepositID,
+            AmountMicros=amount_micros,
+            CreatedAtMicros=at_micros,
+            Offset=offset,
+        )
+    )
     forget_older(recent, max(e.CreatedAtMicros for e in recent) - horizon_micros)
 
 
@@ -107,8 +123,9 @@ def forget_older(recent: MutableSequence[KeyedDeposit], oldest_micros: int) -> N
         recent.remove(e)
 
 
-def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: str,
-                    keep: int = QUARANTINE_NOTES) -> int | None:
+def note_quarantine(
+    notes: MutableSequence[Quarantined], offset: int, reason: str, keep: int = QUARANTINE_NOTES
+) -> int | None:
     """Record that the deposit at ``offset`` was not applied, keeping the newest ``keep`` notes;
     the newest offset whose note was dropped, if one was."""
     if not any(n.Offset == offset for n in notes):
@@ -121,8 +138,13 @@ def note_quarantine(notes: MutableSequence[Quarantined], offset: int, reason: st
     return forgotten
 
 
-def record_quarantine(ctx: Any, reason: str, empty: Callable[[], Any], notes_of: Callable[[Any], Any],
-                      forget_through: Callable[[Any, int], None]) -> None:
+def record_quarantine(
+    ctx: Any,
+    reason: str,
+    empty: Callable[[], Any],
+    notes_of: Callable[[Any], Any],
+    forget_through: Callable[[Any, int], None],
+) -> None:
     """A group's quarantine hook: note ``ctx``'s record in its wallet's quarantine entry. A note
     that would not fit under the table's value limit drops older notes (halving) until it does,
     remembering the newest forgotten offset (``forget_through``)."""

@@ -24,8 +24,7 @@ class AmountError(ValueError):
     """An amount that is not a valid deposit; the message says why."""
 
 
-def decimal_to_micros(amount: Decimal, *, decimals: int = SCALE_DIGITS,
-                      maximum: Decimal = DEFAULT_MAX_AMOUNT) -> int:
+def decimal_to_micros(amount: Decimal, *, decimals: int = SCALE_DIGITS, maximum: Decimal = DEFAULT_MAX_AMOUNT) -> int:
     """Validate a deposit amount and convert it to micro-units, exactly.
 
     Works on the decimal's digits and exponent with integer arithmetic: no

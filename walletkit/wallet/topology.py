@@ -19,20 +19,20 @@ from confluent_kafka import KafkaException
 
 from walletkit.stream import (
     BrokerUnavailable,
-    table_topic,
     TableCodec,
     TableVersion,
     TableVersions,
     TopicManager,
     TopicsMissing,
+    table_topic,
 )
 from walletkit.wallet.codecs import WALLET, WALLET_INFO_LIST
 
 DEPOSIT_TOPIC = "deposit"
 BALANCE_GROUP = "balance"
 ABOVE_THRESHOLD_GROUP = "above_threshold"
-BALANCE_TABLE = table_topic(BALANCE_GROUP)                   # "balance-table"
-ABOVE_THRESHOLD_TABLE = table_topic(ABOVE_THRESHOLD_GROUP)   # "above_threshold-table"
+BALANCE_TABLE = table_topic(BALANCE_GROUP)  # "balance-table"
+ABOVE_THRESHOLD_TABLE = table_topic(ABOVE_THRESHOLD_GROUP)  # "above_threshold-table"
 ALL_TOPICS = (DEPOSIT_TOPIC, BALANCE_TABLE, ABOVE_THRESHOLD_TABLE)
 #: Which group serves each table now (walletkit.stream.versions; written by walletctl rebuild).
 TABLE_VERSIONS_TOPIC = "table-versions"
@@ -90,8 +90,10 @@ def ensure_topics(topics: TopicManager, partitions: int, *, create: bool) -> int
     if create:
         topics.ensure_stream(DEPOSIT_TOPIC, partitions)
         topics.ensure_table(TABLE_VERSIONS_TOPIC, 1)
-    tables = [table_topic(group) for group in live_groups(TableVersions(topics.settings, TABLE_VERSIONS_TOPIC).read())
-              .values()]
+    tables = [
+        table_topic(group)
+        for group in live_groups(TableVersions(topics.settings, TABLE_VERSIONS_TOPIC).read()).values()
+    ]
     if create:
         for table in tables:
             topics.ensure_table(table, partitions)
@@ -103,8 +105,16 @@ TOPICS_RECHECK_SECONDS = 2.0
 TOPICS_LOG_INTERVAL = 30.0
 
 
-def wait_for_topics(topics: TopicManager, partitions: int, *, create: bool, stop: threading.Event,
-                    service: str, log: logging.Logger, on_wait=None) -> int | None:
+def wait_for_topics(
+    topics: TopicManager,
+    partitions: int,
+    *,
+    create: bool,
+    stop: threading.Event,
+    service: str,
+    log: logging.Logger,
+    on_wait=None,
+) -> int | None:
     """``ensure_topics``, again and again while topics are missing or Kafka cannot be reached.
 
     On a fresh install the topics may not exist yet (Strimzi's topic operator creates them a
@@ -132,13 +142,22 @@ def wait_for_topics(topics: TopicManager, partitions: int, *, create: bool, stop
             if now - last_log >= TOPICS_LOG_INTERVAL:
                 last_log = now
                 if missing:
-                    log.warning("%s: waiting for topics %s (unready meanwhile): %s; checking every %gs",
-                                service, ", ".join(missing),
-                                "they are being created, or set WALLET_CREATE_TOPICS=true to create them"
-                                if not create else "they could not be created yet", TOPICS_RECHECK_SECONDS,
-                                extra={"missing_topics": missing})
+                    log.warning(
+                        "%s: waiting for topics %s (unready meanwhile): %s; checking every %gs",
+                        service,
+                        ", ".join(missing),
+                        "they are being created, or set WALLET_CREATE_TOPICS=true to create them"
+                        if not create
+                        else "they could not be created yet",
+                        TOPICS_RECHECK_SECONDS,
+                        extra={"missing_topics": missing},
+                    )
                 else:
-                    log.warning("%s: waiting for Kafka (unready meanwhile): %s; checking every %gs", service,
-                                exc, TOPICS_RECHECK_SECONDS)
+                    log.warning(
+                        "%s: waiting for Kafka (unready meanwhile): %s; checking every %gs",
+                        service,
+                        exc,
+                        TOPICS_RECHECK_SECONDS,
+                    )
         if stop.wait(TOPICS_RECHECK_SECONDS):
             return None

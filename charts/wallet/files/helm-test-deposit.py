@@ -7,6 +7,7 @@ exactly the expected document, non-zero otherwise (with what it saw). With authe
 first checks that requests without a token are refused (401); without a token file that is all
 it can check, and it says so.
 """
+
 import json
 import os
 import sys
@@ -45,8 +46,10 @@ status, body = 0, ""
 if auth:
     while time.monotonic() < deadline:  # the API may not be listening yet right after an install
         try:
-            refused = [call("POST", "/deposit", {"WalletID": wallet, "Amount": 8000})[0],
-                       call("GET", "/details/" + wallet)[0]]
+            refused = [
+                call("POST", "/deposit", {"WalletID": wallet, "Amount": 8000})[0],
+                call("GET", "/details/" + wallet)[0],
+            ]
             break
         except OSError as exc:
             refused = [0, str(exc)]

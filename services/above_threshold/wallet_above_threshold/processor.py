@@ -11,13 +11,18 @@ import logging
 
 from prometheus_client import Counter
 
-from walletkit.stream import Context, GroupSpec, parse_message, SkipRecord
+from wallet_above_threshold.threshold import MICROS, Entry, Rule, WindowState
+from walletkit.stream import Context, GroupSpec, SkipRecord, parse_message
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
-    DEPOSIT, DepositRequest, WalletInfo, WalletInfoList, deposit_amount_micros, deposit_time_micros,
+    DEPOSIT,
+    DepositRequest,
+    WalletInfo,
+    WalletInfoList,
+    deposit_amount_micros,
+    deposit_time_micros,
 )
 from walletkit.wallet.topology import ABOVE_THRESHOLD_GROUP, DEPOSIT_TOPIC
-from wallet_above_threshold.threshold import MICROS, Entry, Rule, WindowState
 
 log = logging.getLogger(__name__)
 
@@ -116,29 +121,37 @@ class WindowStateCodec:
         if state.quarantine_forgotten >= 0:
             msg.QuarantineForgottenThrough = state.quarantine_forgotten
         for e in state.entries:
-            msg.List.append(WalletInfo(
-                WalletID=state.wallet_id,
-                LastDepositAmount=money.micros_to_float(e.amount),
-                RollingPeriodCumulative=money.micros_to_float(e.cumulative),
-                AboveThreshold=state.flagged,
-                CreatedAt=e.at // MICROS,
-                LastDepositMicros=e.amount,
-                RollingPeriodCumulativeMicros=e.cumulative,
-                CreatedAtMicros=e.at,
-                DepositOffset=e.offset,
-            ))
+            msg.List.append(
+                WalletInfo(
+                    WalletID=state.wallet_id,
+                    LastDepositAmount=money.micros_to_float(e.amount),
+                    RollingPeriodCumulative=money.micros_to_float(e.cumulative),
+                    AboveThreshold=state.flagged,
+                    CreatedAt=e.at // MICROS,
+                    LastDepositMicros=e.amount,
+                    RollingPeriodCumulativeMicros=e.cumulative,
+                    CreatedAtMicros=e.at,
+                    DepositOffset=e.offset,
+                )
+            )
         return msg.SerializeToString()
 
     def decode(self, data: bytes) -> WindowState:
         msg = parse_message(WalletInfoList, data)
         state = WindowState(
-            entries=[Entry(at=i.CreatedAtMicros if i.HasField("CreatedAtMicros") else i.CreatedAt * MICROS,
-                           offset=i.DepositOffset if i.HasField("DepositOffset") else -1,
-                           amount=i.LastDepositMicros if i.HasField("LastDepositMicros")
-                           else money.stored_double_to_micros(i.LastDepositAmount),
-                           cumulative=i.RollingPeriodCumulativeMicros if i.HasField("RollingPeriodCumulativeMicros")
-                           else money.stored_double_to_micros(i.RollingPeriodCumulative))
-                     for i in msg.List],
+            entries=[
+                Entry(
+                    at=i.CreatedAtMicros if i.HasField("CreatedAtMicros") else i.CreatedAt * MICROS,
+                    offset=i.DepositOffset if i.HasField("DepositOffset") else -1,
+                    amount=i.LastDepositMicros
+                    if i.HasField("LastDepositMicros")
+                    else money.stored_double_to_micros(i.LastDepositAmount),
+                    cumulative=i.RollingPeriodCumulativeMicros
+                    if i.HasField("RollingPeriodCumulativeMicros")
+                    else money.stored_double_to_micros(i.RollingPeriodCumulative),
+                )
+                for i in msg.List
+            ],
             flagged=msg.AboveThreshold if msg.HasField("AboveThreshold") else any(i.AboveThreshold for i in msg.List),
             applied_offset=msg.AppliedOffset if msg.HasField("AppliedOffset") else -1,
             wallet_id=msg.List[0].WalletID if msg.List else "",
@@ -167,13 +180,16 @@ WINDOW_STATE = WindowStateCodec()
 
 def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
+
     def forget_through(notes: WindowState, offset: int) -> None:
         notes.quarantine_forgotten = max(offset, notes.quarantine_forgotten)
 
     idempotency.record_quarantine(ctx, reason, WindowState, lambda n: n.quarantine, forget_through)
 
 
-def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
+def above_threshold_group(
+    rule: Rule, idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS
+) -> GroupSpec:
     horizon = int(idempotency_horizon_seconds * MICROS)
 
     def on_deposit(ctx: Context, deposit: DepositRequest) -> None:
@@ -207,9 +223,17 @@ def above_threshold_group(rule: Rule, idempotency_horizon_seconds: float = idemp
                 idempotency.forget_older(state.recent, at - horizon)
         if state.add(Entry(at=at, offset=ctx.offset, amount=amount), rule):
             FLAGGED.inc()
-            log.info("wallet flagged above threshold", extra={"wallet_id": ctx.key, "offset": ctx.offset,
-                                                              "request_id": ctx.request_id})
+            log.info(
+                "wallet flagged above threshold",
+                extra={"wallet_id": ctx.key, "offset": ctx.offset, "request_id": ctx.request_id},
+            )
         ctx.set_value(state)
 
-    return GroupSpec(group=ABOVE_THRESHOLD_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,
-                     table_codec=WINDOW_STATE, callback=on_deposit, quarantine=note_quarantine)
+    return GroupSpec(
+        group=ABOVE_THRESHOLD_GROUP,
+        input_topic=DEPOSIT_TOPIC,
+        input_codec=DEPOSIT,
+        table_codec=WINDOW_STATE,
+        callback=on_deposit,
+        quarantine=note_quarantine,
+    )

@@ -138,7 +138,7 @@ class WindowState:
         entry.at -= entry.at % self.resolution
         entries = self.entries
         i = bisect_left(entries, entry)
-        same = next((e for e in entries[max(i - 1, 0):i + 1] if e.at == entry.at), None)
+        same = next((e for e in entries[max(i - 1, 0) : i + 1] if e.at == entry.at), None)
         if same is not None:
             same.amount += entry.amount
             same.offset = max(same.offset, entry.offset)
@@ -158,7 +158,11 @@ class WindowState:
 
     def _add_exact(self, entry: Entry, rule: Rule) -> bool:
         entries = self.entries
-        if not entries or entries[-1].at < entry.at or (entries[-1].at == entry.at and entries[-1].offset < entry.offset):
+        if (
+            not entries
+            or entries[-1].at < entry.at
+            or (entries[-1].at == entry.at and entries[-1].offset < entry.offset)
+        ):
             return self._append(entry, rule)
         insort(entries, entry)
         times = [e.at for e in entries]
@@ -168,12 +172,12 @@ class WindowState:
         own = sum(e.amount for e in entries[lo:hi])
         # Later windows that now include it: anchors in [at, at + window), other than itself
         # and the equal-time anchors that already counted it through `own`.
-        for e in entries[bisect_left(times, entry.at):bisect_left(times, entry.at + rule.window)]:
+        for e in entries[bisect_left(times, entry.at) : bisect_left(times, entry.at + rule.window)]:
             if e is entry or e.at == entry.at:
                 e.cumulative = own
             else:
                 e.cumulative += entry.amount
-        flagged_now = any(e.cumulative > rule.threshold for e in entries[bisect_left(times, entry.at):])
+        flagged_now = any(e.cumulative > rule.threshold for e in entries[bisect_left(times, entry.at) :])
         if flagged_now:
             self.flagged = True
             self._compact()

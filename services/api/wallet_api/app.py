@@ -15,20 +15,20 @@ import logging
 import os
 import re
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from walletkit.service.logs import AccessLog, log_context
-from walletkit.stream import EmitError
-from walletkit.wallet import money
 from wallet_api.auth import Authenticator, Forbidden, Principal, Unauthorized
 from wallet_api.ledger import IdempotencyConflict, InvalidToken, Ledger, NotApplied, NotReflected
 from wallet_api.ratelimit import RateLimiter
 from wallet_api.validation import InvalidRequest, Limits, check_idempotency_key, check_wallet_id, parse_deposit
+from walletkit.service.logs import AccessLog, log_context
+from walletkit.stream import EmitError
+from walletkit.wallet import money
 
 log = logging.getLogger(__name__)
 #: One line per accepted deposit: who credited which wallet with what (the audit trail).
@@ -56,8 +56,12 @@ _LIMITED_ROUTES = frozenset({"/deposit", "/details/{wallet_id}"})
 OPENAPI = Path(__file__).with_name("openapi.yaml")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
-LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency by route.", ["route", "method"],
-                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["route", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
 DEPOSITS = Counter("wallet_deposits_total", "Deposits acknowledged by Kafka.")
 DEPOSITED = Counter("wallet_deposited_amount_total", "Sum of acknowledged deposit amounts, in currency units.")
 
@@ -102,7 +106,9 @@ def choose_request_id(header: str | None) -> str:
 
 
 @web.middleware
-async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Metrics per route, every error as JSON (unknown routes, methods, oversized bodies), the
     request id (X-Request-ID) on the response and on every log line, and the access log."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
@@ -127,7 +133,9 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
 
 
 @web.middleware
-async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Who may ask, how often, and how many at once, in the order that keeps the cheap checks first.
 
     1. authentication (when on): 401 before anything else is spent on the request;
@@ -224,8 +232,9 @@ async def deposit(request: web.Request) -> web.Response:
     subject = principal.subject if principal is not None else None
     with log_context(wallet_id=dep.wallet_id, idempotency_key=key):
         try:
-            receipt = await request.app[LEDGER].deposit(dep.wallet_id, dep.amount_micros, key, principal=subject,
-                                                        request_id=request[REQUEST_ID])
+            receipt = await request.app[LEDGER].deposit(
+                dep.wallet_id, dep.amount_micros, key, principal=subject, request_id=request[REQUEST_ID]
+            )
         except IdempotencyConflict as exc:
             return json_error(409, str(exc))
         except EmitError as exc:
@@ -238,11 +247,20 @@ async def deposit(request: web.Request) -> web.Response:
     if not receipt.replayed:
         DEPOSITS.inc()
         DEPOSITED.inc(money.micros_to_float(dep.amount_micros))
-    audit.info("deposit accepted", extra={
-        "principal": subject or "anonymous", "client_address": request.remote, "wallet_id": receipt.wallet_id,
-        "amount": money.format_micros(receipt.amount_micros), "deposit_id": receipt.deposit_id,
-        "idempotency_key": key, "replayed": receipt.replayed, "partition": receipt.partition,
-        "offset": receipt.offset})
+    audit.info(
+        "deposit accepted",
+        extra={
+            "principal": subject or "anonymous",
+            "client_address": request.remote,
+            "wallet_id": receipt.wallet_id,
+            "amount": money.format_micros(receipt.amount_micros),
+            "deposit_id": receipt.deposit_id,
+            "idempotency_key": key,
+            "replayed": receipt.replayed,
+            "partition": receipt.partition,
+            "offset": receipt.offset,
+        },
+    )
     text = (
         f'{{"DepositID":"{receipt.deposit_id}","WalletID":"{receipt.wallet_id}",'
         f'"Amount":{money.format_micros(receipt.amount_micros)},'
@@ -266,8 +284,11 @@ async def details(request: web.Request) -> web.Response:
         token = request.query.get("token") if request.query_string else None
         if token is None:
             token = request.headers.get("Consistency-Token")
-        found = (ledger.details(wallet_id) if token is None
-                 else await ledger.details_reflecting(wallet_id, token, request.app[LIMITS].consistency_timeout))
+        found = (
+            ledger.details(wallet_id)
+            if token is None
+            else await ledger.details_reflecting(wallet_id, token, request.app[LIMITS].consistency_timeout)
+        )
     except (InvalidRequest, InvalidToken) as exc:
         return json_error(400, str(exc))
     except Forbidden as exc:
@@ -281,8 +302,10 @@ async def details(request: web.Request) -> web.Response:
     if found is None:
         return json_error(404, f"wallet {wallet_id} not found")
     # Wallet ids are checked to [A-Za-z0-9._:-]: nothing in them needs JSON escaping.
-    text = (f'{{"WalletID":"{found.wallet_id}","Balance":{money.format_micros(found.balance_micros)},'
-            f'"AboveThreshold":{"true" if found.above_threshold else "false"}}}')
+    text = (
+        f'{{"WalletID":"{found.wallet_id}","Balance":{money.format_micros(found.balance_micros)},'
+        f'"AboveThreshold":{"true" if found.above_threshold else "false"}}}'
+    )
     return web.Response(text=text, content_type=JSON)
 
 
@@ -325,8 +348,14 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[SPEC][1], content_type=JSON)
 
 
-def make_app(ledger: Ledger, limits: Limits = Limits(), *, auth: Authenticator | None = None,
-             rate_limiter: RateLimiter | None = None, access_log: bool = True) -> web.Application:
+def make_app(
+    ledger: Ledger,
+    limits: Limits = Limits(),
+    *,
+    auth: Authenticator | None = None,
+    rate_limiter: RateLimiter | None = None,
+    access_log: bool = True,
+) -> web.Application:
     """The public app; the ledger is started and closed with it (cleanup context)."""
     app = web.Application(middlewares=[observe, guard], client_max_size=limits.max_body_bytes)
     app[ACCESS_LOG] = access_log and access.enabled  # the level is read once, at the start

@@ -216,8 +216,10 @@ class AuthSettings:
         for name in ("deposit_scope", "read_scope"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _SCOPE_TOKEN.fullmatch(value):
-                raise AuthConfigError(name, f"must be one scope name (printable ASCII without spaces, quotes "
-                                            f"or backslashes), got {value!r}")
+                raise AuthConfigError(
+                    name,
+                    f"must be one scope name (printable ASCII without spaces, quotes or backslashes), got {value!r}",
+                )
         if not isinstance(self.wallets_claim, str) or not self.wallets_claim.strip():
             raise AuthConfigError("wallets_claim", "must be a non-empty claim name")
         if not isinstance(self.realm, str) or not self.realm or not _QUOTABLE.fullmatch(self.realm):
@@ -241,11 +243,15 @@ def _check_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
         if not isinstance(alg, str):
             raise AuthConfigError("algorithms", f"must be algorithm names; accepted: {accepted}")
         if alg.upper().startswith("HS"):
-            raise AuthConfigError("algorithms", f"{alg} is a shared-secret algorithm: with keys from a JWKS anyone "
-                                                f"holding the public key could sign tokens; accepted: {accepted}")
+            raise AuthConfigError(
+                "algorithms",
+                f"{alg} is a shared-secret algorithm: with keys from a JWKS anyone "
+                f"holding the public key could sign tokens; accepted: {accepted}",
+            )
         if alg.lower() == "none":
-            raise AuthConfigError("algorithms", f"'none' means unsigned tokens, which anyone can make; "
-                                                f"accepted: {accepted}")
+            raise AuthConfigError(
+                "algorithms", f"'none' means unsigned tokens, which anyone can make; accepted: {accepted}"
+            )
         if alg not in ASYMMETRIC_ALGORITHMS:
             raise AuthConfigError("algorithms", f"{alg!r} is not supported; accepted: {accepted}")
         if alg not in chosen:
@@ -303,11 +309,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings | None:
 
     mode = get("mode")
     if mode is None:
-        configured = sorted(var for key, var in ENV_VARS.items()
-                            if key not in ("mode", "jwks") and get(key) is not None)
+        configured = sorted(
+            var for key, var in ENV_VARS.items() if key not in ("mode", "jwks") and get(key) is not None
+        )
         if configured:
-            raise AuthConfigError("WALLET_AUTH", f"is unset but {', '.join(configured)} is set: set WALLET_AUTH=jwt "
-                                                 "to check bearer tokens, or WALLET_AUTH=none to run without")
+            raise AuthConfigError(
+                "WALLET_AUTH",
+                f"is unset but {', '.join(configured)} is set: set WALLET_AUTH=jwt "
+                "to check bearer tokens, or WALLET_AUTH=none to run without",
+            )
         return None
     if mode.lower() == "none":
         return None
@@ -331,8 +341,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings | None:
         try:
             values["leeway_seconds"] = int(leeway)
         except ValueError:
-            raise AuthConfigError(ENV_VARS["leeway_seconds"],
-                                  f"must be a whole number of seconds from 0 to 300, got {leeway!r}") from None
+            raise AuthConfigError(
+                ENV_VARS["leeway_seconds"], f"must be a whole number of seconds from 0 to 300, got {leeway!r}"
+            ) from None
     for name in ("deposit_scope", "read_scope", "wallets_claim"):
         value = get(name)
         if value is not None:
@@ -365,10 +376,15 @@ class WalletRule:
         exact: set[str] = set()
         globs: list[tuple[str, ...]] = []
         for pattern in self.patterns:
-            if (not isinstance(pattern, str) or len(pattern) > WALLET_ID_MAX_LENGTH
-                    or not _WALLET_PATTERN.fullmatch(pattern)):
-                raise InvalidClaims(f"wallet entries must be wallet ids or '*' patterns of 1-{WALLET_ID_MAX_LENGTH} "
-                                    "letters, digits and . _ : - *")
+            if (
+                not isinstance(pattern, str)
+                or len(pattern) > WALLET_ID_MAX_LENGTH
+                or not _WALLET_PATTERN.fullmatch(pattern)
+            ):
+                raise InvalidClaims(
+                    f"wallet entries must be wallet ids or '*' patterns of 1-{WALLET_ID_MAX_LENGTH} "
+                    "letters, digits and . _ : - *"
+                )
             if "*" in pattern:
                 globs.append(tuple(re.sub(r"\*+", "*", pattern).split("*")))
             else:
@@ -429,8 +445,9 @@ class Principal:
             # RFC 7519 NumericDate: a JSON number. PyJWT also takes a numeric string ("exp":
             # "9999999999"), which no conforming issuer writes.
             value = claims.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
                 raise InvalidClaims(f"the {name} claim must be a NumericDate: a JSON number of seconds")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
@@ -570,8 +587,9 @@ def _read_url(url: str, timeout: float) -> bytes:
     if _is_loopback(urllib.parse.urlsplit(url).hostname or ""):
         handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach our loopback
     opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(url, headers={"Accept": "application/jwk-set+json, application/json",
-                                                   "User-Agent": "wallet-api"})
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/jwk-set+json, application/json", "User-Agent": "wallet-api"}
+    )
     deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as response:
@@ -678,16 +696,21 @@ class Authenticator:
         settings = self.settings
         realm = settings.realm
         if not authorization or not authorization.strip():
-            raise Unauthorized("authentication required: send Authorization: Bearer <access token>",
-                               error=None, realm=realm)
+            raise Unauthorized(
+                "authentication required: send Authorization: Bearer <access token>", error=None, realm=realm
+            )
         if len(authorization) > settings.max_header_length:
-            raise Unauthorized(f"the Authorization header is longer than {settings.max_header_length} characters",
-                               realm=realm)
+            raise Unauthorized(
+                f"the Authorization header is longer than {settings.max_header_length} characters", realm=realm
+            )
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             # Not a bearer attempt at all: RFC 6750 answers with the bare challenge.
-            raise Unauthorized("the Authorization scheme must be Bearer: send Authorization: Bearer <access token>",
-                               error=None, realm=realm)
+            raise Unauthorized(
+                "the Authorization scheme must be Bearer: send Authorization: Bearer <access token>",
+                error=None,
+                realm=realm,
+            )
         token = token.strip()
         if not _COMPACT_JWS.fullmatch(token):
             raise Unauthorized("the bearer token is not a JWT (three base64url parts separated by dots)", realm=realm)
@@ -698,12 +721,18 @@ class Authenticator:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in settings.algorithms:
             shown = repr(alg) if isinstance(alg, str) and _ALG_NAME.fullmatch(alg) else "its algorithm"
-            raise Unauthorized(f"the token is signed with {shown}, which is not accepted; accepted: "
-                               f"{', '.join(settings.algorithms)}", realm=realm)
+            raise Unauthorized(
+                f"the token is signed with {shown}, which is not accepted; accepted: {', '.join(settings.algorithms)}",
+                realm=realm,
+            )
         key = await self._key_for(header.get("kid"), alg)
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], audience=settings.audience, issuer=settings.issuer,
+                token,
+                key,
+                algorithms=[alg],
+                audience=settings.audience,
+                issuer=settings.issuer,
                 leeway=settings.leeway_seconds,
                 options={"require": list(REQUIRED_CLAIMS), "enforce_minimum_key_length": True},
             )
@@ -779,8 +808,11 @@ class Authenticator:
         task = self._refresh_task
         if task is None:
             now = self._clock()
-            if (not force and self._last_attempt is not None
-                    and now - self._last_attempt < self.settings.jwks_min_refresh_seconds):
+            if (
+                not force
+                and self._last_attempt is not None
+                and now - self._last_attempt < self.settings.jwks_min_refresh_seconds
+            ):
                 return
             self._last_attempt = now
             task = self._refresh_task = asyncio.get_running_loop().create_task(self._load())
@@ -833,12 +865,29 @@ class Authenticator:
     def _install(self, keys: _KeySet) -> None:
         self._keys = keys
         self._loaded_at = self._clock()
-        log.info("loaded %d signing key(s) from %s (kid: %s)", len(keys.keys), self._source,
-                 ", ".join(str(kid) for kid in keys.kids))
+        log.info(
+            "loaded %d signing key(s) from %s (kid: %s)",
+            len(keys.keys),
+            self._source,
+            ", ".join(str(kid) for kid in keys.kids),
+        )
 
 
 __all__ = [
-    "ASYMMETRIC_ALGORITHMS", "AuthConfigError", "AuthError", "AuthSettings", "Authenticator", "ENV_VARS",
-    "Forbidden", "InvalidClaims", "KeySetError", "KeysUnavailable", "NO_WALLETS", "Principal", "Unauthorized",
-    "WalletRule", "from_env", "jwks_url_problem",
+    "ASYMMETRIC_ALGORITHMS",
+    "AuthConfigError",
+    "AuthError",
+    "AuthSettings",
+    "Authenticator",
+    "ENV_VARS",
+    "Forbidden",
+    "InvalidClaims",
+    "KeySetError",
+    "KeysUnavailable",
+    "NO_WALLETS",
+    "Principal",
+    "Unauthorized",
+    "WalletRule",
+    "from_env",
+    "jwks_url_problem",
 ]

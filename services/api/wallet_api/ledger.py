@@ -21,28 +21,40 @@ from confluent_kafka.admin import AdminClient
 
 from walletkit.stream import (
     DEFAULT_LANES,
+    REQUEST_ID_HEADER,
     Emitter,
-    group_has_passed,
     Guarantee,
     KafkaSettings,
-    persistent_id,
-    readable_ends,
-    REQUEST_ID_HEADER,
-    table_topic,
     TableVersion,
     TableVersions,
     TopicManager,
-    trim_oldest,
     VersionWatch,
     View,
     ViewState,
+    group_has_passed,
+    persistent_id,
+    readable_ends,
+    table_topic,
+    trim_oldest,
 )
 from walletkit.wallet import idempotency, money
 from walletkit.wallet.codecs import (
-    DEPOSIT, WALLET, WALLET_INFO_LIST, DepositRequest, wallet_balance_micros, wallet_flagged,
+    DEPOSIT,
+    WALLET,
+    WALLET_INFO_LIST,
+    DepositRequest,
+    wallet_balance_micros,
+    wallet_flagged,
 )
 from walletkit.wallet.topology import (
-    ABOVE_THRESHOLD_GROUP, BALANCE_GROUP, DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC, TABLES, live_groups, table, wait_for_topics,
+    ABOVE_THRESHOLD_GROUP,
+    BALANCE_GROUP,
+    DEPOSIT_TOPIC,
+    TABLE_VERSIONS_TOPIC,
+    TABLES,
+    live_groups,
+    table,
+    wait_for_topics,
 )
 from walletkit.wallet.wallet_pb2 import KeyedDeposit
 
@@ -111,9 +123,18 @@ _UNCACHED = object()
 class Ledger:
     """Emits deposits and answers wallet details from the local views."""
 
-    def __init__(self, settings: KafkaSettings, state_dir: str | Path, *, partitions: int, create_topics: bool,
-                 replication_factor: int = -1, min_insync_replicas: int = -1,
-                 guarantee: Guarantee = Guarantee.EXACTLY_ONCE, emitter_lanes: int = DEFAULT_LANES) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        state_dir: str | Path,
+        *,
+        partitions: int,
+        create_topics: bool,
+        replication_factor: int = -1,
+        min_insync_replicas: int = -1,
+        guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
+        emitter_lanes: int = DEFAULT_LANES,
+    ) -> None:
         self._settings = settings
         self._partitions = partitions
         self._create_topics = create_topics
@@ -130,13 +151,13 @@ class Ledger:
         transactional_id = None
         if self.guarantee is Guarantee.EXACTLY_ONCE:
             transactional_id = f"wallet-api-{settings.instance_id or persistent_id(state, 'emitter-id')}"
-        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id,
-                               lanes=emitter_lanes)
+        self.emitter = Emitter(settings, DEPOSIT_TOPIC, DEPOSIT, transactional_id=transactional_id, lanes=emitter_lanes)
         self._state = state
         #: A view of each table the registry marks as read by the API, by base group; the live
         #: version's (a rebuild switches it, see _switch).
-        self.views: dict[str, View] = {t.base: View(settings, t.topic, t.codec, state / t.topic)
-                                       for t in TABLES if t.viewed}
+        self.views: dict[str, View] = {
+            t.base: View(settings, t.topic, t.codec, state / t.topic) for t in TABLES if t.viewed
+        }
         self._versions = TableVersions(settings, TABLE_VERSIONS_TOPIC)
         self._version_watch: VersionWatch | None = None
         self._switching: dict[str, asyncio.Task] = {}  # base group -> the switch under way
@@ -164,10 +185,17 @@ class Ledger:
         start following both tables."""
         try:
             self._topic_partitions = await asyncio.to_thread(
-                wait_for_topics, TopicManager(self._settings, replication_factor=self._replication,
-                                              min_insync_replicas=self._min_insync), self._partitions,
-                create=self._create_topics, stop=self._stopping, service="wallet-api", log=log,
-                on_wait=self._waiting_for)
+                wait_for_topics,
+                TopicManager(
+                    self._settings, replication_factor=self._replication, min_insync_replicas=self._min_insync
+                ),
+                self._partitions,
+                create=self._create_topics,
+                stop=self._stopping,
+                service="wallet-api",
+                log=log,
+                on_wait=self._waiting_for,
+            )
         except asyncio.CancelledError:
             self._stopping.set()  # the thread looking for the topics ends too
             raise
@@ -185,7 +213,8 @@ class Ledger:
             view.start()
         loop = self._loop
         self._version_watch = self._versions.watch(
-            lambda versions: loop.call_soon_threadsafe(self._on_versions, versions))
+            lambda versions: loop.call_soon_threadsafe(self._on_versions, versions)
+        )
 
     def _waiting_for(self, missing: list[str] | None) -> None:  # on the waiting thread
         self.waiting_for_topics = missing
@@ -230,12 +259,10 @@ class Ledger:
         log.info("table %s switched to group %s: opening view %s beside %s", base, group, view.topic, old.topic)
         try:
             admin = AdminClient(self._settings.admin())  # one client for this switch's polls
-            while not await asyncio.to_thread(group_has_passed, self._settings, group, old_group, DEPOSIT_TOPIC,
-                                              admin):
+            while not await asyncio.to_thread(group_has_passed, self._settings, group, old_group, DEPOSIT_TOPIC, admin):
                 await asyncio.sleep(0.5)
             await asyncio.to_thread(view.wait_caught_up, None)
-            ends = await asyncio.to_thread(readable_ends, self._settings, view.topic,
-                                           self._topic_partitions)
+            ends = await asyncio.to_thread(readable_ends, self._settings, view.topic, self._topic_partitions)
             while not await asyncio.to_thread(view.wait_reaches, ends, 5.0):
                 log.info("table %s: view %s still catching up before readers move", base, view.topic)
             self.views[base] = view
@@ -286,8 +313,15 @@ class Ledger:
             **({"waiting_for_topics": self.waiting_for_topics} if self.waiting_for_topics is not None else {}),
         }
 
-    async def deposit(self, wallet_id: str, amount_micros: int, idempotency_key: str | None = None, *,
-                      principal: str | None = None, request_id: str | None = None) -> Receipt:
+    async def deposit(
+        self,
+        wallet_id: str,
+        amount_micros: int,
+        idempotency_key: str | None = None,
+        *,
+        principal: str | None = None,
+        request_id: str | None = None,
+    ) -> Receipt:
         """Emit one deposit; returns once the broker acknowledged it (EmitError if not).
 
         With an ``idempotency_key``, a retry of a deposit already stored is answered
@@ -322,14 +356,19 @@ class Ledger:
                 del self._in_flight[(wallet_id, idempotency_key)]
         return await self._emit(wallet_id, amount_micros, None, principal, request_id)
 
-    async def _emit(self, wallet_id: str, amount_micros: int, key: str | None, principal: str | None,
-                    request_id: str | None = None) -> Receipt:
+    async def _emit(
+        self, wallet_id: str, amount_micros: int, key: str | None, principal: str | None, request_id: str | None = None
+    ) -> Receipt:
         now = time.time_ns() // 1000
         # A key gives a deterministic id, so retries through any replica carry the same one.
         deposit_id = uuid.uuid5(_KEYED_IDS, f"{wallet_id}\0{key}").hex if key else uuid.uuid4().hex
         record = DepositRequest(
-            WalletID=wallet_id, Amount=money.micros_to_float(amount_micros), CreatedAt=now // 1_000_000,
-            AmountMicros=amount_micros, DepositID=deposit_id, CreatedAtMicros=now,
+            WalletID=wallet_id,
+            Amount=money.micros_to_float(amount_micros),
+            CreatedAt=now // 1_000_000,
+            AmountMicros=amount_micros,
+            DepositID=deposit_id,
+            CreatedAtMicros=now,
         )
         if key:
             record.IdempotencyKey = key
@@ -337,8 +376,9 @@ class Ledger:
             record.Principal = principal
         # The request's id rides in a record header, so the processors' log lines about this
         # deposit carry it too (Context.request_id).
-        delivery = await self.emitter.emit(wallet_id, record, [(REQUEST_ID_HEADER, request_id.encode())]
-                                           if request_id else None)
+        delivery = await self.emitter.emit(
+            wallet_id, record, [(REQUEST_ID_HEADER, request_id.encode())] if request_id else None
+        )
         if delivery.offset >= self._ends.get(delivery.partition, 0):
             self._ends[delivery.partition] = delivery.offset + 1
         # The broker's time when it stamped the record: what the processors judge it by.
@@ -357,8 +397,15 @@ class Ledger:
     def _replay(self, original: KeyedDeposit, wallet_id: str, amount_micros: int) -> Receipt:
         if original.AmountMicros != amount_micros:
             raise IdempotencyConflict("Idempotency-Key was already used for a different Amount")
-        return Receipt(original.DepositID, wallet_id, original.AmountMicros, original.CreatedAtMicros,
-                       self.emitter.partition_of(wallet_id), original.Offset, replayed=True)
+        return Receipt(
+            original.DepositID,
+            wallet_id,
+            original.AmountMicros,
+            original.CreatedAtMicros,
+            self.emitter.partition_of(wallet_id),
+            original.Offset,
+            replayed=True,
+        )
 
     async def details_reflecting(self, wallet_id: str, token: str, timeout: float) -> Details | None:
         """``details()`` once both views reflect the deposit of ``token`` (NotReflected after
@@ -415,7 +462,9 @@ class Ledger:
                 break
         # None: the broker did not answer; the token is then waited for as usual.
         if end is not None and offset >= max(end, self._ends.get(partition, 0)):
-            raise InvalidToken(f"token {partition}-{offset} names no deposit: partition {partition} ends at offset {end}")
+            raise InvalidToken(
+                f"token {partition}-{offset} names no deposit: partition {partition} ends at offset {end}"
+            )
 
     async def _look_up_end(self, partition: int) -> int | None:
         done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -437,8 +486,9 @@ class Ledger:
             with self._offsets_reader_lock:
                 if self._offsets_reader is None:
                     self._offsets_reader = Consumer(self._settings.reader())
-            return self._offsets_reader.get_watermark_offsets(TopicPartition(DEPOSIT_TOPIC, partition),
-                                                              timeout=2, cached=False)[1]
+            return self._offsets_reader.get_watermark_offsets(
+                TopicPartition(DEPOSIT_TOPIC, partition), timeout=2, cached=False
+            )[1]
         except (KafkaException, RuntimeError) as exc:
             log.info("end of %s[%d] unknown: %s", DEPOSIT_TOPIC, partition, exc)
             return None
@@ -452,13 +502,19 @@ class Ledger:
                 if reason is not None:
                     raise NotApplied(f"deposit {token} was not applied to {view.topic}: {reason}")
                 if notes.HasField("QuarantineForgottenThrough") and offset <= notes.QuarantineForgottenThrough:
-                    raise NotApplied(f"deposit {token} cannot be confirmed in {view.topic}: more than "
-                                     f"{idempotency.QUARANTINE_NOTES} deposits of this wallet were quarantined and "
-                                     "the older notes are gone; the deposit topic has the ledger")
+                    raise NotApplied(
+                        f"deposit {token} cannot be confirmed in {view.topic}: more than "
+                        f"{idempotency.QUARANTINE_NOTES} deposits of this wallet were quarantined and "
+                        "the older notes are gone; the deposit topic has the ledger"
+                    )
         wallet = self.balances.get(wallet_id)
         info = self.flags.get(wallet_id)
-        return (wallet is not None and WALLET.applied_offset(wallet) >= offset
-                and info is not None and WALLET_INFO_LIST.applied_offset(info) >= offset)
+        return (
+            wallet is not None
+            and WALLET.applied_offset(wallet) >= offset
+            and info is not None
+            and WALLET_INFO_LIST.applied_offset(info) >= offset
+        )
 
     def _on_view_batch(self, records: list[tuple[bytes, bytes | None]] | None) -> None:  # on a view's thread
         # Runs after the batch is in the view's store: a read that began earlier may have

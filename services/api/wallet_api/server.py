@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 def describe_parse_error(exc: BaseException | None) -> str:
     """A client-facing reason for a request the parser refused, never the parser's own text."""
     if isinstance(exc, LineTooLong):
-        return ("a request line or header field is too long: each may be at most 8190 bytes "
-                "(an Authorization header carries one token)")
+        return (
+            "a request line or header field is too long: each may be at most 8190 bytes "
+            "(an Authorization header carries one token)"
+        )
     if isinstance(exc, BadHttpMethod):
         return "the request method is not valid HTTP"
     if isinstance(exc, BadStatusLine):
@@ -37,8 +39,9 @@ def describe_parse_error(exc: BaseException | None) -> str:
 
 
 class _RequestHandler(RequestHandler):
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status == HTTPStatus.INTERNAL_SERVER_ERROR or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         # Debug, as aiohttp logs a first bad method (scanners, TLS on a plain port); the kind of

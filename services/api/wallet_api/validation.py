@@ -66,8 +66,9 @@ def check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not value or len(value) > IDEMPOTENCY_KEY_MAX_LENGTH or not WALLET_ID_CHARS.fullmatch(value):
-        raise InvalidRequest(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} characters of letters, "
-                             "digits and . _ : -")
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} characters of letters, digits and . _ : -"
+        )
     return value
 
 
@@ -101,7 +102,9 @@ def parse_deposit(body: bytes, limits: Limits) -> DepositInput:
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
     except (ArithmeticError, ValueError) as exc:  # a number beyond Decimal's exponent or int's digit limit
-        raise InvalidRequest(f"Amount is out of range: it must be at most {money.format_decimal(limits.max_amount)}") from exc
+        raise InvalidRequest(
+            f"Amount is out of range: it must be at most {money.format_decimal(limits.max_amount)}"
+        ) from exc
     if not isinstance(doc, dict):
         raise InvalidRequest('body must be a JSON object like {"WalletID": "walletID001", "Amount": 8000}')
     unknown = sorted(set(doc) - set(DEPOSIT_FIELDS))

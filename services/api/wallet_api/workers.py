@@ -34,8 +34,8 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from walletkit.service.net import free_port
 from wallet_api.server import AppRunner
+from walletkit.service.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,18 @@ DRAIN_SECONDS = 30.0
 
 def worker_argv(argv: list[str], index: int, ops_port: int, state_dir: str) -> list[str]:
     """The worker's command line: the supervisor's flags, then its own (the last one wins)."""
-    return [*argv, "--workers", "1", "--reuse-port", "--ops-host", "127.0.0.1", "--ops-port", str(ops_port),
-            "--state-dir", str(Path(state_dir) / f"worker-{index}")]
+    return [
+        *argv,
+        "--workers",
+        "1",
+        "--reuse-port",
+        "--ops-host",
+        "127.0.0.1",
+        "--ops-port",
+        str(ops_port),
+        "--state-dir",
+        str(Path(state_dir) / f"worker-{index}"),
+    ]
 
 
 def merge_metrics(texts: list[str]) -> bytes:
@@ -57,8 +67,9 @@ def merge_metrics(texts: list[str]) -> bytes:
     families: dict[str, object] = {}
     for index, text in enumerate(texts):
         for family in text_string_to_metric_families(text):
-            merged = families.setdefault(family.name, family.__class__(family.name, family.documentation,
-                                                                       family.type, family.unit))
+            merged = families.setdefault(
+                family.name, family.__class__(family.name, family.documentation, family.type, family.unit)
+            )
             for sample in family.samples:
                 merged.samples.append(sample._replace(labels={**sample.labels, "worker": str(index)}))
 
@@ -72,8 +83,9 @@ def merge_metrics(texts: list[str]) -> bytes:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], workers: int, state_dir: str, ops_host: str, ops_port: int,
-                 instance_id: str | None) -> None:
+    def __init__(
+        self, argv: list[str], workers: int, state_dir: str, ops_host: str, ops_port: int, instance_id: str | None
+    ) -> None:
         self.argv, self.workers, self.state_dir = argv, workers, state_dir
         self.ops_host, self.ops_port, self.instance_id = ops_host, ops_port, instance_id
         self.ports = [free_port() for _ in range(workers)]
@@ -86,32 +98,46 @@ class Supervisor:
                 env["WALLET_INSTANCE_ID"] = f"{self.instance_id}-w{i}"
             cmd = [sys.executable, "-m", "wallet_api.main", *worker_argv(self.argv, i, port, self.state_dir)]
             self.procs.append(subprocess.Popen(cmd, env=env))
-            log.info("worker %d started (pid %d, operations on 127.0.0.1:%d)", i, self.procs[-1].pid, port,
-                     extra={"worker": i})
+            log.info(
+                "worker %d started (pid %d, operations on 127.0.0.1:%d)",
+                i,
+                self.procs[-1].pid,
+                port,
+                extra={"worker": i},
+            )
 
     async def _each(self, path: str) -> list[tuple[int, bytes]]:
         async with ClientSession(timeout=ClientTimeout(total=5)) as session:
+
             async def one(port: int) -> tuple[int, bytes]:
                 try:
                     async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
                         return resp.status, await resp.read()
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     return 503, str(exc).encode()
+
             return await asyncio.gather(*(one(p) for p in self.ports))
 
     def ops_app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:
             answers = await self._each("/metrics")
             body = merge_metrics([text.decode() for status, text in answers if status == 200])
-            return web.Response(body=body, content_type="text/plain", charset="utf-8",
-                                headers={"X-Workers-Answered": str(sum(s == 200 for s, _ in answers))})
+            return web.Response(
+                body=body,
+                content_type="text/plain",
+                charset="utf-8",
+                headers={"X-Workers-Answered": str(sum(s == 200 for s, _ in answers))},
+            )
 
         def probe(path: str):
             async def handler(request: web.Request) -> web.Response:
                 answers = await self._each(path)
                 ok = all(status == 200 for status, _ in answers)
-                return web.json_response({"workers": [{"worker": i, "status": s} for i, (s, _) in enumerate(answers)]},
-                                         status=200 if ok else 503)
+                return web.json_response(
+                    {"workers": [{"worker": i, "status": s} for i, (s, _) in enumerate(answers)]},
+                    status=200 if ok else 503,
+                )
+
             return handler
 
         app = web.Application()
@@ -140,7 +166,7 @@ class Supervisor:
                     break
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             else:
                 log.info("received a signal: draining %d workers", self.workers)
@@ -161,8 +187,9 @@ class Supervisor:
                 p.wait()
 
 
-def supervise(argv: list[str], workers: int, state_dir: str, ops_host: str, ops_port: int,
-              instance_id: str | None) -> int:
+def supervise(
+    argv: list[str], workers: int, state_dir: str, ops_host: str, ops_port: int, instance_id: str | None
+) -> int:
     supervisor = Supervisor(argv, workers, state_dir, ops_host, ops_port, instance_id)
     supervisor.start()
     return asyncio.run(supervisor.run())

@@ -7,25 +7,35 @@ from prometheus_client import Counter
 from walletkit.stream import Context, GroupSpec, SkipRecord
 from walletkit.wallet import idempotency
 from walletkit.wallet.codecs import (
-    DEPOSIT, WALLET, DepositRequest, Wallet, deposit_amount_micros, deposit_time_micros, set_wallet_balance,
+    DEPOSIT,
+    WALLET,
+    DepositRequest,
+    Wallet,
+    deposit_amount_micros,
+    deposit_time_micros,
+    set_wallet_balance,
     wallet_balance_micros,
 )
 from walletkit.wallet.topology import BALANCE_GROUP, DEPOSIT_TOPIC
 
-RETRIES = Counter("wallet_balance_retried_deposits_total",
-                  "Deposits whose Idempotency-Key was already applied to the wallet (retries, not counted again).")
-CONFLICTS = Counter("wallet_balance_conflicting_deposits_total",
-                    "Deposits whose Idempotency-Key was already applied to the wallet with another Amount (not "
-                    "applied; their consistency token answers 409).")
+RETRIES = Counter(
+    "wallet_balance_retried_deposits_total",
+    "Deposits whose Idempotency-Key was already applied to the wallet (retries, not counted again).",
+)
+CONFLICTS = Counter(
+    "wallet_balance_conflicting_deposits_total",
+    "Deposits whose Idempotency-Key was already applied to the wallet with another Amount (not "
+    "applied; their consistency token answers 409).",
+)
 
 
 def note_quarantine(ctx: Context, reason: str) -> None:
     """A deposit the table refused: listed in the wallet's quarantine entry, for the API to report."""
+
     def forget_through(notes: Wallet, offset: int) -> None:
         notes.QuarantineForgottenThrough = max(offset, notes.QuarantineForgottenThrough)
 
-    idempotency.record_quarantine(ctx, reason, lambda: Wallet(WalletID=ctx.key), lambda n: n.Quarantine,
-                                  forget_through)
+    idempotency.record_quarantine(ctx, reason, lambda: Wallet(WalletID=ctx.key), lambda n: n.Quarantine, forget_through)
 
 
 def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZON_SECONDS) -> GroupSpec:
@@ -63,5 +73,11 @@ def balance_group(idempotency_horizon_seconds: float = idempotency.DEFAULT_HORIZ
         set_wallet_balance(wallet, wallet_balance_micros(wallet) + amount)
         ctx.set_value(wallet)
 
-    return GroupSpec(group=BALANCE_GROUP, input_topic=DEPOSIT_TOPIC, input_codec=DEPOSIT,
-                     table_codec=WALLET, callback=on_deposit, quarantine=note_quarantine)
+    return GroupSpec(
+        group=BALANCE_GROUP,
+        input_topic=DEPOSIT_TOPIC,
+        input_codec=DEPOSIT,
+        table_codec=WALLET,
+        callback=on_deposit,
+        quarantine=note_quarantine,
+    )

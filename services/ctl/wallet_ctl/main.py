@@ -29,9 +29,13 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, New
 from google.protobuf.json_format import MessageToDict
 
 from walletkit.service.settings import env_flag, kafka_settings
-from walletkit.stream import KafkaSettings, partition_for, table_topic, TableVersion, TableVersions, TopicManager
+from walletkit.stream import KafkaSettings, TableVersion, TableVersions, TopicManager, partition_for, table_topic
 from walletkit.wallet.topology import (
-    DEPOSIT_TOPIC, TABLE_VERSIONS_TOPIC, TABLES, live_groups, table,
+    DEPOSIT_TOPIC,
+    TABLE_VERSIONS_TOPIC,
+    TABLES,
+    live_groups,
+    table,
 )
 
 #: The tables walletctl reads, resets and rebuilds, by base group (the domain's registry).
@@ -60,9 +64,12 @@ class Refused(Exception):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="walletctl", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="walletctl",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     from walletkit.service.build import add_version_flag
 
     add_version_flag(parser)
@@ -81,41 +88,61 @@ def main(argv: list[str] | None = None) -> None:
     reset.add_argument("group", choices=sorted(GROUPS))
     reset.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     # conflict_handler: the processors share some settings (the idempotency horizon): one flag each.
-    rebuild = sub.add_parser("rebuild", help="build the next version of a table from the deposits, switch readers "
-                                             "to it once it caught up, retire the old one", conflict_handler="resolve")
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="build the next version of a table from the deposits, switch readers "
+        "to it once it caught up, retire the old one",
+        conflict_handler="resolve",
+    )
     rebuild.add_argument("group", choices=sorted(GROUPS))
     rebuild.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
-    rebuild.add_argument("--no-switch", action="store_true",
-                         help="build and compare only: the live version stays, the new one is kept beside it")
-    rebuild.add_argument("--expect-identical", action="store_true",
-                         help="refuse to switch if any wallet differs (a pure rebuild: same rules and code)")
-    rebuild.add_argument("--keep-old", action="store_true",
-                         help="after the switch, keep the old table topic and the old group's offsets")
+    rebuild.add_argument(
+        "--no-switch",
+        action="store_true",
+        help="build and compare only: the live version stays, the new one is kept beside it",
+    )
+    rebuild.add_argument(
+        "--expect-identical",
+        action="store_true",
+        help="refuse to switch if any wallet differs (a pure rebuild: same rules and code)",
+    )
+    rebuild.add_argument(
+        "--keep-old", action="store_true", help="after the switch, keep the old table topic and the old group's offsets"
+    )
     rebuild.add_argument("--state-dir", default="./walletctl-state", help="where the new version's RocksDB is built")
-    rebuild.add_argument("--timeout", type=float, default=3600.0,
-                         help="seconds the build may take to catch up with the live group")
-    env_flag(rebuild, "--processing-guarantee", "WALLET_PROCESSING_GUARANTEE",
-             "the processors' guarantee (exactly_once on Apache Kafka)", default="exactly_once",
-             choices=["exactly_once", "applied_offsets"])
+    rebuild.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds the build may take to catch up with the live group"
+    )
+    env_flag(
+        rebuild,
+        "--processing-guarantee",
+        "WALLET_PROCESSING_GUARANTEE",
+        "the processors' guarantee (exactly_once on Apache Kafka)",
+        default="exactly_once",
+        choices=["exactly_once", "applied_offsets"],
+    )
     for base in GROUPS:  # the rules' settings, from the same variables the processors read
         processor_module(base).add_flags(rebuild)
     args = parser.parse_args(argv)
     args.session_timeout_ms, args.instance_id = 10_000, None
     settings = kafka_settings(args, client_id="walletctl")
-    commands = {"lag": cmd_lag, "get": cmd_get, "topics": cmd_topics_check, "reset": cmd_reset,
-                "rebuild": cmd_rebuild}
+    commands = {"lag": cmd_lag, "get": cmd_get, "topics": cmd_topics_check, "reset": cmd_reset, "rebuild": cmd_rebuild}
     try:
         sys.exit(commands[args.command](settings, args))
     except Refused as exc:
         print(f"walletctl {args.command}: {exc}", file=sys.stderr)
         sys.exit(1)
     except KafkaException as exc:
-        print(f"walletctl {args.command}: Kafka: {_describe(exc)}; check KAFKA_BOOTSTRAP_SERVERS and that the "
-              "cluster is up", file=sys.stderr)
+        print(
+            f"walletctl {args.command}: Kafka: {_describe(exc)}; check KAFKA_BOOTSTRAP_SERVERS and that the "
+            "cluster is up",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
 # -- lag -------------------------------------------------------------------------
+
 
 def cmd_lag(settings: KafkaSettings, args: argparse.Namespace) -> int:
     from wallet_operator.errors import OperatorError
@@ -124,15 +151,31 @@ def cmd_lag(settings: KafkaSettings, args: argparse.Namespace) -> int:
     live = live_groups(TableVersions(settings, TABLE_VERSIONS_TOPIC).read(TIMEOUT))
     reader = LagReader(settings.admin(), timeout=TIMEOUT, client_id="walletctl")
     try:
-        snapshots = [reader.read(live[group], DEPOSIT_TOPIC) for group in ([args.group] if args.group else sorted(GROUPS))]
+        snapshots = [
+            reader.read(live[group], DEPOSIT_TOPIC) for group in ([args.group] if args.group else sorted(GROUPS))
+        ]
     except OperatorError as exc:
         raise Refused(str(exc)) from exc
     finally:
         reader.close()
     if args.json:
-        print(json.dumps([{"group": s.group, "topic": s.topic, "total_lag": s.total_lag, "partitions": [
-            {"partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag} for p in s.partitions]}
-            for s in snapshots], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "group": s.group,
+                        "topic": s.topic,
+                        "total_lag": s.total_lag,
+                        "partitions": [
+                            {"partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag}
+                            for p in s.partitions
+                        ],
+                    }
+                    for s in snapshots
+                ],
+                indent=2,
+            )
+        )
         return 0
     print(f"{'GROUP':16} {'PARTITION':>9} {'COMMITTED':>10} {'END':>10} {'LAG':>8}")
     for s in snapshots:
@@ -144,6 +187,7 @@ def cmd_lag(settings: KafkaSettings, args: argparse.Namespace) -> int:
 
 
 # -- get -------------------------------------------------------------------------
+
 
 def cmd_get(settings: KafkaSettings, args: argparse.Namespace) -> int:
     topic, codec = live_tables(settings)[args.table], GROUPS[args.table]
@@ -157,9 +201,19 @@ def cmd_get(settings: KafkaSettings, args: argparse.Namespace) -> int:
         raise Refused(f"no value for wallet {args.wallet!r} in {topic}[{partition}] (no deposit applied yet)")
     offset, raw = found
     value = codec.decode(raw)
-    print(json.dumps({"table": topic, "wallet": args.wallet, "partition": partition, "changelog_offset": offset,
-                      "applied_offset": codec.applied_offset(value),
-                      "value": MessageToDict(value, preserving_proto_field_name=True)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "table": topic,
+                "wallet": args.wallet,
+                "partition": partition,
+                "changelog_offset": offset,
+                "applied_offset": codec.applied_offset(value),
+                "value": MessageToDict(value, preserving_proto_field_name=True),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -190,8 +244,11 @@ def latest_record(settings: KafkaSettings, topic: str, partition: int, key: byte
 # -- topics check ----------------------------------------------------------------
 
 #: Settings each topic must have for the guarantees to hold (config name -> accepted values).
-STREAM_CONFIG = {"cleanup.policy": {"delete"}, "message.timestamp.type": {"LogAppendTime"},
-                 "unclean.leader.election.enable": {"false"}}
+STREAM_CONFIG = {
+    "cleanup.policy": {"delete"},
+    "message.timestamp.type": {"LogAppendTime"},
+    "unclean.leader.election.enable": {"false"},
+}
 TABLE_CONFIG = {"cleanup.policy": {"compact"}, "unclean.leader.election.enable": {"false"}}
 
 
@@ -214,15 +271,20 @@ def check_topics(settings: KafkaSettings, topics: list[str]) -> list[str]:
     for topic in topics:
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
-            problems.append(f"{topic}: missing (the services create it unless WALLET_CREATE_TOPICS=false; "
-                            "with Strimzi, check the KafkaTopic resources)")
+            problems.append(
+                f"{topic}: missing (the services create it unless WALLET_CREATE_TOPICS=false; "
+                "with Strimzi, check the KafkaTopic resources)"
+            )
             continue
         counts[topic] = len(found.partitions)
         replicas[topic] = min(len(p.replicas) for p in found.partitions.values())
         print(f"   {topic}: {counts[topic]} partitions, replication {replicas[topic]}")
     if len(set(counts.values())) > 1:
-        problems.append("partition counts differ (" + ", ".join(f"{t}={n}" for t, n in counts.items())
-                        + "): a wallet's deposits and table values would land on different members")
+        problems.append(
+            "partition counts differ ("
+            + ", ".join(f"{t}={n}" for t, n in counts.items())
+            + "): a wallet's deposits and table values would land on different members"
+        )
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in counts]
     for resource, future in admin.describe_configs(resources, request_timeout=TIMEOUT).items():
         config = future.result()
@@ -233,12 +295,15 @@ def check_topics(settings: KafkaSettings, topics: list[str]) -> list[str]:
                 problems.append(f"{topic}: {name}={value}, needs {' or '.join(sorted(accepted))}")
         min_isr = int(config["min.insync.replicas"].value) if "min.insync.replicas" in config else 1
         if replicas.get(topic, 1) > 1 and min_isr < 2:
-            problems.append(f"{topic}: min.insync.replicas={min_isr} with replication {replicas[topic]}: one "
-                            "broker alone may acknowledge a write (set 2)")
+            problems.append(
+                f"{topic}: min.insync.replicas={min_isr} with replication {replicas[topic]}: one "
+                "broker alone may acknowledge a write (set 2)"
+            )
     return problems
 
 
 # -- reset -----------------------------------------------------------------------
+
 
 def cmd_reset(settings: KafkaSettings, args: argparse.Namespace) -> int:
     live = live_groups(TableVersions(settings, TABLE_VERSIONS_TOPIC).read(TIMEOUT))
@@ -248,24 +313,32 @@ def cmd_reset(settings: KafkaSettings, args: argparse.Namespace) -> int:
     description = admin.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
     members = list(description.members)
     if members:
-        raise Refused(f"group {group!r} has {len(members)} running member(s) "
-                      f"({', '.join(m.group_instance_id or m.member_id for m in members)}): scale the {group} "
-                      "StatefulSet to 0 first, so nothing writes the table while it is reset")
+        raise Refused(
+            f"group {group!r} has {len(members)} running member(s) "
+            f"({', '.join(m.group_instance_id or m.member_id for m in members)}): scale the {group} "
+            "StatefulSet to 0 first, so nothing writes the table while it is reset"
+        )
     counts = TopicManager(settings, timeout=TIMEOUT).partitions([topic, DEPOSIT_TOPIC])
     if DEPOSIT_TOPIC not in counts:
         raise Refused(f"topic {DEPOSIT_TOPIC!r} does not exist: there is nothing to rebuild {topic!r} from")
     trimmed = deposits_trimmed(settings, counts[DEPOSIT_TOPIC])
     if trimmed:
-        raise Refused(f"{DEPOSIT_TOPIC!r} no longer holds its first records (partitions {trimmed} start after "
-                      f"offset 0): a rebuild would miss those deposits. Restore {topic!r} from a backup instead")
+        raise Refused(
+            f"{DEPOSIT_TOPIC!r} no longer holds its first records (partitions {trimmed} start after "
+            f"offset 0): a rebuild would miss those deposits. Restore {topic!r} from a backup instead"
+        )
     layout = topic_layout(admin, topic) if topic in counts else None
-    plan = [f"delete the committed offsets of group {group!r} on {DEPOSIT_TOPIC!r}",
-            f"delete and recreate topic {topic!r} ({counts.get(topic, counts.get(DEPOSIT_TOPIC, 0))} partitions, "
-            "compacted): its values are rebuilt from every deposit"]
+    plan = [
+        f"delete the committed offsets of group {group!r} on {DEPOSIT_TOPIC!r}",
+        f"delete and recreate topic {topic!r} ({counts.get(topic, counts.get(DEPOSIT_TOPIC, 0))} partitions, "
+        "compacted): its values are rebuilt from every deposit",
+    ]
     for step in plan:
         print(("would " if args.dry_run else "") + step)
-    print("then: the processors wipe their local state of the old topic when they start (its topic id "
-          "changed), and the API's views rebuild their replicas the same way")
+    print(
+        "then: the processors wipe their local state of the old topic when they start (its topic id "
+        "changed), and the API's views rebuild their replicas the same way"
+    )
     if args.dry_run:
         print("dry run: nothing changed")
         return 0
@@ -282,8 +355,15 @@ def cmd_reset(settings: KafkaSettings, args: argparse.Namespace) -> int:
             if time.monotonic() > deadline:
                 raise Refused(f"topic {topic!r} was deleted but still shows in metadata; run reset again")
             time.sleep(0.2)
-    recreate(admin, layout or NewTopic(topic, counts[DEPOSIT_TOPIC], config={
-        "cleanup.policy": "compact", "unclean.leader.election.enable": "false"}))
+    recreate(
+        admin,
+        layout
+        or NewTopic(
+            topic,
+            counts[DEPOSIT_TOPIC],
+            config={"cleanup.policy": "compact", "unclean.leader.election.enable": "false"},
+        ),
+    )
     print(f"reset {group}: done; start the {group} processors to rebuild {topic}")
     return 0
 
@@ -292,8 +372,11 @@ def deposits_trimmed(settings: KafkaSettings, partitions: int) -> list[int]:
     """Partitions of the deposit topic whose log no longer starts at offset 0."""
     consumer = Consumer(settings.reader())
     try:
-        return [p for p in range(partitions)
-                if consumer.get_watermark_offsets(TopicPartition(DEPOSIT_TOPIC, p), timeout=TIMEOUT)[0] > 0]
+        return [
+            p
+            for p in range(partitions)
+            if consumer.get_watermark_offsets(TopicPartition(DEPOSIT_TOPIC, p), timeout=TIMEOUT)[0] > 0
+        ]
     finally:
         consumer.close()
 
@@ -303,8 +386,11 @@ def topic_layout(admin: AdminClient, topic: str) -> NewTopic:
     metadata = admin.list_topics(topic=topic, timeout=TIMEOUT).topics[topic]
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     config = admin.describe_configs([resource], request_timeout=TIMEOUT)[resource].result()
-    own = {name: entry.value for name, entry in config.items()
-           if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and entry.value is not None}
+    own = {
+        name: entry.value
+        for name, entry in config.items()
+        if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and entry.value is not None
+    }
     replication = min(len(p.replicas) for p in metadata.partitions.values())
     return NewTopic(topic, len(metadata.partitions), replication, config=own)
 
@@ -318,12 +404,16 @@ def recreate(admin: AdminClient, layout: NewTopic) -> None:
             return
         except KafkaException as exc:
             if time.monotonic() > deadline or exc.args[0].code() not in (
-                    KafkaError.TOPIC_ALREADY_EXISTS, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT):
+                KafkaError.TOPIC_ALREADY_EXISTS,
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError.REQUEST_TIMED_OUT,
+            ):
                 raise Refused(f"cannot recreate {layout.topic!r}: {_describe(exc)}") from exc
             time.sleep(0.5)
 
 
 # -- rebuild ---------------------------------------------------------------------
+
 
 def cmd_rebuild(settings: KafkaSettings, args: argparse.Namespace) -> int:
     """Build the next version of a table from every deposit, beside the live one; compare;
@@ -341,20 +431,27 @@ def cmd_rebuild(settings: KafkaSettings, args: argparse.Namespace) -> int:
         raise Refused(f"the live table {old_table!r} does not exist: is the {base} processor deployed?")
     trimmed = deposits_trimmed(settings, counts[DEPOSIT_TOPIC])
     if trimmed:
-        raise Refused(f"{DEPOSIT_TOPIC!r} no longer holds its first records (partitions {trimmed} start after "
-                      "offset 0): a rebuild would miss those deposits")
+        raise Refused(
+            f"{DEPOSIT_TOPIC!r} no longer holds its first records (partitions {trimmed} start after "
+            "offset 0): a rebuild would miss those deposits"
+        )
     members = group_members(admin, new.group)
     if members:
-        raise Refused(f"group {new.group!r} already has running members ({', '.join(members)}): another rebuild "
-                      "is running")
+        raise Refused(
+            f"group {new.group!r} already has running members ({', '.join(members)}): another rebuild is running"
+        )
     resuming = new_table in counts
-    plan = [f"{'go on building' if resuming else 'create'} {new_table!r} (version {new.version}, group "
-            f"{new.group!r}) from every deposit, beside the live {old_table!r} (version {live.version})",
-            f"compare it with {old_table!r}, wallet by wallet, where both reflect the same deposits"]
+    plan = [
+        f"{'go on building' if resuming else 'create'} {new_table!r} (version {new.version}, group "
+        f"{new.group!r}) from every deposit, beside the live {old_table!r} (version {live.version})",
+        f"compare it with {old_table!r}, wallet by wallet, where both reflect the same deposits",
+    ]
     if not args.no_switch:
-        plan.append(f"switch: record {new.group!r} as {base}'s live version in {TABLE_VERSIONS_TOPIC!r}; the "
-                    f"{base} processors drain and go on as group {new.group!r}, the API's views move to "
-                    f"{new_table!r} once it holds what {old_table!r} held")
+        plan.append(
+            f"switch: record {new.group!r} as {base}'s live version in {TABLE_VERSIONS_TOPIC!r}; the "
+            f"{base} processors drain and go on as group {new.group!r}, the API's views move to "
+            f"{new_table!r} once it holds what {old_table!r} held"
+        )
         if not args.keep_old:
             plan.append(f"retire {old_table!r} and the offsets of group {live.group!r}, once no processor of it runs")
     for step in plan:
@@ -368,13 +465,17 @@ def cmd_rebuild(settings: KafkaSettings, args: argparse.Namespace) -> int:
         print(f"created {new_table!r} ({layout.num_partitions} partitions)")
     build(settings, args, base, live, new)
     same, differ, moved, examples = compare_tables(settings, live, new, GROUPS[base])
-    print(f"compared: {same:,} values identical, {differ:,} different, {moved:,} changed by newer deposits "
-          "since (not comparable)")
+    print(
+        f"compared: {same:,} values identical, {differ:,} different, {moved:,} changed by newer deposits "
+        "since (not comparable)"
+    )
     for line in examples:
         print(f"   {line}")
     if differ and args.expect_identical:
-        raise Refused(f"{differ} values differ and --expect-identical was given: not switching; {new_table!r} "
-                      "stays beside the live table (run again to go on, or delete it)")
+        raise Refused(
+            f"{differ} values differ and --expect-identical was given: not switching; {new_table!r} "
+            "stays beside the live table (run again to go on, or delete it)"
+        )
     if args.no_switch:
         print(f"not switched (--no-switch): {old_table!r} stays live, {new_table!r} is kept beside it")
         return 0
@@ -405,9 +506,7 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
     import threading
     from pathlib import Path
 
-    from walletkit.stream import Processor
-    from walletkit.stream import Guarantee
-    from walletkit.stream import committed_offsets
+    from walletkit.stream import Guarantee, Processor, committed_offsets
 
     spec = dataclasses.replace(processor_module(base).spec_from(args), group=new.group)
     processor = Processor.create(spec, settings, Path(args.state_dir), guarantee=Guarantee(args.processing_guarantee))
@@ -431,8 +530,10 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
             done = committed_offsets(settings, new.group, DEPOSIT_TOPIC, admin=admin)
             total, reached = sum(target.values()), sum(min(done.get(p, 0), off) for p, off in target.items())
             if processor.ready and all(done.get(p, -1) >= off for p, off in target.items()):
-                print(f"built: {new.group!r} has consumed as far as {live.group!r} ({total:,} deposits) in "
-                      f"{time.monotonic() - started:.1f}s")
+                print(
+                    f"built: {new.group!r} has consumed as far as {live.group!r} ({total:,} deposits) in "
+                    f"{time.monotonic() - started:.1f}s"
+                )
                 return
             now = time.monotonic()
             if now - last_print >= 2.0:
@@ -440,11 +541,15 @@ def build(settings: KafkaSettings, args: argparse.Namespace, base: str, live: Ta
                 rate = reached / max(now - started, 1e-3)
                 share = 100 * reached / total if total else 100.0
                 eta = f"{(total - reached) / rate:.0f}s" if rate > 0 else "unknown"
-                print(f"building {new.group}: {reached:,} of {total:,} deposits ({share:.0f}%), "
-                      f"{rate:,.0f}/s, ETA {eta}", flush=True)
+                print(
+                    f"building {new.group}: {reached:,} of {total:,} deposits ({share:.0f}%), {rate:,.0f}/s, ETA {eta}",
+                    flush=True,
+                )
             if now - started > args.timeout:
-                raise Refused(f"the rebuild did not catch up with {live.group!r} within {args.timeout:.0f}s; run "
-                              "again to go on from where it stopped")
+                raise Refused(
+                    f"the rebuild did not catch up with {live.group!r} within {args.timeout:.0f}s; run "
+                    "again to go on from where it stopped"
+                )
             time.sleep(0.5)
     finally:
         processor.stop()
@@ -478,8 +583,9 @@ def read_table(settings: KafkaSettings, topic: str) -> dict[bytes, tuple[int, by
     return values
 
 
-def compare_tables(settings: KafkaSettings, old: TableVersion, new: TableVersion,
-                   codec: Any) -> tuple[int, int, int, list[str]]:
+def compare_tables(
+    settings: KafkaSettings, old: TableVersion, new: TableVersion, codec: Any
+) -> tuple[int, int, int, list[str]]:
     """(identical, different, not comparable, examples) over the keys of both tables.
 
     Values carry the input offset they reflect. Per partition both tables reflect every
@@ -489,8 +595,10 @@ def compare_tables(settings: KafkaSettings, old: TableVersion, new: TableVersion
     """
     from walletkit.stream import committed_offsets
 
-    bound = {p: min(off, committed_offsets(settings, new.group, DEPOSIT_TOPIC).get(p, -1))
-             for p, off in committed_offsets(settings, old.group, DEPOSIT_TOPIC).items()}
+    bound = {
+        p: min(off, committed_offsets(settings, new.group, DEPOSIT_TOPIC).get(p, -1))
+        for p, off in committed_offsets(settings, old.group, DEPOSIT_TOPIC).items()
+    }
     left, right = read_table(settings, table_topic(old.group)), read_table(settings, table_topic(new.group))
 
     def applied(raw: bytes | None) -> int:
@@ -515,9 +623,14 @@ def compare_tables(settings: KafkaSettings, old: TableVersion, new: TableVersion
             differ += 1
             if len(examples) < 5:
                 name = key.decode(errors="replace").replace("\0", " ")
-                examples.append(f"{name}: " + (f"only in {table_topic(old.group if b is None else new.group)}"
-                                               if a is None or b is None else
-                                               f"{_brief(codec, a)} -> {_brief(codec, b)}"))
+                examples.append(
+                    f"{name}: "
+                    + (
+                        f"only in {table_topic(old.group if b is None else new.group)}"
+                        if a is None or b is None
+                        else f"{_brief(codec, a)} -> {_brief(codec, b)}"
+                    )
+                )
     return same, differ, moved, examples
 
 
@@ -537,9 +650,11 @@ def wait_for_switch(settings: KafkaSettings, admin: AdminClient, old: str, new: 
             print(f"the processors moved: no member of {old!r} runs; {new!r} has consumed as far as it had")
             return
         if time.monotonic() > deadline:
-            raise Refused(f"members of {old!r} still run after {timeout:.0f}s ({', '.join(left)}); the old version "
-                          "was not retired: check that the processors run this release, then run rebuild again "
-                          "or delete the old table yourself")
+            raise Refused(
+                f"members of {old!r} still run after {timeout:.0f}s ({', '.join(left)}); the old version "
+                "was not retired: check that the processors run this release, then run rebuild again "
+                "or delete the old table yourself"
+            )
         if time.monotonic() - last_print >= 5.0:
             last_print = time.monotonic()
             print(f"waiting for the processors to move: {len(left)} member(s) of {old!r} still run", flush=True)

@@ -119,7 +119,7 @@ class Decision:
 
     @property
     def direction(self) -> str | None:
-        """"up", "down", or None when the StatefulSet already has the desired replicas."""
+        """ "up", "down", or None when the StatefulSet already has the desired replicas."""
         if self.desired > self.current:
             return "up"
         if self.desired < self.current:
@@ -147,8 +147,10 @@ def recommend(policy: ScalingPolicy, lag: LagSnapshot, current: int) -> tuple[in
     extra: list[str] = []
     if not lag.group_found:
         raw = current
-        why = (f"consumer group {lag.group!r} has no committed offsets on {lag.topic!r}: "
-               f"holding {min(max(current, lower), upper)} replicas")
+        why = (
+            f"consumer group {lag.group!r} has no committed offsets on {lag.topic!r}: "
+            f"holding {min(max(current, lower), upper)} replicas"
+        )
         extra.append("noCommittedOffsets")
     elif lag.total_lag == 0:
         raw = lower
@@ -170,8 +172,9 @@ def recommend(policy: ScalingPolicy, lag: LagSnapshot, current: int) -> tuple[in
     return replicas, why, tuple(dict.fromkeys(limits + tuple(extra)))
 
 
-def decide(policy: ScalingPolicy, lag: LagSnapshot, current: int, history: Sequence[Recommendation],
-           now: float) -> Decision:
+def decide(
+    policy: ScalingPolicy, lag: LagSnapshot, current: int, history: Sequence[Recommendation], now: float
+) -> Decision:
     """The replicas to run now. ``history`` is the previous decision's ``history`` (empty at first)."""
     lower, upper, _ = bounds(policy, lag.partition_count)
     recommended, why, limits = recommend(policy, lag, current)
@@ -195,16 +198,27 @@ def decide(policy: ScalingPolicy, lag: LagSnapshot, current: int, history: Seque
     extra: list[str] = []
     if desired < recommended and recommended > current:
         extra.append("scaleUpWindow")
-        why += (f"; scaling up only to {desired}: the lowest recommendation within the "
-                f"{policy.scale_up_window:g}s scale-up window")
+        why += (
+            f"; scaling up only to {desired}: the lowest recommendation within the "
+            f"{policy.scale_up_window:g}s scale-up window"
+        )
     elif desired > recommended and recommended < current:
         extra.append("scaleDownWindow")
-        why += (f"; holding {desired}: the highest recommendation within the "
-                f"{policy.scale_down_window:g}s scale-down window")
+        why += (
+            f"; holding {desired}: the highest recommendation within the "
+            f"{policy.scale_down_window:g}s scale-down window"
+        )
     if desired != current:
         why = f"{'up' if desired > current else 'down'} from {current} to {desired}: {why}"
 
     kept = tuple(past) + (Recommendation(now, recommended),)
-    return Decision(current=current, recommended=recommended, desired=desired, lower_bound=lower,
-                    upper_bound=upper, reason=why, limits=tuple(dict.fromkeys(limits + tuple(extra))),
-                    history=kept)
+    return Decision(
+        current=current,
+        recommended=recommended,
+        desired=desired,
+        lower_bound=lower,
+        upper_bound=upper,
+        reason=why,
+        limits=tuple(dict.fromkeys(limits + tuple(extra))),
+        history=kept,
+    )

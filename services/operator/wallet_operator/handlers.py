@@ -76,9 +76,16 @@ def build_registry(runtime: OperatorRuntime) -> kopf.OperatorRegistry:
 
     async def sync(body: kopf.Body, patch: kopf.Patch, stopped: Any = None) -> None:
         meta = body.metadata
-        work = asyncio.ensure_future(runtime.reconciler.sync(
-            uid=meta.uid, namespace=meta.namespace, name=meta.name, spec=body.spec, status=body.status,
-            generation=meta.get("generation")))
+        work = asyncio.ensure_future(
+            runtime.reconciler.sync(
+                uid=meta.uid,
+                namespace=meta.namespace,
+                name=meta.name,
+                spec=body.spec,
+                status=body.status,
+                generation=meta.get("generation"),
+            )
+        )
         if stopped is not None:
             # A timer's sync may wait on Kafka for its whole timeout; an exiting operator (SIGTERM)
             # or a deleted resource should not wait for it. The abandoned read ends in its thread.
@@ -107,8 +114,9 @@ def build_registry(runtime: OperatorRuntime) -> kopf.OperatorRegistry:
     async def spec_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await sync(body, patch)
 
-    @kopf.timer(**resource, id="sync", interval=runtime.sync_seconds, initial_delay=runtime.sync_seconds,
-                registry=registry)
+    @kopf.timer(
+        **resource, id="sync", interval=runtime.sync_seconds, initial_delay=runtime.sync_seconds, registry=registry
+    )
     async def periodic(body: kopf.Body, patch: kopf.Patch, stopped: Any, **_: Any) -> None:
         await sync(body, patch, stopped)
 

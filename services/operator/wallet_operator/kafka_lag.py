@@ -62,8 +62,9 @@ class LagReader:
             if self._closed:
                 raise KafkaUnavailable("the lag reader is closed")
             if self._admin is None:
-                self._admin = AdminClient({**self._config,
-                                           "socket.connection.setup.timeout.ms": max(1000, int(self.timeout * 1000))})
+                self._admin = AdminClient(
+                    {**self._config, "socket.connection.setup.timeout.ms": max(1000, int(self.timeout * 1000))}
+                )
             return self._admin
 
     def read(self, group: str, topic: str) -> LagSnapshot:
@@ -79,8 +80,13 @@ class LagReader:
             with self._admin_lock:
                 self._reading -= 1
                 self._admin_lock.notify_all()
-        return LagSnapshot(group=group, topic=topic, partitions=tuple(
-            PartitionOffsets(partition=p, committed=committed[p], end=ends[p], start=starts[p]) for p in partitions))
+        return LagSnapshot(
+            group=group,
+            topic=topic,
+            partitions=tuple(
+                PartitionOffsets(partition=p, committed=committed[p], end=ends[p], start=starts[p]) for p in partitions
+            ),
+        )
 
     def _track(self, futures: dict) -> dict:
         """Remember requests until they are answered, so that close() can wait for them."""
@@ -108,8 +114,9 @@ class LagReader:
     def _committed(self, group: str, topic: str, partitions: list[int], deadline: float) -> dict[int, int | None]:
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
         try:
-            futures = self._track(self._admin_client().list_consumer_group_offsets(
-                [request], request_timeout=_remaining(deadline)))
+            futures = self._track(
+                self._admin_client().list_consumer_group_offsets([request], request_timeout=_remaining(deadline))
+            )
             answer = futures[group].result(timeout=_remaining(deadline))
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot read committed offsets of group {group!r}: {_describe(exc)}") from exc
@@ -123,21 +130,25 @@ class LagReader:
                 committed[tp.partition] = tp.offset
         return committed
 
-    def _end_offsets(self, topic: str, committed: dict[int, int | None],
-                     deadline: float) -> tuple[dict[int, int], dict[int, int]]:
+    def _end_offsets(
+        self, topic: str, committed: dict[int, int | None], deadline: float
+    ) -> tuple[dict[int, int], dict[int, int]]:
         """(end, start) offsets per partition: ListOffsets latest and earliest, read_committed."""
         ends = self._list_offsets(topic, committed, OffsetSpec.latest(), deadline)
         starts = self._list_offsets(topic, committed, OffsetSpec.earliest(), deadline)
         return ends, starts
 
-    def _list_offsets(self, topic: str, partitions: dict[int, int | None], spec: OffsetSpec,
-                      deadline: float) -> dict[int, int]:
+    def _list_offsets(
+        self, topic: str, partitions: dict[int, int | None], spec: OffsetSpec, deadline: float
+    ) -> dict[int, int]:
         request = {TopicPartition(topic, p): spec for p in partitions}
         try:
-            futures = self._track(self._admin_client().list_offsets(
-                request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=_remaining(deadline)))
-            return {tp.partition: future.result(timeout=_remaining(deadline)).offset
-                    for tp, future in futures.items()}
+            futures = self._track(
+                self._admin_client().list_offsets(
+                    request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=_remaining(deadline)
+                )
+            )
+            return {tp.partition: future.result(timeout=_remaining(deadline)).offset for tp, future in futures.items()}
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot list offsets of {topic}: {_describe(exc)}") from exc
         except TimeoutError as exc:
@@ -159,7 +170,9 @@ class LagReader:
         concurrent.futures.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
         with self._admin_lock:
             if self._reading or any(not f.done() for f in pending):
-                log.warning("closing the lag reader with Kafka requests unanswered; its client is left to the process exit")
+                log.warning(
+                    "closing the lag reader with Kafka requests unanswered; its client is left to the process exit"
+                )
                 _LEFT_OPEN.append(self._admin)  # never collected, so never destroyed from a librdkafka thread
                 return
             admin, self._admin = self._admin, None

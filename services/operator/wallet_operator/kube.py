@@ -47,12 +47,18 @@ class KubeEndpoint:
         host = f"[{host}]" if ":" in host else host  # IPv6 service address
         token = directory / "token"
         if not token.is_file():
-            raise RuntimeError(f"no ServiceAccount token at {token}: outside a pod, pass --kube-api "
-                               "(e.g. http://127.0.0.1:8001 with `kubectl proxy`)")
+            raise RuntimeError(
+                f"no ServiceAccount token at {token}: outside a pod, pass --kube-api "
+                "(e.g. http://127.0.0.1:8001 with `kubectl proxy`)"
+            )
         ca = directory / "ca.crt"
         ns = directory / "namespace"
-        return cls(server=f"https://{host}:{port}", token_path=token, ca_path=ca if ca.is_file() else None,
-                   namespace=ns.read_text().strip() if ns.is_file() else None)
+        return cls(
+            server=f"https://{host}:{port}",
+            token_path=token,
+            ca_path=ca if ca.is_file() else None,
+            namespace=ns.read_text().strip() if ns.is_file() else None,
+        )
 
     def token(self) -> str | None:
         """Read on every use: projected ServiceAccount tokens are rotated in place by the kubelet."""
@@ -70,8 +76,9 @@ class KubeEndpoint:
             token=self.token(),
             default_namespace=self.namespace,
             # Re-login before the kubelet's hourly rotation could matter (kopf also re-logins on 401).
-            expiration=(datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
-                        if self.token_path else None),
+            expiration=(
+                datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10) if self.token_path else None
+            ),
         )
 
     def ssl_context(self) -> ssl.SSLContext | bool:
@@ -105,12 +112,15 @@ class ScaleClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self.endpoint.ssl_context()),
-                timeout=aiohttp.ClientTimeout(total=self.timeout))
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
         return self._session
 
     def _url(self, namespace: str, name: str) -> str:
-        return (f"{self.endpoint.server.rstrip('/')}/apis/apps/v1/namespaces/{quote(namespace, safe='')}"
-                f"/statefulsets/{quote(name, safe='')}/scale")
+        return (
+            f"{self.endpoint.server.rstrip('/')}/apis/apps/v1/namespaces/{quote(namespace, safe='')}"
+            f"/statefulsets/{quote(name, safe='')}/scale"
+        )
 
     async def get(self, namespace: str, name: str) -> Scale:
         return await self._call("GET", namespace, name)
@@ -145,8 +155,9 @@ class ScaleClient:
         status = payload.get("status") or {}
         replicas = spec.get("replicas")
         # An object without spec.replicas is defaulted to 1 by the API server.
-        return Scale(replicas=1 if replicas is None else int(replicas),
-                     status_replicas=int(status.get("replicas") or 0))
+        return Scale(
+            replicas=1 if replicas is None else int(replicas), status_replicas=int(status.get("replicas") or 0)
+        )
 
     async def close(self) -> None:
         self._closed = True

@@ -63,10 +63,16 @@ class ScalerState:
 class Reconciler:
     """Syncs resources; one instance per operator process."""
 
-    def __init__(self, lag_reader: LagReader, scale: ScaleClient, executor: Executor, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
-                 live_group: Callable[[str], str] = lambda group: group) -> None:
+    def __init__(
+        self,
+        lag_reader: LagReader,
+        scale: ScaleClient,
+        executor: Executor,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        live_group: Callable[[str], str] = lambda group: group,
+    ) -> None:
         self.lag_reader = lag_reader
         #: The group serving a table now (a rebuilt table's new version): its lag is what counts.
         self.live_group = live_group
@@ -86,8 +92,16 @@ class Reconciler:
         self._states.pop(uid, None)
         metrics.forget(namespace, name)
 
-    async def sync(self, *, uid: str, namespace: str, name: str, spec: Mapping[str, Any] | None,
-                   status: Mapping[str, Any] | None, generation: int | None) -> SyncResult:
+    async def sync(
+        self,
+        *,
+        uid: str,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any] | None,
+        status: Mapping[str, Any] | None,
+        generation: int | None,
+    ) -> SyncResult:
         state = self._states.setdefault(uid, ScalerState())
         async with state.lock:
             started = time.perf_counter()
@@ -96,8 +110,15 @@ class Reconciler:
             finally:
                 metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
 
-    async def _sync(self, state: ScalerState, namespace: str, name: str, spec: Mapping[str, Any],
-                    status: Mapping[str, Any], generation: int | None) -> SyncResult:
+    async def _sync(
+        self,
+        state: ScalerState,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: int | None,
+    ) -> SyncResult:
         now = self._wall_clock()
         previous = list(status.get("conditions") or [])
         out: dict[str, Any] = {"observedGeneration": generation, "lastSyncTime": timestamp(now)}
@@ -110,14 +131,16 @@ class Reconciler:
             text = message or str(error)
             out["conditions"] = [
                 condition(previous, READY, False, error.reason, text, now, generation),
-                condition(previous, SCALING, False, error.reason, f"not scaling while degraded: {text}", now,
-                          generation),
+                condition(
+                    previous, SCALING, False, error.reason, f"not scaling while degraded: {text}", now, generation
+                ),
                 condition(previous, DEGRADED, True, error.reason, text, now, generation),
             ]
             if state.degraded_reason != error.reason:
                 events.append(Event("Warning", error.reason, text))
-                log.warning("scaler %s/%s degraded: %s", namespace, name, text,
-                            extra={"scaler": name, "reason": error.reason})
+                log.warning(
+                    "scaler %s/%s degraded: %s", namespace, name, text, extra={"scaler": name, "reason": error.reason}
+                )
             state.degraded_reason = error.reason
             metrics.DEGRADED.labels(*labels).set(1)
             metrics.SYNCS.labels(*labels, error.reason).inc()
@@ -129,10 +152,14 @@ class Reconciler:
             return degraded(exc, f"invalid spec: {exc}")
         metrics.PAUSED.labels(*labels).set(1 if parsed.paused else 0)
         if state.paused is not None and state.paused != parsed.paused:
-            events.append(Event("Normal", "Paused" if parsed.paused else "Resumed",
-                                f"scaling of StatefulSet {parsed.target_name} "
-                                + ("paused: lag is still measured, replicas are left alone" if parsed.paused
-                                   else "resumed")))
+            events.append(
+                Event(
+                    "Normal",
+                    "Paused" if parsed.paused else "Resumed",
+                    f"scaling of StatefulSet {parsed.target_name} "
+                    + ("paused: lag is still measured, replicas are left alone" if parsed.paused else "resumed"),
+                )
+            )
         state.paused = parsed.paused
 
         try:
@@ -151,16 +178,24 @@ class Reconciler:
 
         decision = decide(parsed.policy, lag, scale.replicas, state.history, self._clock())
         state.history = decision.history
-        out.update({
-            "consumerGroup": group,
-            "partitions": lag.partition_count,
-            "totalLag": lag.total_lag,
-            "partitionLag": [{"partition": p.partition, "lag": p.lag, "endOffset": p.end,
-                              **({"committedOffset": p.committed} if p.committed is not None else {})}
-                             for p in lag.partitions],
-            "recommendedReplicas": decision.recommended,
-            "desiredReplicas": decision.desired,
-        })
+        out.update(
+            {
+                "consumerGroup": group,
+                "partitions": lag.partition_count,
+                "totalLag": lag.total_lag,
+                "partitionLag": [
+                    {
+                        "partition": p.partition,
+                        "lag": p.lag,
+                        "endOffset": p.end,
+                        **({"committedOffset": p.committed} if p.committed is not None else {}),
+                    }
+                    for p in lag.partitions
+                ],
+                "recommendedReplicas": decision.recommended,
+                "desiredReplicas": decision.desired,
+            }
+        )
         group_labels = labels + (parsed.consumer_group, parsed.topic)
         metrics.CONSUMER_LAG.labels(*group_labels).set(lag.total_lag)
         for p in lag.partitions:
@@ -182,8 +217,12 @@ class Reconciler:
                 return degraded(exc, f"scaling {parsed.target_name} {decision.reason} failed: {exc}")
             reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"
             events.append(Event("Normal", reason, f"StatefulSet {parsed.target_name} {decision.reason}"))
-            log.info("scaled %s %s", parsed.target_name, decision.reason,
-                     extra={"scaler": name, "from": decision.current, "to": decision.desired})
+            log.info(
+                "scaled %s %s",
+                parsed.target_name,
+                decision.reason,
+                extra={"scaler": name, "from": decision.current, "to": decision.desired},
+            )
             metrics.SCALINGS.labels(*labels, decision.direction).inc()
             out["currentReplicas"] = decision.desired
             out["lastScaleTime"] = timestamp(now)
@@ -193,12 +232,18 @@ class Reconciler:
         else:
             state.skipped_desired = None
             if scale.status_replicas != scale.replicas:
-                scaling = (True, "Converging", f"StatefulSet {parsed.target_name} has {scale.status_replicas} "
-                                               f"of {scale.replicas} pods")
+                scaling = (
+                    True,
+                    "Converging",
+                    f"StatefulSet {parsed.target_name} has {scale.status_replicas} of {scale.replicas} pods",
+                )
             elif {"scaleUpWindow", "scaleDownWindow"} & set(decision.limits):
                 scaling = (False, "Stabilizing", decision.reason)
-            elif decision.desired == decision.upper_bound and decision.recommended == decision.upper_bound \
-                    and {"partitions", "maxReplicas"} & set(decision.limits):
+            elif (
+                decision.desired == decision.upper_bound
+                and decision.recommended == decision.upper_bound
+                and {"partitions", "maxReplicas"} & set(decision.limits)
+            ):
                 scaling = (False, "AtUpperBound", decision.reason)
 
         if state.degraded_reason is not None:

@@ -31,8 +31,8 @@ DEFAULT_SCALE_DOWN_WINDOW = 300
 MAX_WINDOW = 86_400
 
 # Condition types and their meaning.
-READY = "Ready"        # the last sync read Kafka and the StatefulSet and acted on a valid spec
-SCALING = "Scaling"    # a scale was just made and the StatefulSet has not reached it yet
+READY = "Ready"  # the last sync read Kafka and the StatefulSet and acted on a valid spec
+SCALING = "Scaling"  # a scale was just made and the StatefulSet has not reached it yet
 DEGRADED = "Degraded"  # Kafka or the StatefulSet unreachable, or the spec invalid (message says which)
 CONDITION_TYPES = (READY, SCALING, DEGRADED)
 
@@ -77,8 +77,10 @@ def parse_spec(spec: Mapping[str, Any] | None) -> ScalerSpec:
         problems.append("spec.scaleTargetRef is required: {apiVersion: apps/v1, kind: StatefulSet, name: ...}")
         ref = {}
     if ref.get("kind", TARGET_KIND) != TARGET_KIND or ref.get("apiVersion", TARGET_API_VERSION) != TARGET_API_VERSION:
-        problems.append(f"spec.scaleTargetRef must name an {TARGET_API_VERSION} {TARGET_KIND}, "
-                        f"got {ref.get('apiVersion')} {ref.get('kind')}")
+        problems.append(
+            f"spec.scaleTargetRef must name an {TARGET_API_VERSION} {TARGET_KIND}, "
+            f"got {ref.get('apiVersion')} {ref.get('kind')}"
+        )
     target = name("spec.scaleTargetRef.name", ref.get("name"))
     group = name("spec.consumerGroup", spec.get("consumerGroup"))
     topic = name("spec.topic", spec.get("topic"))
@@ -95,8 +97,14 @@ def parse_spec(spec: Mapping[str, Any] | None) -> ScalerSpec:
         if not isinstance(section, Mapping):
             problems.append(f"spec.{key} must be an object with stabilizationWindowSeconds")
             section = {}
-        windows.append(integer(f"spec.{key}.stabilizationWindowSeconds",
-                               section.get("stabilizationWindowSeconds", default), minimum=0, maximum=MAX_WINDOW))
+        windows.append(
+            integer(
+                f"spec.{key}.stabilizationWindowSeconds",
+                section.get("stabilizationWindowSeconds", default),
+                minimum=0,
+                maximum=MAX_WINDOW,
+            )
+        )
 
     paused = spec.get("paused", False)
     if not isinstance(paused, bool):
@@ -105,10 +113,19 @@ def parse_spec(spec: Mapping[str, Any] | None) -> ScalerSpec:
 
     if problems:
         raise InvalidSpec(problems)
-    return ScalerSpec(target_name=target, consumer_group=group, topic=topic, paused=paused,
-                      policy=ScalingPolicy(min_replicas=min_replicas, max_replicas=max_replicas,
-                                           target_lag_per_replica=target_lag,
-                                           scale_up_window=windows[0], scale_down_window=windows[1]))
+    return ScalerSpec(
+        target_name=target,
+        consumer_group=group,
+        topic=topic,
+        paused=paused,
+        policy=ScalingPolicy(
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            target_lag_per_replica=target_lag,
+            scale_up_window=windows[0],
+            scale_down_window=windows[1],
+        ),
+    )
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -116,8 +133,15 @@ def timestamp(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def condition(previous: Sequence[Mapping[str, Any]] | None, type_: str, status: bool, reason: str,
-              message: str, now: datetime.datetime, generation: int | None) -> dict[str, Any]:
+def condition(
+    previous: Sequence[Mapping[str, Any]] | None,
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    generation: int | None,
+) -> dict[str, Any]:
     """A metav1.Condition; its lastTransitionTime moves only when its status changes."""
     value = "True" if status else "False"
     before = next((c for c in previous or () if c.get("type") == type_), None)
