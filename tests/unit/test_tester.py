@@ -9,9 +9,12 @@ table and in its changelog.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from wallet_balance.processor import balance_group
+from walletkit.stream import Context, GroupSpec, JsonCodec, JsonTableCodec, SkipRecord
 from walletkit.stream.checkpoint import Checkpoint, CheckpointFailed, Guarantee
 from walletkit.stream.tester import CRASH_POINTS, Crashed, MemoryProducer, Tester
 from walletkit.wallet import money
@@ -182,3 +185,81 @@ class _Consumer:
 
     def seek(self, tp) -> None:
         pass
+
+
+# -- the callback vocabulary: delete and emit --------------------------------------------
+
+
+def counter_group(limit: int = 3) -> GroupSpec:
+    """Counts each key's records; "close" deletes the key; every count reaching ``limit``
+    is emitted to "milestones"; a record "skip" emits, then refuses itself."""
+
+    def on_record(ctx: Context, value: dict) -> None:
+        if value["op"] == "close":
+            ctx.delete()
+            ctx.emit("milestones", ctx.key, None)
+            return
+        if value["op"] == "skip":
+            ctx.emit("milestones", ctx.key, {"n": -1})
+            raise SkipRecord("refused", "a record that refuses itself")
+        counts = ctx.value() or {"n": 0}
+        counts["n"] += 1
+        ctx.set_value(counts)
+        if counts["n"] % limit == 0:
+            ctx.emit("milestones", ctx.key, {"n": counts["n"]})
+
+    return GroupSpec(
+        group="counter",
+        input_topic="events",
+        input_codec=JsonCodec(),
+        table_codec=JsonTableCodec(),
+        callback=on_record,
+        outputs={"milestones": JsonCodec()},
+    )
+
+
+def test_emitted_records_leave_with_the_batch_and_a_refused_record_emits_nothing():
+    with Tester(counter_group()) as t:
+        for op in ["add", "add", "skip", "add", "add"]:
+            t.feed("k", {"op": op})
+        t.process()
+        assert t.value("k")["n"] == 4
+        assert t.emitted("milestones") == [("k", {"n": 3})]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_an_emit_is_seen_once_under_exactly_once_whatever_the_crash(point):
+    with Tester(counter_group()) as t:
+        for _ in range(3):
+            t.feed("k", {"op": "add"})
+        with pytest.raises(Crashed):
+            t.process(crash_at=point)
+        t.restart()
+        t.process()
+        assert t.emitted("milestones") == [("k", {"n": 3})] and t.value("k")["n"] == 3
+
+
+def test_a_deleted_key_is_gone_from_the_table_its_changelog_and_a_restore():
+    with Tester(counter_group()) as t:
+        t.feed("k", {"op": "add"})
+        t.feed("j", {"op": "add"})
+        t.process()
+        t.feed("k", {"op": "close"})
+        t.process()
+        assert t.value("k") is None and t.changelog("k") is None and t.value("j")["n"] == 1
+        assert t.emitted("milestones") == [("k", None)]  # a tombstone emitted
+        t.restart(lose_state=True)
+        assert t.value("k") is None and t.value("j")["n"] == 1
+        t.feed("k", {"op": "add"})  # a new life for the key
+        t.process()
+        assert t.value("k")["n"] == 1
+
+
+def test_emitting_to_a_topic_the_group_does_not_declare_stops_the_batch():
+    spec = dataclasses.replace(counter_group(), outputs={})
+    with Tester(spec) as t:
+        for _ in range(3):
+            t.feed("k", {"op": "add"})
+        with pytest.raises(ValueError, match="not an output"):
+            t.process()
+        assert t.changelog("k") is None

@@ -14,7 +14,15 @@ modules, in Goka's file map, are listed in docs/architecture.md.
 """
 
 from walletkit.stream.checkpoint import Guarantee
-from walletkit.stream.codec import Codec, ProtobufCodec, ProtobufTableCodec, TableCodec, parse_message
+from walletkit.stream.codec import (
+    Codec,
+    JsonCodec,
+    JsonTableCodec,
+    ProtobufCodec,
+    ProtobufTableCodec,
+    TableCodec,
+    parse_message,
+)
 from walletkit.stream.context import REQUEST_ID_HEADER, Context
 from walletkit.stream.emitter import DEFAULT_LANES, Delivery, Emitter
 from walletkit.stream.errors import (
@@ -29,13 +37,13 @@ from walletkit.stream.errors import (
     ValueTooLarge,
 )
 from walletkit.stream.faults import CrashInjector
+from walletkit.stream.group import GroupSpec
 from walletkit.stream.kafka import KafkaSettings, parse_kafka_config
 from walletkit.stream.partitioner import partition_for
 from walletkit.stream.processor import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CACHE_ENTRIES,
     DEFAULT_MAX_VALUE_BYTES,
-    GroupSpec,
     Processor,
     ProcessorState,
 )
@@ -68,6 +76,8 @@ __all__ = [
     "ForeignTable",
     "GroupSpec",
     "Guarantee",
+    "JsonCodec",
+    "JsonTableCodec",
     "KafkaSettings",
     "Processor",
     "ProcessorState",

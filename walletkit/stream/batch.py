@@ -25,16 +25,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import KafkaError
 
 from walletkit.stream.context import Context, request_id_of
 from walletkit.stream.errors import SkipRecord, StreamError, ValueTooLarge
+from walletkit.stream.group import GroupSpec
 from walletkit.stream.table import TablePartition, Transaction
-
-if TYPE_CHECKING:
-    from walletkit.stream.processor import GroupSpec
 
 log = logging.getLogger("walletkit.stream.processor")  # one logger for the processor's lines
 
@@ -145,7 +143,7 @@ class BatchRunner:
             self._note_quarantine(txn, key, m, reason)
             return "quarantined"
         hot = (p, key) in quarantine.hot
-        ctx = Context(txn, spec.table_codec, key, p, offset, m, snapshot=hot)
+        ctx = Context(txn, spec.table_codec, key, p, offset, m, snapshot=hot, outputs=spec.outputs)
         try:
             spec.callback(ctx, spec.input_codec.decode(m.value()))
             return "processed"
@@ -168,12 +166,15 @@ class BatchRunner:
             if hot:
                 ctx.undo()
             else:
+                ctx.discard_emits()
                 self._replay_key(txn, key, m, msgs[:index], quarantine)
             self._note_quarantine(txn, key, m, str(exc))
             return "quarantined"
         except SkipRecord as exc:
             if hot:
                 ctx.undo()  # the callback may have changed the value before it refused the record
+            else:
+                ctx.discard_emits()
             log.warning(
                 "group %s: skipping record %s[%d]@%d: %s",
                 spec.group,

@@ -49,6 +49,7 @@ from walletkit.stream import metrics
 from walletkit.stream.errors import BrokerUnavailable, ClientStuck, StreamError
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.kafka import BoundedCalls, init_transactions, kafka_error
+from walletkit.stream.partitioner import partition_for
 from walletkit.stream.table import Transaction
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,18 @@ class ChangelogWriter:
         if off > self.delivered.get(p, -1):
             self.delivered[p] = off
 
+    def _produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:  # only the changelog's offsets position the stores
+            self.errors.append(err)
+
     def begin(self) -> None:
         self.delivered = {}
         self.errors = []
@@ -176,25 +189,26 @@ class ChangelogWriter:
                 raise self._failed("begin transaction", exc) from exc
             self._in_transaction = True
 
-    def send(self, topic: str, changes: dict[int, list[tuple[bytes, bytes]]]) -> int:
-        """Queue every change; wait until all are acknowledged; return how many."""
+    def send(
+        self,
+        topic: str,
+        changes: dict[int, list[tuple[bytes, bytes | None]]],
+        outputs: list[tuple[str, int, bytes, bytes | None]] = (),
+    ) -> int:
+        """Queue every change (and every emitted record: topic, partition, key, value); wait
+        until all are acknowledged; return how many changes."""
         producer = self.producer
-        produce = producer.produce
-        on_delivery = self._on_delivery
         count = 0
         try:
             for p, kvs in changes.items():
                 for key, value in kvs:
-                    while True:
-                        try:
-                            produce(topic, value, key, partition=p, on_delivery=on_delivery)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
+                    self._produce(topic, value, key, p, self._on_delivery)
                     count += 1
+            for out_topic, p, key, value in outputs:
+                self._produce(out_topic, value, key, p, self._on_output_delivery)
         except KafkaException as exc:
             raise self._failed("produce", exc) from exc
-        remaining = producer.flush(self.timeout) if count else 0
+        remaining = producer.flush(self.timeout) if count or outputs else 0
         if remaining or self.errors:
             reason = self.errors[0].str() if self.errors else f"{remaining} records unacknowledged"
             raise CheckpointFailed(
@@ -326,6 +340,7 @@ class Checkpoint:
         table_topic: str,
         member: tuple[str | None, Any],
         faults: CrashInjector | None = None,
+        output_partitions: dict[str, int] | None = None,
     ) -> None:
         self.txns = txns
         self.writer = writer
@@ -337,6 +352,13 @@ class Checkpoint:
         self.faults = faults
         self.state = CheckpointState.OPEN
         self.changes = {p: txn.changes() for p, txn in txns.items()}
+        #: What the batch's callbacks emitted, placed by the toolkit's partitioner (Goka's).
+        counts = output_partitions or {}
+        self.outputs = [
+            (topic, partition_for(key, counts[topic]), key, value)
+            for txn in txns.values()
+            for _, topic, key, value in txn.emitted
+        ]
         self.records = 0
 
     def _expect(self, state: CheckpointState) -> None:
@@ -372,7 +394,7 @@ class Checkpoint:
         if self.faults:
             self.faults.maybe_crash("pause_before_changelog")
         self.writer.begin()
-        self.records = self.writer.send(self.table_topic, self.changes)
+        self.records = self.writer.send(self.table_topic, self.changes, self.outputs)
         self.state = CheckpointState.PREPARED
         if self.faults:
             self.faults.maybe_crash("after_changelog")

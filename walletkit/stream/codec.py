@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -104,3 +105,31 @@ class ProtobufTableCodec(ProtobufCodec):
 
     def stamp(self, value: Any, offset: int) -> None:
         setattr(value, self.offset_field, offset)
+
+
+class JsonCodec:
+    """Codec for JSON values (objects, arrays, numbers, strings); undecodable input is skipped."""
+
+    def encode(self, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return json.loads(data)
+        except (TypeError, ValueError) as exc:
+            from walletkit.stream.errors import SkipRecord
+
+            raise SkipRecord("undecodable", f"not JSON: {exc}") from exc
+
+
+class JsonTableCodec(JsonCodec):
+    """Table codec for JSON objects; the applied offset is kept in the object under ``offset_field``."""
+
+    def __init__(self, offset_field: str = "_offset") -> None:
+        self.offset_field = offset_field
+
+    def applied_offset(self, value: Any) -> int:
+        return value.get(self.offset_field, -1) if isinstance(value, dict) else -1
+
+    def stamp(self, value: Any, offset: int) -> None:
+        value[self.offset_field] = offset

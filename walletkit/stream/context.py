@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
-from walletkit.stream.codec import TableCodec
+from walletkit.stream.codec import Codec, TableCodec
 from walletkit.stream.table import Transaction
 
 #: The record header carrying the id of the request that caused the record (the API's
@@ -32,7 +33,7 @@ class Context:
     offset, which is what makes a replayed record a no-op.
     """
 
-    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec", "snapshots")
+    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec", "snapshots", "_outputs", "_emit_mark")
 
     def __init__(
         self,
@@ -44,9 +45,12 @@ class Context:
         msg: Any,
         *,
         snapshot: bool = False,
+        outputs: Mapping[str, Codec] | None = None,
     ) -> None:
         self._txn = txn
         self._codec = codec
+        self._outputs = outputs
+        self._emit_mark = len(txn.emitted) if txn is not None else 0  # this record's emits come after it
         #: With ``snapshot``: every entry this record reads, encoded as it was before
         #: (key -> (bytes or None, dirty)), so a refused write can be undone (Transaction.restore).
         self.snapshots: dict[str, tuple[bytes | None, bool]] | None = {} if snapshot else None
@@ -89,9 +93,34 @@ class Context:
             self.snapshots[key] = (self._codec.encode(value) if value is not None else None, self._txn.is_dirty(key))
 
     def undo(self) -> None:
-        """Put back every entry this record read as it was (needs ``snapshot``)."""
+        """Put back every entry this record read as it was (needs ``snapshot``), and drop
+        what it emitted."""
         for key, (raw, dirty) in self.snapshots.items():
             self._txn.restore(key, raw, dirty)
+        self.discard_emits()
+
+    def discard_emits(self) -> None:
+        """Drop what this record emitted (it was refused: nothing of it may leave)."""
+        del self._txn.emitted[self._emit_mark :]
+
+    def delete(self) -> None:
+        """Delete the key's value (Goka's Delete): the store drops it, the changelog gets a
+        tombstone, views forget the key. The value's stamp goes with it: under applied-offsets
+        a replay runs the key's earlier records of the batch again, and ends deleted again."""
+        if self.snapshots is not None:
+            self._snapshot(self.key, self._txn.get(self.key))
+        self._txn.delete(self.key)
+
+    def emit(self, topic: str, key: str, value: Any) -> None:
+        """Send ``value`` (None: a tombstone) to ``topic``, one of the group's outputs, keyed
+        by ``key`` (Goka's Emit). It leaves with the batch: under exactly-once in the batch's
+        transaction (seen once by read_committed readers, or never), under applied-offsets
+        after the batch's changelog (again on a replay)."""
+        codec = self._outputs.get(topic) if self._outputs else None
+        if codec is None:
+            raise ValueError(f"{topic!r} is not an output of this group (GroupSpec.outputs)")
+        raw = codec.encode(value) if value is not None else None
+        self._txn.emitted.append((self.key, topic, key.encode(), raw))
 
     def set_value(self, value: Any) -> None:
         if self.snapshots is not None:

@@ -34,8 +34,6 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,41 +42,18 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from walletkit.stream import metrics
 from walletkit.stream.batch import OUTCOMES, BatchRunner
 from walletkit.stream.checkpoint import ChangelogWriter, Checkpoint, CheckpointFailed, Guarantee, OffsetCommits
-from walletkit.stream.codec import Codec, TableCodec
-from walletkit.stream.context import Context
-from walletkit.stream.errors import RestoreError
+from walletkit.stream.errors import RestoreError, TopicsMissing
 from walletkit.stream.faults import CrashInjector
 from walletkit.stream.fencing import fence_departed, transactional_id
+from walletkit.stream.group import GroupSpec  # noqa: F401 - also importable from here
 from walletkit.stream.kafka import KafkaClients, KafkaSettings, LogEnds, consume_ready
 from walletkit.stream.recovery import Restorer
 from walletkit.stream.standby import Member, MembershipWatch, sort_keys, standby_partitions
 from walletkit.stream.store import Store, persistent_id
 from walletkit.stream.table import TablePartition, Transaction
 from walletkit.stream.task import PartitionTask, PartitionTasks, TaskState
-from walletkit.stream.topics import table_topic
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """What a processor group consumes, keeps and does (Goka's group graph)."""
-
-    group: str
-    input_topic: str
-    input_codec: Codec
-    table_codec: TableCodec
-    #: ``callback(ctx, value)`` for every input record, in offset order per key.
-    #: It must be deterministic given the table value and the record.
-    callback: Callable[[Context, Any], None]
-    #: ``quarantine(ctx, reason)`` for a record the table refused (ValueTooLarge): note it
-    #: for its key (say, in a side entry) so readers can learn it was not applied. None: only
-    #: counted and logged.
-    quarantine: Callable[[Context, str], None] | None = None
-
-    @property
-    def table_topic(self) -> str:
-        return table_topic(self.group)
 
 
 class ProcessorState(enum.Enum):
@@ -188,6 +163,7 @@ class Processor:
         self._watch: MembershipWatch | None = None
         self._input_topic_id = self._table_topic_id = ""
         self._partition_count = 0
+        self._output_partitions: dict[str, int] = {}
         metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
 
     @classmethod
@@ -291,6 +267,9 @@ class Processor:
         ids = topics.topic_ids([spec.input_topic, spec.table_topic])
         self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
         self._partition_count = topics.partitions([spec.input_topic])[spec.input_topic]
+        self._output_partitions = topics.partitions(list(spec.outputs))
+        if missing := sorted(set(spec.outputs) - set(self._output_partitions)):
+            raise TopicsMissing(missing)
         transactional = self.guarantee is Guarantee.EXACTLY_ONCE
         self._writer = ChangelogWriter(
             clients.producer,
@@ -523,6 +502,7 @@ class Processor:
             table_topic=spec.table_topic,
             member=member,
             faults=self._faults,
+            output_partitions=self._output_partitions,
         )
         try:
             checkpoint.prepare()

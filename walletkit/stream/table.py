@@ -93,7 +93,7 @@ class TablePartition:
 class Transaction:
     """One batch's reads and writes of a :class:`TablePartition`, through its cache."""
 
-    __slots__ = ("table", "_codec", "_cache", "_dirty", "_owners", "first_offset", "last_offset")
+    __slots__ = ("table", "_codec", "_cache", "_dirty", "_owners", "first_offset", "last_offset", "emitted")
 
     def __init__(self, part: TablePartition) -> None:
         #: The partition this transaction reads and will write.
@@ -105,6 +105,8 @@ class Transaction:
         #: Input offsets of the first and last record this batch consumed.
         self.first_offset = -1
         self.last_offset = -1
+        #: Records the batch's callbacks emitted: (owner key, topic, key, encoded value or None).
+        self.emitted: list[tuple[str, str, bytes, bytes | None]] = []
 
     def get(self, key: str) -> Any | None:
         try:
@@ -127,6 +129,13 @@ class Transaction:
         if owner is not None:
             self._owners[key] = owner
 
+    def delete(self, key: str, owner: str | None = None) -> None:
+        """Delete ``key``'s value: the store drops it, its changelog gets a tombstone."""
+        self._cache[key] = None
+        self._dirty.add(key)
+        if owner is not None:
+            self._owners[key] = owner
+
     def touch(self, key: str, owner: str) -> Any | None:
         """``get(key)`` for a side entry of ``owner``: its cached value may now be changed by a
         callback of ``owner``, so ``forget(owner)`` drops it too."""
@@ -143,6 +152,8 @@ class Transaction:
             self._cache.pop(key, None)
             self._dirty.discard(key)
             self._owners.pop(key, None)
+        if self.emitted:
+            self.emitted = [e for e in self.emitted if e[0] != owner]
 
     def restore(self, key: str, raw: bytes | None, dirty: bool) -> None:
         """Put back a value as it was encoded before a record touched it (see Context snapshots)."""
@@ -154,8 +165,8 @@ class Transaction:
     def dirty(self) -> bool:
         return bool(self._dirty)
 
-    def changes(self) -> list[tuple[bytes, bytes]]:
-        """One (key, encoded value) per changed key."""
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        """One (key, encoded value) per changed key; None for a deleted one (a tombstone)."""
         encode = self._codec.encode
         cache = self._cache
-        return [(k.encode(), encode(cache[k])) for k in self._dirty]
+        return [(k.encode(), encode(v) if (v := cache[k]) is not None else None) for k in self._dirty]

@@ -32,16 +32,13 @@ import enum
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from walletkit.stream.codec import raw_applied_offset
 from walletkit.stream.errors import ForeignTable, SkipRecord, StreamError
+from walletkit.stream.group import GroupSpec
 from walletkit.stream.table import INPUT_TOPIC_ID, TablePartition
-
-if TYPE_CHECKING:
-    from walletkit.stream.processor import GroupSpec
 
 log = logging.getLogger("walletkit.stream.processor")
 

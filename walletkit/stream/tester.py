@@ -39,8 +39,9 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaExceptio
 from walletkit.stream.batch import Batch, BatchRunner
 from walletkit.stream.changelog import merge_changelog, stored_position
 from walletkit.stream.checkpoint import ChangelogWriter, Checkpoint, CheckpointFailed, Guarantee
+from walletkit.stream.group import GroupSpec
 from walletkit.stream.partitioner import partition_for
-from walletkit.stream.processor import DEFAULT_MAX_VALUE_BYTES, GroupSpec
+from walletkit.stream.processor import DEFAULT_MAX_VALUE_BYTES
 from walletkit.stream.store import Store
 from walletkit.stream.table import TablePartition
 
@@ -310,6 +311,8 @@ class Tester:
         self.log = MemoryLog()
         self.log.create(spec.input_topic, partitions)
         self.log.create(spec.table_topic, partitions)
+        for topic in spec.outputs:
+            self.log.create(topic, partitions)
         self._own_directory = directory is None
         self.directory = (
             Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="walletkit-tester-"))
@@ -437,6 +440,7 @@ class Tester:
             table_topic=spec.table_topic,
             member=member,
             faults=crash,
+            output_partitions={topic: self.partitions for topic in spec.outputs},
         )
         try:
             checkpoint.prepare()
@@ -460,6 +464,16 @@ class Tester:
         """The key's last committed value in the group's changelog topic (what views and restores read)."""
         raw = self.log.latest(self.spec.table_topic, key.encode())
         return self.spec.table_codec.decode(raw) if raw is not None else None
+
+    def emitted(self, topic: str) -> list[tuple[str, Any | None]]:
+        """The committed records the group emitted to ``topic``: (key, decoded value or None), in
+        offset order per partition, partitions in order."""
+        codec = self.spec.outputs[topic]
+        return [
+            (r.key().decode(), codec.decode(r.value()) if r.value() is not None else None)
+            for p in range(len(self.log.topics[topic]))
+            for r in self.log.read(topic, p)
+        ]
 
     def committed(self, partition: int = 0) -> int:
         """The group's committed input offset of ``partition`` (-1: none)."""
