@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(name)
     if args.command == "push":
-        values = {"wallet-api": "api", "wallet-balance": "balance", "wallet-above-threshold": "aboveThreshold"}
+        values = chart_image_values()
         pins = " ".join(
             f"--set {values[image]}.image.tag={name.rpartition(':')[2]}"
             for image, name in built.items()
@@ -494,6 +494,15 @@ def push_targets(registry: str, image: str, content_tag: str, default_tag: str |
     (its appVersion), which is what ``--set global.imageRegistry=<registry>`` alone renders."""
     tags = dict.fromkeys((content_tag, default_tag or chart_app_version()))
     return [f"{registry.rstrip('/')}/{image}:{tag}" for tag in tags]
+
+
+def chart_image_values(helpers: Path = REPO / "charts" / "wallet" / "templates" / "_helpers.tpl") -> dict[str, str]:
+    """Image name -> the chart's values block that sets its tag: the API's, and each processor's
+    from the chart's own list of processors (``wallet.processors``), so a new one needs no entry here."""
+    listed = re.search(r'define "wallet\.processors" -}}\n(.*?)\n{{- end', helpers.read_text(), re.S)
+    if listed is None:
+        raise RuntimeError(f"{helpers}: no wallet.processors list (the chart changed; update chart_image_values)")
+    return {"wallet-api": "api", **{p["script"]: p["key"] for p in json.loads(listed.group(1))}}
 
 
 def chart_app_version(chart: Path = REPO / "charts" / "wallet" / "Chart.yaml") -> str:
