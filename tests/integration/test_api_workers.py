@@ -51,6 +51,22 @@ def worker_pids(supervisor_pid: int) -> list[int]:
     return children
 
 
+DETAILS_ROUTE = "/details/{wallet_id}"
+
+
+def served_by_worker(api, route: str) -> dict[str, float]:
+    """Requests of ``route`` each worker answered (200s and others), from the supervisor's /metrics."""
+    status, text = http_get(api.ops_url("/metrics"))
+    assert status == 200
+    served: dict[str, float] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name in ("http_requests", "http_requests_total"):
+            for s in family.samples:
+                if s.labels.get("route") == route and s.name.endswith("_total"):
+                    served[s.labels["worker"]] = served.get(s.labels["worker"], 0) + s.value
+    return served
+
+
 def test_two_workers_share_the_port_and_each_sees_every_deposit(cluster):
     cluster.start("balance")
     cluster.start("above_threshold")
@@ -65,21 +81,32 @@ def test_two_workers_share_the_port_and_each_sees_every_deposit(cluster):
     for i in range(deposits):
         status, doc = request(port, "POST", "/deposit", {"WalletID": "shared", "Amount": 25})
         assert status == 202, doc
-    # Every worker's views reach the same balance: read on new connections until both answered.
+    # Every worker's views reach the same balance: read on new connections until both
+    # answered it, which the workers' own request counters tell (a read does not say which
+    # worker served it).
     wait_for(
-        lambda: all(request(port, "GET", "/details/shared")[1].get("Balance") == 25 * deposits for _ in range(8)),
+        lambda: request(port, "GET", "/details/shared")[1].get("Balance") == 25 * deposits,
         60,
-        "every worker to show all deposits",
+        "a worker to show all deposits",
     )
+    started = served_by_worker(api, DETAILS_ROUTE)
+    for _ in range(400):
+        status, doc = request(port, "GET", "/details/shared")
+        if doc.get("Balance") != 25 * deposits:  # the other worker still catching up: wait for it
+            wait_for(
+                lambda: request(port, "GET", "/details/shared")[1].get("Balance") == 25 * deposits,
+                60,
+                "every worker to show all deposits",
+            )
+            started = served_by_worker(api, DETAILS_ROUTE)  # count only reads after both caught up
+            continue
+        now = served_by_worker(api, DETAILS_ROUTE)
+        if all(now.get(w, 0) > started.get(w, 0) for w in ("0", "1")):
+            break
+    else:
+        raise AssertionError(f"400 reads on new connections never reached both workers: {started} -> {now}")
 
-    status, text = http_get(api.ops_url("/metrics"))
-    assert status == 200
-    served = {}
-    for family in text_string_to_metric_families(text.decode()):
-        if family.name in ("http_requests", "http_requests_total"):
-            for s in family.samples:
-                if s.labels.get("route") == "/deposit" and s.name.endswith("_total"):
-                    served[s.labels["worker"]] = served.get(s.labels["worker"], 0) + s.value
+    served = served_by_worker(api, "/deposit")
     assert set(served) == {"0", "1"}, f"both workers served deposits (kernel spreads connections): {served}"
     assert sum(served.values()) == deposits
 

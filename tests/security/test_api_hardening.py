@@ -147,7 +147,36 @@ def test_the_loser_of_a_cross_replica_key_conflict_learns_it_from_its_token(stac
 
 
 def test_readiness_is_about_reads(stack):
+    """Ready means reads can be served. With the broker frozen, deposits are refused but the
+    running API stays ready and answers reads from its views (a not-ready pod would leave the
+    Service and take every read down with the broker); an API started meanwhile, whose views
+    cannot read their tables, is not ready until they caught up."""
     api = stack.start("api")
-    status, body = http_get(api.ops_url("/readyz"))
-    doc = json.loads(body)
-    assert status == 200 and doc["balance_view"] == "running" and doc["above_threshold_view"] == "running"
+    status, receipt, _ = deposit(api.port, "ready-w", 7)
+    assert status == 202, receipt
+    status, doc, _ = read(api.port, "ready-w", consistency=receipt["ConsistencyToken"])
+    assert status == 200 and doc["Balance"] == 7, doc
+    late = None
+    stack.broker.pause()
+    try:
+        status, body = http_get(api.ops_url("/readyz"))
+        doc = json.loads(body)
+        assert status == 200 and doc["balance_view"] == "running" and doc["above_threshold_view"] == "running", doc
+        status, doc, _ = read(api.port, "ready-w")
+        assert status == 200 and doc["Balance"] == 7, doc
+        status, doc, _ = deposit(api.port, "ready-refused", 1)  # its own wallet: it may be stored later
+        assert status == 503, (status, doc)
+        late = stack.start("api", 1, wait=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # 10 s of a frozen broker: never ready meanwhile
+            try:
+                assert http_get(late.ops_url("/readyz"))[0] != 200, "ready without being able to read"
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.5)
+    finally:
+        stack.broker.resume()
+    late.wait_ready(90)  # and ready once its views caught up
+    status, doc, _ = read(late.port, "ready-w")
+    assert status == 200 and doc["Balance"] == 7, doc
+    late.stop()

@@ -171,12 +171,12 @@ def test_decode_empty_value_is_an_empty_state():
     assert (state.entries, state.flagged, state.applied_offset, state.wallet_id) == ([], False, -1, "")
 
 
-def test_decode_go_style_list_with_an_amount_we_would_reject_is_skip_record_or_decodes():
+def test_decode_go_style_list_with_an_amount_past_micro_units_rounds_to_the_nearest_one():
+    """The Go service stores float amounts; one with more decimals than micro-units (which our
+    API would refuse) is read as the nearest micro-unit, not refused: the window goes on."""
     data = pw.go_wallet_info_list(pw.go_wallet_info("w", 0.1234567, 0.1234567, False, 1_700_000_000))
-    try:
-        WINDOW_STATE.decode(data)
-    except SkipRecord:
-        pass
+    state = WINDOW_STATE.decode(data)
+    assert [(e.at, e.offset, e.amount) for e in state.entries] == [(1_700_000_000 * MICROS, -1, 123_457)]
 
 
 def _random_states(seed: int, count: int):
