@@ -74,3 +74,28 @@ def test_the_checker_finds_broken_links(tmp_path):
     assert links(doc) == ["other.md#real-heading", "missing.md", "other.md#nope"]
     assert "real-heading" in anchors((tmp_path / "other.md").read_text())
     assert "nope" not in anchors((tmp_path / "other.md").read_text())
+
+
+def test_every_test_file_the_tree_names_exists():
+    """A comment, doc or config that cites a test (``tests/.../test_x.py``) cites one that exists."""
+    cited = re.compile(r"\btests/[\w/]+\.py\b")
+    sources = [
+        *DOCUMENTS,
+        *(
+            p
+            for folder in ("walletkit", "services", "charts", "bench", "scripts")
+            for p in (REPO / folder).rglob("*")
+            if p.is_file() and p.suffix in (".py", ".yaml", ".yml", ".tpl", ".sh", ".md")
+        ),
+        REPO / "skaffold.yaml",
+        REPO / "Makefile",
+    ]
+    missing = sorted(
+        {
+            f"{src.relative_to(REPO)}: {name}"
+            for src in sources
+            for name in cited.findall(src.read_text(errors="replace"))
+            if not (REPO / name).exists()
+        }
+    )
+    assert missing == []

@@ -70,7 +70,7 @@ class LocalCluster:
             SERVICES[service],
             # Dynamic membership unless a test sets WALLET_INSTANCE_ID (the chart sets it from
             # the pod name): a stopped instance's partitions move at once instead of after its
-            # session timeout. tests/integration/test_static_membership.py proves the chart's way.
+            # session timeout. tests/integration/test_group_membership.py proves the chart's way (static ids).
             {**self.env(), "WALLET_STATE_DIR": str(self.state_dir(service, instance)), **(env or {})},
             port or free_port(),
             self.root / "logs" / f"{name}.log",
