@@ -103,7 +103,7 @@ class Processor:
     ``Processor.create(spec, settings, state_dir, ...)`` builds the default clients and
     stores; the constructor takes them ready-made.
 
-    (About 380 lines, past the project's ~350: the member's life, the four rebalance
+    (About 440 lines as formatted, past the project's ~350: the member's life, the four rebalance
     callbacks and the batch path are kept together because they share one consumer, which
     must be called from this thread only; every per-partition decision is a task's, every
     batch step the runner's or the checkpoint's.)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from wallet_api.app import make_app, make_ops_app
-from wallet_api.auth import AuthConfigError, Authenticator, from_env
+from wallet_api.auth import AuthConfigError, Authenticator, AuthSettings, from_env
 from wallet_api.ledger import Ledger
 from wallet_api.ratelimit import RateLimit, RateLimiter
 from wallet_api.server import AppRunner
@@ -91,7 +91,9 @@ async def serve(
             await public_runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """The API's flags, each with its environment variable. (Long because the flags are many,
+    one statement each: it decides nothing.)"""
     parser = base_parser(
         "wallet-api",
         "Wallet API: POST /deposit, GET /details/{wallet_id}.",
@@ -211,6 +213,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, AuthSettings | None]:
+    """The flags, checked (a wrong one exits with its message), and the authentication settings."""
+    parser = make_parser()
     args = parse(parser, argv)
     if args.workers < 1:
         parser.error("--workers must be 1 or more")
@@ -227,9 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.rate_limit_rps < 0 or args.rate_limit_burst < 0:
         parser.error("--rate-limit-rps and --rate-limit-burst must not be negative")
     try:
-        auth_settings = from_env(os.environ)
+        return args, from_env(os.environ)
     except AuthConfigError as exc:
         parser.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, auth_settings = parse_args(argv)
     setup_logging("wallet-api", args.log_level, args.log_format)
     if args.workers > 1:
         from wallet_api.workers import supervise
