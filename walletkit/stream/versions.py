@@ -29,6 +29,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from walletkit.stream.changelog import Outcome, classify
+from walletkit.stream.errors import StreamError
 from walletkit.stream.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -134,16 +136,15 @@ class _Reader:
         ended = False
         for m in self.consumer.consume(1000, timeout):
             err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    ended = True
-                elif err.code() in (
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    KafkaError._UNKNOWN_TOPIC,
-                    KafkaError._UNKNOWN_PARTITION,
-                ):
+            if err is not None:  # named as the changelog follower names them (changelog.py)
+                try:
+                    outcome = classify(err)
+                except StreamError:  # a fatal consumer error: the next read tells more
+                    log.warning("table versions: %s", err.str())
+                    continue
+                if outcome is Outcome.END or outcome is Outcome.TOPIC_GONE:
                     ended = True  # no versions topic: every table is at version 1
-                elif err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                elif outcome is Outcome.OUT_OF_RANGE:
                     self.consumer.assign([TopicPartition(self.topic, 0, -2)])  # the log's start
                 else:
                     log.debug("table versions: %s", err.str())
