@@ -46,10 +46,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from walletkit.stream import metrics
-from walletkit.stream.errors import BrokerUnavailable, ClientStuck, StreamError
+from walletkit.stream.errors import ClientStuck, StreamError
 from walletkit.stream.faults import CrashInjector
-from walletkit.stream.kafka import BoundedCalls, init_transactions, kafka_error
+from walletkit.stream.kafka import kafka_error
 from walletkit.stream.partitioner import partition_for
+from walletkit.stream.producer import TransactionalProducer
 from walletkit.stream.table import Transaction
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,9 @@ class ChangelogWriter:
     """The member's changelog producer: transactional under exactly-once, idempotent otherwise.
 
     ``make_producer(config_overrides)`` builds the client (the processor's options inject
-    it); a producer that hit a fatal error (fenced by a newer instance of the same
-    transactional id) is replaced by a new one.
+    it). Under exactly-once it is a :class:`~walletkit.stream.producer.TransactionalProducer`
+    (the emitter's lanes use the same), replaced when it fails fatally (fenced by a newer
+    instance of the same transactional id), cannot abort, or is stuck in a call.
     """
 
     def __init__(
@@ -114,15 +116,19 @@ class ChangelogWriter:
         self.guarantee = guarantee
         self.transactional_id = transactional_id
         self.timeout = timeout
-        self.producer: Producer | None = None
-        self._fatal = False
-        self._in_transaction = False
-        #: The transactional calls that talk to coordinators, bounded (see BoundedCalls).
-        self._calls = BoundedCalls(f"{group}-transactions")
-        self._stuck: ClientStuck | None = None  # the current producer's call that never returned
-        #: Producers left behind in a call, kept until it returns: destroying a client with
-        #: a call in progress can block or crash the process.
-        self._left_behind: list[tuple[Producer, Any]] = []
+        self._txn = (
+            TransactionalProducer(
+                make_producer,
+                transactional_id,
+                name=f"{group}-transactions",
+                config={"linger.ms": 1},
+                on_error=self._on_error,
+            )
+            if self.transactional
+            else None
+        )
+        self._plain: Producer | None = None  # the idempotent producer (applied-offsets)
+        self._plain_fatal = False
         self.delivered: dict[int, int] = {}
         self.errors: list[KafkaError] = []
 
@@ -130,33 +136,23 @@ class ChangelogWriter:
     def transactional(self) -> bool:
         return self.guarantee is Guarantee.EXACTLY_ONCE
 
+    @property
+    def producer(self) -> Producer | None:
+        """The current client."""
+        return self._txn.producer if self._txn is not None else self._plain
+
     def start(self) -> None:
         """Create the producer; under exactly-once, register the transactional id (this fences
         and aborts whatever an earlier instance with the same id left open)."""
-        overrides: dict[str, Any] = {"linger.ms": 1, "error_cb": self._on_error}
-        if self.transactional:
-            overrides["transactional.id"] = self.transactional_id
-        self._fatal = False
-        self._in_transaction = False
-        self._stuck = None
-        self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
-        self.producer = self._make_producer(**overrides)
-        if self.transactional:
-            try:
-                init_transactions(
-                    self.producer,
-                    self.transactional_id,
-                    time.monotonic() + max(self.timeout, 60.0),
-                    self.timeout,
-                    calls=self._calls,
-                )
-            except ClientStuck as exc:
-                self._leave_behind(exc)
-                raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
+        if self._txn is not None:
+            self._txn.start(time.monotonic() + max(self.timeout, 60.0), self.timeout)
+            return
+        self._plain_fatal = False
+        self._plain = self._make_producer(**{"linger.ms": 1, "error_cb": self._on_error})
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
-            self._fatal = True
+            self._plain_fatal = True  # (the transactional producer marks itself)
         log.warning("group %s changelog producer: %s", self.group, err.str())
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -168,12 +164,13 @@ class ChangelogWriter:
             self.delivered[p] = off
 
     def _produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
+        producer = self.producer
         while True:
             try:
-                self.producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
+                producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
                 return
             except BufferError:
-                self.producer.poll(0.05)
+                producer.poll(0.05)
 
     def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:  # only the changelog's offsets position the stores
@@ -182,12 +179,11 @@ class ChangelogWriter:
     def begin(self) -> None:
         self.delivered = {}
         self.errors = []
-        if self.transactional:
+        if self._txn is not None:
             try:
-                self.producer.begin_transaction()
+                self._txn.begin()
             except KafkaException as exc:
                 raise self._failed("begin transaction", exc) from exc
-            self._in_transaction = True
 
     def send(
         self,
@@ -197,7 +193,6 @@ class ChangelogWriter:
     ) -> int:
         """Queue every change (and every emitted record: topic, partition, key, value); wait
         until all are acknowledged; return how many changes."""
-        producer = self.producer
         count = 0
         try:
             for p, kvs in changes.items():
@@ -208,7 +203,7 @@ class ChangelogWriter:
                 self._produce(out_topic, value, key, p, self._on_output_delivery)
         except KafkaException as exc:
             raise self._failed("produce", exc) from exc
-        remaining = producer.flush(self.timeout) if count or outputs else 0
+        remaining = self.producer.flush(self.timeout) if count or outputs else 0
         if remaining or self.errors:
             reason = self.errors[0].str() if self.errors else f"{remaining} records unacknowledged"
             raise CheckpointFailed(
@@ -219,112 +214,87 @@ class ChangelogWriter:
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         """Exactly-once: send the input offsets with the group metadata the batch was consumed
         under, and commit the transaction."""
-        if not self.transactional:
+        txn = self._txn
+        if txn is None:
             return
-        producer = self.producer
         started = time.monotonic()
-        calls = self._calls
         try:
-            calls(self.timeout, producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
+            txn.send_offsets(offsets, group_metadata, self.timeout)
         except KafkaException as exc:
             raise self._failed("send offsets", exc) from exc
         except ClientStuck as exc:
             raise self._stuck_in("send offsets", exc) from exc
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                calls(self.timeout, producer.commit_transaction, self.timeout)
-                self._in_transaction = False
-                metrics.TRANSACTIONS.labels(self.group, "committed").inc()
-                metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
-                    continue  # the outcome is unknown: committing again is how to learn it
-                raise self._failed("commit transaction", exc) from exc
-            except ClientStuck as exc:
-                raise self._stuck_in("commit transaction", exc) from exc
+        try:
+            txn.commit(time.monotonic() + self.timeout)
+        except KafkaException as exc:
+            raise self._failed("commit transaction", exc) from exc
+        except ClientStuck as exc:
+            raise self._stuck_in("commit transaction", exc) from exc
+        metrics.TRANSACTIONS.labels(self.group, "committed").inc()
+        metrics.COMMIT_SECONDS.labels(self.group).observe(time.monotonic() - started)
 
     def _stuck_in(self, step: str, exc: ClientStuck) -> CheckpointFailed:
-        """A call that never returned: the producer is replaced by ``abort()``. Its transaction
-        is aborted by the new producer's registration, or had committed: the batch is redone
-        from the stores (written only after a commit) and gives the same values either way."""
-        self._stuck = exc
+        """A call that never returned: the producer is left behind and replaced by ``abort()``.
+        Its transaction is aborted by the new producer's registration, or had committed: the
+        batch is redone from the stores (written only after a commit) and gives the same values
+        either way."""
+        self._txn.leave_behind(exc)
         return CheckpointFailed(f"{step}: {exc}; replacing the changelog producer")
-
-    def _leave_behind(self, exc: ClientStuck) -> None:
-        producer, self.producer = self.producer, None
-        if producer is not None:
-            self._left_behind.append((producer, exc.returned))
 
     def _failed(self, step: str, exc: KafkaException) -> CheckpointFailed:
         err = kafka_error(exc)
         if err is not None and err.fatal():
-            self._fatal = True
+            if self._txn is not None:
+                self._txn.fatal = True
+            else:
+                self._plain_fatal = True
         fenced = err is not None and (err.code() in _FENCED_CODES or "fenced" in err.str().lower())
         return CheckpointFailed(f"{step}: {err.str() if err is not None else exc}", fenced=fenced)
 
     def abort(self) -> None:
-        """Drop what the batch wrote: abort the transaction (or purge unsent records)."""
-        producer = self.producer
-        if producer is None:
+        """Drop what the batch wrote: abort the transaction (or purge unsent records); replace a
+        producer that failed, could not abort or is stuck in a call."""
+        txn = self._txn
+        if txn is None:
+            if self._plain is None:
+                return
+            self._plain.purge(in_queue=True, in_flight=False)
+            self._plain.flush(1)
+            if self._plain_fatal:
+                log.warning("group %s: replacing the changelog producer after a fatal error", self.group)
+                self.close()
+                self.start()
             return
-        if self.transactional:
-            if self._in_transaction and not self._fatal and self._stuck is None:
-                try:
-                    self._calls(self.timeout, producer.abort_transaction, self.timeout)
-                    metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
-                except KafkaException as exc:
-                    # Fatal, or not finished: an abort that timed out waiting for the coordinator
-                    # (it cannot write its markers, e.g. the topic refuses them) leaves the
-                    # producer refusing every later transaction until the abort is called again
-                    # and completes. A new producer's registration ends the transaction instead,
-                    # once the coordinator can: as the emitter's lanes do.
-                    self._fatal = True
-                    log.warning("group %s: abort transaction: %s", self.group, exc)
-                except ClientStuck as exc:
-                    self._stuck = exc
-            elif self._in_transaction and self._stuck is None:
+        if txn.stuck is None and txn.in_transaction:
+            if txn.fatal or txn.abort(self.timeout):
                 metrics.TRANSACTIONS.labels(self.group, "aborted").inc()
-            self._in_transaction = False
-        else:
-            producer.purge(in_queue=True, in_flight=False)
-            producer.flush(1)
-        if self._stuck is not None:
+        if txn.stuck is not None:
             log.warning(
                 "group %s: the changelog producer is stuck in a call (%s); replacing it: the new one "
                 "fences it and ends its transaction",
                 self.group,
-                self._stuck,
+                txn.stuck,
             )
             metrics.TRANSACTIONS.labels(self.group, "abandoned").inc()
-            self._leave_behind(self._stuck)
             self.start()
-        elif self._fatal:
+        elif txn.fatal:
             log.warning(
                 "group %s: replacing the changelog producer after a fatal error or an unfinished abort", self.group
             )
-            self.close()
+            txn.close()
             self.start()
+        txn.in_transaction = False
 
     def close(self) -> None:
-        if self._stuck is not None:  # must not be called into again: left as it is
-            self._leave_behind(self._stuck)
+        if self._txn is not None:
+            self._txn.close()
             return
-        producer, self.producer = self.producer, None
-        if producer is None:
-            return
-        try:
-            if self._in_transaction and not self._fatal:
-                self._calls(5, producer.abort_transaction, 5)
-            # A producer in a fatal state raises here too; it has nothing left to deliver.
-            producer.flush(5)
-        except KafkaException as exc:
-            log.info("group %s: closing the changelog producer: %s", self.group, exc)
-        except ClientStuck as exc:
-            log.warning("group %s: closing the changelog producer: %s", self.group, exc)
-            self._left_behind.append((producer, exc.returned))
+        producer, self._plain = self._plain, None
+        if producer is not None:
+            try:
+                producer.flush(5)
+            except KafkaException as exc:
+                log.info("group %s: closing the changelog producer: %s", self.group, exc)
 
 
 class Checkpoint:

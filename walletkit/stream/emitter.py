@@ -5,11 +5,13 @@ acknowledged record is in the log, on every in-sync replica. Two ways to get the
 chosen by ``transactional_id``:
 
 - **Transactional** (a transactional id; the API under exactly-once). Records wait in a
-  queue; each of a few *lanes* (a thread with its own transactional producer) takes
-  everything waiting into one transaction and commits it, and only then are its records
-  acknowledged (group commit: while some lanes commit, the queue fills for the next). A transaction that fails is aborted, which makes its
-  records invisible to ``read_committed`` readers, and its records are produced again
-  in the next one until their deadline passes. So a record is stored once however the
+  queue; each of a few *lanes* (:mod:`~walletkit.stream.lanes`: a thread with its own
+  :class:`~walletkit.stream.producer.TransactionalProducer`, the one a processor's changelog
+  writer uses too) takes everything waiting into one transaction and commits it, and only
+  then are its records acknowledged (group commit: while some lanes commit, the queue fills
+  for the next). A transaction that fails is aborted, which makes its records invisible to
+  ``read_committed`` readers, and its records are produced again in the next one until their
+  deadline passes. So a record is stored once however the
   brokers fail: an idempotent producer alone cannot promise that, because librdkafka
   re-sends in-flight batches under a bumped epoch during some leader changes, and the
   broker then stores them twice (librdkafka issue 4953).
@@ -32,35 +34,18 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from walletkit.stream import metrics
 from walletkit.stream.codec import Codec
-from walletkit.stream.errors import BrokerUnavailable, ClientStuck, EmitError
-from walletkit.stream.kafka import BoundedCalls, KafkaSettings, init_transactions, kafka_error
+from walletkit.stream.errors import BrokerUnavailable, EmitError
+from walletkit.stream.kafka import KafkaSettings
+from walletkit.stream.lanes import Delivery, Lane, Waiting
 from walletkit.stream.partitioner import partition_for
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where an acknowledged record was stored."""
-
-    topic: str
-    partition: int
-    offset: int
-    #: The broker's LogAppendTime in milliseconds when the topic has the broker stamp its
-    #: records (message.timestamp.type=LogAppendTime), else None.
-    log_append_time_ms: int | None = None
-
-    @classmethod
-    def of(cls, msg: Any) -> Delivery:
-        ts_type, ts_ms = msg.timestamp()
-        return cls(msg.topic(), msg.partition(), msg.offset(), ts_ms if ts_type == TIMESTAMP_LOG_APPEND_TIME else None)
 
 
 class EmitterState(enum.Enum):
@@ -76,30 +61,6 @@ MAX_WAITING = 50_000
 MAX_TRANSACTION_RECORDS = 10_000
 #: Transactional producers working side by side (see the module doc).
 DEFAULT_LANES = 4
-
-
-@dataclass(slots=True, eq=False)
-class _Waiting:
-    """A record of a transactional emitter on its way into a transaction."""
-
-    key: bytes
-    value: bytes
-    partition: int
-    headers: list[tuple[str, bytes]] | None
-    fut: asyncio.Future
-    deadline: float  # monotonic; after it the record fails (503)
-    delivery: Delivery | None = None
-    error: KafkaError | None = None
-
-
-class _Abort(Exception):
-    """The transaction failed. ``aborted``: it certainly was aborted, so its records are
-    invisible and may be produced again; otherwise its outcome is unknown (it may have
-    committed), and producing them again could store them twice."""
-
-    def __init__(self, reason: str, aborted: bool) -> None:
-        super().__init__(reason)
-        self.aborted = aborted
 
 
 class Emitter:
@@ -128,6 +89,7 @@ class Emitter:
         self._settings = settings
         self._connect_timeout = connect_timeout
         self._timeout = settings.delivery_timeout_ms / 1000
+        self.abort_timeout = self._timeout
         self._producer: Producer | None = None  # idempotent mode; metadata and probes in both
         self._partitions = 0
         self._threads: list[threading.Thread] = []
@@ -135,8 +97,8 @@ class Emitter:
         self._connected = False
         self._fatal = False
         self._last_error: str | None = None
-        self._lanes = [_Lane(self, f"{transactional_id}-{i}") for i in range(lanes)] if transactional_id else []
-        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._lanes = [Lane(self, f"{transactional_id}-{i}") for i in range(lanes)] if transactional_id else []
+        self._waiting: collections.deque[Waiting] = collections.deque()
         self._wake = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_probe = 0.0
@@ -205,7 +167,7 @@ class Emitter:
                 thread.join(timeout=timeout + 5)
             left = list(self._waiting)
             self._waiting.clear()
-            self._settle_all(left, EmitError("the emitter closed before the record was committed"))
+            self.settle(left, EmitError("the emitter closed before the record was committed"))
             for lane in self._lanes:
                 lane.close()
         else:
@@ -268,7 +230,7 @@ class Emitter:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Delivery] = loop.create_future()
         self._waiting.append(
-            _Waiting(
+            Waiting(
                 kb,
                 self.codec.encode(value),
                 partition_for(kb, self._partitions),
@@ -379,7 +341,25 @@ class Emitter:
             old.purge()
             old.poll(0)  # deliver the failures of what it still held
 
-    def _take(self, lane: _Lane) -> list[_Waiting] | None:
+    # -- what the lanes ask of their emitter (lanes.LaneHost) ------------------------
+
+    def make_producer(self, **config: Any) -> Producer:
+        return Producer(self._settings.producer(**config))
+
+    def on_error(self, err: KafkaError) -> None:
+        self._on_error(err)
+
+    def check_reachable(self) -> None:
+        if self._connected and not self._answers():
+            # No broker answers (not just a leader moving between brokers): fail new records
+            # fast until a probe reaches Kafka.
+            log.warning(
+                "emitter: records unacknowledged in time and no broker answers; treating "
+                "Kafka as unreachable until a probe succeeds"
+            )
+            self._connected = False
+
+    def take(self, lane: Lane) -> list[Waiting] | None:
         """For ``lane``: everything waiting (up to a transaction's worth); None once closed.
         While idle, a lane serves its producer's callbacks, and the first one also the
         metadata producer's (which notice a lost broker) and the reconnection probe."""
@@ -392,12 +372,13 @@ class Emitter:
                     self._wake.wait(0.05)
                 if waiting:
                     return [waiting.popleft() for _ in range(min(len(waiting), MAX_TRANSACTION_RECORDS))]
-            lane.producer.poll(0)
+            if lane.producer is not None:
+                lane.producer.poll(0)
             if lane is self._lanes[0]:
                 self._producer.poll(0)
                 self._probe()
 
-    def _settle_all(self, batch: list[_Waiting], error: EmitError | None) -> None:
+    def settle(self, batch: list[Waiting], error: EmitError | None) -> None:
         if self._loop is not None and batch:
             self._loop.call_soon_threadsafe(_settle_batch, batch, error)
 
@@ -421,229 +402,12 @@ class Emitter:
             log.info("emitter: %s", err.str())
 
 
-class _Lane:
-    """One transactional producer of an emitter and the thread that commits with it."""
-
-    def __init__(self, emitter: Emitter, transactional_id: str) -> None:
-        self.emitter = emitter
-        self.transactional_id = transactional_id
-        self.producer: Producer | None = None
-        self.fatal = False
-        #: Its transactional calls, bounded (see BoundedCalls); producers left behind in one.
-        self._calls = BoundedCalls(f"emitter-lane-{transactional_id}")
-        self._left_behind: list[tuple[Producer, Any]] = []
-        self._m_committed = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "committed")
-        self._m_aborted = metrics.EMIT_TRANSACTIONS.labels(emitter.topic, "aborted")
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            log.error("emitter lane %s: fatal error: %s; replacing its producer", self.transactional_id, err.str())
-            self.fatal = True
-        self.emitter._on_error(err)
-
-    def start(self, deadline: float) -> None:
-        """Create the producer and register the transactional id: fences an earlier producer
-        with the same id and ends what it left open. Retried while the coordinator loads."""
-        self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
-        self.producer = Producer(
-            self.emitter._settings.producer(error_cb=self._on_error, **{"transactional.id": self.transactional_id})
-        )
-        try:
-            init_transactions(
-                self.producer, self.transactional_id, deadline, deadline - time.monotonic(), calls=self._calls
-            )
-        except ClientStuck as exc:
-            self._leave_behind(exc)
-            raise BrokerUnavailable(f"cannot register transactional id {self.transactional_id!r}: {exc}") from exc
-        self.fatal = False
-
-    def _leave_behind(self, exc: ClientStuck) -> None:
-        """A producer stuck in a call: never called again nor destroyed until the call returns;
-        the next batch registers a new one, which fences it and ends its transaction."""
-        log.warning("emitter lane %s: %s; replacing the producer", self.transactional_id, exc)
-        self._left_behind.append((self.producer, exc.returned))
-        self.fatal = True
-
-    def close(self) -> None:
-        if self.producer is not None and not any(p is self.producer for p, _ in self._left_behind):
-            self.producer.flush(1)
-
-    def serve(self) -> None:
-        while (batch := self.emitter._take(self)) is not None:
-            self.commit(batch)
-
-    def commit(self, batch: list[_Waiting]) -> None:
-        """Commit ``batch`` in one transaction, in as many attempts as its deadlines allow."""
-        settle = self.emitter._settle_all
-        failure = "no attempt"
-        while True:
-            now = time.monotonic()
-            late = {w for w in batch if w.deadline <= now or w.fut.done()}
-            if late:
-                settle(list(late), EmitError(f"not acknowledged by Kafka in time ({failure})"))
-                batch = [w for w in batch if w not in late]
-            if not batch:
-                return
-            deadline = min(w.deadline for w in batch)
-            try:
-                if self.fatal:
-                    self.start(deadline)
-                self._transaction(batch, deadline)
-            except _Abort as exc:
-                failure = str(exc)
-                if self.fatal:
-                    self._replace(deadline)
-                if not exc.aborted:
-                    log.warning(
-                        "emitter lane %s: transaction of %d records failed with an unknown outcome (%s)",
-                        self.transactional_id,
-                        len(batch),
-                        failure,
-                    )
-                    settle(batch, EmitError(f"the outcome is unknown ({failure}); retry with an Idempotency-Key"))
-                    return
-                self._m_aborted.inc()
-                log.info(
-                    "emitter lane %s: transaction of %d records aborted (%s); producing them again",
-                    self.transactional_id,
-                    len(batch),
-                    failure,
-                )
-                continue
-            except BrokerUnavailable as exc:
-                failure = str(exc)
-                continue
-            self._m_committed.inc()  # the flush before it reported every record's delivery
-            settle(batch, None)
-            return
-
-    def _replace(self, deadline: float) -> None:
-        """Register a new producer now, not at the next batch: the registration ends the
-        transaction the failed one left open, which until then holds every read_committed
-        reader of its partitions (views, processors, the ledger) at its first record for up
-        to transaction.timeout.ms. If Kafka is unreachable the next batch tries again."""
-        try:
-            self.start(max(deadline, time.monotonic() + 1.0))
-        except BrokerUnavailable as exc:
-            log.warning(
-                "emitter lane %s: replacing the producer: %s; trying again with the next batch",
-                self.transactional_id,
-                exc,
-            )
-
-    def _transaction(self, batch: list[_Waiting], deadline: float) -> None:
-        producer = self.producer
-        topic = self.emitter.topic
-        committing = False  # once the commit was asked for, a failure's outcome may be "committed"
-        try:
-            producer.begin_transaction()
-            refused = []
-            for w in batch:
-                w.delivery = w.error = None
-                while True:
-                    try:
-                        producer.produce(
-                            topic,
-                            w.value,
-                            w.key,
-                            partition=w.partition,
-                            headers=w.headers,
-                            on_delivery=lambda err, msg, w=w: _delivered(w, err, msg),
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
-                    except KafkaException as exc:
-                        err = kafka_error(exc)
-                        if err is None or err.txn_requires_abort() or err.fatal():
-                            raise
-                        refused.append(w)  # this record only (e.g. too large): the others go on
-                        self.emitter._settle_all([w], EmitError(f"refused by the producer: {err.str()}"))
-                        break
-            if refused:
-                batch[:] = [w for w in batch if w not in refused]
-            # Every record acknowledged (or failed) before the commit is asked for: a failure
-            # up to here (a fenced producer, a lost leader) certainly leaves it uncommitted.
-            remaining = producer.flush(max(0.1, deadline - time.monotonic()))
-            failed = next((w.error for w in batch if w.error is not None), None)
-            if remaining or failed is not None:
-                reason = failed.str() if failed is not None else f"{remaining} records unacknowledged in time"
-                if remaining and self.emitter._connected and not self.emitter._answers():
-                    # No broker answers (not just a leader moving between brokers): fail new
-                    # records fast until a probe reaches Kafka.
-                    log.warning(
-                        "emitter: records unacknowledged in time and no broker answers; treating "
-                        "Kafka as unreachable until a probe succeeds"
-                    )
-                    self.emitter._connected = False
-                self._abandon(failed if failed is not None and failed.fatal() else None)
-                raise _Abort(reason, aborted=True)
-            committing = True
-            while True:
-                try:
-                    timeout = max(0.1, deadline - time.monotonic())
-                    self._calls(timeout, producer.commit_transaction, timeout)
-                    break
-                except KafkaException as exc:
-                    err = kafka_error(exc)
-                    if (
-                        err is not None
-                        and err.retriable()
-                        and not err.txn_requires_abort()
-                        and not err.fatal()
-                        and time.monotonic() < deadline
-                    ):
-                        continue  # the outcome is unknown: committing again is how to learn it
-                    raise
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            aborted = self._abandon(err) or not committing
-            raise _Abort(err.str() if err is not None else str(exc), aborted) from exc
-        except ClientStuck as exc:  # in the commit: its outcome is unknown
-            self._leave_behind(exc)
-            raise _Abort(str(exc), aborted=False) from exc
-
-    def _abandon(self, err: KafkaError | None) -> bool:
-        """End a failed transaction so the next can begin; True if it certainly aborted.
-
-        Aborts it, or replaces the producer when it is fenced, fatally failed or cannot
-        abort: a new producer with the same transactional id ends the old one's
-        transaction when it registers, committing it if its commit had begun, so then
-        the outcome is unknown."""
-        if err is None or not err.fatal():
-            try:
-                # Short: an abort that cannot reach the coordinator soon is settled by
-                # replacing the producer (its successor's registration ends the transaction).
-                timeout = min(self.emitter._timeout, 2.0)
-                self._calls(timeout, self.producer.abort_transaction, timeout)
-                return True
-            except KafkaException as exc:
-                log.warning(
-                    "emitter lane %s: abort transaction: %s; replacing the producer", self.transactional_id, exc
-                )
-            except ClientStuck as exc:
-                self._leave_behind(exc)
-                return False
-        else:
-            log.warning("emitter lane %s: producer failed (%s); replacing it", self.transactional_id, err.str())
-        self.fatal = True
-        self.producer.purge()
-        return False
-
-
-def _delivered(w: _Waiting, err: KafkaError | None, msg: Any) -> None:  # on a lane's thread
-    if err is None:
-        w.delivery = Delivery.of(msg)
-    else:
-        w.error = err
-
-
 def _expire(fut: asyncio.Future[Delivery]) -> None:  # on the loop
     if not fut.done():
         fut.set_exception(EmitError("not acknowledged by Kafka in time; the outcome is unknown"))
 
 
-def _settle_batch(batch: list[_Waiting], error: EmitError | None) -> None:  # on the loop
+def _settle_batch(batch: list[Waiting], error: EmitError | None) -> None:  # on the loop
     for w in batch:
         if w.fut.done():
             continue
