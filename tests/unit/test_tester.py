@@ -99,15 +99,7 @@ def test_a_fenced_writer_cannot_commit_a_batch():
         old = t._writer
         t.restart()  # the successor registers the same transactional id
         t.feed("w", deposit(5))
-        batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(
-            batch.txns,
-            old,
-            _Consumer(),
-            input_topic=t.spec.input_topic,
-            table_topic=t.spec.table_topic,
-            member=("tester", t.spec.group),
-        )
+        checkpoint = checkpoint_of(t, writer=old)
         with pytest.raises(CheckpointFailed) as refused:
             checkpoint.prepare()
         assert refused.value.fenced
@@ -117,15 +109,7 @@ def test_a_fenced_writer_cannot_commit_a_batch():
 def test_the_checkpoint_refuses_steps_out_of_order():
     with Tester(balance_group()) as t:
         t.feed("w", deposit(5))
-        batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(
-            batch.txns,
-            t._writer,
-            _Consumer(),
-            input_topic=t.spec.input_topic,
-            table_topic=t.spec.table_topic,
-            member=("tester", t.spec.group),
-        )
+        checkpoint = checkpoint_of(t)
         with pytest.raises(RuntimeError, match="expected prepared"):
             checkpoint.commit()
         with pytest.raises(RuntimeError, match="expected committed"):
@@ -140,15 +124,7 @@ def test_the_checkpoint_refuses_steps_out_of_order():
 def test_a_checkpoint_of_a_member_that_changed_is_refused_as_fenced():
     with Tester(balance_group()) as t:
         t.feed("w", deposit(5))
-        batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
-        checkpoint = Checkpoint(
-            batch.txns,
-            t._writer,
-            _Consumer(),
-            input_topic=t.spec.input_topic,
-            table_topic=t.spec.table_topic,
-            member=("a member that left", t.spec.group),
-        )
+        checkpoint = checkpoint_of(t, member="a member that left")
         with pytest.raises(CheckpointFailed) as refused:
             checkpoint.prepare()
         assert refused.value.fenced and t.changelog("w") is None
@@ -177,6 +153,19 @@ def test_the_memory_producer_fences_an_older_instance():
     assert log.read("t", 0) == []
     with pytest.raises(Exception, match="fenced"):
         first.commit_transaction()
+
+
+def checkpoint_of(t: Tester, writer=None, member: str = "tester") -> Checkpoint:
+    """A checkpoint of the tester's unconsumed input, run through its group, by hand."""
+    batch = t._runner.run(t.log.read(t.spec.input_topic, 0), t.tables)
+    return Checkpoint(
+        batch.txns,
+        writer or t._writer,
+        _Consumer(),
+        input_topic=t.spec.input_topic,
+        table_topic=t.spec.table_topic,
+        member=(member, t.spec.group),
+    )
 
 
 class _Consumer:
