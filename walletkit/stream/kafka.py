@@ -287,6 +287,26 @@ def log_end_offsets(
     return {tp.partition: future.result(timeout=timeout + 1).offset for tp, future in futures.items()}
 
 
+class LeftBehind:
+    """Clients replaced while calls of theirs were in progress, each kept until those calls
+    returned: destroying a librdkafka client with a call or request in progress can block or
+    crash the process. The one place that rule lives (transactional producers, admin clients)."""
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[Any, Callable[[], bool]]] = []
+
+    def keep(self, client: Any, done: Callable[[], bool]) -> None:
+        """Keep ``client`` until ``done()`` says its calls returned."""
+        self._kept.append((client, done))
+
+    def prune(self) -> None:
+        """Let go of the clients whose calls returned."""
+        self._kept = [(client, done) for client, done in self._kept if not done()]
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 class LogEnds:
     """``log_end_offsets`` of one topic through an admin client that is replaced after a failure.
 
@@ -303,17 +323,18 @@ class LogEnds:
         self.timeout = timeout
         self._admin: Any = None
         self._pending: list[Any] = []  # futures of the current client's requests
-        self._retired: list[tuple[Any, list[Any]]] = []  # (replaced client, its futures)
+        self._retired = LeftBehind()
 
     def __call__(self, partitions: list[int]) -> dict[int, int]:
-        self._retired = [(admin, futures) for admin, futures in self._retired if not all(f.done() for f in futures)]
+        self._retired.prune()
         if self._admin is None:
             self._admin = self._make_admin()
             self._pending = []
         try:
             return log_end_offsets(self._admin, self.topic, partitions, self.timeout, self._pending)
         except (KafkaException, TimeoutError):
-            self._retired.append((self._admin, self._pending))
+            pending = self._pending
+            self._retired.keep(self._admin, lambda: all(f.done() for f in pending))
             self._admin = None  # the next call starts from fresh metadata
             raise
         finally:

@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from walletkit.stream.errors import BrokerUnavailable, ClientStuck
-from walletkit.stream.kafka import BoundedCalls, init_transactions, kafka_error
+from walletkit.stream.kafka import BoundedCalls, LeftBehind, init_transactions, kafka_error
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,8 @@ class TransactionalProducer:
         self.stuck: ClientStuck | None = None
         #: The transactional calls that talk to coordinators, bounded (see BoundedCalls).
         self.calls = BoundedCalls(name)
-        #: Clients left behind in a call, kept until it returns: destroying a client with a
-        #: call in progress can block or crash the process.
-        self._left_behind: list[tuple[Producer, Any]] = []
+        #: Clients left behind in a call, kept until it returns.
+        self._left_behind = LeftBehind()
 
     def _error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -75,7 +74,7 @@ class TransactionalProducer:
     def start(self, deadline: float, attempt_timeout: float) -> None:
         """Make a client and register the id (fencing an earlier one, ending what it left open),
         retried until ``deadline`` (monotonic); BrokerUnavailable then."""
-        self._left_behind = [(p, returned) for p, returned in self._left_behind if not returned.is_set()]
+        self._left_behind.prune()
         self.fatal = True  # until the new client is registered: a failed start is replaced again
         self.in_transaction = False
         self.stuck = None
@@ -96,7 +95,7 @@ class TransactionalProducer:
         self.fatal = True
         producer, self.producer = self.producer, None
         if producer is not None:
-            self._left_behind.append((producer, exc.returned))
+            self._left_behind.keep(producer, exc.returned.is_set)
 
     def begin(self) -> None:
         self.producer.begin_transaction()
@@ -161,5 +160,5 @@ class TransactionalProducer:
             log.info("%s: closing the producer: %s", self.name, exc)
         except ClientStuck as exc:
             log.warning("%s: closing the producer: %s", self.name, exc)
-            self._left_behind.append((producer, exc.returned))
+            self._left_behind.keep(producer, exc.returned.is_set)
         self.in_transaction = False
