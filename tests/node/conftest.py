@@ -19,7 +19,7 @@ from walletkit.devstack.node import Node, NodeError, deploy_kafka, load_images, 
 pytestmark = pytest.mark.node
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # torn down with its module: a node left up slows every suite after it
 def cluster(request):
     # A short path: containerd's sockets live under it (a unix socket path has 108 bytes).
     root = Path(tempfile.mkdtemp(prefix="wallet-node-"))
