@@ -341,3 +341,93 @@ def test_offsets_are_committed_while_running_not_only_on_stop(broker, tmp_path):
     assert run.thread.is_alive() and run.error is None
     run.stop()
     assert committed_total(broker) == 300
+
+
+def test_join_emit_and_delete_on_kafka_each_once_and_the_joined_copy_survives_a_restart(broker, tmp_path):
+    """A group that reads another table (a per-key cap, written to its changelog as its own
+    group would), emits each capped total to an output topic in its batches' transactions, and
+    deletes a key on a negative record. Restarted on the same disk and then on an empty one,
+    it goes on from the joined copy and its own table: every output read_committed once."""
+    from walletkit.stream import JsonCodec, JsonTableCodec
+
+    tm = make_topics(broker)
+    tm.ensure_table("caps-table", 4)
+    tm.ensure_stream("capped", 4)
+
+    def on_record(ctx: Context, amount: int) -> None:
+        if amount < 0:
+            ctx.delete()
+            return
+        cap = ctx.join("caps-table")
+        value = ctx.value() or {"n": 0}
+        value["n"] = min(value["n"] + amount, cap["max"] if cap else 10**9)
+        ctx.set_value(value)
+        ctx.emit("capped", ctx.key, {"key": ctx.key, "n": value["n"], "offset": ctx.offset})
+
+    spec = GroupSpec(
+        group="counter",
+        input_topic="events",
+        input_codec=IntCodec(),
+        table_codec=CounterCodec(),
+        callback=on_record,
+        outputs={"capped": JsonCodec()},
+        joins={"caps-table": JsonTableCodec()},
+    )
+    caps = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for key, cap in (("a", 10), ("b", 1000)):
+        caps.produce(
+            "caps-table",
+            JsonCodec().encode({"max": cap, "_offset": 0}),
+            key.encode(),
+            partition=partition_for(key.encode(), 4),
+        )
+    assert caps.flush(10) == 0
+    run = Running(broker, tmp_path / "proc", spec)
+    run.wait_ready()
+    produce(broker, [("a", b"4"), ("a", b"4"), ("a", b"4"), ("b", b"7"), ("c", b"1"), ("c", b"-1")])
+
+    def outputs() -> list[dict]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": f"read-{time.monotonic_ns()}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        consumer.assign([TopicPartition("capped", p, 0) for p in range(4)])
+        got, ended = [], set()
+        deadline = time.monotonic() + 10
+        while len(ended) < 4 and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.5):
+                if m.error():
+                    ended.add(m.partition())
+                else:
+                    got.append(JsonCodec().decode(m.value()))
+        consumer.close()
+        return got
+
+    deadline = time.monotonic() + 30
+    while len(outputs()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run.stop()
+    got = sorted((o["key"], o["n"]) for o in outputs())
+    assert got == [("a", 4), ("a", 8), ("a", 10), ("b", 7), ("c", 1)]  # a capped by the joined table
+    for state in (tmp_path / "proc", tmp_path / "fresh"):  # the same disk, then an empty one
+        caps.produce("caps-table", JsonCodec().encode({"max": 1, "_offset": 1}), b"b", partition=partition_for(b"b", 4))
+        assert caps.flush(10) == 0
+        again = Running(broker, state, spec)
+        again.wait_ready()
+        produce(broker, [("b", b"5")])
+        deadline = time.monotonic() + 30
+        while len(outputs()) < (6 if state.name == "proc" else 7) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        again.stop()
+    got = [(o["key"], o["n"]) for o in outputs()]
+    assert sorted(got).count(("b", 1)) == 2 and len(got) == 7, got  # the new cap read from the copy, each once
+    view = View(settings(broker), "counter-table", CounterCodec(), tmp_path / "view")
+    view.start()
+    assert view.wait_caught_up(30)
+    assert view.get("c") is None and view.get("a")["n"] == 10 and view.get("b")["n"] == 1
+    view.stop()

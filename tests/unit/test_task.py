@@ -75,3 +75,20 @@ def test_owned_and_restoring_follow_the_state():
     assert [s for s in S if task_in(s).owned] == [S.RUNNING, S.REBUILDING]
     assert [s for s in S if task_in(s).restoring] == [S.RESTORING, S.ACTIVATING]
     assert [s for s in S if task_in(s).assigned] == list(ASSIGNED)
+
+
+def test_a_partition_emptied_by_deletes_is_not_taken_for_a_lost_table(tmp_path):
+    """Empty with the input consumed is a lost table only if the store never saw its changelog:
+    a partition whose every key was deleted has read (or written) the tombstones."""
+    from wallet_balance.processor import balance_group
+    from walletkit.stream.store import Store
+    from walletkit.stream.table import TablePartition
+
+    spec = balance_group()
+    table = TablePartition(Store(tmp_path / "p"), spec.table_codec, 2)
+    task = PartitionTask(2, table)
+    starts = []
+    assert task.lost_table_start(spec, 5, lambda: starts.append(1) or 0) == 0  # never saw its changelog: lost
+    table.store.write([(b"w", None)], table.checkpoint(3))  # a tombstone read: the key was deleted
+    assert task.lost_table_start(spec, 5, lambda: 0) is None
+    table.close()

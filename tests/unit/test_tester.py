@@ -252,3 +252,56 @@ def test_emitting_to_a_topic_the_group_does_not_declare_stops_the_batch():
         with pytest.raises(ValueError, match="not an output"):
             t.process()
         assert t.changelog("k") is None
+
+
+# -- join: another group's co-partitioned table, read by key --------------------------------
+
+
+def limited_group() -> GroupSpec:
+    """Deposits applied only up to the wallet's limit, read from another group's table."""
+
+    def on_deposit(ctx: Context, value: dict) -> None:
+        limit = ctx.join("limits-table")
+        if limit is None:
+            raise SkipRecord("no_limit", "a wallet without a limit takes nothing")
+        total = ctx.value() or {"total": 0}
+        total["total"] = min(total["total"] + value["amount"], limit["max"])
+        ctx.set_value(total)
+
+    return GroupSpec(
+        group="limited",
+        input_topic="deposits",
+        input_codec=JsonCodec(),
+        table_codec=JsonTableCodec(),
+        callback=on_deposit,
+        joins={"limits-table": JsonTableCodec()},
+    )
+
+
+def test_a_joined_table_is_read_by_the_records_key_as_it_is_when_the_batch_runs():
+    with Tester(limited_group(), partitions=4) as t:
+        t.feed("a", {"amount": 5})  # no limit yet: skipped
+        t.process()
+        assert t.value("a") is None
+        t.put("limits-table", "a", {"max": 12})
+        t.put("limits-table", "b", {"max": 100})
+        for wallet, amount in [("a", 5), ("a", 5), ("a", 5), ("b", 7)]:
+            t.feed(wallet, {"amount": amount})
+        t.process()
+        assert (t.value("a")["total"], t.value("b")["total"]) == (12, 7)
+        t.put("limits-table", "a", {"max": 20})
+        t.feed("a", {"amount": 5})
+        t.process()
+        assert t.value("a")["total"] == 17
+        t.restart(lose_state=True)  # the copy of the joined table comes back from its changelog
+        t.feed("a", {"amount": 5})
+        t.process()
+        assert t.value("a")["total"] == 20
+
+
+def test_reading_a_table_the_group_does_not_join_stops_the_batch():
+    spec = dataclasses.replace(limited_group(), joins={})
+    with Tester(spec) as t:
+        t.feed("a", {"amount": 5})
+        with pytest.raises(ValueError, match="not a joined table"):
+            t.process()

@@ -67,10 +67,18 @@ class BatchRunner:
 
     def __init__(self, spec: GroupSpec) -> None:
         self.spec = spec
+        self._joined: Mapping[int, Mapping[str, TablePartition]] = {}
 
-    def run(self, msgs: Sequence[Any], tables: Mapping[int, TablePartition]) -> Batch:
+    def run(
+        self,
+        msgs: Sequence[Any],
+        tables: Mapping[int, TablePartition],
+        joined: Mapping[int, Mapping[str, TablePartition]] | None = None,
+    ) -> Batch:
         """Run ``msgs``; a record of a partition not in ``tables`` (revoked meanwhile) is left
-        to its new owner. A fatal consumer error raises StreamError."""
+        to its new owner. ``joined``: each partition's copies of the joined tables. A fatal
+        consumer error raises StreamError."""
+        self._joined = joined or {}
         spec = self.spec
         batch, quarantine = Batch(), Quarantine()
         txns, counts, outcomes = batch.txns, batch.counts, batch.outcomes
@@ -143,7 +151,9 @@ class BatchRunner:
             self._note_quarantine(txn, key, m, reason)
             return "quarantined"
         hot = (p, key) in quarantine.hot
-        ctx = Context(txn, spec.table_codec, key, p, offset, m, snapshot=hot, outputs=spec.outputs)
+        ctx = Context(
+            txn, spec.table_codec, key, p, offset, m, snapshot=hot, outputs=spec.outputs, joined=self._joined.get(p)
+        )
         try:
             spec.callback(ctx, spec.input_codec.decode(m.value()))
             return "processed"

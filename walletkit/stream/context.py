@@ -33,7 +33,18 @@ class Context:
     offset, which is what makes a replayed record a no-op.
     """
 
-    __slots__ = ("key", "offset", "partition", "_msg", "_txn", "_codec", "snapshots", "_outputs", "_emit_mark")
+    __slots__ = (
+        "key",
+        "offset",
+        "partition",
+        "_msg",
+        "_txn",
+        "_codec",
+        "snapshots",
+        "_outputs",
+        "_emit_mark",
+        "_joined",
+    )
 
     def __init__(
         self,
@@ -46,10 +57,12 @@ class Context:
         *,
         snapshot: bool = False,
         outputs: Mapping[str, Codec] | None = None,
+        joined: Mapping[str, Any] | None = None,
     ) -> None:
         self._txn = txn
         self._codec = codec
         self._outputs = outputs
+        self._joined = joined
         self._emit_mark = len(txn.emitted) if txn is not None else 0  # this record's emits come after it
         #: With ``snapshot``: every entry this record reads, encoded as it was before
         #: (key -> (bytes or None, dirty)), so a refused write can be undone (Transaction.restore).
@@ -110,6 +123,15 @@ class Context:
         if self.snapshots is not None:
             self._snapshot(self.key, self._txn.get(self.key))
         self._txn.delete(self.key)
+
+    def join(self, topic: str) -> Any | None:
+        """This key's value in joined table ``topic`` (one of GroupSpec.joins; Goka's Join),
+        None if it has none. It is read from the member's local copy of that table, which
+        follows the other group's changelog: it may lag it, so a replay may see a newer value."""
+        table = self._joined.get(topic) if self._joined else None
+        if table is None:
+            raise ValueError(f"{topic!r} is not a joined table of this group (GroupSpec.joins)")
+        return table.get(self.key)
 
     def emit(self, topic: str, key: str, value: Any) -> None:
         """Send ``value`` (None: a tombstone) to ``topic``, one of the group's outputs, keyed

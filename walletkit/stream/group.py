@@ -28,6 +28,11 @@ class GroupSpec:
     quarantine: Callable[[Context, str], None] | None = None
     #: Topics the callback may ``ctx.emit()`` to, with the codec of each (they must exist).
     outputs: Mapping[str, Codec] = field(default_factory=dict)
+    #: Tables of other groups (their changelog topics, with their codecs), co-partitioned with
+    #: the input, that the callback reads with ``ctx.join(topic)`` (Goka's Join). A member keeps
+    #: the partitions it owns of each in a local copy, restored before it processes and
+    #: followed after: a joined value is as fresh as that copy, so it may lag the other group.
+    joins: Mapping[str, TableCodec] = field(default_factory=dict)
 
     @property
     def table_topic(self) -> str:

@@ -93,6 +93,10 @@ class LocalStores:
     def open(self, partition: int) -> Store:
         return Store(self.root / str(partition))
 
+    def open_joined(self, topic: str, partition: int) -> Store:
+        """The local copy of partition ``partition`` of joined table ``topic``."""
+        return Store(self.root / "joined" / topic / str(partition))
+
     def member_id(self) -> str:
         return persistent_id(self.root)
 
@@ -144,7 +148,9 @@ class Processor:
         self.state = ProcessorState.CREATED
         #: Every partition this member holds a store of, whatever its state (see task.py).
         self._tasks = PartitionTasks(
-            lambda p: TablePartition(stores.open(p), spec.table_codec, p, max_value_bytes=max_value_bytes)
+            lambda p: TablePartition(stores.open(p), spec.table_codec, p, max_value_bytes=max_value_bytes),
+            lambda topic, p: TablePartition(stores.open_joined(topic, p), spec.joins[topic], p),
+            tuple(spec.joins),
         )
         self._assigned_once = False
         #: The group member id of the latest assignment (read on the processor's thread:
@@ -164,6 +170,8 @@ class Processor:
         self._input_topic_id = self._table_topic_id = ""
         self._partition_count = 0
         self._output_partitions: dict[str, int] = {}
+        self._joins: dict[str, Restorer] = {}  # a restorer per joined table (GroupSpec.joins)
+        self._join_topic_ids: dict[str, str] = {}
         metrics.init_processor(spec.group, lambda: self.ready, self.guarantee.value)
 
     @classmethod
@@ -219,6 +227,9 @@ class Processor:
         """The table partitions whose input this member processes, by partition."""
         return self._tasks.tables(TaskState.RUNNING, TaskState.REBUILDING)
 
+    def _joined_tables(self) -> dict[int, dict[str, TablePartition]]:
+        return {t.partition: t.joined for t in self._tasks if t.owned}
+
     def stop(self) -> None:
         """Ask ``run()`` to finish its batch, flush, commit and return."""
         self._stop.set()
@@ -234,7 +245,7 @@ class Processor:
             restorer, watch = self._restorer, self._watch
             while not self._stop.is_set():
                 restoring = self._tasks.any(TaskState.RESTORING, TaskState.ACTIVATING)
-                if restorer.busy or restoring:
+                if restorer.busy or restoring or self._joins:
                     self._restore_step()
                 if watch is not None and (members := watch.poll()) is not None:
                     self._plan_standby(members)
@@ -263,8 +274,9 @@ class Processor:
         """Check the topics, make the writer, the restorer and the group consumer, subscribe."""
         spec, clients = self.spec, self._clients
         topics = clients.topics()
-        topics.ensure_copartitioned([spec.input_topic, spec.table_topic])
-        ids = topics.topic_ids([spec.input_topic, spec.table_topic])
+        topics.ensure_copartitioned([spec.input_topic, spec.table_topic, *spec.joins])
+        ids = topics.topic_ids([spec.input_topic, spec.table_topic, *spec.joins])
+        self._join_topic_ids = {topic: ids[topic] for topic in spec.joins}
         self._input_topic_id, self._table_topic_id = ids[spec.input_topic], ids[spec.table_topic]
         self._partition_count = topics.partitions([spec.input_topic])[spec.input_topic]
         self._output_partitions = topics.partitions(list(spec.outputs))
@@ -293,6 +305,16 @@ class Processor:
             should_stop=self._stop.is_set,
             log_ends=LogEnds(clients.admin, spec.table_topic) if transactional else None,
         )
+        self._joins = {
+            topic: Restorer(
+                clients.reader(),
+                topic,
+                codec,
+                should_stop=self._stop.is_set,
+                log_ends=LogEnds(clients.admin, topic) if transactional else None,
+            )
+            for topic, codec in spec.joins.items()
+        }
         if self.standby_replicas or (transactional and self._settings.instance_id):
             self._watch = MembershipWatch(clients.admin(), spec.group)
         self._consumer = clients.group_consumer(
@@ -316,7 +338,7 @@ class Processor:
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("closing consumer: %s", exc)
-        for part in (self._restorer, self._watch, self._writer):
+        for part in (self._restorer, *self._joins.values(), self._watch, self._writer):
             if part is not None:
                 part.close()
         self._tasks.close()
@@ -371,6 +393,8 @@ class Processor:
             task = self._tasks.task(p)
             task.move(TaskState.RESTORING)
             task.resume_at = committed.get(p)
+            task.unrestored = {self.spec.table_topic, *self.spec.joins}
+            self._tasks.open_joined(task)
         self._follow()
         if self._watch is not None:
             self._watch.request(self.member_id)
@@ -379,18 +403,40 @@ class Processor:
         metrics.PARTITIONS.labels(self.spec.group).set(len(self.partitions))
 
     def _follow(self) -> None:
-        """Tell the restorer what to follow: the restoring partitions and the standby copies."""
-        self._restorer.follow(
-            self._tasks.tables(TaskState.RESTORING), self._tasks.tables(TaskState.STANDBY), self._table_topic_id
-        )
+        """Tell the restorers what to follow: of the own table, the restoring partitions and the
+        standby copies; of each joined table, the assigned partitions (restored first, then
+        followed as long as they are assigned)."""
+        tasks = self._tasks
+        own = self.spec.table_topic
+        restoring = {p: t for p, t in tasks.tables(TaskState.RESTORING).items() if own in tasks.task(p).unrestored}
+        self._restorer.follow(restoring, tasks.tables(TaskState.STANDBY), self._table_topic_id)
+        assigned = (TaskState.RESTORING, TaskState.ACTIVATING, TaskState.RUNNING, TaskState.REBUILDING)
+        for topic, restorer in self._joins.items():
+            copies = tasks.joined(topic, *assigned)
+            unread = {p for p in copies if topic in tasks.task(p).unrestored}
+            restorer.follow(
+                {p: c for p, c in copies.items() if p in unread},
+                {p: c for p, c in copies.items() if p not in unread},
+                self._join_topic_ids[topic],
+            )
 
     def _restore_step(self) -> None:
-        if self._restorer.busy:
-            restoring = self._tasks.any(TaskState.RESTORING)
-            for p in self._restorer.step(RESTORE_STEP_SECONDS if restoring else 0.0):
+        restoring = self._tasks.any(TaskState.RESTORING)
+        budget = RESTORE_STEP_SECONDS if restoring else 0.0
+        read = False
+        for topic, restorer in ((self.spec.table_topic, self._restorer), *self._joins.items()):
+            if not restorer.busy:
+                continue
+            for p in restorer.step(budget / (1 + len(self._joins))):
                 task = self._tasks.get(p)
                 if task is not None and task.state is TaskState.RESTORING:
-                    task.move(TaskState.ACTIVATING)
+                    task.unrestored.discard(topic)
+                    read = read or topic != self.spec.table_topic
+        if read:  # joined copies read to their end: followed from now on
+            self._follow()
+        for task in self._tasks:
+            if task.state is TaskState.RESTORING and not task.unrestored:
+                task.move(TaskState.ACTIVATING)
         for p in self._tasks.partitions(TaskState.ACTIVATING):
             self._activate(self._tasks.task(p))
 
@@ -479,7 +525,7 @@ class Processor:
             consumer.consumer_group_metadata() if self.guarantee is Guarantee.EXACTLY_ONCE else None,
         )
         started = time.perf_counter()
-        batch = self._runner.run(msgs, self.tables)
+        batch = self._runner.run(msgs, self.tables, self._joined_tables() if self._joins else None)
         metrics.CALLBACK_SECONDS.labels(spec.group).observe(time.perf_counter() - started)
         if not batch.txns:
             return

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -74,6 +74,10 @@ class PartitionTask:
     rebuild_until: int | None = None
     #: Next input offset of the batches made durable but not committed yet (applied-offsets).
     pending_commit: int | None = None
+    #: Local copies of the joined tables' partition (GroupSpec.joins), by changelog topic.
+    joined: dict[str, TablePartition] = field(default_factory=dict)
+    #: RESTORING: the changelogs (its own table's, the joined ones) not read to their end yet.
+    unrestored: set[str] = field(default_factory=set)
 
     @property
     def assigned(self) -> bool:
@@ -103,6 +107,13 @@ class PartitionTask:
             self.rebuild_until = None  # its next owner (this member again, maybe) decides anew
             self.pending_commit = None  # committed on revocation, or not ours to commit any more
         self.state = to
+
+    def close(self) -> None:
+        """Close its store and its joined copies (their files stay)."""
+        self.table.close()
+        for joined in self.joined.values():
+            joined.close()
+        self.joined.clear()
 
     def passed(self, next_offset: int) -> bool:
         """A REBUILDING task whose input reached ``next_offset`` is rebuilt: RUNNING again (True)."""
@@ -195,11 +206,13 @@ class PartitionTask:
         """Where to rebuild a table partition that is empty although the group consumed its
         input (``input_start()``: the input partition's first offset now): its changelog was
         deleted and recreated (or emptied), so resuming at the committed offset would reset
-        every value to what the newer records alone make. None when the table is not lost.
+        every value to what the newer records alone make. None when the table is not lost: a
+        partition whose changelog this store has read or written (a position past 0 in this
+        topic incarnation) is merely empty, its keys deleted (tombstones).
         If the input no longer holds its first records, refuse: there is nothing to rebuild from.
         """
-        if committed <= 0 or self.table.store.has_values():
-            return None
+        if committed <= 0 or self.table.store.has_values() or self.table.changelog_offset > 0:
+            return None  # never consumed, not empty, or emptied by deletes its changelog holds
         topic, p = spec.input_topic, self.partition
         low = input_start()
         if low > 0:
@@ -227,8 +240,15 @@ class PartitionTask:
 class PartitionTasks:
     """A member's tasks by partition; ``open_table(p)`` opens partition ``p``'s store."""
 
-    def __init__(self, open_table: Callable[[int], TablePartition]) -> None:
+    def __init__(
+        self,
+        open_table: Callable[[int], TablePartition],
+        open_joined: Callable[[str, int], TablePartition] | None = None,
+        joins: tuple[str, ...] = (),
+    ) -> None:
         self._open_table = open_table
+        self._open_joined = open_joined
+        self._joins = joins
         self._tasks: dict[int, PartitionTask] = {}
 
     def __iter__(self) -> Iterator[PartitionTask]:
@@ -243,6 +263,16 @@ class PartitionTasks:
         if task is None:
             task = self._tasks[p] = PartitionTask(p, self._open_table(p))
         return task
+
+    def open_joined(self, task: PartitionTask) -> None:
+        """Open the task's local copies of the joined tables (an assigned task reads them)."""
+        for topic in self._joins:
+            if topic not in task.joined:
+                task.joined[topic] = self._open_joined(topic, task.partition)
+
+    def joined(self, topic: str, *states: TaskState) -> dict[int, TablePartition]:
+        """The local copies of joined ``topic`` of the tasks in any of ``states``."""
+        return {p: t.joined[topic] for p, t in self._tasks.items() if t.state in states and topic in t.joined}
 
     def partitions(self, *states: TaskState) -> list[int]:
         """The partitions in any of ``states``, in order."""
@@ -259,9 +289,9 @@ class PartitionTasks:
         for p, task in list(self._tasks.items()):
             if p not in keep and task.state is TaskState.IDLE:
                 del self._tasks[p]
-                task.table.close()
+                task.close()
 
     def close(self) -> None:
         for task in self._tasks.values():
-            task.table.close()
+            task.close()
         self._tasks.clear()

@@ -311,7 +311,7 @@ class Tester:
         self.log = MemoryLog()
         self.log.create(spec.input_topic, partitions)
         self.log.create(spec.table_topic, partitions)
-        for topic in spec.outputs:
+        for topic in (*spec.outputs, *spec.joins):
             self.log.create(topic, partitions)
         self._own_directory = directory is None
         self.directory = (
@@ -319,6 +319,8 @@ class Tester:
         )
         self._runner = BatchRunner(spec)
         self.tables: dict[int, TablePartition] = {}
+        #: Each partition's copies of the joined tables (GroupSpec.joins), by topic.
+        self.joined: dict[int, dict[str, TablePartition]] = {}
         self._writer: ChangelogWriter | None = None
         self._position: dict[int, int] = {}
         self._crashed = False
@@ -343,6 +345,10 @@ class Tester:
                     table.checkpoint(tail[-1].offset() + 1),
                 )
             self.tables[p] = table
+            self.joined[p] = {
+                topic: TablePartition(Store(self.directory / "joined" / topic / str(p)), codec, p)
+                for topic, codec in spec.joins.items()
+            }
             self._position[p] = max(self.log.committed.get((spec.group, spec.input_topic, p), 0), 0)
         self._writer = ChangelogWriter(
             lambda **config: MemoryProducer(self.log, **config),
@@ -353,21 +359,36 @@ class Tester:
         self._writer.start()
         self._crashed = False
 
+    def _follow_joined(self) -> None:
+        """Bring the joined copies up to their changelogs (a member follows them between batches)."""
+        for p, copies in self.joined.items():
+            for topic, copy in copies.items():
+                tail = self.log.read(topic, p, stored_position(copy.store, p))
+                if tail:
+                    merge_changelog(
+                        copy.store,
+                        copy.codec,
+                        [(r.key(), r.value()) for r in tail],
+                        copy.checkpoint(tail[-1].offset() + 1),
+                    )
+
     def restart(self, *, lose_state: bool = False) -> None:
         """Stop as a crash does (nothing flushed or committed that was not), and start again on the
         same stores, or on empty ones with ``lose_state``."""
-        for table in self.tables.values():
-            table.close()
-        self.tables.clear()
+        self._close_tables()
         self._writer = None  # dropped as a killed process drops it: its open transaction stays open
         if lose_state:
             shutil.rmtree(self.directory, ignore_errors=True)
         self._start()
 
-    def close(self) -> None:
-        for table in self.tables.values():
+    def _close_tables(self) -> None:
+        for table in [*self.tables.values(), *(c for copies in self.joined.values() for c in copies.values())]:
             table.close()
         self.tables.clear()
+        self.joined.clear()
+
+    def close(self) -> None:
+        self._close_tables()
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -401,6 +422,13 @@ class Tester:
             timestamp_ms=timestamp_ms,
         )
 
+    def put(self, topic: str, key: str, value: Any) -> Record:
+        """Write ``value`` (None: a tombstone) for ``key`` to joined table ``topic``'s changelog,
+        as the group that owns that table would; the member's copy follows it before each batch."""
+        codec = self.spec.joins[topic]
+        raw = codec.encode(value) if value is not None else None
+        return self.log.append(topic, partition_for(key.encode(), self.partitions), key.encode(), raw)
+
     def process(self, *, crash_at: str | None = None) -> list[Batch]:
         """Process every record not consumed yet; the batches run (a failed one is rewound and
         not listed). ``crash_at``: stop the first batch at that point and raise :class:`Crashed`."""
@@ -411,7 +439,8 @@ class Tester:
             msgs = self._next_batch()
             if not msgs:
                 return done
-            batch = self._runner.run(msgs, self.tables)
+            self._follow_joined()
+            batch = self._runner.run(msgs, self.tables, self.joined)
             try:
                 if self._flush(batch, _CrashAt(crash_at)):
                     done.append(batch)
