@@ -8,9 +8,20 @@ finishes its stale batch. Under exactly-once the broker refuses the batch's tran
 and in ``stream_processor_fenced_total``. Then compaction runs on the changelog and a
 processor restores from an empty disk: every balance and flag must be exact.
 
-With fencing off (``ZOMBIE_GUARANTEE=applied_offsets``) the stale values are the last
-records of their keys, compaction keeps them, and the restored balances are wrong: that is
-the hole transactions close, and how this test was checked to be able to fail.
+Two fences stand in the zombie's way, and each is shown on its own:
+
+- *both* (the default: exactly-once with the checkpoint's own membership check);
+- *the broker's alone* (the local check turned off by a testing knob): the transaction's
+  offset commit carries the group generation the batch was consumed under, and the broker
+  refuses it; the log names the broker's refusal, never the local check;
+- *the local one alone* (applied-offsets: no transaction, so no broker fence): the zombie
+  lingers a few seconds after it wakes, its client's heartbeat learns that the member was
+  removed, and the checkpoint refuses the batch before anything is written.
+
+With neither (``ZOMBIE_GUARANTEE=applied_offsets ZOMBIE_KNOBS=,no_local_fence=1``) the
+stale values are the last records of their keys, compaction keeps them, and the restored
+balances are wrong: that is the hole the fences close, and how this test was checked to be
+able to fail.
 """
 
 from __future__ import annotations
@@ -42,7 +53,18 @@ from walletkit.devstack.net import http_get
 pytestmark = pytest.mark.integration
 
 UNIT = 1_000_000
-GUARANTEE = os.environ.get("ZOMBIE_GUARANTEE", "exactly_once")
+#: variant -> (processing guarantee, fence knobs of walletkit.stream.faults)
+VARIANTS = {
+    "both-fences": ("exactly_once", ""),
+    "broker-fence-alone": ("exactly_once", ",no_local_fence=1"),
+    "local-fence-alone": ("applied_offsets", ",linger_after_pause=5"),
+}
+#: A manual run without any fence (see the module doc).
+MANUAL = (
+    (os.environ["ZOMBIE_GUARANTEE"], os.environ.get("ZOMBIE_KNOBS", "")) if "ZOMBIE_GUARANTEE" in os.environ else None
+)
+LOCAL_REFUSAL = "the group membership changed during the batch"
+BROKER_REFUSAL = re.compile(r"fenced, the batch's writes are refused and aborted \((send offsets|commit transaction): ")
 WALLETS = [f"z{i}" for i in range(40)]
 
 
@@ -77,17 +99,21 @@ def deposits(rng: random.Random, n: int, start: int) -> list[Deposit]:
     return [Deposit(rng.choice(WALLETS), rng.randint(1, 3000) * UNIT, start + i * 1000) for i in range(n)]
 
 
-def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_cluster, tmp_path):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_cluster, tmp_path, variant):
+    guarantee, knobs = MANUAL or VARIANTS[variant]
     cluster = three_node_cluster
     bootstrap = cluster.broker.bootstrap
-    cluster.extra_env["WALLET_PROCESSING_GUARANTEE"] = GUARANTEE
+    cluster.extra_env["WALLET_PROCESSING_GUARANTEE"] = guarantee
     create_topics(bootstrap)
     compact_fast(bootstrap, "balance-table")
     rng = random.Random(4471)
     now = int(time.time() * UNIT)
     trigger = tmp_path / "pause-now"
     zombie = cluster.start(
-        "balance", 0, env={"WALLET_FAULT_INJECTION": "pause_before_changelog=1", "WALLET_FAULT_TRIGGER": str(trigger)}
+        "balance",
+        0,
+        env={"WALLET_FAULT_INJECTION": f"pause_before_changelog=1{knobs}", "WALLET_FAULT_TRIGGER": str(trigger)},
     )
     cluster.start("above_threshold")
     writer = DepositWriter(bootstrap)
@@ -117,10 +143,19 @@ def test_a_paused_member_past_its_session_cannot_write_stale_values(three_node_c
     # 4. The zombie wakes up and finishes its stale batch.
     os.kill(zombie.proc.pid, signal.SIGCONT)
     wait_for(lambda: "resumed after the injected pause" in zombie.log_path.read_text(), 30, "balance-0 to resume")
-    time.sleep(3.0)  # its batch is written (or refused) well within this
+    if MANUAL is None:
+        wait_for(lambda: "fenced, the batch" in zombie.log_path.read_text() or None, 30, "the zombie's batch refused")
+    else:
+        time.sleep(3.0 + float(knobs.partition("linger_after_pause=")[2].split(",")[0] or 0))
     log = zombie.log_path.read_text()
-    if GUARANTEE == "exactly_once":
-        assert "fenced" in log, "the zombie's batch should have been refused"
+    if MANUAL is None:
+        if variant == "broker-fence-alone":
+            assert BROKER_REFUSAL.search(log), "the broker should have refused the zombie's offsets"
+            assert LOCAL_REFUSAL not in log, "the local check was off: the refusal must be the broker's"
+        elif variant == "local-fence-alone":
+            assert LOCAL_REFUSAL in log, "the checkpoint should have refused the batch itself"
+        else:
+            assert LOCAL_REFUSAL in log or BROKER_REFUSAL.search(log), "the zombie's batch should have been refused"
         zombie.wait_ready(90)  # it rejoined the group as a new member
         assert metric(zombie.port, "stream_processor_fenced_total") >= 1
 

@@ -305,3 +305,13 @@ def test_reading_a_table_the_group_does_not_join_stops_the_batch():
         t.feed("a", {"amount": 5})
         with pytest.raises(ValueError, match="not a joined table"):
             t.process()
+
+
+def test_the_fence_knobs_parse_and_unknown_ones_are_refused():
+    from walletkit.stream.faults import CrashInjector
+
+    knobs = CrashInjector("pause_before_changelog=1,no_local_fence=1,linger_after_pause=2.5")
+    assert (knobs.local_fence, knobs.linger_after_pause, knobs.odds) == (False, 2.5, {"pause_before_changelog": 1.0})
+    assert CrashInjector("after_commit=0.1").local_fence is True
+    with pytest.raises(ValueError, match="no_local_fence"):
+        CrashInjector("no_such_knob=1")

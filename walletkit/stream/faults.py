@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import signal
+import time
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 #: mode commits them later); pause_before_changelog: the process stops itself
 #: (SIGSTOP) with the batch computed and nothing written, a zombie once its session expires.
 POINTS = ("after_changelog", "after_commit", "after_store", "pause_before_changelog")
+#: Knobs for the fence tests, not points: ``no_local_fence=1`` turns off the checkpoint's own
+#: check of the group membership (so the broker's fence is seen alone); ``linger_after_pause=S``
+#: waits S seconds after an injected pause ends, so the client's heartbeat learns first that the
+#: member was removed (so the local fence is seen alone, where no broker fence exists).
+KNOBS = ("no_local_fence", "linger_after_pause")
 #: Exit code of an injected crash (tells it apart from real failures).
 CRASH_EXIT_CODE = 86
 
@@ -33,11 +39,20 @@ class CrashInjector:
         #: chooses the moment: ``WALLET_FAULT_TRIGGER``).
         self.trigger = trigger
         self.odds: dict[str, float] = {}
+        knobs: dict[str, float] = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
             point, _, odds = item.partition("=")
+            if point in KNOBS:
+                knobs[point] = float(odds or 1)
+                continue
             if point not in POINTS:
-                raise ValueError(f"unknown crash point {point!r}; known: {', '.join(POINTS)}")
+                raise ValueError(f"unknown crash point {point!r}; known: {', '.join(POINTS + KNOBS)}")
             self.odds[point] = float(odds or 1)
+        #: The checkpoint checks the group membership itself (False: the broker's fence alone).
+        self.local_fence = not knobs.get("no_local_fence")
+        self.linger_after_pause = knobs.get("linger_after_pause", 0.0)
+        if knobs:
+            log.warning("FENCE TEST KNOBS ENABLED (testing only): %s", knobs)
         self._rng = random.Random(seed)
         if self.odds:
             log.warning("CRASH INJECTION ENABLED (testing only): %s", self.odds)
@@ -53,6 +68,8 @@ class CrashInjector:
                 log.warning("injected pause at %s (SIGSTOP)", point)
                 os.kill(os.getpid(), signal.SIGSTOP)
                 log.warning("resumed after the injected pause at %s", point)
+                if self.linger_after_pause:
+                    time.sleep(self.linger_after_pause)
                 return
             log.warning("injected crash at %s", point)
             logging.shutdown()
