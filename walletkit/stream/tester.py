@@ -335,15 +335,7 @@ class Tester:
             table = TablePartition(
                 Store(self.directory / str(p)), spec.table_codec, p, max_value_bytes=self.max_value_bytes
             )
-            start = stored_position(table.store, p)
-            tail = self.log.read(spec.table_topic, p, start)
-            if tail:
-                merge_changelog(
-                    table.store,
-                    spec.table_codec,
-                    [(r.key(), r.value()) for r in tail],
-                    table.checkpoint(tail[-1].offset() + 1),
-                )
+            self._catch_up(table, spec.table_topic)  # a restore: the committed changelog's tail
             self.tables[p] = table
             self.joined[p] = {
                 topic: TablePartition(Store(self.directory / "joined" / topic / str(p)), codec, p)
@@ -361,16 +353,18 @@ class Tester:
 
     def _follow_joined(self) -> None:
         """Bring the joined copies up to their changelogs (a member follows them between batches)."""
-        for p, copies in self.joined.items():
+        for copies in self.joined.values():
             for topic, copy in copies.items():
-                tail = self.log.read(topic, p, stored_position(copy.store, p))
-                if tail:
-                    merge_changelog(
-                        copy.store,
-                        copy.codec,
-                        [(r.key(), r.value()) for r in tail],
-                        copy.checkpoint(tail[-1].offset() + 1),
-                    )
+                self._catch_up(copy, topic)
+
+    def _catch_up(self, table: TablePartition, topic: str) -> None:
+        """Merge what ``topic`` committed past the table's stored position into it, as a restore does."""
+        p = table.partition
+        tail = self.log.read(topic, p, stored_position(table.store, p))
+        if tail:
+            merge_changelog(
+                table.store, table.codec, [(r.key(), r.value()) for r in tail], table.checkpoint(tail[-1].offset() + 1)
+            )
 
     def restart(self, *, lose_state: bool = False) -> None:
         """Stop as a crash does (nothing flushed or committed that was not), and start again on the
