@@ -57,7 +57,10 @@ UNIT = 1_000_000
 VARIANTS = {
     "both-fences": ("exactly_once", ""),
     "broker-fence-alone": ("exactly_once", ",no_local_fence=1"),
-    "local-fence-alone": ("applied_offsets", ",linger_after_pause=5"),
+    "local-fence-alone": (
+        "applied_offsets",
+        ",linger_after_pause=12",
+    ),  # heartbeats every 3 s: margin for a busy machine
 }
 #: A manual run without any fence (see the module doc).
 MANUAL = (
